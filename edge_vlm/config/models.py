@@ -1,0 +1,249 @@
+"""The configuration file's schema: pydantic v2 models, every field bounded and described.
+
+Validators here are pure: they look only at the values. Whether a file exists or an environment
+variable is set is checked at start-up by ``edge_vlm.config.preflight``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+# Camera and node ids become MQTT topic levels and Home Assistant ids: nothing that can inject a
+# topic level or a wildcard, nothing HA's discovery topic matcher refuses.
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+# A topic prefix we publish under: one or more levels of safe characters.
+TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+DEFAULT_PROMPT = "Describe what is happening in this camera image in one short sentence."
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors: a typo in the YAML must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsConfig(StrictModel):
+    enabled: bool = Field(False, description="Connect to the broker over TLS.")
+    ca_file: Path | None = Field(
+        None, description="CA certificate (PEM) that signed the broker's certificate; "
+        "unset = the system's CA store.",
+    )
+    cert_file: Path | None = Field(None, description="Client certificate (PEM), if the broker asks.")
+    key_file: Path | None = Field(None, description="Private key (PEM) of the client certificate.")
+    verify_hostname: bool = Field(
+        True, description="Check that the broker's certificate names the host we connect to.",
+    )
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: set both or neither")
+        return self
+
+
+class MqttConfig(StrictModel):
+    host: str = Field("127.0.0.1", min_length=1, max_length=253, description="Broker host name or IP.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual for TLS).")
+    client_id: str | None = Field(
+        None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+        description="MQTT client id; default edge_vlm_<node_id>. Must be unique on the broker.",
+    )
+    username: str | None = Field(None, min_length=1, max_length=256, description="Broker user name.")
+    password_env: str | None = Field(
+        None, pattern=ENV_NAME_PATTERN,
+        description="Name of the environment variable that holds the broker password "
+        "(the password itself never goes in this file).",
+    )
+    protocol: Literal["3.1.1", "5"] = Field(
+        "5", description='MQTT protocol version: "5" or "3.1.1".',
+    )
+    keepalive: int = Field(60, ge=5, le=3600, description="Keep-alive interval, seconds.")
+    tls: TlsConfig = Field(default_factory=TlsConfig, description="TLS settings.")
+    reconnect_min_delay: float = Field(
+        1.0, ge=0.1, le=60, description="First wait before reconnecting, seconds (doubles each try).",
+    )
+    reconnect_max_delay: float = Field(
+        10.0, ge=1, le=600, description="Longest wait between reconnect attempts, seconds.",
+    )
+    max_queued_messages: int = Field(
+        500, ge=10, le=100_000,
+        description="Results and errors kept for delivery while the broker is unreachable; "
+        "beyond this the oldest are dropped with a warning. Retained states are not counted: "
+        "only the newest of each is kept and republished on reconnect.",
+    )
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_as_text(cls, value: Any) -> Any:
+        # YAML reads `protocol: 5` as an int; accept it rather than make users quote it.
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _delays_ordered(self) -> MqttConfig:
+        if self.reconnect_max_delay < self.reconnect_min_delay:
+            raise ValueError("reconnect_max_delay must be at least reconnect_min_delay")
+        return self
+
+
+class DiscoveryConfig(StrictModel):
+    enabled: bool = Field(True, description="Announce entities with Home Assistant MQTT discovery.")
+    prefix: str = Field(
+        "homeassistant", pattern=TOPIC_PREFIX_PATTERN,
+        description="Home Assistant's discovery prefix.",
+    )
+    ha_status_topic: str = Field(
+        "homeassistant/status", pattern=TOPIC_PREFIX_PATTERN,
+        description="Where Home Assistant publishes online/offline; on online we announce again.",
+    )
+
+
+class MqttSourceConfig(StrictModel):
+    type: Literal["mqtt"] = Field(
+        "mqtt", description="mqtt: a trigger describes the last snapshot received for the camera.",
+    )
+
+
+class CameraConfig(StrictModel):
+    id: str = Field(
+        pattern=ID_PATTERN,
+        description="Camera id: lower-case letters, digits, _ and -. Used in topics and entity ids; "
+        "changing it makes new entities in Home Assistant.",
+    )
+    name: str | None = Field(
+        None, min_length=1, max_length=64, description="Friendly name; default from the id.",
+    )
+    enabled: bool = Field(True, description="A disabled camera keeps its entities but describes nothing.")
+    prompt: str | None = Field(
+        None, min_length=1, max_length=4000, description="Prompt for this camera; default: top-level prompt.",
+    )
+    source: MqttSourceConfig = Field(
+        default_factory=MqttSourceConfig, description="Where a trigger takes its frame from.",
+    )
+    snapshot_topics: list[str] = Field(
+        default_factory=list, max_length=16,
+        description="Extra topics carrying raw JPEG/PNG snapshots for this camera, e.g. "
+        "frigate/front_door/person/snapshot (wildcards + and # allowed).",
+    )
+    accept_retained: bool = Field(
+        False, description="Describe retained snapshots delivered on subscribe. Off by default: "
+        "Frigate's snapshots are retained and would be stale at start-up.",
+    )
+
+    @field_validator("snapshot_topics")
+    @classmethod
+    def _topic_filters_valid(cls, topics: list[str]) -> list[str]:
+        for topic in topics:
+            problem = topic_filter_problem(topic)
+            if problem:
+                raise ValueError(f"{topic!r}: {problem}")
+        return topics
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id.replace("_", " ").replace("-", " ").capitalize()
+
+
+class OpencvBackendConfig(StrictModel):
+    type: Literal["opencv"] = Field(
+        "opencv", description="opencv: built-in analyzer (people, faces, light, motion); no model files.",
+    )
+    analysis_width: int = Field(
+        640, ge=160, le=1920, description="Frames are scaled down to this width before analysis.",
+    )
+    people_min_confidence: float = Field(
+        0.9, ge=0.0, le=5.0, description="Minimum HOG detector score to count a person.",
+    )
+    detect_faces: bool = Field(True, description="Count frontal faces (Haar cascade).")
+
+
+class LimitsConfig(StrictModel):
+    max_image_pixels: int = Field(
+        40_000_000, ge=10_000, le=500_000_000,
+        description="Images with more pixels than this are refused before decoding.",
+    )
+    max_payload_bytes: int = Field(
+        25_000_000, ge=10_000, le=256_000_000, description="Snapshot payloads larger than this are refused.",
+    )
+    max_published_image_bytes: int = Field(
+        2_000_000, ge=10_000, le=50_000_000,
+        description="A snapshot JPEG up to this size is republished as is on the image topic; a larger "
+        "one (or a PNG) is re-encoded from the decoded frame.",
+    )
+    inbound_queue: int = Field(
+        64, ge=4, le=10_000,
+        description="Incoming MQTT messages waiting to be handled; when full the oldest is dropped "
+        "with a warning.",
+    )
+
+
+class LoggingConfig(StrictModel):
+    level: LogLevel = Field("INFO", description="Log level of the daemon.")
+    modules: dict[str, LogLevel] = Field(
+        default_factory=dict, description="Per-module levels, e.g. {edge_vlm.mqtt: DEBUG}.",
+    )
+
+
+class AppConfig(StrictModel):
+    node_id: str = Field(
+        "board", pattern=ID_PATTERN,
+        description="This daemon's id: its status topic and Home Assistant device. Give each board "
+        "sharing a broker its own.",
+    )
+    base_topic: str = Field("edge_vlm", pattern=TOPIC_PREFIX_PATTERN, description="Prefix of all our topics.")
+    prompt: str = Field(
+        DEFAULT_PROMPT, min_length=1, max_length=4000, description="Prompt used when a camera sets none.",
+    )
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Broker connection.")
+    discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig, description="Home Assistant discovery.")
+    backend: Annotated[OpencvBackendConfig, Field(
+        default_factory=OpencvBackendConfig, description="What turns a frame into text.",
+    )]
+    cameras: list[CameraConfig] = Field(min_length=1, max_length=64, description="The cameras.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Input and queue limits.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log levels.")
+
+    @field_validator("cameras")
+    @classmethod
+    def _camera_ids_unique(cls, cameras: list[CameraConfig], info: ValidationInfo) -> list[CameraConfig]:
+        first: dict[str, int] = {}
+        for index, camera in enumerate(cameras):
+            if camera.id in first:
+                raise ValueError(
+                    f"camera id {camera.id!r} is used twice: cameras[{first[camera.id]}] and cameras[{index}]",
+                )
+            if camera.id == info.data.get("node_id"):
+                raise ValueError(f"camera id {camera.id!r} equals node_id: their topics would collide")
+            first[camera.id] = index
+        return cameras
+
+    def camera(self, camera_id: str) -> CameraConfig | None:
+        return next((c for c in self.cameras if c.id == camera_id), None)
+
+    def prompt_for(self, camera: CameraConfig) -> str:
+        return camera.prompt or self.prompt
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or f"edge_vlm_{self.node_id}"
+
+
+def topic_filter_problem(topic: str) -> str | None:
+    """Why ``topic`` is not a valid MQTT subscription filter, or None if it is."""
+    if not topic or len(topic.encode()) > 65535:
+        return "a topic filter must be 1 to 65535 bytes"
+    if "\0" in topic:
+        return "a topic filter cannot contain NUL"
+    levels = topic.split("/")
+    for index, level in enumerate(levels):
+        if "#" in level and (level != "#" or index != len(levels) - 1):
+            return "# must be a whole level and the last one"
+        if "+" in level and level != "+":
+            return "+ must be a whole level"
+    return None
