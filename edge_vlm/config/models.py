@@ -154,8 +154,10 @@ class OpencvBackendConfig(StrictModel):
     type: Literal["opencv"] = Field(
         "opencv", description="opencv: built-in analyzer (people, faces, light, motion); no model files.",
     )
-    analysis_width: int = Field(
-        640, ge=160, le=1920, description="Frames are scaled down to this width before analysis.",
+    analysis_size: int = Field(
+        640, ge=160, le=1920,
+        description="Frames are scaled down to this many pixels on their long side before analysis; "
+        "people shorter than a fifth of it are not found.",
     )
     people_min_confidence: float = Field(
         0.9, ge=0.0, le=5.0, description="Minimum HOG detector score to count a person.",

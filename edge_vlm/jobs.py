@@ -1,0 +1,75 @@
+"""The values that travel between stages: a job to describe, what the backend said, the outcome."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_vlm.frames import Frame
+
+_sequence = itertools.count(1)
+_RUN_TAG = os.urandom(3).hex()
+
+
+def new_request_id() -> str:
+    """An id for a job that came without one, unique across restarts of the daemon."""
+    return f"{_RUN_TAG}-{next(_sequence)}"
+
+
+@dataclass
+class Job:
+    """A frame to describe, with everything the result must carry back."""
+
+    camera: str
+    frame: Frame
+    prompt: str
+    request_id: str
+    origin: str  # "snapshot" or "trigger"
+    accepted_at: float = field(default_factory=time.monotonic)
+    timings_ms: dict[str, float] = field(default_factory=dict)  # stages before the backend
+    superseded_ids: list[str] = field(default_factory=list)  # jobs this one replaced (latest wins)
+
+    @property
+    def coalesced(self) -> int:
+        return len(self.superseded_ids)
+
+
+@dataclass(frozen=True)
+class Description:
+    """What a backend says about one frame."""
+
+    text: str
+    timings_ms: dict[str, float]  # the backend's own stages, e.g. {"analyze": 41.2}
+    details: dict[str, Any] = field(default_factory=dict)  # backend-specific facts, JSON-serialisable
+
+    @property
+    def compute_ms(self) -> float:
+        return sum(self.timings_ms.values())
+
+
+@dataclass(frozen=True)
+class Result:
+    """A described job, ready to publish."""
+
+    job: Job
+    description: Description
+    backend: str
+    finished_at: float  # wall clock
+
+    @property
+    def timings_ms(self) -> dict[str, float]:
+        return {**self.job.timings_ms, **self.description.timings_ms}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An input or a job that could not be described; published on the camera's error topic."""
+
+    camera: str
+    code: str
+    message: str
+    request_id: str | None = None
+    topic: str | None = None  # the topic the input arrived on
