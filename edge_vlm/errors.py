@@ -32,10 +32,11 @@ class InputError(EdgeVlmError):
 
     code = "bad_input"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, request_id: str | None = None) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
+        self.request_id = request_id  # the requester's id, when the bad input carried one
 
 
 class ImageError(InputError):

@@ -28,7 +28,8 @@ class Job:
     prompt: str
     request_id: str
     origin: str  # "snapshot" or "trigger"
-    accepted_at: float = field(default_factory=time.monotonic)
+    received_at: float  # time.monotonic() when the message that asked for it arrived
+    queued_at: float = field(default_factory=time.monotonic)
     timings_ms: dict[str, float] = field(default_factory=dict)  # stages before the backend
     superseded_ids: list[str] = field(default_factory=list)  # jobs this one replaced (latest wins)
 

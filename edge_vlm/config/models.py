@@ -17,6 +17,15 @@ ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 # A topic prefix we publish under: one or more levels of safe characters.
 TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+CLIENT_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+
+# What each pattern means, for error messages a person can act on.
+PATTERN_HINTS = {
+    ID_PATTERN: "use 1 to 64 lower-case letters, digits, _ and -, starting with a letter or digit",
+    TOPIC_PREFIX_PATTERN: "use topic levels of letters, digits, _ and - separated by /, no wildcards",
+    ENV_NAME_PATTERN: "an environment variable name: letters, digits and _, not starting with a digit",
+    CLIENT_ID_PATTERN: "use letters, digits, _ and - only",
+}
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -52,7 +61,7 @@ class MqttConfig(StrictModel):
     host: str = Field("127.0.0.1", min_length=1, max_length=253, description="Broker host name or IP.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual for TLS).")
     client_id: str | None = Field(
-        None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+        None, min_length=1, max_length=64, pattern=CLIENT_ID_PATTERN,
         description="MQTT client id; default edge_vlm_<node_id>. Must be unique on the broker.",
     )
     username: str | None = Field(None, min_length=1, max_length=256, description="Broker user name.")
@@ -66,11 +75,11 @@ class MqttConfig(StrictModel):
     )
     keepalive: int = Field(60, ge=5, le=3600, description="Keep-alive interval, seconds.")
     tls: TlsConfig = Field(default_factory=TlsConfig, description="TLS settings.")
-    reconnect_min_delay: float = Field(
-        1.0, ge=0.1, le=60, description="First wait before reconnecting, seconds (doubles each try).",
+    reconnect_min_delay: int = Field(
+        1, ge=1, le=60, description="First wait before reconnecting, seconds (doubles each try).",
     )
-    reconnect_max_delay: float = Field(
-        10.0, ge=1, le=600, description="Longest wait between reconnect attempts, seconds.",
+    reconnect_max_delay: int = Field(
+        10, ge=1, le=600, description="Longest wait between reconnect attempts, seconds.",
     )
     max_queued_messages: int = Field(
         500, ge=10, le=100_000,

@@ -1,0 +1,174 @@
+"""The ``edge-vlm`` command: run, check, describe, demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from edge_vlm import __version__
+from edge_vlm.config import ConfigFile, load_config, mqtt_password, preflight
+from edge_vlm.config.models import AppConfig, CameraConfig, LoggingConfig
+from edge_vlm.errors import BackendError, ConfigError, InputError
+
+logger = logging.getLogger("edge_vlm")
+
+DEFAULT_CONFIG = Path("/etc/edge-vlm/edge_vlm.yaml")
+
+
+def setup_logging(config: LoggingConfig) -> None:
+    """Configure logging once, for the whole process."""
+    # Under systemd the journal stamps each line; a second timestamp is noise.
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+    logging.basicConfig(level=config.level, format=f"{stamp}%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr, force=True)
+    for module, level in config.modules.items():
+        logging.getLogger(module).setLevel(level)
+
+
+def _load(path: Path, *, environ_checks: bool) -> ConfigFile:
+    """The validated config, or every problem printed to stderr and exit status 1."""
+    try:
+        loaded = load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        raise SystemExit(1) from None
+    problems = preflight(loaded, os.environ) if environ_checks else []
+    if problems:
+        print(f"{path}: {len(problems)} problem(s):", file=sys.stderr)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        raise SystemExit(1)
+    return loaded
+
+
+def summary(config: AppConfig) -> str:
+    mqtt = config.mqtt
+    auth = f"user {mqtt.username}" if mqtt.username else "anonymous"
+    if mqtt.password_env:
+        auth += f", password from ${mqtt.password_env}"
+    lines = [
+        f"node {config.node_id}: topics under {config.base_topic}/, status on "
+        f"{config.base_topic}/{config.node_id}/status",
+        f"broker {mqtt.host}:{mqtt.port}, MQTT {mqtt.protocol}, {'TLS' if mqtt.tls.enabled else 'no TLS'}, {auth}",
+        f"discovery: {'on, prefix ' + config.discovery.prefix if config.discovery.enabled else 'off'}",
+        f"backend: {config.backend.type}",
+        f"{len(config.cameras)} camera(s):",
+    ]
+    for camera in config.cameras:
+        extra = f", also {', '.join(camera.snapshot_topics)}" if camera.snapshot_topics else ""
+        state = "" if camera.enabled else " (disabled)"
+        lines.append(f"  {camera.id} ({camera.display_name}){state}: source {camera.source.type}{extra}")
+    return "\n".join(lines)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    loaded = _load(args.config, environ_checks=True)
+    print(f"{args.config}: valid")
+    print(summary(loaded.config))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge_vlm.service import Service  # noqa: PLC0415 - keeps `check` free of OpenCV imports
+
+    config = _load(args.config, environ_checks=True).config
+    setup_logging(config.logging)
+    logger.info("edge_vlm %s starting with %s", __version__, args.config)
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        logger.info("Received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    service = Service(config, mqtt_password(config, os.environ))
+    try:
+        service.start()
+    except BackendError as exc:
+        logger.error("Cannot start: %s", exc)  # noqa: TRY400 - the message is the whole story
+        return 1
+    stop.wait()
+    service.stop()
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    from edge_vlm.backends import create_backend  # noqa: PLC0415
+    from edge_vlm.frames import decode_image  # noqa: PLC0415
+
+    # Without a file: the defaults, as a config with one camera would have them.
+    config = (_load(args.config, environ_checks=False).config if args.config
+              else AppConfig(cameras=[CameraConfig(id="cli")]))
+    setup_logging(config.logging if args.config else LoggingConfig(level="WARNING"))
+    prompt = args.prompt or config.prompt
+    limits = config.limits
+    backend = create_backend(config.backend)
+    try:
+        started = time.perf_counter()
+        backend.load()
+        load_ms = (time.perf_counter() - started) * 1000
+        data = args.image.read_bytes()
+        started = time.perf_counter()
+        frame = decode_image(data, camera="cli", captured_at=time.time(), max_bytes=limits.max_payload_bytes,
+                             max_pixels=limits.max_image_pixels, min_long_side=backend.min_long_side)
+        decode_ms = (time.perf_counter() - started) * 1000
+        description = backend.describe(frame, prompt)
+    except OSError as exc:
+        print(f"{args.image}: {exc.strerror}", file=sys.stderr)
+        return 1
+    except (InputError, BackendError) as exc:
+        print(f"{args.image}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        backend.close()
+    print(description.text)
+    timings = {"load": load_ms, "decode": decode_ms, **description.timings_ms}
+    print("timings: " + ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in timings.items()), file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edge_vlm.demo import run_demo  # noqa: PLC0415
+
+    return run_demo(verbose=args.verbose)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-vlm", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"edge_vlm {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG, help="configuration file")
+    run.set_defaults(handler=cmd_run)
+    check = commands.add_parser("check", help="validate a configuration file and summarise it")
+    check.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG, help="configuration file")
+    check.set_defaults(handler=cmd_check)
+    describe = commands.add_parser("describe", help="describe one image file, without MQTT")
+    describe.add_argument("image", type=Path, help="JPEG or PNG file")
+    describe.add_argument("-c", "--config", type=Path, help="configuration file (for the backend)")
+    describe.add_argument("--prompt", help="prompt to use instead of the configured one")
+    describe.set_defaults(handler=cmd_describe)
+    demo = commands.add_parser("demo", help="run the whole daemon here with an embedded broker")
+    demo.add_argument("-v", "--verbose", action="store_true", help="show the daemon's log")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""MQTT: the broker connection, our topics, and the messages built for them."""

@@ -1,0 +1,139 @@
+"""Home Assistant MQTT discovery payloads, built by pure functions.
+
+Device-based discovery (Home Assistant 2024.11 and later): one retained payload per device.
+The daemon is one device (``<prefix>/device/edge_vlm_<node>/config``); each camera is another,
+linked to it with ``via_device``, at ``<prefix>/device/edge_vlm_<node>/<camera>/config``, so
+that one wildcard subscription finds every camera this node ever announced and the ones no longer
+configured can be removed with an empty retained payload.
+
+``unique_id`` is ``edge_vlm_<node>_<camera>_<entity>``: derived, stable, never asked of the user.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from edge_vlm import __version__
+from edge_vlm.config.models import AppConfig, CameraConfig
+from edge_vlm.mqtt.topics import ATTRIBUTES, DESCRIPTION, IMAGE, TRIGGER, Outbound, Topics
+
+ORIGIN = {"name": "edge_vlm", "sw": __version__}
+MANUFACTURER = "edge_vlm"
+# The payload HA's "Describe now" button sends to the trigger topic: an empty JSON request.
+BUTTON_PAYLOAD = "{}"
+
+
+def _payload(value: dict[str, Any]) -> bytes:
+    # Stable serialisation: the same config always gives the same bytes.
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def node_device_payload(config: AppConfig, topics: Topics) -> dict[str, Any]:
+    node = topics.discovery_node
+    available = {"availability_topic": topics.status}
+    diagnostics = topics.diagnostics
+
+    def counter(key: str, name: str, icon: str) -> dict[str, Any]:
+        return {
+            "p": "sensor", "unique_id": f"{node}_{key}", "default_entity_id": f"sensor.{node}_{key}",
+            "name": name, "entity_category": "diagnostic", "state_topic": diagnostics,
+            "value_template": f"{{{{ value_json.{key} }}}}", "state_class": "total_increasing",
+            "icon": icon, **available,
+        }
+
+    return {
+        "dev": {
+            "ids": [node],
+            "name": f"edge_vlm {config.node_id}",
+            "mf": MANUFACTURER,
+            "mdl": "Camera describer",
+            "sw": __version__,
+        },
+        "o": ORIGIN,
+        "qos": 1,
+        "cmps": {
+            "status": {
+                "p": "binary_sensor", "unique_id": f"{node}_status",
+                "default_entity_id": f"binary_sensor.{node}_status", "name": "Status",
+                "device_class": "connectivity", "entity_category": "diagnostic",
+                "state_topic": topics.status, "payload_on": "online", "payload_off": "offline",
+            },
+            "backend": {
+                "p": "sensor", "unique_id": f"{node}_backend", "default_entity_id": f"sensor.{node}_backend",
+                "name": "Backend", "entity_category": "diagnostic", "state_topic": diagnostics,
+                "value_template": "{{ value_json.backend }}", "icon": "mdi:chip", **available,
+            },
+            "queue_depth": {
+                "p": "sensor", "unique_id": f"{node}_queue_depth",
+                "default_entity_id": f"sensor.{node}_queue_depth", "name": "Queue depth",
+                "entity_category": "diagnostic", "state_topic": diagnostics,
+                "value_template": "{{ value_json.queue_depth }}", "state_class": "measurement",
+                "icon": "mdi:tray-full", **available,
+            },
+            "jobs_done": counter("jobs_done", "Jobs done", "mdi:check-circle-outline"),
+            "jobs_failed": counter("jobs_failed", "Jobs failed", "mdi:alert-circle-outline"),
+            "jobs_coalesced": counter("jobs_coalesced", "Jobs coalesced", "mdi:call-merge"),
+        },
+    }
+
+
+def camera_device_payload(camera: CameraConfig, topics: Topics) -> dict[str, Any]:
+    prefix = f"{topics.discovery_node}_{camera.id}"
+    entity = f"edge_vlm_{camera.id}"
+    available = {"availability_topic": topics.status}
+    return {
+        "dev": {
+            "ids": [prefix],
+            "name": camera.display_name,
+            "mf": MANUFACTURER,
+            "mdl": "Described camera",
+            "via_device": topics.discovery_node,
+        },
+        "o": ORIGIN,
+        "qos": 1,
+        "cmps": {
+            "description": {
+                # name null: the description is the camera device's main entity.
+                "p": "sensor", "unique_id": f"{prefix}_description",
+                "default_entity_id": f"sensor.{entity}_description", "name": None,
+                "state_topic": topics.camera(camera.id, DESCRIPTION),
+                "json_attributes_topic": topics.camera(camera.id, ATTRIBUTES),
+                "icon": "mdi:text-box-outline", **available,
+            },
+            "image": {
+                "p": "image", "unique_id": f"{prefix}_image", "default_entity_id": f"image.{entity}_image",
+                "name": "Described image", "image_topic": topics.camera(camera.id, IMAGE),
+                "content_type": "image/jpeg", **available,
+            },
+            "describe": {
+                "p": "button", "unique_id": f"{prefix}_describe",
+                "default_entity_id": f"button.{entity}_describe", "name": "Describe now",
+                "command_topic": topics.camera(camera.id, TRIGGER), "payload_press": BUTTON_PAYLOAD,
+                "icon": "mdi:text-recognition", **available,
+            },
+            "latency": {
+                "p": "sensor", "unique_id": f"{prefix}_latency",
+                "default_entity_id": f"sensor.{entity}_latency", "name": "Last latency",
+                "state_topic": topics.camera(camera.id, ATTRIBUTES),
+                "value_template": "{{ value_json.latency_ms }}", "unit_of_measurement": "ms",
+                "device_class": "duration", "state_class": "measurement",
+                "entity_category": "diagnostic", **available,
+            },
+        },
+    }
+
+
+def discovery_messages(config: AppConfig, topics: Topics) -> list[Outbound]:
+    """Every discovery payload for this config: the daemon first, then each camera."""
+    messages = [Outbound(topics.node_device_config, _payload(node_device_payload(config, topics)), True)]
+    messages += [
+        Outbound(topics.camera_device_config(c.id), _payload(camera_device_payload(c, topics)), True)
+        for c in config.cameras
+    ]
+    return messages
+
+
+def removal_message(config_topic: str) -> Outbound:
+    """Deletes a device and all its entities from Home Assistant."""
+    return Outbound(config_topic, b"", True)

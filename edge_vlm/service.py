@@ -1,0 +1,184 @@
+"""The daemon: wires the connection, intake, scheduler, backend and publisher together.
+
+Threads:
+- paho's network thread: callbacks only put events into the inbox;
+- the dispatcher: handles events in order (connect → subscribe and announce; messages → intake);
+- the worker: runs one job at a time on the backend and publishes its result.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from paho.mqtt.client import topic_matches_sub
+
+from edge_vlm.backends import Backend, create_backend
+from edge_vlm.config.models import AppConfig
+from edge_vlm.diagnostics import Stats, diagnostics_message
+from edge_vlm.errors import BackendError
+from edge_vlm.intake import Intake
+from edge_vlm.jobs import Failure, Job, Result
+from edge_vlm.mqtt.connection import Connected, Event, Inbox, MqttConnection, Received
+from edge_vlm.mqtt.discovery import discovery_messages, removal_message
+from edge_vlm.mqtt.outputs import failure_message, result_messages
+from edge_vlm.mqtt.publisher import Publisher
+from edge_vlm.mqtt.topics import Topics
+from edge_vlm.scheduler import Scheduler
+
+logger = logging.getLogger(__name__)
+
+POLL_S = 0.2
+
+
+class Service:
+    def __init__(self, config: AppConfig, password: str | None, backend: Backend | None = None) -> None:
+        self.config = config
+        self.topics = Topics.from_config(config)
+        self.backend = backend or create_backend(config.backend)
+        self.stats = Stats(self.backend.name)
+        self.inbox = Inbox(config.limits.inbound_queue)
+        self.connection = MqttConnection(config, password, self.inbox)
+        self.publisher = Publisher(self.connection)
+        self.scheduler = Scheduler()
+        self.intake = Intake(config, self.scheduler, self.refuse, self.stats, self.backend.min_long_side)
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Load the backend, then connect; raises BackendError if the backend cannot load."""
+        if "backend" not in self.config.model_fields_set:
+            logger.info("No backend configured: using the built-in opencv analyzer (no NPU model)")
+        started = time.perf_counter()
+        self.backend.load()
+        logger.info("Backend %s loaded in %.0f ms", self.backend.name, (time.perf_counter() - started) * 1000)
+        self.connection.start()
+        for name, target in (("dispatcher", self._dispatch_loop), ("worker", self._work_loop)):
+            thread = threading.Thread(target=target, name=f"edge_vlm-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Take no more work, let the job in flight finish, publish ``offline`` and disconnect."""
+        logger.info("Stopping")
+        self._stopping.set()
+        for job in self.scheduler.close():
+            self._job_failed(job, "cancelled", "the daemon stopped before this job ran")
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                logger.error("Thread %s did not stop within %.0f s", thread.name, timeout)
+        self._publish_diagnostics()
+        self.connection.stop()
+        self.backend.close()
+        logger.info("Stopped")
+
+    # Dispatcher thread
+
+    def _dispatch_loop(self) -> None:
+        while not self._stopping.is_set():
+            event = self.inbox.get(POLL_S)
+            if event is None or self._stopping.is_set():
+                continue
+            try:
+                self._dispatch(event)
+            except Exception:  # one bad event must not stop the daemon
+                logger.exception("Unexpected error while handling %s", event)
+
+    def _dispatch(self, event: Event) -> None:
+        if isinstance(event, Connected):
+            self._on_connected()
+        elif isinstance(event, Received):
+            if event.topic == self.config.discovery.ha_status_topic:
+                # Home Assistant restarted: it lost our entities until they are announced again.
+                # Its retained "online" arrives on every subscribe and needs nothing.
+                if event.payload.strip() == b"online" and not event.retain:
+                    logger.info("Home Assistant is online: announcing discovery again")
+                    self._announce()
+            elif topic_matches_sub(self.topics.any_camera_device_config, event.topic):
+                self._remove_if_stale(event)
+            else:
+                self.intake.handle(event)
+
+    def _on_connected(self) -> None:
+        filters = self.intake.subscriptions()
+        if self.config.discovery.enabled:
+            filters += [self.config.discovery.ha_status_topic, self.topics.any_camera_device_config]
+        self.connection.subscribe(filters)
+        self._announce()
+
+    def _announce(self) -> None:
+        if self.config.discovery.enabled:
+            for message in discovery_messages(self.config, self.topics):
+                self.connection.publish(message)
+        self._publish_diagnostics()
+        self.publisher.republish_states()
+
+    def _remove_if_stale(self, event: Received) -> None:
+        """A camera this node announced before but is no longer configured: remove it from HA."""
+        camera = event.topic.split("/")[-2]
+        if event.payload and self.config.camera(camera) is None:
+            logger.info("Camera %r is no longer configured: removing its Home Assistant device", camera)
+            self.connection.publish(removal_message(event.topic))
+
+    def refuse(self, failure: Failure) -> None:
+        """An input that could not become a job: one log line, one error message."""
+        self.stats.count("inputs_refused")
+        self._publish_failure(failure)
+
+    def _publish_failure(self, failure: Failure) -> None:
+        logger.warning("%s: %s: %s (topic %s, id %s)", failure.camera, failure.code, failure.message,
+                       failure.topic, failure.request_id)
+        self.publisher.send(failure_message(failure, self.topics))
+        self._publish_diagnostics()
+
+    def _publish_diagnostics(self) -> None:
+        values = self.stats.snapshot(
+            queue_depth=self.scheduler.depth, inbox_dropped=self.inbox.dropped,
+            outbox_dropped=self.connection.dropped,
+        )
+        self.publisher.send(diagnostics_message(self.topics, values))
+
+    # Worker thread
+
+    def _work_loop(self) -> None:
+        while True:
+            job = self.scheduler.next(POLL_S)
+            if job is None:
+                if self._stopping.is_set():
+                    return
+                continue
+            try:
+                self._run(job)
+            except Exception:  # the worker must outlive any one job
+                logger.exception("Unexpected error while running job %s", job.request_id)
+
+    def _run(self, job: Job) -> None:
+        job.timings_ms["queued"] = round((time.monotonic() - job.queued_at) * 1000, 2)
+        try:
+            description = self.backend.describe(job.frame, job.prompt)
+        except BackendError as exc:
+            self._job_failed(job, "backend_failed", str(exc))
+            return
+        except Exception as exc:
+            logger.exception("Backend %s failed on job %s", self.backend.name, job.request_id)
+            self._job_failed(job, "backend_failed", f"{type(exc).__name__}: {exc}")
+            return
+        latency_ms = (time.monotonic() - job.received_at) * 1000
+        result = Result(job, description, self.backend.name, time.time())
+        image = job.frame.jpeg(self.config.limits.max_published_image_bytes)
+        self.publisher.send_all(result_messages(result, self.topics, latency_ms=latency_ms, image=image))
+        self.stats.job_done(latency_ms)
+        self._publish_diagnostics()
+        logger.info("%s: described in %.0f ms [%s, id %s, %s]: %s", job.camera, latency_ms, job.origin,
+                    job.request_id, _timings_text(result.timings_ms), description.text)
+
+    def _job_failed(self, job: Job, code: str, message: str) -> None:
+        self.stats.count("jobs_failed")
+        self._publish_failure(Failure(job.camera, code, message, job.request_id, None))
+
+
+def _timings_text(timings: dict[str, float]) -> str:
+    return " ".join(f"{stage} {ms:.0f}" for stage, ms in timings.items()) + " ms"

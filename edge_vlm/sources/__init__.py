@@ -1,0 +1,1 @@
+"""Sources: where a triggered description takes its frame from."""
