@@ -106,6 +106,7 @@ class MqttConnection:
         self._topics = Topics.from_config(config)
         self._inbox = inbox
         self._connected = threading.Event()
+        self._stopping = False
         self._last_problem: str | None = None
         self.dropped = 0  # outbound messages refused because paho's queue was full
         v5 = self._config.protocol == "5"
@@ -157,6 +158,7 @@ class MqttConnection:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Publish ``offline``, wait for it to leave, disconnect and stop the network thread."""
+        self._stopping = True
         if self.connected:
             info = self._client.publish(self._topics.status, OFFLINE, qos=1, retain=True)
             deadline = time.monotonic() + timeout
@@ -201,7 +203,7 @@ class MqttConnection:
                        properties: Any) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
-        if was_connected:
+        if was_connected and not self._stopping:
             text = _reason_text(reason)
             logger.warning("Disconnected from MQTT broker %s (%s); reconnecting", self.broker, text)
             self._inbox.put(Disconnected(text))
