@@ -61,6 +61,8 @@ class Service:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Take no more work, let the job in flight finish, publish ``offline`` and disconnect."""
+        if self._stopping.is_set():
+            return
         logger.info("Stopping")
         self._stopping.set()
         for job in self.scheduler.close():

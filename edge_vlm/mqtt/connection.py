@@ -166,6 +166,10 @@ class MqttConnection:
                 time.sleep(0.01)
         self._client.disconnect()
         self._client.loop_stop()
+        # Break the client <-> callbacks cycle: paho closes its wake-up socket pair in __del__,
+        # which then runs on release instead of in a garbage-collection pass.
+        self._client.on_connect = self._client.on_connect_fail = None
+        self._client.on_disconnect = self._client.on_message = None
 
     def subscribe(self, filters: list[str]) -> None:
         if filters:

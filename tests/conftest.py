@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_vlm.backends import Backend
+from edge_vlm.config.models import AppConfig
+from edge_vlm.service import Service
+from tests.support.broker import Mosquitto
+from tests.support.mqtt import Recorder
+
+_unique = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """One private mosquitto for the session; tests keep apart by their own topics."""
+    mosquitto = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    mosquitto.start()
+    yield mosquitto
+    mosquitto.stop()
+
+
+@pytest.fixture
+def restartable_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A broker of this test's own, which it may stop and restart."""
+    (tmp_path / "broker").mkdir()
+    mosquitto = Mosquitto(tmp_path / "broker")
+    mosquitto.start()
+    yield mosquitto
+    mosquitto.stop()
+
+
+def app_config(port: int, **overrides: Any) -> AppConfig:
+    """A config for ``port`` whose topics no other test uses."""
+    n = next(_unique)
+    data: dict[str, Any] = {
+        "node_id": f"node{n}",
+        "base_topic": f"test{n}/edge_vlm",
+        "discovery": {"prefix": f"test{n}/ha", "ha_status_topic": f"test{n}/ha/status"},
+        "mqtt": {"port": port, "reconnect_min_delay": 1, "reconnect_max_delay": 1},
+        "cameras": [{"id": "front_door"}, {"id": "driveway"}],
+    }
+    data.update(overrides)
+    return AppConfig.model_validate(data)
+
+
+@pytest.fixture
+def make_daemon() -> Iterator[Callable[..., Service]]:
+    """Start a daemon (the real Service) for a config; stopped when the test ends."""
+    started: list[Service] = []
+
+    def start(config: AppConfig, backend: Backend | None = None) -> Service:
+        service = Service(config, password=None, backend=backend)
+        service.start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop(timeout=10)
+
+
+@pytest.fixture
+def make_recorder() -> Iterator[Callable[..., Recorder]]:
+    recorders: list[Recorder] = []
+
+    def make(port: int, filters: list[str], **options: Any) -> Recorder:
+        recorder = Recorder(port, filters, **options)
+        recorders.append(recorder)
+        return recorder
+
+    yield make
+    for recorder in recorders:
+        recorder.close()

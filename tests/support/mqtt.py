@@ -1,0 +1,103 @@
+"""A test's own MQTT client: records what arrives and waits for it with events, never sleeps."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    payload: bytes
+    retain: bool
+    index: int  # position in the order of arrival
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+class Recorder:
+    """Subscribes to ``filters`` and keeps every message, in order of arrival."""
+
+    def __init__(self, port: int, filters: list[str], *, client_id: str = "", persistent: bool = False) -> None:
+        self.messages: list[Message] = []
+        self._changed = threading.Condition()
+        self._filters = filters
+        self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  protocol=MQTTProtocolVersion.MQTTv311, clean_session=not persistent)
+        self.client.reconnect_delay_set(1, 1)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *args: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert self._subscribed.wait(TIMEOUT_S), "the test client was not subscribed in time"
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self._connected.set()
+        if not flags.session_present:
+            client.subscribe([(f, 1) for f in self._filters])
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        with self._changed:
+            self.messages.append(
+                Message(message.topic, message.payload, bool(message.retain), len(self.messages)),
+            )
+            self._changed.notify_all()
+
+    def on(self, topic: str) -> list[Message]:
+        with self._changed:
+            return [m for m in self.messages if m.topic == topic]
+
+    def since(self, index: int) -> Callable[[Message], bool]:
+        """A ``where`` for messages that arrived after the first ``index`` ones."""
+        return lambda m: m.index >= index
+
+    def wait_for(
+        self, topic: str, where: Callable[[Message], bool] = lambda m: True, timeout: float = TIMEOUT_S,
+    ) -> Message:
+        """The first message on ``topic`` for which ``where`` holds, waiting up to ``timeout``."""
+
+        def found() -> Message | None:
+            return next((m for m in self.messages if m.topic == topic and where(m)), None)
+
+        with self._changed:
+            if not self._changed.wait_for(lambda: found() is not None, timeout):
+                seen = sorted({m.topic for m in self.messages})
+                raise AssertionError(f"no matching message on {topic} within {timeout} s; topics seen: {seen}")
+            message = found()
+            assert message is not None
+            return message
+
+    def wait_json(self, topic: str, **expected: Any) -> Any:
+        """The first JSON message on ``topic`` whose keys include ``expected``."""
+        message = self.wait_for(
+            topic, lambda m: all(m.json().get(k) == v for k, v in expected.items()),
+        )
+        return message.json()
+
+    def count(self, topic: str, n: int, timeout: float = TIMEOUT_S) -> list[Message]:
+        """Wait until ``n`` messages arrived on ``topic``; return them."""
+        self.wait_for(topic, lambda m: len(self.on(topic)) >= n, timeout)
+        return self.on(topic)
+
+    def publish(self, topic: str, payload: bytes | str, *, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(TIMEOUT_S)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        # Break the client <-> callbacks cycle so that paho's __del__, which closes its wake-up
+        # socket pair, runs on release rather than racing the sockets' own finalizers in a GC pass.
+        self.client.on_connect = self.client.on_subscribe = self.client.on_message = None

@@ -1,0 +1,161 @@
+"""Home Assistant discovery: exact payloads, invariants, and the lifecycle over a real broker."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+
+import pytest
+
+from edge_vlm import __version__
+from edge_vlm.config.models import AppConfig
+from edge_vlm.mqtt.discovery import camera_device_payload, discovery_messages, node_device_payload
+from edge_vlm.mqtt.topics import Topics
+from edge_vlm.service import Service
+from tests.conftest import app_config
+from tests.support.broker import Mosquitto
+from tests.support.mqtt import Recorder
+
+CONFIG = AppConfig.model_validate({
+    "node_id": "garage-board",
+    "cameras": [{"id": "front_door", "name": "Front door"}, {"id": "back_yard"}],
+})
+TOPICS = Topics.from_config(CONFIG)
+AVAILABLE = {"availability_topic": "edge_vlm/garage-board/status"}
+ORIGIN = {"name": "edge_vlm", "sw": __version__}
+
+
+def test_node_device_payload() -> None:
+    diag = "edge_vlm/garage-board/diagnostics"
+    node = "edge_vlm_garage-board"
+
+    def counter(key: str, name: str, icon: str) -> dict[str, object]:
+        return {"p": "sensor", "unique_id": f"{node}_{key}", "default_entity_id": f"sensor.{node}_{key}",
+                "name": name, "entity_category": "diagnostic", "state_topic": diag,
+                "value_template": f"{{{{ value_json.{key} }}}}", "state_class": "total_increasing",
+                "icon": icon, **AVAILABLE}
+
+    assert node_device_payload(CONFIG, TOPICS) == {
+        "dev": {"ids": [node], "name": "edge_vlm garage-board", "mf": "edge_vlm",
+                "mdl": "Camera describer", "sw": __version__},
+        "o": ORIGIN,
+        "qos": 1,
+        "cmps": {
+            "status": {"p": "binary_sensor", "unique_id": f"{node}_status",
+                       "default_entity_id": f"binary_sensor.{node}_status", "name": "Status",
+                       "device_class": "connectivity", "entity_category": "diagnostic",
+                       "state_topic": "edge_vlm/garage-board/status", "payload_on": "online",
+                       "payload_off": "offline"},
+            "backend": {"p": "sensor", "unique_id": f"{node}_backend",
+                        "default_entity_id": f"sensor.{node}_backend", "name": "Backend",
+                        "entity_category": "diagnostic", "state_topic": diag,
+                        "value_template": "{{ value_json.backend }}", "icon": "mdi:chip", **AVAILABLE},
+            "queue_depth": {"p": "sensor", "unique_id": f"{node}_queue_depth",
+                            "default_entity_id": f"sensor.{node}_queue_depth", "name": "Queue depth",
+                            "entity_category": "diagnostic", "state_topic": diag,
+                            "value_template": "{{ value_json.queue_depth }}", "state_class": "measurement",
+                            "icon": "mdi:tray-full", **AVAILABLE},
+            "jobs_done": counter("jobs_done", "Jobs done", "mdi:check-circle-outline"),
+            "jobs_failed": counter("jobs_failed", "Jobs failed", "mdi:alert-circle-outline"),
+            "jobs_coalesced": counter("jobs_coalesced", "Jobs coalesced", "mdi:call-merge"),
+        },
+    }
+
+
+def test_camera_device_payload() -> None:
+    prefix = "edge_vlm_garage-board_front_door"
+    assert camera_device_payload(CONFIG.cameras[0], TOPICS) == {
+        "dev": {"ids": [prefix], "name": "Front door", "mf": "edge_vlm", "mdl": "Described camera",
+                "via_device": "edge_vlm_garage-board"},
+        "o": ORIGIN,
+        "qos": 1,
+        "cmps": {
+            "description": {"p": "sensor", "unique_id": f"{prefix}_description",
+                            "default_entity_id": "sensor.edge_vlm_front_door_description", "name": None,
+                            "state_topic": "edge_vlm/front_door/description",
+                            "json_attributes_topic": "edge_vlm/front_door/attributes",
+                            "icon": "mdi:text-box-outline", **AVAILABLE},
+            "image": {"p": "image", "unique_id": f"{prefix}_image",
+                      "default_entity_id": "image.edge_vlm_front_door_image", "name": "Described image",
+                      "image_topic": "edge_vlm/front_door/image", "content_type": "image/jpeg", **AVAILABLE},
+            "describe": {"p": "button", "unique_id": f"{prefix}_describe",
+                         "default_entity_id": "button.edge_vlm_front_door_describe", "name": "Describe now",
+                         "command_topic": "edge_vlm/front_door/trigger", "payload_press": "{}",
+                         "icon": "mdi:text-recognition", **AVAILABLE},
+            "latency": {"p": "sensor", "unique_id": f"{prefix}_latency",
+                        "default_entity_id": "sensor.edge_vlm_front_door_latency", "name": "Last latency",
+                        "state_topic": "edge_vlm/front_door/attributes",
+                        "value_template": "{{ value_json.latency_ms }}", "unit_of_measurement": "ms",
+                        "device_class": "duration", "state_class": "measurement",
+                        "entity_category": "diagnostic", **AVAILABLE},
+        },
+    }
+
+
+def test_default_camera_name_comes_from_its_id() -> None:
+    assert camera_device_payload(CONFIG.cameras[1], TOPICS)["dev"]["name"] == "Back yard"
+
+
+# What HA's discovery accepts (homeassistant/components/mqtt/discovery.py TOPIC_MATCHER).
+HA_TOPIC = re.compile(r"^[^/]+/device/(?:[a-zA-Z0-9_-]+/)?[a-zA-Z0-9_-]+/config$")
+
+
+def test_every_payload_has_unique_ids_valid_topics_and_stable_bytes() -> None:
+    config = AppConfig.model_validate({"cameras": [{"id": f"cam-{i}"} for i in range(20)]})
+    messages = discovery_messages(config, Topics.from_config(config))
+    unique_ids = [c["unique_id"] for m in messages for c in json.loads(m.payload)["cmps"].values()]
+    entity_ids = [c["default_entity_id"] for m in messages for c in json.loads(m.payload)["cmps"].values()]
+    assert len(unique_ids) == len(set(unique_ids)) == 6 + 20 * 4
+    assert len(entity_ids) == len(set(entity_ids))
+    assert all(HA_TOPIC.match(m.topic) and m.retain for m in messages)
+    assert len({m.topic for m in messages}) == len(messages)
+    assert discovery_messages(config, Topics.from_config(config)) == messages
+
+
+Daemon = Callable[..., Service]
+Recorders = Callable[..., Recorder]
+
+
+@pytest.mark.mqtt
+def test_home_assistant_restart_gets_discovery_again(broker: Mosquitto, make_daemon: Daemon,
+                                                     make_recorder: Recorders) -> None:
+    config = app_config(broker.port)
+    recorder = make_recorder(broker.port, [f"{config.discovery.prefix}/#", f"{config.base_topic}/#"])
+    # HA's birth message is retained: it reaches the daemon on subscribe, which is no news.
+    recorder.publish(config.discovery.ha_status_topic, "online", retain=True)
+    make_daemon(config)
+    device_topic = f"{config.discovery.prefix}/device/edge_vlm_{config.node_id}/front_door/config"
+    first = recorder.wait_for(device_topic)
+    # Events are handled in order: once this error is out, the retained birth has been handled.
+    recorder.publish(f"{config.base_topic}/nowhere/trigger", "{}")
+    recorder.wait_for(f"{config.base_topic}/nowhere/error")
+    assert len(recorder.on(device_topic)) == 1
+
+    recorder.publish(config.discovery.ha_status_topic, "online")  # HA (re)started just now
+
+    again = recorder.wait_for(device_topic, recorder.since(first.index + 1))
+    assert again.payload == first.payload
+    recorder.publish(config.discovery.ha_status_topic, b"", retain=True)
+
+
+@pytest.mark.mqtt
+def test_removed_camera_is_removed_from_home_assistant_on_next_start(
+        broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders) -> None:
+    config = app_config(broker.port, cameras=[{"id": "front_door"}, {"id": "old_shed"}])
+    recorder = make_recorder(broker.port, [f"{config.discovery.prefix}/#"])
+    shed_topic = f"{config.discovery.prefix}/device/edge_vlm_{config.node_id}/old_shed/config"
+    daemon = make_daemon(config)
+    recorder.wait_for(shed_topic, lambda m: m.payload != b"")
+    daemon.stop()
+
+    make_daemon(config.model_copy(update={"cameras": config.cameras[:1]}))
+
+    removal = recorder.wait_for(shed_topic, lambda m: m.payload == b"")
+    front_topic = f"{config.discovery.prefix}/device/edge_vlm_{config.node_id}/front_door/config"
+    assert recorder.on(front_topic)[-1].payload != b""
+    # The broker no longer keeps a config for the removed camera.
+    late = make_recorder(broker.port, [shed_topic, front_topic])
+    late.wait_for(front_topic)
+    assert late.on(shed_topic) == []
+    assert removal.retain is False  # a fresh publish by the daemon, not a replay
