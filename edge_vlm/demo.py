@@ -83,7 +83,7 @@ class HomeAssistantView:
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         with self._changed:
-            self._messages[message.topic] = message.payload
+            self._messages[message.topic] = bytes(message.payload)
             self._changed.notify_all()
 
     def wait(self, topic: str, until: Callable[[bytes], bool] = lambda payload: True) -> bytes:

@@ -29,7 +29,7 @@ class Frame:
     """One decoded image of one camera."""
 
     camera: str
-    pixels: np.ndarray  # RGB, uint8, H×W×3; may be smaller than the source (reduced decode)
+    pixels: np.ndarray  # RGB, uint8, HxWx3; may be smaller than the source (reduced decode)
     source_size: tuple[int, int]  # width, height as received
     encoded: bytes  # the bytes as received
     format: str  # "JPEG" or "PNG"

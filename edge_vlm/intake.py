@@ -91,8 +91,8 @@ class Intake:
         except InputError as error:
             self._refuse(camera_id, error, message, request_id)
             return
-        self._submit(camera, frame, request.prompt or self._config.prompt_for(camera), request_id,
-                     "trigger", message, decode_ms=0.0)
+        self._submit(camera, frame, prompt=request.prompt or self._config.prompt_for(camera),
+                     request_id=request_id, origin="trigger", message=message, decode_ms=0.0)
 
     def _own_snapshot(self, camera_id: str, message: Received) -> None:
         try:
@@ -123,10 +123,10 @@ class Intake:
         for camera in cameras:
             camera_frame = dataclasses.replace(frame, camera=camera.id)
             self.sources[camera.id].update(camera_frame)
-            self._submit(camera, camera_frame, self._config.prompt_for(camera), new_request_id(),
-                         "snapshot", message, decode_ms)
+            self._submit(camera, camera_frame, prompt=self._config.prompt_for(camera),
+                         request_id=new_request_id(), origin="snapshot", message=message, decode_ms=decode_ms)
 
-    def _submit(self, camera: CameraConfig, frame: Frame, prompt: str, request_id: str, origin: str,
+    def _submit(self, camera: CameraConfig, frame: Frame, *, prompt: str, request_id: str, origin: str,
                 message: Received, decode_ms: float) -> None:
         job = Job(camera.id, frame, prompt, request_id, origin, received_at=message.received_at)
         job.timings_ms["decode"] = round(decode_ms, 2)

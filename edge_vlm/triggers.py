@@ -41,7 +41,7 @@ def parse_trigger(payload: bytes) -> TriggerRequest:
     if not payload.strip():
         return TriggerRequest()
     try:
-        data = json.loads(payload)
+        data = json.loads(payload.decode("utf-8"))
     except UnicodeDecodeError:
         raise TriggerError("trigger payload is not UTF-8 text") from None
     except json.JSONDecodeError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -46,7 +47,7 @@ def _motion(fraction: float) -> str:
     return "strong" if fraction >= STRONG_MOTION else "some" if fraction >= SOME_MOTION else "none"
 
 
-def _inside(point: tuple[float, float], box: np.ndarray) -> bool:
+def _inside(point: tuple[float, float], box: Sequence[int]) -> bool:
     x, y, w, h = (float(v) for v in box)
     return x <= point[0] <= x + w and y <= point[1] <= y + h
 
@@ -74,10 +75,10 @@ class OpencvBackend:
 
     def load(self) -> None:
         hog = cv2.HOGDescriptor()
-        hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+        hog.setSVMDetector(np.asarray(cv2.HOGDescriptor.getDefaultPeopleDetector(), dtype=np.float32))
         self._hog = hog
         if self.config.detect_faces:
-            path = Path(cv2.data.haarcascades) / FACE_CASCADE
+            path = Path(cv2.data.haarcascades) / FACE_CASCADE  # type: ignore[attr-defined]  # stubs omit cv2.data
             faces = cv2.CascadeClassifier(str(path))
             if faces.empty():
                 raise BackendError(f"OpenCV's face cascade could not be loaded from {path}")
@@ -99,10 +100,11 @@ class OpencvBackend:
 
         start = time.perf_counter()
         bodies, weights = self._hog.detectMultiScale(rgb, winStride=(8, 8), padding=(8, 8), scale=1.05)
-        confident = [box for box, w in zip(bodies, np.ravel(weights)) if w >= self.config.people_min_confidence]
+        minimum = self.config.people_min_confidence
+        confident = [box for box, w in zip(bodies, np.ravel(weights), strict=True) if w >= minimum]
         timings["people"] = _ms_since(start)
 
-        faces: list[np.ndarray] = []
+        faces: list[Sequence[int]] = []
         if self._faces is not None:
             start = time.perf_counter()
             found = self._faces.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))

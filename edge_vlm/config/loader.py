@@ -91,7 +91,7 @@ def _data_path(data: Any, loc: tuple[str | int, ...]) -> PathKey:
     path: list[str | int] = []
     current = data
     for index, part in enumerate(loc):
-        if isinstance(current, dict) and part in current:
+        if isinstance(current, dict) and part in current:  # noqa: SIM114 - mypy narrows each branch
             current = current[part]
         elif isinstance(current, list) and isinstance(part, int) and part < len(current):
             current = current[part]

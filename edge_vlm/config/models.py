@@ -7,7 +7,7 @@ variable is set is checked at start-up by ``edge_vlm.config.preflight``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -213,9 +213,9 @@ class AppConfig(StrictModel):
     )
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Broker connection.")
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig, description="Home Assistant discovery.")
-    backend: Annotated[OpencvBackendConfig, Field(
+    backend: OpencvBackendConfig = Field(
         default_factory=OpencvBackendConfig, description="What turns a frame into text.",
-    )]
+    )
     cameras: list[CameraConfig] = Field(min_length=1, max_length=64, description="The cameras.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Input and queue limits.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log levels.")

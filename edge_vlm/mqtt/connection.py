@@ -213,7 +213,7 @@ class MqttConnection:
             self._inbox.put(Disconnected(text))
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        self._inbox.put(Received(message.topic, message.payload, bool(message.retain),
+        self._inbox.put(Received(message.topic, bytes(message.payload), bool(message.retain),
                                  time.monotonic(), time.time()))
 
     def _report_problem(self, problem: str) -> None:

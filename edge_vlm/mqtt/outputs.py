@@ -25,10 +25,7 @@ def shorten(text: str, limit: int = HA_STATE_MAX) -> str:
     cut = text[: limit - len(ELLIPSIS) + 1]
     space = cut.rfind(" ")
     # Cut at the last word boundary unless that throws away more than a fifth of the room.
-    if space > limit * 4 // 5:
-        cut = cut[:space]
-    else:
-        cut = cut[: limit - len(ELLIPSIS)]
+    cut = cut[:space] if space > limit * 4 // 5 else cut[: limit - len(ELLIPSIS)]
     return cut.rstrip(" ,;:.-") + ELLIPSIS
 
 

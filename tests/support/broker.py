@@ -44,7 +44,7 @@ class Mosquitto:
         self.conf = conf
 
     def start(self) -> None:
-        self._process = subprocess.Popen(  # noqa: S603 - fixed arguments
+        self._process = subprocess.Popen(
             ["mosquitto", "-c", str(self.conf)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -54,9 +54,10 @@ class Mosquitto:
                 raise RuntimeError(f"mosquitto exited with {self._process.returncode}; see {self.log}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
             except OSError:
                 time.sleep(0.01)
+            else:
+                return
         raise RuntimeError(f"mosquitto did not listen on {self.port} within {START_TIMEOUT_S} s")
 
     def stop(self) -> None:

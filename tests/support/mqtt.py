@@ -52,7 +52,7 @@ class Recorder:
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         with self._changed:
             self.messages.append(
-                Message(message.topic, message.payload, bool(message.retain), len(self.messages)),
+                Message(message.topic, bytes(message.payload), bool(message.retain), len(self.messages)),
             )
             self._changed.notify_all()
 

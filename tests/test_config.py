@@ -1,0 +1,155 @@
+"""Configuration: the example file, every error at once with its line, and the check command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge_vlm.__main__ import main
+from edge_vlm.config import load_config, load_config_text, preflight
+from edge_vlm.errors import ConfigError
+
+EXAMPLE = Path(__file__).parent.parent / "config" / "edge_vlm.example.yaml"
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text)
+    return caught.value.problems
+
+
+def test_example_config_is_valid_and_uses_the_defaults() -> None:
+    config = load_config(EXAMPLE).config
+    assert [c.id for c in config.cameras] == ["front_door", "driveway"]
+    assert config.cameras[0].snapshot_topics == ["frigate/front_door/person/snapshot"]
+    assert config.mqtt.protocol == "5"
+    assert config.client_id == "edge_vlm_board"
+    # Every setting the example writes out is the default: the file documents the defaults.
+    defaults = load_config_text("cameras: [{id: front_door}, {id: driveway, name: Driveway}]").config
+    assert config.model_dump(exclude={"cameras"}) == defaults.model_dump(exclude={"cameras"})
+
+
+def test_every_problem_is_reported_with_line_path_and_value() -> None:
+    text = """\
+node_id: board
+mqtt:
+  port: 70000
+  protocol: 4
+  password: hunter2
+cameras:
+  - id: front_door
+  - id: Front Door
+    snapshot_topics: ["frigate/#/snapshot"]
+  - id: yard
+    source: {type: mqtt, url: "rtsp://x"}
+backend:
+  analysis_size: 10
+"""
+    assert problems(text) == [
+        "line 3: mqtt.port: 70000: Input should be less than or equal to 65535",
+        "line 4: mqtt.protocol: '4': Input should be '3.1.1' or '5'",
+        "line 5: mqtt.password: Extra inputs are not permitted",
+        "line 8: cameras[1].id: 'Front Door': use 1 to 64 lower-case letters, digits, _ and -, "
+        "starting with a letter or digit",
+        "line 9: cameras[1].snapshot_topics: 'frigate/#/snapshot': # must be a whole level and the last one",
+        "line 11: cameras[2].source.url: 'rtsp://x': Extra inputs are not permitted",
+        "line 13: backend.analysis_size: 10: Input should be greater than or equal to 160",
+    ]
+
+
+def test_missing_and_cross_field_problems() -> None:
+    assert problems("node_id: hall\n") == ["line 1: cameras: Field required"]
+    assert problems("node_id: hall\ncameras:\n  - id: a\n  - id: a\n") == [
+        "line 3: cameras: camera id 'a' is used twice: cameras[0] and cameras[1]",
+    ]
+    assert problems("node_id: hall\ncameras: [{id: hall}]\n") == [
+        "line 2: cameras: camera id 'hall' equals node_id: their topics would collide",
+    ]
+    assert problems("cameras: [{id: a}]\nmqtt:\n  tls: {enabled: true, key_file: /k}\n") == [
+        "line 3: mqtt.tls: cert_file and key_file go together: set both or neither",
+    ]
+    assert problems("cameras: [{id: a}]\nmqtt: {reconnect_min_delay: 30, reconnect_max_delay: 5}\n") == [
+        "line 2: mqtt: reconnect_max_delay must be at least reconnect_min_delay",
+    ]
+
+
+def test_yaml_level_problems() -> None:
+    assert problems("cameras: [{id: a}]\ncameras: [{id: b}]\n") == [
+        "line 2: cameras: key appears twice in the same mapping",
+    ]
+    assert problems("cameras: [{id: a}\n")[0].startswith("line 2: not valid YAML:")
+    assert problems("- just\n- a list\n") == [
+        "line 1: (top level): the file must be a mapping of settings, got list",
+    ]
+    assert problems("") == ["line 1: cameras: Field required"]
+
+
+def test_a_secret_value_is_never_echoed() -> None:
+    assert problems("cameras: [{id: a}]\nmqtt: {password: s3cret}\n") == [
+        "line 2: mqtt.password: Extra inputs are not permitted",
+    ]
+
+
+def test_protocol_may_be_written_as_a_number() -> None:
+    assert load_config_text("cameras: [{id: a}]\nmqtt: {protocol: 5}").config.mqtt.protocol == "5"
+    assert load_config_text("cameras: [{id: a}]\nmqtt: {protocol: '3.1.1'}").config.mqtt.protocol == "3.1.1"
+
+
+def test_preflight_names_missing_files_and_unset_secrets(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.crt"
+    loaded = load_config_text(
+        "cameras: [{id: a}]\n"
+        "mqtt:\n"
+        "  password_env: EDGE_VLM_TEST_PASSWORD\n"
+        "  username: edge\n"
+        "  tls:\n"
+        "    enabled: true\n"
+        f"    ca_file: {ca}\n",
+    )
+    assert preflight(loaded, {}) == [
+        f"line 7: mqtt.tls.ca_file: '{ca}': file not found",
+        "line 3: mqtt.password_env: 'EDGE_VLM_TEST_PASSWORD': the environment variable is not set",
+    ]
+    ca.write_text("x")
+    assert preflight(loaded, {"EDGE_VLM_TEST_PASSWORD": "pw"}) == []
+
+
+def test_check_command_prints_all_problems_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cameras:\n  - id: ok\n  - id: 'no/slash'\nmqtt: {port: 0}\n")
+    with pytest.raises(SystemExit) as exited:
+        main(["check", "-c", str(bad)])
+    assert exited.value.code == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"{bad}: 2 problem(s):",
+        "line 3: cameras[1].id: 'no/slash': use 1 to 64 lower-case letters, digits, _ and -, "
+        "starting with a letter or digit",
+        "line 4: mqtt.port: 0: Input should be greater than or equal to 1",
+    ]
+
+
+def test_check_command_summarises_a_valid_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "-c", str(EXAMPLE)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"{EXAMPLE}: valid"
+    assert "front_door (Front door): source mqtt, also frigate/front_door/person/snapshot" in out
+    assert "broker 127.0.0.1:1883, MQTT 5, no TLS, anonymous" in out
+    assert len(out.splitlines()) <= 24  # one screen
+
+
+def test_run_refuses_an_invalid_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cameras: []\n")
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "-c", str(bad)])
+    assert exited.value.code == 1
+    assert "line 1: cameras: List should have at least 1 item after validation, not 0" in capsys.readouterr().err
+    assert main(["check", "-c", str(EXAMPLE)]) == 0
+
+
+def test_unreadable_file_is_one_clear_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["check", "-c", str(tmp_path / "missing.yaml")])
+    assert "missing.yaml: cannot read the configuration file: No such file or directory" in capsys.readouterr().err

@@ -1,0 +1,71 @@
+"""What results and failures look like on MQTT."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from edge_vlm.frames import Frame
+from edge_vlm.jobs import Description, Failure, Job, Result
+from edge_vlm.mqtt.outputs import HA_STATE_MAX, failure_message, result_messages, shorten
+from edge_vlm.mqtt.topics import Topics
+
+TOPICS = Topics("edge_vlm", "board", "homeassistant")
+
+
+def test_short_text_is_kept_whole() -> None:
+    assert shorten("A person at the door.") == "A person at the door."
+    assert shorten("  two\n spaces  ") == "two spaces"
+
+
+def test_long_text_is_cut_at_a_word_with_an_ellipsis() -> None:
+    text = "A delivery driver in a red jacket " * 20
+    short = shorten(text)
+    assert len(short) <= HA_STATE_MAX
+    assert short.endswith("…")
+    assert text.startswith(short[:-1])
+    assert text[len(short) - 1] == " "  # the cut fell between two words
+    assert len(short) > HA_STATE_MAX - 20
+
+
+def test_one_endless_word_is_cut_hard() -> None:
+    short = shorten("x" * 1000)
+    assert short == "x" * (HA_STATE_MAX - 1) + "…"
+
+
+def test_result_messages() -> None:
+    frame = Frame("porch", np.zeros((4, 6, 3), np.uint8), (1920, 1080), b"jpeg", "JPEG", 1_700_000_000.0)
+    job = Job("porch", frame, "What is there?", "id-1", "trigger", received_at=0.0)
+    job.timings_ms.update(decode=2.0, queued=1.0)
+    job.superseded_ids = ["id-0"]
+    long_text = "word " * 100
+    result = Result(job, Description(long_text, {"analyze": 40.0}, {"people": 2}), "opencv", 1_700_000_001.5)
+
+    image, description, attributes, event = result_messages(result, TOPICS, latency_ms=45.04, image=b"JPEG!")
+
+    assert (image.topic, image.payload, image.retain) == ("edge_vlm/porch/image", b"JPEG!", True)
+    assert description.topic == "edge_vlm/porch/description" and description.retain
+    assert description.payload.decode() == shorten(long_text)
+    common = {"id": "id-1", "prompt": "What is there?", "backend": "opencv",
+              "frame_time": "2023-11-14T22:13:20.000+00:00", "described_at": "2023-11-14T22:13:21.500+00:00",
+              "latency_ms": 45.0, "coalesced": 1}
+    assert attributes.topic == "edge_vlm/porch/attributes" and attributes.retain
+    assert json.loads(attributes.payload) == {"text": long_text.strip(), **common}
+    assert event.topic == "edge_vlm/porch/result" and not event.retain
+    assert json.loads(event.payload) == {
+        "camera": "porch", "text": long_text.strip(), "description": shorten(long_text), **common,
+        "origin": "trigger", "superseded_ids": ["id-0"],
+        "timings_ms": {"decode": 2.0, "queued": 1.0, "analyze": 40.0},
+        "image_size": [1920, 1080], "details": {"people": 2},
+    }
+
+
+def test_failure_message() -> None:
+    message = failure_message(Failure("porch", "bad_image", "not a JPEG", "r1", "edge_vlm/porch/snapshot"),
+                              TOPICS, now=1_700_000_000.0)
+    assert (message.topic, message.retain) == ("edge_vlm/porch/error", False)
+    assert json.loads(message.payload) == {
+        "camera": "porch", "id": "r1", "error": "bad_image", "message": "not a JPEG",
+        "topic": "edge_vlm/porch/snapshot", "time": "2023-11-14T22:13:20.000+00:00",
+    }

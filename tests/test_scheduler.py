@@ -1,0 +1,64 @@
+"""Scheduling: latest wins per camera, cameras in arrival order, nothing runs after close."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from edge_vlm.frames import Frame
+from edge_vlm.jobs import Job
+from edge_vlm.scheduler import Scheduler, SchedulerClosed
+
+
+def job(camera: str, request_id: str) -> Job:
+    frame = Frame(camera, np.zeros((1, 1, 3), np.uint8), (1, 1), b"", "JPEG", 0.0)
+    return Job(camera, frame, "prompt", request_id, "snapshot", received_at=0.0)
+
+
+def test_newer_job_replaces_the_waiting_one_and_keeps_its_turn() -> None:
+    scheduler = Scheduler()
+    assert scheduler.submit(job("a", "a1")) is None
+    scheduler.submit(job("b", "b1"))
+    replaced = scheduler.submit(job("a", "a2"))
+    assert replaced is not None and replaced.request_id == "a1"
+    scheduler.submit(job("a", "a3"))
+    assert scheduler.depth == 2
+    first, second = scheduler.next(0), scheduler.next(0)
+    assert first is not None and second is not None
+    assert (first.request_id, first.superseded_ids, first.coalesced) == ("a3", ["a1", "a2"], 2)
+    assert second.request_id == "b1"
+    assert scheduler.next(0) is None
+
+
+def test_a_busy_camera_does_not_starve_the_others() -> None:
+    scheduler = Scheduler()
+    order = []
+    scheduler.submit(job("busy", "x0"))
+    for n in range(1, 50):
+        scheduler.submit(job("quiet", f"q{n}") if n == 10 else job("busy", f"x{n}"))
+        if n % 10 == 0:
+            taken = scheduler.next(0)
+            assert taken is not None
+            order.append(taken.camera)
+    assert order[:2] == ["busy", "quiet"]
+
+
+def test_next_waits_for_a_job_and_close_wakes_it() -> None:
+    scheduler = Scheduler()
+    got: list[Job | None] = []
+    waiter = threading.Thread(target=lambda: got.append(scheduler.next(10)))
+    waiter.start()
+    scheduler.submit(job("a", "a1"))
+    waiter.join(10)
+    assert got[0] is not None and got[0].request_id == "a1"
+    scheduler.submit(job("b", "b1"))
+    waiter = threading.Thread(target=lambda: got.append(scheduler.next(10)))
+    left = scheduler.close()
+    waiter.start()
+    waiter.join(10)
+    assert [j.request_id for j in left] == ["b1"]
+    assert got[1] is None
+    with pytest.raises(SchedulerClosed):
+        scheduler.submit(job("c", "c1"))
