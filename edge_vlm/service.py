@@ -39,10 +39,10 @@ class Service:
         self.backend = backend or create_backend(config.backend)
         self.stats = Stats(self.backend.name)
         self.inbox = Inbox(config.limits.inbound_queue)
-        self.connection = MqttConnection(config, password, self.inbox)
-        self.publisher = Publisher(self.connection)
         self.scheduler = Scheduler()
         self.intake = Intake(config, self.scheduler, self.refuse, self.stats, self.backend.min_long_side)
+        self.connection = MqttConnection(config, password, self.inbox, self._subscriptions())
+        self.publisher = Publisher(self.connection)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -91,7 +91,7 @@ class Service:
 
     def _dispatch(self, event: Event) -> None:
         if isinstance(event, Connected):
-            self._on_connected()
+            self._announce()
         elif isinstance(event, Received):
             if event.topic == self.config.discovery.ha_status_topic:
                 # Home Assistant restarted: it lost our entities until they are announced again.
@@ -104,12 +104,11 @@ class Service:
             else:
                 self.intake.handle(event)
 
-    def _on_connected(self) -> None:
+    def _subscriptions(self) -> list[str]:
         filters = self.intake.subscriptions()
         if self.config.discovery.enabled:
             filters += [self.config.discovery.ha_status_topic, self.topics.any_camera_device_config]
-        self.connection.subscribe(filters)
-        self._announce()
+        return filters
 
     def _announce(self) -> None:
         if self.config.discovery.enabled:

@@ -92,6 +92,7 @@ def test_trigger_describes_latest_snapshot_with_its_prompt_and_id(
     assert backend.prompts == [config.prompt, "Is the gate open?"]
     # HA's "Describe now" button sends "{}"; an empty payload works too.
     recorder.publish(topic(config, "driveway", "trigger"), "{}")
+    recorder.count(topic(config, "driveway", "result"), 3)  # else the next one could replace it
     recorder.publish(topic(config, "driveway", "trigger"), b"")
     results = [m.json() for m in recorder.count(topic(config, "driveway", "result"), 4)]
     assert [r["origin"] for r in results] == ["snapshot", "trigger", "trigger", "trigger"]

@@ -2,9 +2,10 @@
 
 - The last will (``offline``, retained) is set before connecting; ``online`` follows each connect.
 - paho reconnects by itself with a doubling delay capped at ``reconnect_max_delay``.
-- paho's callbacks run on its network thread and must never block it: each one only puts an
-  event into the ``Inbox``; the daemon's dispatcher thread does the work (subscribing again,
-  announcing discovery, decoding images...).
+- Each connect subscribes again (clean sessions: the broker forgot us) and then says ``online``.
+- paho's callbacks run on its network thread and must never block it: apart from queueing those
+  packets, each one only puts an event into the ``Inbox``; the daemon's dispatcher thread does the
+  work (announcing discovery, decoding images...).
 - Everything is published with QoS 1. While the broker is unreachable paho keeps QoS 1 messages
   (up to ``max_queued_messages``) and sends them after the reconnect.
 """
@@ -101,8 +102,9 @@ def _reason_text(reason: Any) -> str:
 
 
 class MqttConnection:
-    def __init__(self, config: AppConfig, password: str | None, inbox: Inbox) -> None:
+    def __init__(self, config: AppConfig, password: str | None, inbox: Inbox, subscriptions: list[str]) -> None:
         self._config = config.mqtt
+        self._subscriptions = subscriptions
         self._topics = Topics.from_config(config)
         self._inbox = inbox
         self._connected = threading.Event()
@@ -171,10 +173,6 @@ class MqttConnection:
         self._client.on_connect = self._client.on_connect_fail = None
         self._client.on_disconnect = self._client.on_message = None
 
-    def subscribe(self, filters: list[str]) -> None:
-        if filters:
-            self._client.subscribe([(f, 1) for f in filters])
-
     def publish(self, message: Outbound) -> bool:
         """Hand ``message`` to paho (QoS 1); False if it was refused because the queue is full."""
         info = self._client.publish(message.topic, message.payload, qos=1, retain=message.retain)
@@ -196,6 +194,9 @@ class MqttConnection:
             return
         self._last_problem = None
         logger.info("Connected to MQTT broker %s", self.broker)
+        # Subscribing and publishing only queue packets. The broker handles them in this order,
+        # so whoever sees "online" can publish to us and be heard.
+        self._client.subscribe([(f, 1) for f in self._subscriptions])
         self._client.publish(self._topics.status, ONLINE, qos=1, retain=True)
         self._connected.set()
         self._inbox.put(Connected())

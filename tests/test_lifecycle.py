@@ -1,0 +1,124 @@
+"""Starting and stopping: SIGTERM, the job in flight, the commands a user runs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edge_vlm.__main__ import main
+from edge_vlm.service import Service
+from tests.conftest import app_config
+from tests.support import images
+from tests.support.backends import GatedBackend
+from tests.support.broker import Mosquitto
+from tests.support.mqtt import Recorder
+from tests.test_daemon import wait_until
+
+Daemon = Callable[..., Service]
+Recorders = Callable[..., Recorder]
+REPO = Path(__file__).parent.parent
+
+
+@pytest.mark.mqtt
+def test_sigterm_publishes_offline_and_exits_0(broker: Mosquitto, make_recorder: Recorders, tmp_path: Path) -> None:
+    config = app_config(broker.port)
+    config_file = tmp_path / "edge_vlm.yaml"
+    config_file.write_text(yaml.safe_dump(json.loads(config.model_dump_json(exclude_defaults=True))))
+    status = f"{config.base_topic}/{config.node_id}/status"
+    recorder = make_recorder(broker.port, [f"{config.base_topic}/#"])
+    daemon = subprocess.Popen([sys.executable, "-m", "edge_vlm", "run", "-c", str(config_file)],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        recorder.wait_for(status, lambda m: m.payload == b"online")
+        recorder.publish(f"{config.base_topic}/front_door/snapshot", images.sample("front_door"))
+        recorder.wait_for(f"{config.base_topic}/front_door/result")
+
+        daemon.send_signal(signal.SIGTERM)
+        _, log = daemon.communicate(timeout=20)
+    finally:
+        daemon.kill()
+    assert daemon.returncode == 0
+    recorder.wait_for(status, lambda m: m.payload == b"offline")
+    assert "Received SIGTERM" in log
+    assert "front_door: described in" in log
+    assert log.rstrip().endswith("Stopped")
+
+
+@pytest.mark.mqtt
+def test_stop_finishes_the_job_in_flight_and_cancels_the_waiting_ones(
+        broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders) -> None:
+    config = app_config(broker.port)
+    recorder = make_recorder(broker.port, [f"{config.base_topic}/#"])
+    backend = GatedBackend()
+    service = make_daemon(config, backend)
+    recorder.wait_for(f"{config.base_topic}/{config.node_id}/status", lambda m: m.payload == b"online")
+    recorder.publish(f"{config.base_topic}/front_door/snapshot", images.sample("front_door"))
+    assert backend.entered.wait(10)
+    recorder.publish(f"{config.base_topic}/driveway/snapshot", images.sample("driveway"))
+    recorder.publish(f"{config.base_topic}/driveway/trigger", '{"id": "late"}')
+    wait_until(lambda: service.stats.snapshot()["jobs_coalesced"] == 1)
+
+    stopper = threading.Thread(target=service.stop)
+    stopper.start()
+    cancelled = recorder.wait_json(f"{config.base_topic}/driveway/error", id="late")
+    backend.gate.set()
+    stopper.join(10)
+
+    assert not stopper.is_alive()
+    assert cancelled["error"] == "cancelled"
+    result = recorder.wait_for(f"{config.base_topic}/front_door/result").json()
+    assert result["text"] == "1 person; 1 face visible; daylight"
+    status = recorder.on(f"{config.base_topic}/{config.node_id}/status")[-1]
+    assert status.payload == b"offline"
+    assert status.index > recorder.on(f"{config.base_topic}/front_door/result")[0].index
+
+
+@pytest.mark.mqtt
+def test_mqtt_3_1_1_works_too(broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders) -> None:
+    config = app_config(broker.port, mqtt={"port": broker.port, "protocol": "3.1.1"})
+    recorder = make_recorder(broker.port, [f"{config.base_topic}/#"])
+    make_daemon(config)
+    recorder.wait_for(f"{config.base_topic}/{config.node_id}/status", lambda m: m.payload == b"online")
+    recorder.publish(f"{config.base_topic}/driveway/snapshot", images.sample("driveway"))
+    assert recorder.wait_for(f"{config.base_topic}/driveway/description").payload == b"No people; dusk light"
+
+
+def test_demo_runs_the_whole_daemon_and_exits_0() -> None:
+    demo = subprocess.run([sys.executable, "-m", "edge_vlm", "demo"], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    out = demo.stdout
+    assert "Home Assistant discovered 4 devices" in out
+    assert "sensor.edge_vlm_front_door_description = '1 person; 1 face visible; daylight'" in out
+    assert "sensor.edge_vlm_front_door_description = '1 person; 1 face visible; daylight; strong motion'" in out
+    assert "sensor.edge_vlm_garden_description = 'No people; dark scene'" in out
+    assert "attributes: id demo-1" in out
+    assert "error on edge_vlm/garden/error: bad_image" in out
+    assert "edge_vlm/demo/status = 'offline'" in out
+
+
+def test_describe_prints_the_text_and_stage_timings(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    image = tmp_path / "porch.jpg"
+    image.write_bytes(images.sample("front_door"))
+    assert main(["describe", str(image), "--prompt", "Who is there?"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "1 person; 1 face visible; daylight\n"
+    assert captured.err.startswith("timings: load ")
+    assert "people " in captured.err and "decode " in captured.err
+
+
+def test_describe_says_what_is_wrong_with_a_bad_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(images.jpeg()[:2000])
+    assert main(["describe", str(broken)]) == 1
+    assert "broken.jpg: JPEG image 640x360 could not be decoded: image file is truncated" in capsys.readouterr().err
+    assert main(["describe", str(tmp_path / "missing.jpg")]) == 1
+    assert "missing.jpg: No such file or directory" in capsys.readouterr().err
