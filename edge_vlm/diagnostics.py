@@ -33,7 +33,7 @@ class Stats:
             self._counts["jobs_done"] += 1
             self._last_latency_ms = latency_ms
 
-    def snapshot(self, **extra: Any) -> dict[str, Any]:
+    def values(self, **extra: Any) -> dict[str, Any]:
         with self._lock:
             counts = {name: self._counts[name] for name in COUNTERS}
             latency = self._last_latency_ms

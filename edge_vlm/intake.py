@@ -42,7 +42,7 @@ class Intake:
         self._report = report
         self._stats = stats
         self._min_long_side = min_long_side
-        self.sources = {
+        self._sources = {
             c.id: LatestSnapshot(c.id, self._topics.camera(c.id, SNAPSHOT)) for c in config.cameras
         }
 
@@ -87,7 +87,7 @@ class Intake:
         request_id = request.id or new_request_id()
         try:
             camera = self._camera(camera_id)
-            frame = self.sources[camera.id].grab()
+            frame = self._sources[camera.id].grab()
         except InputError as error:
             self._refuse(camera_id, error, message, request_id)
             return
@@ -122,7 +122,7 @@ class Intake:
         decode_ms = (time.perf_counter() - start) * 1000
         for camera in cameras:
             camera_frame = dataclasses.replace(frame, camera=camera.id)
-            self.sources[camera.id].update(camera_frame)
+            self._sources[camera.id].update(camera_frame)
             self._submit(camera, camera_frame, prompt=self._config.prompt_for(camera),
                          request_id=new_request_id(), origin="snapshot", message=message, decode_ms=decode_ms)
 

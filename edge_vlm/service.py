@@ -136,7 +136,7 @@ class Service:
         self._publish_diagnostics()
 
     def _publish_diagnostics(self) -> None:
-        values = self.stats.snapshot(
+        values = self.stats.values(
             queue_depth=self.scheduler.depth, inbox_dropped=self.inbox.dropped,
             outbox_dropped=self.connection.dropped,
         )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import pytest
+from pydantic import BaseModel
 
 from edge_vlm.__main__ import main
-from edge_vlm.config import load_config, load_config_text, preflight
+from edge_vlm.config import AppConfig, load_config, load_config_text, preflight
 from edge_vlm.errors import ConfigError
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "edge_vlm.example.yaml"
@@ -153,3 +155,22 @@ def test_unreadable_file_is_one_clear_problem(tmp_path: Path, capsys: pytest.Cap
     with pytest.raises(SystemExit):
         main(["check", "-c", str(tmp_path / "missing.yaml")])
     assert "missing.yaml: cannot read the configuration file: No such file or directory" in capsys.readouterr().err
+
+
+def _models(model: type[BaseModel]) -> set[type[BaseModel]]:
+    found = {model}
+    for field in model.model_fields.values():
+        for kind in (field.annotation, *get_args(field.annotation)):
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                found |= _models(kind)
+    return found
+
+
+def test_every_setting_is_described_and_numbers_are_bounded() -> None:
+    for model in _models(AppConfig):
+        assert model.model_config.get("extra") == "forbid", model.__name__
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no description"
+            if field.annotation in (int, float):
+                bounds = {type(m).__name__ for m in field.metadata}
+                assert {"Ge", "Le"} <= bounds, f"{model.__name__}.{name} is not bounded"

@@ -111,7 +111,7 @@ def test_waiting_jobs_of_a_camera_coalesce_and_cameras_keep_their_turn(
     recorder.publish(topic(config, "driveway", "snapshot"), images.jpeg(seed=2))
     for n in range(3):
         recorder.publish(topic(config, "front_door", "trigger"), json.dumps({"id": f"t{n}"}))
-    wait_until(lambda: service.stats.snapshot()["jobs_coalesced"] == 2 and service.scheduler.depth == 2)
+    wait_until(lambda: service.stats.values()["jobs_coalesced"] == 2 and service.scheduler.depth == 2)
 
     backend.gate.set()
 

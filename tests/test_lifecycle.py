@@ -64,7 +64,7 @@ def test_stop_finishes_the_job_in_flight_and_cancels_the_waiting_ones(
     assert backend.entered.wait(10)
     recorder.publish(f"{config.base_topic}/driveway/snapshot", images.sample("driveway"))
     recorder.publish(f"{config.base_topic}/driveway/trigger", '{"id": "late"}')
-    wait_until(lambda: service.stats.snapshot()["jobs_coalesced"] == 1)
+    wait_until(lambda: service.stats.values()["jobs_coalesced"] == 1)
 
     stopper = threading.Thread(target=service.stop)
     stopper.start()

@@ -84,7 +84,7 @@ class MqttConfig(StrictModel):
     max_queued_messages: int = Field(
         500, ge=10, le=100_000,
         description="Results and errors kept for delivery while the broker is unreachable; "
-        "beyond this the oldest are dropped with a warning. Retained states are not counted: "
+        "beyond this, new ones are dropped with a warning. Retained states are not counted: "
         "only the newest of each is kept and republished on reconnect.",
     )
 

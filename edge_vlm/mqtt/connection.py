@@ -47,12 +47,7 @@ class Connected:
     pass
 
 
-@dataclass(frozen=True)
-class Disconnected:
-    reason: str
-
-
-Event = Received | Connected | Disconnected
+Event = Received | Connected
 
 
 class Inbox:
@@ -209,9 +204,7 @@ class MqttConnection:
         was_connected = self._connected.is_set()
         self._connected.clear()
         if was_connected and not self._stopping:
-            text = _reason_text(reason)
-            logger.warning("Disconnected from MQTT broker %s (%s); reconnecting", self.broker, text)
-            self._inbox.put(Disconnected(text))
+            logger.warning("Disconnected from MQTT broker %s (%s); reconnecting", self.broker, _reason_text(reason))
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         self._inbox.put(Received(message.topic, bytes(message.payload), bool(message.retain),
