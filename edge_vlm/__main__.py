@@ -122,7 +122,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
         frame = decode_image(data, camera="cli", captured_at=time.time(), max_bytes=limits.max_payload_bytes,
                              max_pixels=limits.max_image_pixels, min_long_side=backend.min_long_side)
         decode_ms = (time.perf_counter() - started) * 1000
-        description = backend.describe(frame, prompt)
+        description = backend.describe(backend.prepare(frame), frame, prompt)
     except OSError as exc:
         print(f"{args.image}: {exc.strerror}", file=sys.stderr)
         return 1

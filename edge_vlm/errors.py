@@ -48,7 +48,11 @@ class TriggerError(InputError):
 
 
 class BackendError(EdgeVlmError):
-    """The backend failed to load or to describe a frame."""
+    """The backend failed to load or to describe a frame; ``code`` goes into the error result."""
+
+    def __init__(self, message: str, *, code: str = "backend_failed") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class PublishError(EdgeVlmError):

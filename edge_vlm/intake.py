@@ -13,9 +13,10 @@ from collections.abc import Callable
 
 from paho.mqtt.client import topic_matches_sub
 
+from edge_vlm.backends import Backend
 from edge_vlm.config.models import AppConfig, CameraConfig
 from edge_vlm.diagnostics import Stats
-from edge_vlm.errors import InputError, TriggerError
+from edge_vlm.errors import BackendError, InputError, TriggerError
 from edge_vlm.frames import Frame, decode_image
 from edge_vlm.jobs import Failure, Job, new_request_id
 from edge_vlm.mqtt.connection import Received
@@ -34,14 +35,14 @@ class Intake:
         scheduler: Scheduler,
         report: Callable[[Failure], None],
         stats: Stats,
-        min_long_side: int | None,
+        backend: Backend,
     ) -> None:
         self._config = config
         self._topics = Topics.from_config(config)
         self._scheduler = scheduler
         self._report = report
         self._stats = stats
-        self._min_long_side = min_long_side
+        self._backend = backend
         self._sources = {
             c.id: LatestSnapshot(c.id, self._topics.camera(c.id, SNAPSHOT)) for c in config.cameras
         }
@@ -113,7 +114,7 @@ class Intake:
                 message.payload, camera=cameras[0].id, captured_at=message.wall_time,
                 max_bytes=self._config.limits.max_payload_bytes,
                 max_pixels=self._config.limits.max_image_pixels,
-                min_long_side=self._min_long_side,
+                min_long_side=self._backend.min_long_side,
             )
         except InputError as error:
             for camera in cameras:
@@ -128,8 +129,15 @@ class Intake:
 
     def _submit(self, camera: CameraConfig, frame: Frame, *, prompt: str, request_id: str, origin: str,
                 message: Received, decode_ms: float) -> None:
-        job = Job(camera.id, frame, prompt, request_id, origin, received_at=message.received_at)
+        start = time.perf_counter()
+        try:
+            prepared = self._backend.prepare(frame)
+        except BackendError as exc:
+            self._report(Failure(camera.id, exc.code, str(exc), request_id, message.topic))
+            return
+        job = Job(camera.id, frame, prepared, prompt, request_id, origin, received_at=message.received_at)
         job.timings_ms["decode"] = round(decode_ms, 2)
+        job.timings_ms["preprocess"] = round((time.perf_counter() - start) * 1000, 2)
         try:
             replaced = self._scheduler.submit(job)
         except SchedulerClosed:

@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from edge_vlm.frames import Frame
 
 _sequence = itertools.count(1)
@@ -25,6 +27,7 @@ class Job:
 
     camera: str
     frame: Frame
+    prepared: np.ndarray  # the backend's input, made from the frame on the dispatcher thread
     prompt: str
     request_id: str
     origin: str  # "snapshot" or "trigger"

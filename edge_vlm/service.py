@@ -36,11 +36,11 @@ class Service:
     def __init__(self, config: AppConfig, password: str | None, backend: Backend | None = None) -> None:
         self.config = config
         self.topics = Topics.from_config(config)
-        self.backend = backend or create_backend(config.backend)
+        self.backend = backend or create_backend(config.backend, config.logging.level)
         self.stats = Stats(self.backend.name)
         self.inbox = Inbox(config.limits.inbound_queue)
         self.scheduler = Scheduler()
-        self.intake = Intake(config, self.scheduler, self.refuse, self.stats, self.backend.min_long_side)
+        self.intake = Intake(config, self.scheduler, self.refuse, self.stats, self.backend)
         self.connection = MqttConnection(config, password, self.inbox, self._subscriptions())
         self.publisher = Publisher(self.connection)
         self._stopping = threading.Event()
@@ -159,9 +159,9 @@ class Service:
     def _run(self, job: Job) -> None:
         job.timings_ms["queued"] = round((time.monotonic() - job.queued_at) * 1000, 2)
         try:
-            description = self.backend.describe(job.frame, job.prompt)
+            description = self.backend.describe(job.prepared, job.frame, job.prompt)
         except BackendError as exc:
-            self._job_failed(job, "backend_failed", str(exc))
+            self._job_failed(job, exc.code, str(exc))
             return
         except Exception as exc:
             logger.exception("Backend %s failed on job %s", self.backend.name, job.request_id)

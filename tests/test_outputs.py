@@ -36,7 +36,7 @@ def test_one_endless_word_is_cut_hard() -> None:
 
 def test_result_messages() -> None:
     frame = Frame("porch", np.zeros((4, 6, 3), np.uint8), (1920, 1080), b"jpeg", "JPEG", 1_700_000_000.0)
-    job = Job("porch", frame, "What is there?", "id-1", "trigger", received_at=0.0)
+    job = Job("porch", frame, frame.pixels, "What is there?", "id-1", "trigger", received_at=0.0)
     job.timings_ms.update(decode=2.0, queued=1.0)
     job.superseded_ids = ["id-0"]
     long_text = "word " * 100

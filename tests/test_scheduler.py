@@ -14,7 +14,7 @@ from edge_vlm.scheduler import Scheduler, SchedulerClosed
 
 def job(camera: str, request_id: str) -> Job:
     frame = Frame(camera, np.zeros((1, 1, 3), np.uint8), (1, 1), b"", "JPEG", 0.0)
-    return Job(camera, frame, "prompt", request_id, "snapshot", received_at=0.0)
+    return Job(camera, frame, frame.pixels, "prompt", request_id, "snapshot", received_at=0.0)
 
 
 def test_newer_job_replaces_the_waiting_one_and_keeps_its_turn() -> None:

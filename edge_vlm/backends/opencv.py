@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -89,14 +89,24 @@ class OpencvBackend:
         self._faces = None
         self._previous.clear()
 
-    def describe(self, frame: Frame, prompt: str) -> Description:
+    def on_availability(self, listener: Callable[[bool, str], None]) -> None:
+        pass  # always available once loaded
+
+    def prepare(self, frame: Frame) -> np.ndarray:
+        """The frame scaled to ``analysis_size`` on its long side."""
+        height, width = frame.pixels.shape[:2]
+        scale = self.config.analysis_size / max(width, height)
+        if scale >= 1:
+            return frame.pixels
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        return cv2.resize(frame.pixels, size, interpolation=cv2.INTER_AREA)
+
+    def describe(self, prepared: np.ndarray, frame: Frame, prompt: str) -> Description:
         if self._hog is None:
             raise BackendError("the opencv backend is not loaded")
         timings: dict[str, float] = {}
-        start = time.perf_counter()
-        rgb = self._scaled(frame.pixels)
+        rgb = prepared
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        timings["preprocess"] = _ms_since(start)
 
         start = time.perf_counter()
         bodies, weights = self._hog.detectMultiScale(rgb, winStride=(8, 8), padding=(8, 8), scale=1.05)
@@ -133,14 +143,6 @@ class OpencvBackend:
                 "motion_fraction": None if motion_fraction is None else round(motion_fraction, 4),
             },
         )
-
-    def _scaled(self, rgb: np.ndarray) -> np.ndarray:
-        height, width = rgb.shape[:2]
-        scale = self.config.analysis_size / max(width, height)
-        if scale >= 1:
-            return rgb
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
     def _motion_fraction(self, camera: str, grey: np.ndarray) -> float | None:
         height, width = grey.shape[:2]

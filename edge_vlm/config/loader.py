@@ -14,7 +14,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from edge_vlm.config.models import PATTERN_HINTS, AppConfig
+from edge_vlm.config.base import PATTERN_HINTS
+from edge_vlm.config.models import AppConfig
 from edge_vlm.errors import ConfigError
 
 PathKey = tuple[str | int, ...]
@@ -112,9 +113,12 @@ def format_validation_error(error: ValidationError, data: Any, lines: _LineMap) 
     for item in error.errors(include_url=False):
         path = _data_path(data, tuple(item["loc"]))
         message = item["msg"].removeprefix("Value error, ")
+        context = item.get("ctx") or {}
         if item["type"] == "string_pattern_mismatch":
-            pattern = (item.get("ctx") or {}).get("pattern", "")
-            message = PATTERN_HINTS.get(pattern, message)
+            message = PATTERN_HINTS.get(context.get("pattern", ""), message)
+        elif item["type"] == "union_tag_invalid":  # an unknown `type:`
+            path, item = (*path, "type"), {**item, "input": context.get("tag")}
+            message = f"unknown type; expected one of {context.get('expected_tags')}"
         prefix = f"line {lines.line_for(path)}: {format_path(path)}"
         shown = not isinstance(item["input"], dict | list) and item["type"] != "missing"
         if not shown or _secret_path(path):

@@ -7,35 +7,21 @@ variable is set is checked at start-up by ``edge_vlm.config.preflight``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
-# Camera and node ids become MQTT topic levels and Home Assistant ids: nothing that can inject a
-# topic level or a wildcard, nothing HA's discovery topic matcher refuses.
-ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
-# A topic prefix we publish under: one or more levels of safe characters.
-TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
-ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-CLIENT_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
-
-# What each pattern means, for error messages a person can act on.
-PATTERN_HINTS = {
-    ID_PATTERN: "use 1 to 64 lower-case letters, digits, _ and -, starting with a letter or digit",
-    TOPIC_PREFIX_PATTERN: "use topic levels of letters, digits, _ and - separated by /, no wildcards",
-    ENV_NAME_PATTERN: "an environment variable name: letters, digits and _, not starting with a digit",
-    CLIENT_ID_PATTERN: "use letters, digits, _ and - only",
-}
-
-LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
-
-DEFAULT_PROMPT = "Describe what is happening in this camera image in one short sentence."
-
-
-class StrictModel(BaseModel):
-    """Unknown keys are errors: a typo in the YAML must not be silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from edge_vlm.config.base import (
+    CLIENT_ID_PATTERN,
+    DEFAULT_PROMPT,
+    ENV_NAME_PATTERN,
+    ID_PATTERN,
+    TOPIC_PREFIX_PATTERN,
+    LogLevel,
+    StrictModel,
+)
+from edge_vlm.config.vlm import VlmBackendConfig
+from edge_vlm.prompts import estimate_tokens
 
 
 class TlsConfig(StrictModel):
@@ -174,6 +160,17 @@ class OpencvBackendConfig(StrictModel):
     detect_faces: bool = Field(True, description="Count frontal faces (Haar cascade).")
 
 
+def _backend_type(value: Any) -> str:
+    # `type` may be left out for the default backend.
+    return str(value.get("type", "opencv") if isinstance(value, dict) else getattr(value, "type", ""))
+
+
+BackendConfig = Annotated[
+    Annotated[OpencvBackendConfig, Tag("opencv")] | Annotated[VlmBackendConfig, Tag("vlm")],
+    Discriminator(_backend_type),
+]
+
+
 class LimitsConfig(StrictModel):
     max_image_pixels: int = Field(
         40_000_000, ge=10_000, le=500_000_000,
@@ -213,12 +210,21 @@ class AppConfig(StrictModel):
     )
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Broker connection.")
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig, description="Home Assistant discovery.")
-    backend: OpencvBackendConfig = Field(
-        default_factory=OpencvBackendConfig, description="What turns a frame into text.",
+    backend: BackendConfig = Field(
+        default_factory=OpencvBackendConfig,
+        description="What turns a frame into text: opencv (built in, the default) or vlm (NPU models).",
     )
     cameras: list[CameraConfig] = Field(min_length=1, max_length=64, description="The cameras.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Input and queue limits.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log levels.")
+
+    @field_validator("backend")
+    @classmethod
+    def _default_prompt_fits(cls, backend: OpencvBackendConfig | VlmBackendConfig,
+                             info: ValidationInfo) -> OpencvBackendConfig | VlmBackendConfig:
+        if isinstance(backend, VlmBackendConfig) and (problem := context_problem(backend, info.data.get("prompt"))):
+            raise ValueError(f"the default prompt: {problem}")
+        return backend
 
     @field_validator("cameras")
     @classmethod
@@ -231,6 +237,9 @@ class AppConfig(StrictModel):
                 )
             if camera.id == info.data.get("node_id"):
                 raise ValueError(f"camera id {camera.id!r} equals node_id: their topics would collide")
+            backend = info.data.get("backend")
+            if isinstance(backend, VlmBackendConfig) and (problem := context_problem(backend, camera.prompt)):
+                raise ValueError(f"cameras[{index}].prompt: {problem}")
             first[camera.id] = index
         return cameras
 
@@ -258,3 +267,16 @@ def topic_filter_problem(topic: str) -> str | None:
         if "+" in level and level != "+":
             return "+ must be a whole level"
     return None
+
+
+def context_problem(backend: VlmBackendConfig, prompt: str | None) -> str | None:
+    """Why ``prompt`` with an image and a full answer cannot fit the model's context, if it cannot."""
+    tokens = backend.spec.image_tokens
+    if prompt is None or tokens is None:
+        return None
+    needed = estimate_tokens(prompt) + tokens + backend.llm.max_new_tokens
+    if needed <= backend.llm.max_context_len:
+        return None
+    return (f"about {estimate_tokens(prompt)} prompt tokens + {tokens} image tokens + "
+            f"{backend.llm.max_new_tokens} new tokens (llm.max_new_tokens) = {needed} do not fit "
+            f"llm.max_context_len = {backend.llm.max_context_len}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
+
 from edge_vlm.backends.opencv import OpencvBackend
 from edge_vlm.config.models import OpencvBackendConfig
 from edge_vlm.errors import BackendError
@@ -22,12 +24,12 @@ class GatedBackend(OpencvBackend):
         self.gate = threading.Event()
         self.prompts: list[str] = []
 
-    def describe(self, frame: Frame, prompt: str) -> Description:
+    def describe(self, prepared: np.ndarray, frame: Frame, prompt: str) -> Description:
         self.prompts.append(prompt)
         self.entered.set()
         if not self.gate.wait(GATE_TIMEOUT_S):
             raise BackendError("test gate never opened")
-        return super().describe(frame, prompt)
+        return super().describe(prepared, frame, prompt)
 
 
 class FailingBackend(OpencvBackend):
@@ -37,7 +39,7 @@ class FailingBackend(OpencvBackend):
         super().__init__(OpencvBackendConfig())
         self.failing_camera = failing_camera
 
-    def describe(self, frame: Frame, prompt: str) -> Description:
+    def describe(self, prepared: np.ndarray, frame: Frame, prompt: str) -> Description:
         if frame.camera == self.failing_camera:
             raise BackendError("model crashed")
-        return super().describe(frame, prompt)
+        return super().describe(prepared, frame, prompt)

@@ -1,0 +1,1 @@
+"""The inference worker: a child process that owns the NPU, and its supervisor in the daemon."""

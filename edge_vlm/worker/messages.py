@@ -1,0 +1,59 @@
+"""What the daemon and its inference worker say to each other over their pipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RunJob:
+    job_id: int
+    pixels: np.ndarray  # the encoder's input: uint8 RGB, input_size x input_size x 3
+    prompt: str  # with <image> where the image goes
+
+
+@dataclass(frozen=True)
+class Abort:
+    job_id: int
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    pass
+
+
+@dataclass(frozen=True)
+class Ready:
+    input_size: int
+    image_tokens: int | None  # None until the encoder has run once (imgenc)
+    runtime_abi: str
+    load_ms: float
+
+
+@dataclass(frozen=True)
+class LoadFailed:
+    message: str
+
+
+@dataclass(frozen=True)
+class JobDone:
+    job_id: int
+    text: str
+    timings_ms: dict[str, float]
+    details: dict[str, Any] = field(default_factory=dict)
+    started: float = 0.0  # time.monotonic() in the worker: the NPU busy interval
+    finished: float = 0.0
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    job_id: int
+    code: str
+    message: str
+
+
+ToWorker = RunJob | Abort | Shutdown
+FromWorker = Ready | LoadFailed | JobDone | JobFailed
