@@ -112,19 +112,18 @@ def format_validation_error(error: ValidationError, data: Any, lines: _LineMap) 
     problems = []
     for item in error.errors(include_url=False):
         path = _data_path(data, tuple(item["loc"]))
-        message = item["msg"].removeprefix("Value error, ")
+        value, message = item["input"], item["msg"].removeprefix("Value error, ")
         context = item.get("ctx") or {}
         if item["type"] == "string_pattern_mismatch":
             message = PATTERN_HINTS.get(context.get("pattern", ""), message)
         elif item["type"] == "union_tag_invalid":  # an unknown `type:`
-            path, item = (*path, "type"), {**item, "input": context.get("tag")}
+            path, value = (*path, "type"), context.get("tag")
             message = f"unknown type; expected one of {context.get('expected_tags')}"
         prefix = f"line {lines.line_for(path)}: {format_path(path)}"
-        shown = not isinstance(item["input"], dict | list) and item["type"] != "missing"
-        if not shown or _secret_path(path):
+        if isinstance(value, dict | list) or item["type"] == "missing" or _secret_path(path):
             problems.append(f"{prefix}: {message}")
         else:
-            problems.append(f"{prefix}: {_shown(item['input'])}: {message}")
+            problems.append(f"{prefix}: {_shown(value)}: {message}")
     return problems
 
 
