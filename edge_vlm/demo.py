@@ -193,7 +193,7 @@ def run_demo(*, verbose: bool = False) -> int:
         return 1
     finally:
         service.stop()
-        status = ha.wait(service.topics.status)
+        status = ha.wait(service.topics.status, lambda payload: payload == b"offline")
         print(f"\nDaemon stopped; {service.topics.status} = {status.decode()!r}. "
               f"Demo took {time.monotonic() - started:.1f} s.")
         ha.close()

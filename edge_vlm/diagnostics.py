@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections import Counter
+from datetime import datetime, timezone
 from typing import Any
 
 from edge_vlm import __version__
@@ -49,3 +50,10 @@ class Stats:
 
 def diagnostics_message(topics: Topics, values: dict[str, Any]) -> Outbound:
     return Outbound(topics.diagnostics, json.dumps(values, separators=(",", ":")).encode(), retain=True)
+
+
+def model_state_message(topics: Topics, *, available: bool, reason: str) -> Outbound:
+    """Whether the backend's model can describe frames now (retained)."""
+    payload = {"state": "ready" if available else "unavailable", "reason": reason,
+               "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return Outbound(topics.model, json.dumps(payload, separators=(",", ":")).encode(), retain=True)

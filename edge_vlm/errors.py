@@ -5,8 +5,7 @@
     ├── InputError           one message from outside is unusable; the daemon answers it and goes on
     │   ├── ImageError       not an image, truncated, too many pixels, too many bytes
     │   └── TriggerError     malformed trigger JSON, unknown or disabled camera, no frame yet
-    ├── BackendError         the model could not be loaded or could not describe a frame
-    └── PublishError         the broker refused or could not take a message
+    └── BackendError         the model could not be loaded or could not describe a frame
 
 Every ``InputError`` has a short machine-readable ``code`` that goes into the error result on MQTT,
 so an automation can branch on it without parsing English.
@@ -53,7 +52,3 @@ class BackendError(EdgeVlmError):
     def __init__(self, message: str, *, code: str = "backend_failed") -> None:
         super().__init__(message)
         self.code = code
-
-
-class PublishError(EdgeVlmError):
-    """A message could not be handed to the MQTT client."""

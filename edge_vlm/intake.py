@@ -16,7 +16,7 @@ from paho.mqtt.client import topic_matches_sub
 from edge_vlm.backends import Backend
 from edge_vlm.config.models import AppConfig, CameraConfig
 from edge_vlm.diagnostics import Stats
-from edge_vlm.errors import BackendError, InputError, TriggerError
+from edge_vlm.errors import BackendError, ImageError, InputError, TriggerError
 from edge_vlm.frames import Frame, decode_image
 from edge_vlm.jobs import Failure, Job, new_request_id
 from edge_vlm.mqtt.connection import Received
@@ -52,16 +52,20 @@ class Intake:
         return [self._topics.any_camera(SNAPSHOT), self._topics.any_camera(TRIGGER), *dict.fromkeys(extra)]
 
     def handle(self, message: Received) -> None:
-        if (camera_id := self._topics.camera_of(message.topic, TRIGGER)) is not None:
+        own = self._topics.camera_of(message.topic, TRIGGER) or self._topics.camera_of(message.topic, SNAPSHOT)
+        extra = [c for c in self._config.cameras if any(topic_matches_sub(f, message.topic) for f in c.snapshot_topics)]
+        if message.size > len(message.payload):  # paho's thread dropped a payload over the limit
+            error = ImageError(f"payload of {message.size} bytes is over the limit of "
+                               f"{self._config.limits.max_payload_bytes} (limits.max_payload_bytes)",
+                               code="payload_too_large")
+            for camera in [own] if own else [c.id for c in extra]:
+                self._refuse(camera, error, message)
+        elif (camera_id := self._topics.camera_of(message.topic, TRIGGER)) is not None:
             self._trigger(camera_id, message)
         elif (camera_id := self._topics.camera_of(message.topic, SNAPSHOT)) is not None:
             self._own_snapshot(camera_id, message)
         else:
-            cameras = [
-                c for c in self._config.cameras
-                if any(topic_matches_sub(f, message.topic) for f in c.snapshot_topics)
-            ]
-            self._snapshot(cameras, message)
+            self._snapshot(extra, message)
 
     def _refuse(self, camera: str, error: InputError, message: Received, request_id: str | None = None) -> None:
         self._report(Failure(camera, error.code, str(error), request_id or error.request_id, message.topic))

@@ -16,7 +16,7 @@ from paho.mqtt.client import topic_matches_sub
 
 from edge_vlm.backends import Backend, create_backend
 from edge_vlm.config.models import AppConfig
-from edge_vlm.diagnostics import Stats, diagnostics_message
+from edge_vlm.diagnostics import Stats, diagnostics_message, model_state_message
 from edge_vlm.errors import BackendError
 from edge_vlm.intake import Intake
 from edge_vlm.jobs import Failure, Job, Result
@@ -30,6 +30,8 @@ from edge_vlm.scheduler import Scheduler
 logger = logging.getLogger(__name__)
 
 POLL_S = 0.2
+DIAGNOSTICS_EVERY_S = 1.0  # at most this often: a flood of bad input must not flood the broker
+STOP_GRACE_S = 10.0  # the job in flight may finish within this; after it, it is aborted
 
 
 class Service:
@@ -38,13 +40,17 @@ class Service:
         self.topics = Topics.from_config(config)
         self.backend = backend or create_backend(config.backend, config.logging.level)
         self.stats = Stats(self.backend.name)
-        self.inbox = Inbox(config.limits.inbound_queue)
+        limits = config.limits
+        self.inbox = Inbox(limits.inbound_queue, limits.inbound_queue_mb * 1_000_000)
         self.scheduler = Scheduler()
         self.intake = Intake(config, self.scheduler, self.refuse, self.stats, self.backend)
-        self.connection = MqttConnection(config, password, self.inbox, self._subscriptions())
-        self.publisher = Publisher(self.connection)
+        self.connection = MqttConnection(config, password, self.inbox, self._subscriptions(),
+                                         replay_only=(self.topics.any_camera_device_config,))
+        self.publisher = Publisher(self.connection, config.mqtt.max_queued_messages)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._diagnostics_sent = 0.0
+        self._diagnostics_due = False
 
     def start(self) -> None:
         """Load the backend, then connect; raises BackendError if the backend cannot load."""
@@ -53,56 +59,66 @@ class Service:
         started = time.perf_counter()
         self.backend.load()
         logger.info("Backend %s loaded in %.0f ms", self.backend.name, (time.perf_counter() - started) * 1000)
+        self._model_availability(True, "loaded")
+        self.backend.on_availability(self._model_availability)
         self.connection.start()
         for name, target in (("dispatcher", self._dispatch_loop), ("worker", self._work_loop)):
             thread = threading.Thread(target=target, name=f"edge_vlm-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Take no more work, let the job in flight finish, publish ``offline`` and disconnect."""
+    def stop(self, grace: float = STOP_GRACE_S) -> None:
+        """Take no more work, finish or abort the job in flight, publish ``offline``, disconnect."""
         if self._stopping.is_set():
             return
         logger.info("Stopping")
         self._stopping.set()
-        for job in self.scheduler.close():
-            self._job_failed(job, "cancelled", "the daemon stopped before this job ran")
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                logger.error("Thread %s did not stop within %.0f s", thread.name, timeout)
-        self._publish_diagnostics()
-        self.connection.stop()
-        self.backend.close()
+        try:
+            for job in self.scheduler.close():
+                self._job_failed(job, "cancelled", "the daemon stopped before this job ran")
+            self._join_threads(grace)
+            self._publish_diagnostics(now=True)
+        finally:
+            self.connection.stop()
+            self.backend.close()
         logger.info("Stopped")
+
+    def _join_threads(self, grace: float) -> None:
+        for thread in self._threads:
+            thread.join(grace)
+            if thread.is_alive():
+                logger.warning("The job in flight is still running after %.0f s: aborting it", grace)
+                self.backend.abort()
+                thread.join(grace)
+            if thread.is_alive():
+                logger.error("Thread %s did not stop", thread.name)
 
     # Dispatcher thread
 
     def _dispatch_loop(self) -> None:
         while not self._stopping.is_set():
             event = self.inbox.get(POLL_S)
-            if event is None or self._stopping.is_set():
-                continue
-            try:
-                self._dispatch(event)
-            except Exception:  # one bad event must not stop the daemon
-                logger.exception("Unexpected error while handling %s", event)
+            if event is not None and not self._stopping.is_set():
+                try:
+                    self._dispatch(event)
+                except Exception:  # one bad event must not stop the daemon
+                    logger.exception("Unexpected error while handling %s", event)
+            if self._diagnostics_due:
+                self._publish_diagnostics()
 
     def _dispatch(self, event: Event) -> None:
         if isinstance(event, Connected):
             self._announce()
-        elif isinstance(event, Received):
-            if event.topic == self.config.discovery.ha_status_topic:
-                # Home Assistant restarted: it lost our entities until they are announced again.
-                # Its retained "online" arrives on every subscribe and needs nothing.
-                if event.payload.strip() == b"online" and not event.retain:
-                    logger.info("Home Assistant is online: announcing discovery again")
-                    self._announce()
-            elif topic_matches_sub(self.topics.any_camera_device_config, event.topic):
-                self._remove_if_stale(event)
-            else:
-                self.intake.handle(event)
+        elif event.topic == self.config.discovery.ha_status_topic:
+            # Home Assistant restarted: it lost our entities until they are announced again.
+            # Its retained "online" arrives on every subscribe and needs nothing.
+            if event.payload.strip() == b"online" and not event.retain:
+                logger.info("Home Assistant is online: announcing discovery again")
+                self._announce()
+        elif topic_matches_sub(self.topics.any_camera_device_config, event.topic):
+            self._remove_if_stale(event)
+        else:
+            self.intake.handle(event)
 
     def _subscriptions(self) -> list[str]:
         filters = self.intake.subscriptions()
@@ -114,8 +130,11 @@ class Service:
         if self.config.discovery.enabled:
             for message in discovery_messages(self.config, self.topics):
                 self.connection.publish(message)
-        self._publish_diagnostics()
-        self.publisher.republish_states()
+        self._publish_diagnostics(now=True)
+        self.publisher.republish()
+
+    def _model_availability(self, available: bool, reason: str) -> None:
+        self.publisher.send(model_state_message(self.topics, available=available, reason=reason))
 
     def _remove_if_stale(self, event: Received) -> None:
         """A camera this node announced before but is no longer configured: remove it from HA."""
@@ -135,10 +154,16 @@ class Service:
         self.publisher.send(failure_message(failure, self.topics))
         self._publish_diagnostics()
 
-    def _publish_diagnostics(self) -> None:
+    def _publish_diagnostics(self, *, now: bool = False) -> None:
+        """Publish the counters, or leave it to the dispatcher if they went out less than 1 s ago."""
+        if not now and time.monotonic() - self._diagnostics_sent < DIAGNOSTICS_EVERY_S:
+            self._diagnostics_due = True
+            return
+        self._diagnostics_due = False
+        self._diagnostics_sent = time.monotonic()
         values = self.stats.values(
             queue_depth=self.scheduler.depth, inbox_dropped=self.inbox.dropped,
-            outbox_dropped=self.connection.dropped,
+            outbox_dropped=self.publisher.dropped,
         )
         self.publisher.send(diagnostics_message(self.topics, values))
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edge_vlm.errors import TriggerError
 
 MAX_ID_LENGTH = 128
+MAX_TRIGGER_BYTES = 16_384
 
 
 class TriggerRequest(BaseModel):
@@ -38,6 +39,8 @@ def _request_id_in(data: object) -> str | None:
 
 
 def parse_trigger(payload: bytes) -> TriggerRequest:
+    if len(payload) > MAX_TRIGGER_BYTES:
+        raise TriggerError(f"trigger payload of {len(payload)} bytes is over the limit of {MAX_TRIGGER_BYTES}")
     if not payload.strip():
         return TriggerRequest()
     try:
@@ -46,6 +49,8 @@ def parse_trigger(payload: bytes) -> TriggerRequest:
         raise TriggerError("trigger payload is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise TriggerError(f"trigger payload is not JSON: {exc.msg} at character {exc.pos}") from None
+    except (RecursionError, ValueError) as exc:  # nesting too deep, an integer too long
+        raise TriggerError(f"trigger payload refused by the JSON parser: {exc}") from None
     if not isinstance(data, dict):
         raise TriggerError(f"trigger payload must be a JSON object, got {type(data).__name__}")
     try:

@@ -62,7 +62,7 @@ def make_daemon() -> Iterator[Callable[..., Service]]:
 
     yield start
     for service in started:
-        service.stop(timeout=10)
+        service.stop(grace=10)
 
 
 @pytest.fixture

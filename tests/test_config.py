@@ -174,3 +174,33 @@ def test_every_setting_is_described_and_numbers_are_bounded() -> None:
             if field.annotation in (int, float):
                 bounds = {type(m).__name__ for m in field.metadata}
                 assert {"Ge", "Le"} <= bounds, f"{model.__name__}.{name} is not bounded"
+
+
+def test_yaml_anchors_and_merge_keys_work() -> None:
+    text = "cameras:\n  - &outdoor {id: yard, enabled: false}\n  - <<: *outdoor\n    id: gate\n"
+    cameras = load_config_text(text).config.cameras
+    assert [(c.id, c.enabled) for c in cameras] == [("yard", False), ("gate", False)]
+
+
+def test_yaml_that_cannot_be_config_is_reported_not_crashed_on() -> None:
+    assert problems("cameras: [{id: a}]\nmqtt:\n  password_env: !secret mqtt_password\n") == [
+        "line 3: mqtt.password_env: the YAML tag !secret is not supported "
+        "(secrets come from environment variables: see mqtt.password_env)",
+    ]
+    assert problems("cameras: [{id: a}]\n? [complex, key]\n: 1\n") == ["line 2: (top level): a key must be plain text"]
+    assert problems("cameras: [{id: a}]\nmqtt: {<<: 5}\n") == ["line 2: mqtt: << must merge a mapping"]
+
+
+@pytest.mark.parametrize(("topic_filter", "echo"), [
+    ("#", "edge_vlm/board/status"),
+    ("edge_vlm/#", "edge_vlm/board/status"),
+    ("edge_vlm/yard/+", "edge_vlm/yard/description"),
+    ("+/+/image", "edge_vlm/yard/image"),
+    ("homeassistant/device/#", "homeassistant/device/edge_vlm_board/yard/config"),
+])
+def test_snapshot_topics_may_not_match_what_the_daemon_publishes(topic_filter: str, echo: str) -> None:
+    assert problems(f"cameras: [{{id: yard, snapshot_topics: ['{topic_filter}']}}]\n") == [
+        f"line 1: cameras: cameras[0].snapshot_topics: {topic_filter!r} matches {echo}, which edge_vlm "
+        "publishes itself: it would describe its own output",
+    ]
+    assert load_config_text("cameras: [{id: yard, snapshot_topics: ['frigate/yard/+/snapshot']}]\n")

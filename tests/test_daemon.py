@@ -224,13 +224,14 @@ def test_broker_restart_while_a_job_runs_delivers_result_and_announces_again(
     # A persistent session: what the daemon publishes while this client is away is kept for it.
     recorder = watch(make_recorder, broker, config, client_id="restart-watcher", persistent=True)
     backend = GatedBackend()
-    make_daemon(config, backend)
+    service = make_daemon(config, backend)
     started(recorder, config)
     recorder.publish(topic(config, "front_door", "snapshot"), images.sample("front_door"))
     assert backend.entered.wait(10)
     before = len(recorder.messages)
 
     broker.stop()
+    wait_until(lambda: not service.connection.connected)
     backend.gate.set()  # the job finishes while the broker is down
     broker.start()
 
@@ -242,3 +243,73 @@ def test_broker_restart_while_a_job_runs_delivers_result_and_announces_again(
     recorder.wait_for(topic(config, "front_door", "description"), after_restart)
     recorder.wait_for(f"{config.base_topic}/{config.node_id}/status",
                       lambda m: after_restart(m) and m.payload == b"online")
+
+
+def test_oversized_payloads_are_refused_on_arrival(broker: Mosquitto, make_daemon: Daemon,
+                                                   make_recorder: Recorders) -> None:
+    config = app_config(broker.port, limits={"max_payload_bytes": 20_000})
+    recorder = watch(make_recorder, broker, config)
+    make_daemon(config)
+    started(recorder, config)
+    big = images.jpeg(1280, 720, seed=9)
+    assert len(big) > 20_000
+
+    recorder.publish(topic(config, "front_door", "snapshot"), big)
+    recorder.publish(topic(config, "front_door", "trigger"), b" " * 30_000)
+
+    errors = [m.json() for m in recorder.count(topic(config, "front_door", "error"), 2)]
+    assert [e["error"] for e in errors] == ["payload_too_large", "payload_too_large"]
+    assert f"payload of {len(big)} bytes is over the limit of 20000" in errors[0]["message"]
+    recorder.publish(topic(config, "front_door", "snapshot"), images.sample("garden_night"))
+    assert recorder.wait_for(topic(config, "front_door", "description")).payload == b"No people; dark scene"
+
+
+def test_own_discovery_messages_do_not_fill_the_inbox(broker: Mosquitto, make_daemon: Daemon,
+                                                      make_recorder: Recorders) -> None:
+    cameras = [{"id": f"cam{i}"} for i in range(12)]
+    config = app_config(broker.port, cameras=cameras, limits={"inbound_queue": 4})
+    recorder = watch(make_recorder, broker, config)
+    service = make_daemon(config)
+    started(recorder, config)
+    recorder.publish(config.discovery.ha_status_topic, "online")  # a second announcement
+    recorder.wait_for(f"{config.discovery.prefix}/device/edge_vlm_{config.node_id}/cam11/config",
+                      lambda m: len(recorder.on(m.topic)) == 2)
+
+    # In order: once the daemon answers this, it has received every echo of its 26 discovery messages.
+    recorder.publish(topic(config, "nowhere", "trigger"), "{}")
+    recorder.wait_for(topic(config, "nowhere", "error"))
+
+    assert service.inbox.dropped == 0
+
+
+def test_results_from_a_long_outage_are_bounded_and_status_comes_back(
+        restartable_broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders) -> None:
+    broker = restartable_broker
+    cameras = [{"id": f"cam{i}"} for i in range(12)]
+    config = app_config(broker.port, cameras=cameras, mqtt={"port": broker.port, "reconnect_min_delay": 1,
+                                                            "reconnect_max_delay": 1, "max_queued_messages": 10})
+    recorder = watch(make_recorder, broker, config, client_id="outage-watcher", persistent=True)
+    backend = GatedBackend()
+    service = make_daemon(config, backend)
+    started(recorder, config)
+    for camera in cameras:
+        recorder.publish(topic(config, camera["id"], "snapshot"), images.jpeg(seed=len(camera["id"])))
+    wait_until(lambda: service.scheduler.depth == 11)  # one in flight, eleven waiting
+    before = len(recorder.messages)
+
+    broker.stop()
+    wait_until(lambda: not service.connection.connected)
+    backend.gate.set()  # twelve results while the broker is down: ten may wait
+    wait_until(lambda: service.publisher.dropped == 2)
+    broker.start()
+
+    after = recorder.since(before)
+    recorder.wait_for(f"{config.base_topic}/{config.node_id}/status", lambda m: after(m) and m.payload == b"online")
+    for camera in cameras:
+        recorder.wait_for(f"{config.discovery.prefix}/device/edge_vlm_{config.node_id}/{camera['id']}/config", after)
+        recorder.wait_for(topic(config, camera["id"], "description"), after)
+    # Events are handled in order: once this error is out, every waiting result was sent before it.
+    recorder.publish(topic(config, "nowhere", "trigger"), "{}")
+    recorder.wait_for(topic(config, "nowhere", "error"), after)
+    results = [m.json()["camera"] for m in recorder.messages[before:] if m.topic.endswith("/result")]
+    assert sorted(results) == sorted(f"cam{i}" for i in range(2, 12))  # the two oldest were dropped

@@ -47,6 +47,12 @@ def test_node_device_payload() -> None:
                        "device_class": "connectivity", "entity_category": "diagnostic",
                        "state_topic": "edge_vlm/garage-board/status", "payload_on": "online",
                        "payload_off": "offline"},
+            "model": {"p": "binary_sensor", "unique_id": f"{node}_model",
+                      "default_entity_id": f"binary_sensor.{node}_model", "name": "Model",
+                      "device_class": "running", "entity_category": "diagnostic",
+                      "state_topic": "edge_vlm/garage-board/model", "value_template": "{{ value_json.state }}",
+                      "payload_on": "ready", "payload_off": "unavailable",
+                      "json_attributes_topic": "edge_vlm/garage-board/model", **AVAILABLE},
             "backend": {"p": "sensor", "unique_id": f"{node}_backend",
                         "default_entity_id": f"sensor.{node}_backend", "name": "Backend",
                         "entity_category": "diagnostic", "state_topic": diag,
@@ -106,7 +112,7 @@ def test_every_payload_has_unique_ids_valid_topics_and_stable_bytes() -> None:
     messages = discovery_messages(config, Topics.from_config(config))
     unique_ids = [c["unique_id"] for m in messages for c in json.loads(m.payload)["cmps"].values()]
     entity_ids = [c["default_entity_id"] for m in messages for c in json.loads(m.payload)["cmps"].values()]
-    assert len(unique_ids) == len(set(unique_ids)) == 6 + 20 * 4
+    assert len(unique_ids) == len(set(unique_ids)) == 7 + 20 * 4
     assert len(entity_ids) == len(set(entity_ids))
     assert all(HA_TOPIC.match(m.topic) and m.retain for m in messages)
     assert len({m.topic for m in messages}) == len(messages)

@@ -30,3 +30,13 @@ def test_malformed_triggers_say_what_is_wrong(payload: bytes, says: str, request
     assert says in str(caught.value)
     assert caught.value.request_id == request_id
     assert caught.value.code == "bad_trigger"
+
+
+@pytest.mark.parametrize(("payload", "says"), [
+    (b"[" * 10_000, "refused by the JSON parser"),
+    (b'{"id": ' + b"9" * 5000 + b"}", "refused by the JSON parser"),
+    (b'{"prompt": "' + b"x" * 20_000 + b'"}', "over the limit of 16384"),
+])
+def test_hostile_payloads_are_refused_not_crashed_on(payload: bytes, says: str) -> None:
+    with pytest.raises(TriggerError, match=says):
+        parse_trigger(payload)

@@ -30,6 +30,10 @@ class Backend(Protocol):
 
     def describe(self, prepared: np.ndarray, frame: Frame, prompt: str) -> Description: ...
 
+    def abort(self) -> None:
+        """Stop the job in flight as soon as possible; called from another thread."""
+        ...
+
     def on_availability(self, listener: Callable[[bool, str], None]) -> None:
         """Call ``listener(available, reason)`` whenever the model comes or goes."""
         ...

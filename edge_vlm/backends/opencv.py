@@ -92,6 +92,9 @@ class OpencvBackend:
     def on_availability(self, listener: Callable[[bool, str], None]) -> None:
         pass  # always available once loaded
 
+    def abort(self) -> None:
+        pass  # a frame takes a fraction of a second: it is let finish
+
     def prepare(self, frame: Frame) -> np.ndarray:
         """The frame scaled to ``analysis_size`` on its long side."""
         height, width = frame.pixels.shape[:2]

@@ -37,22 +37,50 @@ class _LineMap:
         return 1
 
 
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _scalar(node: yaml.Node, path: PathKey, problems: list[str]) -> Any:
+    try:
+        return yaml.safe_load(yaml.serialize(node))
+    except yaml.YAMLError:
+        hint = " (secrets come from environment variables: see mqtt.password_env)" if "secret" in node.tag else ""
+        problems.append(f"line {node.start_mark.line + 1}: {format_path(path)}: the YAML tag {node.tag} "
+                        f"is not supported{hint}")
+        return None
+
+
+def _mapping(node: yaml.MappingNode, path: PathKey, lines: _LineMap, problems: list[str]) -> dict[Any, Any]:
+    result: dict[Any, Any] = {}
+    merged: dict[Any, Any] = {}  # from `<<: *anchor`; keys written out win over merged ones
+    for key_node, value_node in node.value:
+        line = key_node.start_mark.line + 1
+        if key_node.tag == MERGE_TAG:
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for source in sources:
+                value = _construct(source, path, lines, problems)
+                if not isinstance(value, dict):
+                    problems.append(f"line {line}: {format_path(path)}: << must merge a mapping")
+                    continue
+                merged = {**value, **merged}
+            continue
+        if not isinstance(key_node, yaml.ScalarNode):
+            problems.append(f"line {line}: {format_path(path)}: a key must be plain text")
+            continue
+        key = _scalar(key_node, path, problems)
+        if key in result:
+            problems.append(f"line {line}: {format_path((*path, key))}: key appears twice in the same mapping")
+        result[key] = _construct(value_node, (*path, key), lines, problems)
+    return {**merged, **result}
+
+
 def _construct(node: yaml.Node, path: PathKey, lines: _LineMap, problems: list[str]) -> Any:
     lines.lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
-        result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = yaml.safe_load(yaml.serialize(key_node))
-            if key in result:
-                problems.append(
-                    f"line {key_node.start_mark.line + 1}: {format_path((*path, key))}: "
-                    "key appears twice in the same mapping",
-                )
-            result[key] = _construct(value_node, (*path, key), lines, problems)
-        return result
+        return _mapping(node, path, lines, problems)
     if isinstance(node, yaml.SequenceNode):
         return [_construct(item, (*path, i), lines, problems) for i, item in enumerate(node.value)]
-    return yaml.safe_load(yaml.serialize(node))
+    return _scalar(node, path, problems)
 
 
 def parse_yaml(text: str, source: str) -> tuple[Any, _LineMap, list[str]]:

@@ -173,8 +173,9 @@ BackendConfig = Annotated[
 
 class LimitsConfig(StrictModel):
     max_image_pixels: int = Field(
-        40_000_000, ge=10_000, le=500_000_000,
-        description="Images with more pixels than this are refused before decoding.",
+        40_000_000, ge=10_000, le=170_000_000,
+        description="Images with more pixels than this are refused before decoding (Pillow refuses "
+        "anything over 179 megapixels as a decompression bomb anyway).",
     )
     max_payload_bytes: int = Field(
         25_000_000, ge=10_000, le=256_000_000, description="Snapshot payloads larger than this are refused.",
@@ -188,6 +189,9 @@ class LimitsConfig(StrictModel):
         64, ge=4, le=10_000,
         description="Incoming MQTT messages waiting to be handled; when full the oldest is dropped "
         "with a warning.",
+    )
+    inbound_queue_mb: int = Field(
+        64, ge=4, le=4096, description="The same bound in megabytes of waiting payloads.",
     )
 
 
@@ -241,6 +245,14 @@ class AppConfig(StrictModel):
             if isinstance(backend, VlmBackendConfig) and (problem := context_problem(backend, camera.prompt)):
                 raise ValueError(f"cameras[{index}].prompt: {problem}")
             first[camera.id] = index
+        if "base_topic" in info.data and "node_id" in info.data and "discovery" in info.data:
+            ours = our_output_topics(info.data["base_topic"], info.data["node_id"],
+                                     info.data["discovery"].prefix, [c.id for c in cameras])
+            for index, camera in enumerate(cameras):
+                for topic_filter in camera.snapshot_topics:
+                    if echo := next((t for t in ours if filter_matches(topic_filter, t)), None):
+                        raise ValueError(f"cameras[{index}].snapshot_topics: {topic_filter!r} matches {echo}, "
+                                         "which edge_vlm publishes itself: it would describe its own output")
         return cameras
 
     def camera(self, camera_id: str) -> CameraConfig | None:
@@ -280,3 +292,24 @@ def context_problem(backend: VlmBackendConfig, prompt: str | None) -> str | None
     return (f"about {estimate_tokens(prompt)} prompt tokens + {tokens} image tokens + "
             f"{backend.llm.max_new_tokens} new tokens (llm.max_new_tokens) = {needed} do not fit "
             f"llm.max_context_len = {backend.llm.max_context_len}")
+
+
+def filter_matches(topic_filter: str, topic: str) -> bool:
+    """Whether an MQTT subscription filter matches a topic (wildcards + and #)."""
+    levels = topic.split("/")
+    for index, level in enumerate(topic_filter.split("/")):
+        if level == "#":
+            return True
+        if index >= len(levels) or level not in ("+", levels[index]):
+            return False
+    return len(topic_filter.split("/")) == len(levels)
+
+
+def our_output_topics(base: str, node: str, discovery_prefix: str, cameras: list[str]) -> list[str]:
+    """One example of every topic the daemon publishes on (any camera id, known or not)."""
+    topics = [f"{base}/{node}/{leaf}" for leaf in ("status", "diagnostics", "model")]
+    for camera in [*cameras, "any-camera"]:
+        topics += [f"{base}/{camera}/{leaf}" for leaf in ("description", "attributes", "result", "image", "error")]
+        topics.append(f"{discovery_prefix}/device/edge_vlm_{node}/{camera}/config")
+    topics.append(f"{discovery_prefix}/device/edge_vlm_{node}/config")
+    return topics

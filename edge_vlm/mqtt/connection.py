@@ -6,8 +6,8 @@
 - paho's callbacks run on its network thread and must never block it: apart from queueing those
   packets, each one only puts an event into the ``Inbox``; the daemon's dispatcher thread does the
   work (announcing discovery, decoding images...).
-- Everything is published with QoS 1. While the broker is unreachable paho keeps QoS 1 messages
-  (up to ``max_queued_messages``) and sends them after the reconnect.
+- Everything is published with QoS 1. What waits while the broker is unreachable is bounded by
+  the Publisher, not here.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import ssl
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_vlm.config.models import AppConfig
@@ -36,10 +36,11 @@ OFFLINE = b"offline"
 @dataclass(frozen=True)
 class Received:
     topic: str
-    payload: bytes
+    payload: bytes = field(repr=False)  # never in log lines: it may be megabytes, or private
     retain: bool
     received_at: float  # time.monotonic()
     wall_time: float  # time.time()
+    size: int  # bytes received; the payload is dropped (empty) when over limits.max_payload_bytes
 
 
 @dataclass(frozen=True)
@@ -51,36 +52,42 @@ Event = Received | Connected
 
 
 class Inbox:
-    """Events from paho's thread to the dispatcher, bounded for messages.
+    """Events from paho's thread to the dispatcher, bounded in messages and in bytes.
 
-    When ``max_messages`` received messages are waiting, the oldest one is dropped (and counted):
-    under a flood the newest snapshots matter most. Connection events are never dropped.
+    Past either bound the oldest received message is dropped (and counted): under a flood the
+    newest snapshots matter most. Connection events are never dropped.
     """
 
-    def __init__(self, max_messages: int) -> None:
+    def __init__(self, max_messages: int, max_bytes: int) -> None:
         self._events: deque[Event] = deque()
         self._messages = 0
-        self._max = max_messages
+        self._bytes = 0
+        self._max_messages = max_messages
+        self._max_bytes = max_bytes
         self._ready = threading.Condition()
         self.dropped = 0
 
     def put(self, event: Event) -> None:
         with self._ready:
-            if isinstance(event, Received):
-                if self._messages >= self._max:
-                    self._drop_oldest_message()
-                self._messages += 1
             self._events.append(event)
+            if isinstance(event, Received):
+                self._messages += 1
+                self._bytes += len(event.payload)
+                while self._messages > self._max_messages or self._bytes > self._max_bytes:
+                    self._drop_oldest_message()
             self._ready.notify()
 
     def _drop_oldest_message(self) -> None:
-        for index, event in enumerate(self._events):
-            if isinstance(event, Received):
-                del self._events[index]
-                self._messages -= 1
-                self.dropped += 1
-                logger.warning("Inbox full (%d messages): dropped the oldest, from %s", self._max, event.topic)
-                return
+        index, oldest = next((i, e) for i, e in enumerate(self._events) if isinstance(e, Received))
+        del self._events[index]
+        self._count_out(oldest)
+        self.dropped += 1
+        logger.warning("Inbox full (%d messages, %d MB at most): dropped the oldest, from %s",
+                       self._max_messages, self._max_bytes // 1_000_000, oldest.topic)
+
+    def _count_out(self, message: Received) -> None:
+        self._messages -= 1
+        self._bytes -= len(message.payload)
 
     def get(self, timeout: float) -> Event | None:
         with self._ready:
@@ -88,7 +95,7 @@ class Inbox:
                 return None
             event = self._events.popleft()
             if isinstance(event, Received):
-                self._messages -= 1
+                self._count_out(event)
             return event
 
 
@@ -97,23 +104,31 @@ def _reason_text(reason: Any) -> str:
 
 
 class MqttConnection:
-    def __init__(self, config: AppConfig, password: str | None, inbox: Inbox, subscriptions: list[str]) -> None:
+    def __init__(self, config: AppConfig, password: str | None, inbox: Inbox, subscriptions: list[str],
+                 replay_only: tuple[str, ...] = ()) -> None:
+        """``replay_only``: subscription filters that matter only for the retained messages the broker
+        replays on subscribe; their live messages (our own publishes echoed back) are dropped here."""
         self._config = config.mqtt
         self._subscriptions = subscriptions
+        self._replay_only = replay_only
+        self._max_payload = config.limits.max_payload_bytes
         self._topics = Topics.from_config(config)
         self._inbox = inbox
         self._connected = threading.Event()
         self._stopping = False
         self._last_problem: str | None = None
-        self.dropped = 0  # outbound messages refused because paho's queue was full
         v5 = self._config.protocol == "5"
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=config.client_id,
             protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+            # A clean session each time (MQTT 5: clean_start on every connect, below): after an
+            # outage we subscribe again rather than receive a backlog of stale snapshots.
             clean_session=None if v5 else True,
         )
-        self._client.enable_logger(logging.getLogger("edge_vlm.mqtt.paho"))
+        paho_logger = logging.getLogger("edge_vlm.mqtt.paho")
+        if paho_logger.isEnabledFor(logging.DEBUG):  # paho's own log is for debugging only
+            self._client.enable_logger(paho_logger)
         self._client.will_set(self._topics.status, OFFLINE, qos=1, retain=True)
         if self._config.username is not None:
             self._client.username_pw_set(self._config.username, password)
@@ -127,7 +142,9 @@ class MqttConnection:
             )
             self._client.tls_insecure_set(not tls.verify_hostname)
         self._client.reconnect_delay_set(self._config.reconnect_min_delay, self._config.reconnect_max_delay)
-        self._client.max_queued_messages_set(self._config.max_queued_messages)
+        # paho's own queue is unbounded: the Publisher bounds what waits while we are disconnected
+        # (paho's bound would also refuse "online" and discovery, which must never be dropped).
+        self._client.max_queued_messages_set(0)
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
@@ -140,9 +157,6 @@ class MqttConnection:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
-
-    def wait_connected(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
 
     def start(self) -> None:
         logger.info("Connecting to MQTT broker %s (MQTT %s%s)", self.broker, self._config.protocol,
@@ -158,9 +172,10 @@ class MqttConnection:
         self._stopping = True
         if self.connected:
             info = self._client.publish(self._topics.status, OFFLINE, qos=1, retain=True)
-            deadline = time.monotonic() + timeout
-            while not info.is_published() and self.connected and time.monotonic() < deadline:
-                time.sleep(0.01)
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError):  # the connection went away meanwhile
+                logger.warning("Could not publish offline before disconnecting; the broker's will says it")
         self._client.disconnect()
         self._client.loop_stop()
         # Break the client <-> callbacks cycle: paho closes its wake-up socket pair in __del__,
@@ -168,17 +183,9 @@ class MqttConnection:
         self._client.on_connect = self._client.on_connect_fail = None
         self._client.on_disconnect = self._client.on_message = None
 
-    def publish(self, message: Outbound) -> bool:
-        """Hand ``message`` to paho (QoS 1); False if it was refused because the queue is full."""
-        info = self._client.publish(message.topic, message.payload, qos=1, retain=message.retain)
-        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
-            self.dropped += 1
-            logger.warning(
-                "Outgoing queue full (mqtt.max_queued_messages = %d): dropped a message to %s",
-                self._config.max_queued_messages, message.topic,
-            )
-            return False
-        return True
+    def publish(self, message: Outbound) -> None:
+        """Hand ``message`` to paho (QoS 1): sent now, or after the reconnect if the link just dropped."""
+        self._client.publish(message.topic, message.payload, qos=1, retain=message.retain)
 
     # paho callbacks: network thread, must not block.
 
@@ -186,6 +193,8 @@ class MqttConnection:
                     properties: Any) -> None:
         if reason.is_failure:
             self._report_problem(f"broker {self.broker} refused the connection: {_reason_text(reason)}")
+            return
+        if self._stopping:
             return
         self._last_problem = None
         logger.info("Connected to MQTT broker %s", self.broker)
@@ -207,8 +216,11 @@ class MqttConnection:
             logger.warning("Disconnected from MQTT broker %s (%s); reconnecting", self.broker, _reason_text(reason))
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        self._inbox.put(Received(message.topic, bytes(message.payload), bool(message.retain),
-                                 time.monotonic(), time.time()))
+        if not message.retain and any(paho.topic_matches_sub(f, message.topic) for f in self._replay_only):
+            return
+        size = len(message.payload)
+        payload = bytes(message.payload) if size <= self._max_payload else b""
+        self._inbox.put(Received(message.topic, payload, bool(message.retain), time.monotonic(), time.time(), size))
 
     def _report_problem(self, problem: str) -> None:
         # Once per distinct problem, not on every retry: a broker down for a night must not

@@ -59,6 +59,13 @@ def node_device_payload(config: AppConfig, topics: Topics) -> dict[str, Any]:
                 "device_class": "connectivity", "entity_category": "diagnostic",
                 "state_topic": topics.status, "payload_on": "online", "payload_off": "offline",
             },
+            "model": {
+                "p": "binary_sensor", "unique_id": f"{node}_model", "default_entity_id": f"binary_sensor.{node}_model",
+                "name": "Model", "device_class": "running", "entity_category": "diagnostic",
+                "state_topic": topics.model, "value_template": "{{ value_json.state }}",
+                "payload_on": "ready", "payload_off": "unavailable", "json_attributes_topic": topics.model,
+                **available,
+            },
             "backend": {
                 "p": "sensor", "unique_id": f"{node}_backend", "default_entity_id": f"sensor.{node}_backend",
                 "name": "Backend", "entity_category": "diagnostic", "state_topic": diagnostics,

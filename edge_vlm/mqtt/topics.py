@@ -44,6 +44,11 @@ class Topics:
     def diagnostics(self) -> str:
         return f"{self.base}/{self.node}/diagnostics"
 
+    @property
+    def model(self) -> str:
+        """Whether the model is ready, retained."""
+        return f"{self.base}/{self.node}/model"
+
     def camera(self, camera: str, leaf: str) -> str:
         return f"{self.base}/{camera}/{leaf}"
 

@@ -65,6 +65,8 @@ class VlmBackend:
         self._restarting = False
         self._delay = 1.0
         self._job_ids = iter(range(1, 2**62))
+        self._current_job: int | None = None
+        self._send_lock = threading.Lock()  # describe() and abort() may send at the same time
         self._listeners: list[AvailabilityListener] = []
 
     def on_availability(self, listener: AvailabilityListener) -> None:
@@ -157,17 +159,27 @@ class VlmBackend:
         self.last_busy = (reply.started, reply.finished)
         return Description(reply.text, reply.timings_ms, reply.details)
 
+    def abort(self) -> None:
+        job_id, conn = self._current_job, self._conn
+        if job_id is not None and conn is not None:
+            with self._send_lock, contextlib.suppress(OSError, ValueError):
+                conn.send(Abort(job_id))
+
     def _exchange(self, process: BaseProcess, conn: Connection, job: RunJob) -> JobDone | JobFailed:
         """Send ``job`` and wait for its answer; abort it, then kill the worker, when it takes too long."""
         try:
-            conn.send(job)
+            with self._send_lock:
+                conn.send(job)
+                self._current_job = job.job_id
             reply = self._reply(conn, process, job.job_id, self.config.job_timeout_s)
             if reply is None:
-                conn.send(Abort(job.job_id))
+                self.abort()
                 reply = self._reply(conn, process, job.job_id, ABORT_GRACE_S)
         except (OSError, ValueError):  # the pipe broke: the worker is gone
             process.join(1.0)
             raise BackendError(f"the inference worker {_exit_reason(process)}", code="worker_crashed") from None
+        finally:
+            self._current_job = None
         if reply is None:
             logger.error("The inference worker ignored the abort for %.0f s: killing it", ABORT_GRACE_S)
             process.kill()
