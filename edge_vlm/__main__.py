@@ -15,6 +15,7 @@ from types import FrameType
 from edge_vlm import __version__
 from edge_vlm.config import ConfigFile, load_config, mqtt_password, preflight
 from edge_vlm.config.models import AppConfig, CameraConfig, LoggingConfig
+from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.errors import BackendError, ConfigError, InputError
 
 logger = logging.getLogger("edge_vlm")
@@ -60,7 +61,7 @@ def summary(config: AppConfig) -> str:
         f"{config.base_topic}/{config.node_id}/status",
         f"broker {mqtt.host}:{mqtt.port}, MQTT {mqtt.protocol}, {'TLS' if mqtt.tls.enabled else 'no TLS'}, {auth}",
         f"discovery: {'on, prefix ' + config.discovery.prefix if config.discovery.enabled else 'off'}",
-        f"backend: {config.backend.type}",
+        f"backend: {backend_summary(config)}",
         f"{len(config.cameras)} camera(s):",
     ]
     for camera in config.cameras:
@@ -68,6 +69,17 @@ def summary(config: AppConfig) -> str:
         state = "" if camera.enabled else " (disabled)"
         lines.append(f"  {camera.id} ({camera.display_name}){state}: source {camera.source.type}{extra}")
     return "\n".join(lines)
+
+
+def backend_summary(config: AppConfig) -> str:
+    backend = config.backend
+    if not isinstance(backend, VlmBackendConfig):
+        return "opencv (built in)"
+    spec = backend.spec
+    tokens = f"{spec.image_tokens} image tokens" if spec.image_tokens else "image tokens from the model"
+    return (f"vlm {spec.family}: {backend.encoder.type} encoder {backend.encoder.model} ({spec.input_size} px, "
+            f"{tokens}), rkllm {backend.llm.model} (runtime {backend.llm.runtime_version}, "
+            f"context {backend.llm.max_context_len}, up to {backend.llm.max_new_tokens} new tokens)")
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from edge_vlm.config.models import AppConfig
 from edge_vlm.service import Service
 from tests.support.broker import Mosquitto
 from tests.support.mqtt import Recorder
+from tests.support.native import ABIS, build_fake_rkllmrt
 
 _unique = itertools.count(1)
 
@@ -47,6 +48,13 @@ def app_config(port: int, **overrides: Any) -> AppConfig:
     }
     data.update(overrides)
     return AppConfig.model_validate(data)
+
+
+@pytest.fixture(scope="session")
+def fake_rkllmrt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The test runtime standing in for librkllmrt.so, built once per session for each ABI."""
+    out = tmp_path_factory.mktemp("rkllmrt")
+    return {abi: build_fake_rkllmrt(abi, out) for abi in ABIS}
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from edge_vlm.config.loader import ConfigFile
 from edge_vlm.config.models import AppConfig
+from edge_vlm.config.vlm import VlmBackendConfig
 
 
 def _file_problem(path: Path) -> str | None:
@@ -30,10 +31,17 @@ def preflight(loaded: ConfigFile, environ: Mapping[str, str]) -> list[str]:
     problems = []
     tls = config.mqtt.tls
     if tls.enabled:
-        for key in ("ca_file", "cert_file", "key_file"):
-            path = getattr(tls, key)
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(tls, name)
             if path is not None and (problem := _file_problem(path)):
-                problems.append(f"{loaded.where('mqtt', 'tls', key)}: {str(path)!r}: {problem}")
+                problems.append(f"{loaded.where('mqtt', 'tls', name)}: {str(path)!r}: {problem}")
+    backend = config.backend
+    if isinstance(backend, VlmBackendConfig):
+        for key, path in backend.files.items():
+            if problem := _file_problem(path):
+                problems.append(f"{loaded.where('backend', *key)}: {str(path)!r}: {problem}")
+            elif key[-1] == "executable" and not os.access(path, os.X_OK):
+                problems.append(f"{loaded.where('backend', *key)}: {str(path)!r}: not executable")
     env = config.mqtt.password_env
     if env is not None and env not in environ:
         problems.append(

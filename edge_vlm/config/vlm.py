@@ -128,6 +128,10 @@ class VlmBackendConfig(StrictModel):
         None, ge=1, le=65536, description="Override the preset's embedding floats per token.",
     )
     job_timeout_s: float = Field(120.0, ge=1, le=3600, description="A job still running after this is aborted.")
+    abort_grace_s: float = Field(
+        10.0, ge=1, le=300, description="After an abort, the worker is killed if it has not stopped within this "
+        "(rkllm_abort takes effect late: rknn-llm#400).",
+    )
     load_timeout_s: float = Field(300.0, ge=5, le=3600, description="Longest wait for the models to load.")
     restart_max_delay_s: float = Field(
         60.0, ge=1, le=3600, description="Longest wait between restarts of a crashed worker (doubles from 1 s).",

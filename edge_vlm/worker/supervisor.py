@@ -3,7 +3,7 @@
 - ``load()`` starts the worker and returns once both models are loaded (the daemon goes online
   only then), or raises with the worker's reason.
 - ``describe()`` sends one job and waits up to ``job_timeout_s``; past that it asks the worker to
-  abort (``rkllm_abort``), and if the worker does not answer within ``ABORT_GRACE_S`` it is killed.
+  abort (``rkllm_abort``), and if the worker does not answer within ``abort_grace_s`` it is killed.
 - A worker that dies (a segfault in a vendor library) or is killed fails the job in flight with a
   clear code, is restarted in the background with a doubling delay (1 s up to
   ``restart_max_delay_s``), and the model shows as unavailable until it is back.
@@ -34,7 +34,6 @@ from edge_vlm.worker.messages import Abort, FromWorker, JobDone, JobFailed, Load
 
 logger = logging.getLogger(__name__)
 
-ABORT_GRACE_S = 10.0  # rkllm_abort takes effect late (rknn-llm#400: ~1.4 s observed)
 POLL_S = 0.2
 STOP_TIMEOUT_S = 10.0
 
@@ -174,14 +173,14 @@ class VlmBackend:
             reply = self._reply(conn, process, job.job_id, self.config.job_timeout_s)
             if reply is None:
                 self.abort()
-                reply = self._reply(conn, process, job.job_id, ABORT_GRACE_S)
+                reply = self._reply(conn, process, job.job_id, self.config.abort_grace_s)
         except (OSError, ValueError):  # the pipe broke: the worker is gone
             process.join(1.0)
             raise BackendError(f"the inference worker {_exit_reason(process)}", code="worker_crashed") from None
         finally:
             self._current_job = None
         if reply is None:
-            logger.error("The inference worker ignored the abort for %.0f s: killing it", ABORT_GRACE_S)
+            logger.error("The inference worker ignored the abort for %.0f s: killing it", self.config.abort_grace_s)
             process.kill()
             self._worker_lost("hung and was killed")
             return JobFailed(job.job_id, "timed_out", f"no answer within backend.job_timeout_s = "

@@ -80,6 +80,13 @@ class Recorder:
             assert message is not None
             return message
 
+    def wait_where(self, where: Callable[[Message], bool], timeout: float = TIMEOUT_S) -> Message:
+        """The first message, on any topic, for which ``where`` holds."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: any(where(m) for m in self.messages), timeout):
+                raise AssertionError(f"no matching message within {timeout} s")
+            return next(m for m in self.messages if where(m))
+
     def wait_json(self, topic: str, **expected: Any) -> Any:
         """The first JSON message on ``topic`` whose keys include ``expected``."""
         message = self.wait_for(

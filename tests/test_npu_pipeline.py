@@ -1,0 +1,147 @@
+"""The NPU pipeline end to end through the real broker: snapshot in, encoder, RKLLM, text out.
+
+The board's parts stand in at their interfaces: the test runtime (tests/native) is loaded with
+ctypes as librkllmrt.so, and the imgenc stand-in runs as a program (or onnxruntime runs a small
+ONNX encoder). Everything else is the production path, worker process included.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_vlm.config.models import AppConfig
+from edge_vlm.errors import BackendError
+from edge_vlm.frames import decode_image
+from edge_vlm.service import Service
+from edge_vlm.vision.preprocess import encoder_input
+from tests.conftest import app_config
+from tests.support import images
+from tests.support.broker import Mosquitto
+from tests.support.mqtt import Recorder
+from tests.support.npu import ONNX_SIZE, imgenc_signature, onnx_signature, vlm_backend
+
+pytestmark = pytest.mark.mqtt
+
+Daemon = Callable[..., Service]
+Recorders = Callable[..., Recorder]
+
+
+def prepared(jpeg: bytes, size: int) -> Any:
+    frame = decode_image(jpeg, camera="x", captured_at=0, max_bytes=10**8, max_pixels=10**8)
+    return encoder_input(frame.pixels, size)
+
+
+class Npu:
+    """A running daemon with the NPU backend, and a recorder of everything it publishes."""
+
+    def __init__(self, broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders, backend: dict[str, Any]):
+        self.config: AppConfig = app_config(broker.port, backend=backend)
+        base = self.config.base_topic
+        self.recorder = make_recorder(broker.port, [f"{base}/#"])
+        self.service = make_daemon(self.config)
+        self.model_topic = f"{base}/{self.config.node_id}/model"
+        self.recorder.wait_for(f"{base}/{self.config.node_id}/status", lambda m: m.payload == b"online")
+
+    def topic(self, camera: str, leaf: str) -> str:
+        return f"{self.config.base_topic}/{camera}/{leaf}"
+
+    def describe(self, camera: str, jpeg: bytes, prompt: str | None = None, request_id: str = "r") -> dict[str, Any]:
+        """Publish a snapshot, and a trigger with ``prompt`` if given; the result or error of the last."""
+        answers = (self.topic(camera, "result"), self.topic(camera, "error"))
+        after = len(self.recorder.messages)
+        self.recorder.publish(self.topic(camera, "snapshot"), jpeg)
+        if prompt is not None:
+            self.recorder.publish(self.topic(camera, "trigger"), json.dumps({"id": request_id, "prompt": prompt}))
+        found = self.recorder.wait_where(
+            lambda m: m.index >= after and m.topic in answers and (prompt is None or m.json()["id"] == request_id),
+            timeout=60,
+        )
+        answer: dict[str, Any] = found.json()
+        return answer
+
+    def model_states(self) -> list[str]:
+        return [m.json()["state"] for m in self.recorder.on(self.model_topic)]
+
+
+@pytest.fixture
+def npu(broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders, fake_rkllmrt: dict[str, Path],
+        tmp_path: Path) -> Callable[..., Npu]:
+    def start(abi: str = "1.3", encoder: str = "imgenc", **overrides: Any) -> Npu:
+        backend = vlm_backend(tmp_path, fake_rkllmrt[abi], abi=abi, encoder=encoder, **overrides)
+        return Npu(broker, make_daemon, make_recorder, backend)
+
+    return start
+
+
+def test_snapshot_through_imgenc_and_rkllm_becomes_a_description(npu: Callable[..., Npu]) -> None:
+    daemon = npu(abi="1.3", encoder="imgenc")
+    jpeg = images.sample("front_door")
+
+    result = daemon.describe("front_door", jpeg)
+
+    assert result["text"] == (f"Test runtime saw 196 image tokens, signature {imgenc_signature(prepared(jpeg, 392))}, "
+                              "tags <|vision_start|>|<|vision_end|>|<|image_pad|>, 392x392: "
+                              f"{daemon.config.prompt} Café … ok")
+    assert result["backend"] == "qwen2-vl-2b"
+    assert {"decode", "preprocess", "queued", "encoder", "prefill"} <= set(result["timings_ms"])
+    assert result["details"]["image_tokens"] == 196
+    assert daemon.model_states() == ["ready"]
+    other = daemon.describe("driveway", images.sample("driveway"))
+    assert other["text"] != result["text"]  # another image, other embeddings, other text
+
+
+def test_onnx_encoder_and_the_1_2_abi(npu: Callable[..., Npu], tmp_path: Path) -> None:
+    daemon = npu(abi="1.2", encoder="onnx")
+    jpeg = images.sample("garden_night")
+
+    result = daemon.describe("front_door", jpeg, prompt="What moves?", request_id="o1")
+
+    expected = onnx_signature(tmp_path / "models" / "vision.onnx", prepared(jpeg, ONNX_SIZE))
+    assert result["text"].startswith(f"Test runtime saw 16 image tokens, signature {expected}, ")
+    assert result["text"].endswith("56x56: What moves? Café … ok")
+
+
+def test_a_crashing_worker_fails_the_job_and_comes_back(npu: Callable[..., Npu]) -> None:
+    daemon = npu()
+    crashed = daemon.describe("front_door", images.jpeg(seed=1), prompt="[[segfault]]", request_id="c1")
+    assert crashed["error"] == "worker_crashed"
+    assert "killed by SIGSEGV" in crashed["message"]
+
+    daemon.recorder.wait_for(daemon.model_topic, lambda m: m.json()["state"] == "unavailable")
+    after = daemon.describe("front_door", images.jpeg(seed=2), prompt="Still there?", request_id="c2")
+
+    assert after["text"].endswith("Still there? Café … ok")
+    assert daemon.model_states() == ["ready", "unavailable", "ready"]
+
+
+def test_a_hung_run_is_aborted_then_the_worker_killed(npu: Callable[..., Npu]) -> None:
+    daemon = npu(job_timeout_s=1)
+    hung = daemon.describe("front_door", images.jpeg(seed=3), prompt="[[hang]]", request_id="h1")
+    assert hung["error"] == "timed_out"
+    assert "ignored the abort" in hung["message"]
+    after = daemon.describe("front_door", images.jpeg(seed=4), prompt="Next", request_id="h2")
+    assert after["text"].endswith("Next Café … ok")
+    assert daemon.model_states() == ["ready", "unavailable", "ready"]
+
+
+def test_a_slow_run_is_aborted_and_the_worker_kept(npu: Callable[..., Npu]) -> None:
+    daemon = npu(job_timeout_s=1)
+    slow = daemon.describe("front_door", images.jpeg(seed=5), prompt="[[slow]]", request_id="s1")
+    assert slow["error"] == "timed_out"
+    assert "aborted" in slow["message"]
+    after = daemon.describe("front_door", images.jpeg(seed=6), prompt="Quick", request_id="s2")
+    assert after["text"].endswith("Quick Café … ok")
+    assert daemon.model_states() == ["ready"]
+
+
+def test_models_that_cannot_load_stop_the_start_with_the_reason(
+        fake_rkllmrt: dict[str, Path], tmp_path: Path, broker: Mosquitto, make_daemon: Daemon) -> None:
+    backend = vlm_backend(tmp_path, fake_rkllmrt["1.3"], abi="1.3", encoder="onnx",
+                          image_tokens=20)  # the ONNX encoder gives 16
+    with pytest.raises(BackendError, match="gives 16 tokens x 32 floats per image, but qwen2-vl-2b expects 20 x 32"):
+        make_daemon(app_config(broker.port, backend=backend))

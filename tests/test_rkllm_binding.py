@@ -1,0 +1,127 @@
+"""The ctypes binding of librkllmrt, against the test runtime built for each ABI."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_vlm.config.vlm import ImageTags, ModelSpec, RkllmConfig
+from edge_vlm.errors import BackendError
+from edge_vlm.llm import abi, runtime
+from edge_vlm.llm.rkllm import RkllmModel
+from tests.support.native import LOG_ENV, write_model_file
+from tests.support.npu import QWEN_TAGS, signature
+
+SPEC = ModelSpec("qwen2-vl-2b", 392, 196, 1536,
+                 ImageTags(start="<|vision_start|>", end="<|vision_end|>", content="<|image_pad|>"))
+
+
+def embeddings(seed: int, tokens: int = 196) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((tokens, 1536)).astype(np.float32)
+
+
+def model(fake_rkllmrt: dict[str, Path], tmp_path: Path, abi_name: str, *, in_process: bool = False,
+          **config: object) -> RkllmModel:
+    model_file = write_model_file(tmp_path / "model.rkllm", **config.pop("model_keys", {}))  # type: ignore[arg-type]
+    llm = RkllmModel(RkllmConfig.model_validate({"model": model_file, "library": fake_rkllmrt[abi_name],
+                                                 "runtime_version": abi_name, **config}),
+                     SPEC, encoder_in_process=in_process)
+    llm.load()
+    return llm
+
+
+def test_structs_match_the_documented_layout() -> None:
+    assert abi.layout_problems() == []
+
+
+@pytest.mark.parametrize("abi_name", ["1.2", "1.3"])
+def test_a_frame_becomes_text_through_either_abi(fake_rkllmrt: dict[str, Path], tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch, abi_name: str) -> None:
+    log = tmp_path / "calls.jsonl"
+    monkeypatch.setenv(LOG_ENV, str(log))
+    llm = model(fake_rkllmrt, tmp_path, abi_name, in_process=True, cpus=[4, 5, 6, 7])
+    image = embeddings(1)
+    try:
+        generation = llm.generate("<image>Who is at the door?", image, 392)
+        other = llm.generate("<image>Who is at the door?", embeddings(2), 392)
+    finally:
+        llm.close()
+    assert generation.text == (f"Test runtime saw 196 image tokens, signature {signature(image)}, tags {QWEN_TAGS}, "
+                               "392x392: Who is at the door? Café … ok")
+    assert other.text != generation.text  # the text follows the image
+    assert generation.generated_tokens > 10 and generation.prefill_tokens > 196
+    assert generation.decode_ms >= 0 and generation.prefill_ms > 0
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    init = next(c for c in calls if c["event"] == "rkllm_init")
+    run = next(c for c in calls if c["event"] == "rkllm_run")
+    assert (init["base_domain_id"], init["enabled_cpus_num"], init["enabled_cpus_mask"]) == (1, 4, 0xF0)
+    assert (init["max_context_len"], init["max_new_tokens"], init["top_k"]) == (2048, 128, 1)
+    assert (run["keep_history"], run["n_image"], run["n_image_tokens"], run["role"]) == (0, 1, 196, "user")
+    assert (run["image_width"], run["image_height"]) == (392, 392)
+    assert "|".join((run["image_start"], run["image_end"], run["image_content"])) == QWEN_TAGS
+
+
+def test_the_encoder_in_another_process_keeps_domain_0(fake_rkllmrt: dict[str, Path], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "calls.jsonl"
+    monkeypatch.setenv(LOG_ENV, str(log))
+    model(fake_rkllmrt, tmp_path, "1.3", in_process=False).close()
+    assert json.loads(log.read_text().splitlines()[0])["base_domain_id"] == 0
+
+
+def test_what_the_runtime_refuses_is_an_error(fake_rkllmrt: dict[str, Path], tmp_path: Path) -> None:
+    llm = model(fake_rkllmrt, tmp_path, "1.3")
+    try:
+        with pytest.raises(BackendError, match="rkllm_run failed"):
+            llm.generate("<image>Hello", embeddings(1, tokens=100), 392)  # wrong token count
+        with pytest.raises(BackendError, match="rkllm_run failed"):
+            llm.generate("<image>[[error]]", embeddings(1), 392)
+        assert llm.generate("<image>Still fine", embeddings(1), 392).text.endswith("Still fine Café … ok")
+    finally:
+        llm.close()
+
+
+def test_init_failures_say_so(fake_rkllmrt: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(BackendError, match="rkllm_init failed"):
+        model(fake_rkllmrt, tmp_path, "1.3", cpus=[4, 5], model_keys={"npu_cores": 3})
+    with pytest.raises(BackendError, match="cannot load"):
+        RkllmModel(RkllmConfig(model=tmp_path / "m", library=tmp_path / "missing.so", runtime_version="1.3"),
+                   SPEC, encoder_in_process=False).load()
+
+
+def test_abort_from_another_thread_stops_a_run(fake_rkllmrt: dict[str, Path], tmp_path: Path) -> None:
+    llm = model(fake_rkllmrt, tmp_path, "1.3")
+    timer = threading.Timer(0.3, llm.abort)
+    started = time.monotonic()
+    timer.start()
+    try:
+        generation = llm.generate("<image>[[slow]] take your time", embeddings(1), 392)
+    finally:
+        timer.cancel()
+        llm.close()
+    assert time.monotonic() - started < 2.0  # 200 ms a token: a full answer would take seconds
+    assert "Café" not in generation.text
+
+
+def test_runtime_version_auto_identifies_official_releases_only(fake_rkllmrt: dict[str, Path],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    library = fake_rkllmrt["1.3"]
+    with pytest.raises(BackendError, match=r"set backend\.llm\.runtime_version"):
+        runtime.resolve_abi(library, "auto")
+    blob = runtime.git_blob_id(library)
+    monkeypatch.setitem(runtime.RELEASES, blob, "1.3.0")
+    assert runtime.resolve_abi(library, "auto") == "1.3"
+    monkeypatch.setitem(runtime.RELEASES, blob, "1.1.4")
+    with pytest.raises(BackendError, match=r"runtime 1\.1\.4, which edge_vlm does not support"):
+        runtime.resolve_abi(library, "auto")
+    assert runtime.resolve_abi(library, "1.2") == "1.2"  # an explicit choice is trusted
+
+
+def test_git_blob_id_is_what_git_hash_object_prints(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"hello\n")
+    assert runtime.git_blob_id(tmp_path / "f") == "ce013625030ba8dba906f756967f9e9ca394464a"
