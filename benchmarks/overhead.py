@@ -35,7 +35,7 @@ from edge_vlm.frames import decode_image
 from tests.support import images
 from tests.support.broker import Mosquitto
 
-BACKEND_STAGES_EXCLUDED = {"decode", "queued"}  # the daemon's stages; the rest is the backend's
+BACKEND_STAGES_EXCLUDED = {"capture", "preprocess", "queued"}  # the daemon's stages; the rest is the backend's
 TIMEOUT_S = 30.0
 
 

@@ -133,8 +133,11 @@ def cmd_describe(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         frame = decode_image(data, camera="cli", captured_at=time.time(), max_bytes=limits.max_payload_bytes,
                              max_pixels=limits.max_image_pixels, min_long_side=backend.min_long_side)
-        decode_ms = (time.perf_counter() - started) * 1000
-        description = backend.describe(backend.prepare(frame), frame, prompt)
+        capture_ms = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
+        prepared = backend.prepare(frame)
+        preprocess_ms = (time.perf_counter() - started) * 1000
+        description = backend.describe(prepared, frame, prompt)
     except OSError as exc:
         print(f"{args.image}: {exc.strerror}", file=sys.stderr)
         return 1
@@ -144,9 +147,15 @@ def cmd_describe(args: argparse.Namespace) -> int:
     finally:
         backend.close()
     print(description.text)
-    timings = {"load": load_ms, "decode": decode_ms, **description.timings_ms}
+    timings = {"load": load_ms, "capture": capture_ms, "preprocess": preprocess_ms, **description.timings_ms}
     print("timings: " + ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in timings.items()), file=sys.stderr)
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from edge_vlm.doctor import doctor  # noqa: PLC0415
+
+    return doctor(args.config)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -170,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("-c", "--config", type=Path, help="configuration file (for the backend)")
     describe.add_argument("--prompt", help="prompt to use instead of the configured one")
     describe.set_defaults(handler=cmd_describe)
+    doctor = commands.add_parser("doctor", help="check this board: NPU driver, runtime, model files, memory, CPUs")
+    doctor.add_argument("-c", "--config", type=Path, help="configuration file (for the model checks)")
+    doctor.set_defaults(handler=cmd_doctor)
     demo = commands.add_parser("demo", help="run the whole daemon here with an embedded broker")
     demo.add_argument("-v", "--verbose", action="store_true", help="show the daemon's log")
     demo.set_defaults(handler=cmd_demo)

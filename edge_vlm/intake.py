@@ -97,7 +97,7 @@ class Intake:
             self._refuse(camera_id, error, message, request_id)
             return
         self._submit(camera, frame, prompt=request.prompt or self._config.prompt_for(camera),
-                     request_id=request_id, origin="trigger", message=message, decode_ms=0.0)
+                     request_id=request_id, origin="trigger", message=message, capture_ms=0.0)
 
     def _own_snapshot(self, camera_id: str, message: Received) -> None:
         try:
@@ -124,15 +124,15 @@ class Intake:
             for camera in cameras:
                 self._refuse(camera.id, error, message)
             return
-        decode_ms = (time.perf_counter() - start) * 1000
+        capture_ms = (time.perf_counter() - start) * 1000
         for camera in cameras:
             camera_frame = dataclasses.replace(frame, camera=camera.id)
             self._sources[camera.id].update(camera_frame)
             self._submit(camera, camera_frame, prompt=self._config.prompt_for(camera),
-                         request_id=new_request_id(), origin="snapshot", message=message, decode_ms=decode_ms)
+                         request_id=new_request_id(), origin="snapshot", message=message, capture_ms=capture_ms)
 
     def _submit(self, camera: CameraConfig, frame: Frame, *, prompt: str, request_id: str, origin: str,
-                message: Received, decode_ms: float) -> None:
+                message: Received, capture_ms: float) -> None:
         start = time.perf_counter()
         try:
             prepared = self._backend.prepare(frame)
@@ -140,7 +140,7 @@ class Intake:
             self._report(Failure(camera.id, exc.code, str(exc), request_id, message.topic))
             return
         job = Job(camera.id, frame, prepared, prompt, request_id, origin, received_at=message.received_at)
-        job.timings_ms["decode"] = round(decode_ms, 2)
+        job.timings_ms["capture"] = round(capture_ms, 2)
         job.timings_ms["preprocess"] = round((time.perf_counter() - start) * 1000, 2)
         try:
             replaced = self._scheduler.submit(job)

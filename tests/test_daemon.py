@@ -62,7 +62,7 @@ def test_snapshot_is_described_with_result_and_image(broker: Mosquitto, make_dae
     assert result["prompt"] == config.prompt
     assert result["coalesced"] == 0
     assert result["image_size"] == [512, 512]
-    assert {"decode", "queued", "people", "faces"} <= set(result["timings_ms"])
+    assert {"capture", "preprocess", "queued", "people", "faces"} <= set(result["timings_ms"])
     assert result["details"]["people"] == 1
     description = recorder.wait_for(topic(config, "front_door", "description"))
     assert description.payload.decode() == result["text"]

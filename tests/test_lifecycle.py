@@ -112,7 +112,7 @@ def test_describe_prints_the_text_and_stage_timings(capsys: pytest.CaptureFixtur
     captured = capsys.readouterr()
     assert captured.out == "1 person; 1 face visible; daylight\n"
     assert captured.err.startswith("timings: load ")
-    assert "people " in captured.err and "decode " in captured.err
+    assert "people " in captured.err and "capture " in captured.err
 
 
 def test_describe_says_what_is_wrong_with_a_bad_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ def test_one_endless_word_is_cut_hard() -> None:
 def test_result_messages() -> None:
     frame = Frame("porch", np.zeros((4, 6, 3), np.uint8), (1920, 1080), b"jpeg", "JPEG", 1_700_000_000.0)
     job = Job("porch", frame, frame.pixels, "What is there?", "id-1", "trigger", received_at=0.0)
-    job.timings_ms.update(decode=2.0, queued=1.0)
+    job.timings_ms.update(capture=2.0, queued=1.0)
     job.superseded_ids = ["id-0"]
     long_text = "word " * 100
     result = Result(job, Description(long_text, {"analyze": 40.0}, {"people": 2}), "opencv", 1_700_000_001.5)
@@ -56,7 +56,7 @@ def test_result_messages() -> None:
     assert json.loads(event.payload) == {
         "camera": "porch", "text": long_text.strip(), "description": shorten(long_text), **common,
         "origin": "trigger", "superseded_ids": ["id-0"],
-        "timings_ms": {"decode": 2.0, "queued": 1.0, "analyze": 40.0},
+        "timings_ms": {"capture": 2.0, "queued": 1.0, "analyze": 40.0},
         "image_size": [1920, 1080], "details": {"people": 2},
     }
 

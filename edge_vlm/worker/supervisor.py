@@ -17,6 +17,7 @@ import multiprocessing
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -52,7 +53,8 @@ class VlmBackend:
         self.config = config
         self.name = config.family
         self.min_long_side: int | None = None  # full-size decode: preprocess exactly as the demo
-        self.last_busy: tuple[float, float] | None = None  # the worker's (start, end) of the last job
+        #: (start, end) in time.monotonic() of the worker's recent jobs: how busy the NPU is
+        self.busy: deque[tuple[float, float]] = deque(maxlen=1024)
         self._log_level = log_level
         self._input_size = config.spec.input_size
         self._context = multiprocessing.get_context("spawn")
@@ -155,8 +157,9 @@ class VlmBackend:
         if isinstance(reply, JobFailed):
             raise BackendError(reply.message, code=reply.code)
         self._delay = 1.0
-        self.last_busy = (reply.started, reply.finished)
-        return Description(reply.text, reply.timings_ms, reply.details)
+        self.busy.append((reply.started, reply.finished))
+        details = {**reply.details, "worker_ms": round((reply.finished - reply.started) * 1000, 1)}
+        return Description(reply.text, reply.timings_ms, details)
 
     def abort(self) -> None:
         job_id, conn = self._current_job, self._conn
