@@ -18,7 +18,8 @@ from tests.support.native import LOG_ENV, write_model_file
 from tests.support.npu import QWEN_TAGS, signature
 
 SPEC = ModelSpec("qwen2-vl-2b", 392, 196, 1536,
-                 ImageTags(start="<|vision_start|>", end="<|vision_end|>", content="<|image_pad|>"))
+                 ImageTags(start="<|vision_start|>", end="<|vision_end|>", content="<|image_pad|>"),
+                 (127.5, 127.5, 127.5), (127.5, 127.5, 127.5))
 
 
 def embeddings(seed: int, tokens: int = 196) -> np.ndarray:

@@ -46,18 +46,18 @@ class OnnxEncoderConfig(StrictModel):
     type: Literal["onnx"] = Field(description="onnx: the encoder on the CPU with onnxruntime (slow; no NPU).")
     model: Path = Field(description="The vision encoder (.onnx).")
     threads: int = Field(0, ge=0, le=64, description="CPU threads for onnxruntime; 0 = its default.")
-    mean: tuple[float, float, float] = Field(
-        (127.5, 127.5, 127.5), description="Per-channel mean (0-255) subtracted when the model takes float "
-        "input; a uint8 input gets raw pixels (normalisation inside the model, as in .rknn files).",
+    mean: tuple[float, float, float] | None = Field(
+        None, description="Per-channel mean (0-255, RGB) subtracted when the model takes float input; default: "
+        "the family's (CLIP for Qwen2/2.5-VL, ImageNet for InternVL3, else 127.5). A uint8 input gets raw pixels.",
     )
-    std: tuple[float, float, float] = Field(
-        (127.5, 127.5, 127.5), description="Per-channel divisor (0-255) for float input.",
+    std: tuple[float, float, float] | None = Field(
+        None, description="Per-channel divisor (0-255, RGB) for float input; default: the family's.",
     )
 
     @field_validator("std")
     @classmethod
-    def _no_zero(cls, std: tuple[float, float, float]) -> tuple[float, float, float]:
-        if any(s <= 0 for s in std):
+    def _no_zero(cls, std: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+        if std is not None and any(s <= 0 for s in std):
             raise ValueError("std values must be positive")
         return std
 
@@ -113,6 +113,8 @@ class ModelSpec:
     image_tokens: int | None
     floats_per_token: int | None
     image_tags: ImageTags
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
 
 
 class VlmBackendConfig(StrictModel):
@@ -164,6 +166,8 @@ class VlmBackendConfig(StrictModel):
             image_tokens=self.image_tokens or preset.image_tokens,
             floats_per_token=self.floats_per_token or preset.floats_per_token,
             image_tags=tags,
+            mean=preset.normalisation[0],
+            std=preset.normalisation[1],
         )
 
     @property

@@ -9,6 +9,7 @@ The frame is handed over already padded and resized, so imgenc's own preprocessi
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -97,7 +98,7 @@ class ImgencEncoder:
         try:
             done = subprocess.run(  # noqa: S603 - the configured program, no shell
                 command, cwd=workdir, capture_output=True, text=True, errors="replace",
-                timeout=self.config.timeout_s, check=False,
+                timeout=self.config.timeout_s, check=False, env=self._environment(),
             )
         except subprocess.TimeoutExpired:
             raise BackendError(f"imgenc did not finish within {self.config.timeout_s:.0f} s and was killed",
@@ -113,6 +114,16 @@ class ImgencEncoder:
         if "fail!" in printed:
             raise BackendError(f"imgenc reported a failure: {_tail(printed)}")
         return printed
+
+    def _environment(self) -> dict[str, str]:
+        """Rockchip's build puts librknnrt.so in lib/ beside imgenc and runs it with LD_LIBRARY_PATH=./lib;
+        we run it from a temporary directory, so point at that lib/ explicitly when it is there."""
+        environment = dict(os.environ)
+        lib = self.config.executable.resolve().parent / "lib"
+        if lib.is_dir():
+            environment["LD_LIBRARY_PATH"] = os.pathsep.join(
+                p for p in (str(lib), environment.get("LD_LIBRARY_PATH")) if p)
+        return environment
 
     def _read(self, output: Path, printed: str) -> np.ndarray:
         shape = output_shape(printed) or self.shape or self._preset_shape()

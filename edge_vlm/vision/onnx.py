@@ -59,8 +59,8 @@ class OnnxEncoder:
             raise BackendError("the onnx encoder is not loaded")
         tensor: np.ndarray = pixels[np.newaxis]
         if self._float:
-            mean = np.asarray(self.config.mean, dtype=np.float32)
-            std = np.asarray(self.config.std, dtype=np.float32)
+            mean = np.asarray(self.config.mean or self.spec.mean, dtype=np.float32)
+            std = np.asarray(self.config.std or self.spec.std, dtype=np.float32)
             tensor = (tensor.astype(np.float32) - mean) / std
         if self._nchw:
             tensor = tensor.transpose(0, 3, 1, 2)
