@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from edge_vlm.__main__ import main
 from edge_vlm.config import AppConfig, load_config, load_config_text, preflight
+from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.errors import ConfigError
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "edge_vlm.example.yaml"
@@ -204,3 +205,39 @@ def test_snapshot_topics_may_not_match_what_the_daemon_publishes(topic_filter: s
         "publishes itself: it would describe its own output",
     ]
     assert load_config_text("cameras: [{id: yard, snapshot_topics: ['frigate/yard/+/snapshot']}]\n")
+
+
+def test_the_example_npu_backend_is_valid_too() -> None:
+    lines = EXAMPLE.read_text().splitlines()
+    start = lines.index("# backend:")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("#"):
+            break
+        block.append(line[2:])
+    text = "cameras: [{id: a}]\n" + "\n".join(block)
+    backend = load_config_text(text).config.backend
+    assert isinstance(backend, VlmBackendConfig)
+    assert (backend.family, backend.encoder.type, backend.llm.runtime_version) == ("qwen2-vl-2b", "rknn", "auto")
+
+
+def test_an_npu_config_whose_context_cannot_hold_prompt_image_and_answer_is_refused() -> None:
+    text = ("cameras: [{id: a}]\nbackend:\n  type: vlm\n  family: qwen2-vl-2b\n"
+            "  encoder: {type: onnx, model: /m.onnx}\n  llm: {model: /m.rkllm, max_context_len: 256}\n")
+    assert problems(text) == [
+        "line 3: backend: the default prompt: about 56 prompt tokens + 196 image tokens + 128 new tokens "
+        "(llm.max_new_tokens) = 380 do not fit llm.max_context_len = 256",
+    ]
+
+
+def test_preflight_names_missing_model_files(tmp_path: Path) -> None:
+    loaded = load_config_text(
+        f"cameras: [{{id: a}}]\nbackend:\n  type: vlm\n  family: qwen2-vl-2b\n"
+        f"  encoder: {{type: imgenc, executable: {tmp_path}/imgenc, model: {tmp_path}/v.rknn}}\n"
+        f"  llm: {{model: {tmp_path}/m.rkllm, library: {tmp_path}/librkllmrt.so}}\n")
+    assert preflight(loaded, {}) == [
+        f"line 5: backend.encoder.model: '{tmp_path}/v.rknn': file not found",
+        f"line 6: backend.llm.model: '{tmp_path}/m.rkllm': file not found",
+        f"line 6: backend.llm.library: '{tmp_path}/librkllmrt.so': file not found",
+        f"line 5: backend.encoder.executable: '{tmp_path}/imgenc': file not found",
+    ]
