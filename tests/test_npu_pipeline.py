@@ -7,12 +7,18 @@ ONNX encoder). Everything else is the production path, worker process included.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from edge_vlm.config.models import AppConfig
 from edge_vlm.errors import BackendError
@@ -23,6 +29,8 @@ from tests.conftest import app_config
 from tests.support import images
 from tests.support.broker import Mosquitto
 from tests.support.mqtt import Recorder
+from tests.support.native import LOG_ENV
+from tests.test_daemon import wait_until
 from tests.support.npu import ONNX_SIZE, imgenc_signature, onnx_signature, vlm_backend
 
 pytestmark = pytest.mark.mqtt
@@ -145,3 +153,33 @@ def test_models_that_cannot_load_stop_the_start_with_the_reason(
                           image_tokens=20)  # the ONNX encoder gives 16
     with pytest.raises(BackendError, match="gives 16 tokens x 32 floats per image, but qwen2-vl-2b expects 20 x 32"):
         make_daemon(app_config(broker.port, backend=backend))
+
+
+def test_sigterm_to_the_whole_service_stops_it_in_order(
+        fake_rkllmrt: dict[str, Path], tmp_path: Path, broker: Mosquitto, make_recorder: Recorders) -> None:
+    """systemd signals every process of the service; the worker leaves stopping to the daemon."""
+    config = app_config(broker.port, backend=vlm_backend(tmp_path, fake_rkllmrt["1.3"], abi="1.3"))
+    config_file = tmp_path / "edge_vlm.yaml"
+    config_file.write_text(yaml.safe_dump(json.loads(config.model_dump_json(exclude_defaults=True))))
+    status = f"{config.base_topic}/{config.node_id}/status"
+    recorder = make_recorder(broker.port, [f"{config.base_topic}/#"])
+    calls = tmp_path / "rkllm-calls.jsonl"
+    daemon = subprocess.Popen([sys.executable, "-m", "edge_vlm", "run", "-c", str(config_file)],
+                              stderr=subprocess.PIPE, text=True, start_new_session=True,
+                              env={**os.environ, LOG_ENV: str(calls)})
+    try:
+        recorder.wait_for(status, lambda m: m.payload == b"online", timeout=60)
+        recorder.publish(f"{config.base_topic}/front_door/snapshot", images.sample("front_door"))
+        recorder.wait_for(f"{config.base_topic}/front_door/result", timeout=60)
+        recorder.publish(f"{config.base_topic}/front_door/trigger", '{"id": "slow", "prompt": "[[slow]]"}')
+        wait_until(lambda: calls.exists() and "[[slow]]" in calls.read_text())  # in flight in the runtime
+        os.killpg(daemon.pid, signal.SIGTERM)
+        _, log = daemon.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(daemon.pid, signal.SIGKILL)
+    assert daemon.returncode == 0, log
+    recorder.wait_for(status, lambda m: m.payload == b"offline")
+    assert "restarting" not in log
+    assert log.rstrip().endswith("Stopped")
+    assert recorder.wait_json(f"{config.base_topic}/front_door/result", id="slow")["text"].endswith("Café … ok")

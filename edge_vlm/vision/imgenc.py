@@ -85,9 +85,10 @@ class ImgencEncoder:
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         workdir = Path(tempfile.mkdtemp(prefix="edge_vlm-imgenc-"))
         try:
-            image = workdir / "frame.bmp"
+            image = workdir / "frame.bmp"  # in a 0700 directory, and 0600 itself: camera images are private
             if not cv2.imwrite(str(image), cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)):
                 raise BackendError(f"could not write the frame for imgenc into {workdir}")
+            image.chmod(0o600)
             printed = self._run(workdir, image)
             return self._read(workdir / OUTPUT_FILE, printed)
         finally:

@@ -107,7 +107,10 @@ def _serve(conn: Connection, inbox: _Inbox, encoder: Encoder, llm: RkllmModel) -
 def worker_main(conn: Connection, config_json: str, log_level: str) -> None:
     """Entry point of the worker process (started with the 'spawn' method)."""
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s[worker]: %(message)s")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the daemon's; it stops us in order
+    # Ctrl-C and systemd's SIGTERM (sent to the whole cgroup) are the daemon's: it finishes or aborts
+    # the job in flight and then stops us in order. If the daemon dies, our pipe closes and we end.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     config = VlmBackendConfig.model_validate_json(config_json)
     spec = config.spec
     started = time.monotonic()
