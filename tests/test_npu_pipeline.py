@@ -30,8 +30,8 @@ from tests.support import images
 from tests.support.broker import Mosquitto
 from tests.support.mqtt import Recorder
 from tests.support.native import LOG_ENV
-from tests.test_daemon import wait_until
 from tests.support.npu import ONNX_SIZE, imgenc_signature, onnx_signature, vlm_backend
+from tests.test_daemon import wait_until
 
 pytestmark = pytest.mark.mqtt
 
