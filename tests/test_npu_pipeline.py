@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from edge_vlm.vision.preprocess import encoder_input
 from tests.conftest import app_config
 from tests.support import images
 from tests.support.broker import Mosquitto
+from tests.support.imgenc_standin import write_model
 from tests.support.mqtt import Recorder
 from tests.support.native import LOG_ENV
 from tests.support.npu import ONNX_SIZE, imgenc_signature, onnx_signature, vlm_backend
@@ -183,3 +186,49 @@ def test_sigterm_to_the_whole_service_stops_it_in_order(
     assert "restarting" not in log
     assert log.rstrip().endswith("Stopped")
     assert recorder.wait_json(f"{config.base_topic}/front_door/result", id="slow")["text"].endswith("Café … ok")
+
+
+def test_a_prompt_with_two_images_is_refused(npu: Callable[..., Npu]) -> None:
+    daemon = npu()
+    refused = daemon.describe("front_door", images.jpeg(seed=7), prompt="<image> or <image>?", request_id="t1")
+    assert (refused["error"], refused["message"]) == ("bad_trigger", "the prompt may hold <image> once at most")
+
+
+def test_a_worker_that_dies_while_idle_is_noticed_and_restarted(npu: Callable[..., Npu]) -> None:
+    daemon = npu()
+    (worker,) = multiprocessing.active_children()
+    os.kill(worker.pid or 0, signal.SIGKILL)
+    daemon.recorder.wait_for(daemon.model_topic, lambda m: m.json()["state"] == "unavailable")
+    daemon.recorder.wait_for(daemon.model_topic, lambda m: len(daemon.model_states()) == 3)
+    assert daemon.model_states() == ["ready", "unavailable", "ready"]
+    assert daemon.describe("front_door", images.jpeg(seed=8), prompt="Back?", request_id="i1")["text"].endswith(
+        "Back? Café … ok")
+
+
+def test_an_abort_during_encoding_stops_the_job_not_the_worker(npu: Callable[..., Npu], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the worker's private directory goes
+    daemon = npu(job_timeout_s=1, abort_grace_s=10)
+    write_model(Path(daemon.config.backend.encoder.model), delay_ms=2500)  # type: ignore[union-attr]
+    aborted = daemon.describe("front_door", images.jpeg(seed=9), prompt="Slow eyes", request_id="e1")
+    assert (aborted["error"], aborted["message"]) == (
+        "timed_out", "no answer within backend.job_timeout_s = 1 s: aborted")
+    assert daemon.model_states() == ["ready"]
+    daemon.service.stop()
+    assert list(tmp_path.glob("edge_vlm-worker-*")) == []  # the worker's directory went with it
+
+
+def test_an_imgenc_model_that_cannot_work_stops_the_start(
+        fake_rkllmrt: dict[str, Path], tmp_path: Path, broker: Mosquitto, make_daemon: Daemon) -> None:
+    backend = vlm_backend(tmp_path, fake_rkllmrt["1.3"], abi="1.3")
+    write_model(Path(backend["encoder"]["model"]), tokens=100)
+    with pytest.raises(BackendError, match="gives 100 tokens x 1536 floats per image, but qwen2-vl-2b expects 196"):
+        make_daemon(app_config(broker.port, backend=backend))
+
+
+def test_embeddings_that_are_not_numbers_never_reach_the_model(npu: Callable[..., Npu]) -> None:
+    daemon = npu()
+    write_model(Path(daemon.config.backend.encoder.model), behaviour="garbage_file")  # type: ignore[union-attr]
+    failed = daemon.describe("front_door", images.jpeg(seed=10), prompt="Anything?", request_id="n1")
+    assert (failed["error"], failed["message"]) == (
+        "backend_failed", "the encoder produced values that are not finite numbers (NaN or infinity)")

@@ -87,8 +87,8 @@ class RkllmConfig(StrictModel):
         "else 0-3. Must be at least the model's NPU cores.",
     )
     base_domain_id: int | None = Field(
-        None, ge=0, le=15, description="RKNPU IOMMU domain of the model; default 1 when the rknn encoder "
-        "shares the worker process (rknn-llm#195), else 0.",
+        None, ge=0, le=15, description="RKNPU IOMMU domain of the model; default 1 when the encoder also uses "
+        "the NPU (rknn or imgenc), so the two do not exhaust one domain (rknn-llm#195), else 0.",
     )
     embed_flash: bool = Field(True, description="Keep the embedding table in the model file, not in RAM.")
     image_tags: ImageTags | None = Field(None, description="Override the family's image tags.")

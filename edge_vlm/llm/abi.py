@@ -1,7 +1,7 @@
 """ctypes mirrors of ``rkllm.h`` for the two runtime ABIs in use: 1.2.1 to 1.2.3, and 1.3.x.
 
-Field order and C types follow the headers; every size and offset that matters is checked at
-import against the compiled layout Rockchip's headers give (identical on AArch64 and x86-64), so a
+Field order and C types follow the headers; every size and offset that matters is checked, when
+the binding loads, against the compiled layout Rockchip's headers give (identical on AArch64 and x86-64), so a
 mistake here fails loudly instead of corrupting memory inside the runtime (rknn-llm#509: 1.2-era
 structs passed to the 1.3 runtime segfault in rkllm_run).
 """

@@ -27,7 +27,6 @@ from edge_vlm.config.vlm import ModelSpec, RkllmConfig
 from edge_vlm.errors import BackendError
 from edge_vlm.llm import abi
 from edge_vlm.llm.runtime import resolve_abi
-from edge_vlm.prompts import IMAGE_PLACEHOLDER
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +80,10 @@ def _declare(lib: ctypes.CDLL, types: abi.Abi) -> None:
 
 
 class RkllmModel:
-    def __init__(self, config: RkllmConfig, spec: ModelSpec, *, encoder_in_process: bool) -> None:
+    def __init__(self, config: RkllmConfig, spec: ModelSpec, *, encoder_on_npu: bool) -> None:
         self.config = config
         self.spec = spec
-        self.encoder_in_process = encoder_in_process
+        self.encoder_on_npu = encoder_on_npu
         self.abi_name = ""
         self._types: abi.Abi | None = None
         self._lib: ctypes.CDLL | None = None
@@ -99,10 +98,11 @@ class RkllmModel:
         problems = abi.layout_problems()
         if problems:
             raise BackendError("edge_vlm's RKLLM structs disagree with the documented layout: " + "; ".join(problems))
-        self.abi_name = resolve_abi(self.config.library, self.config.runtime_version)
+        library = self.config.library.resolve()
+        self.abi_name = resolve_abi(library, self.config.runtime_version)
         types = abi.ABIS[self.abi_name]
         try:
-            lib = ctypes.CDLL(str(self.config.library))
+            lib = ctypes.CDLL(str(library))
         except OSError as exc:
             raise BackendError(f"cannot load {self.config.library}: {exc}") from None
         _declare(lib, types)
@@ -127,7 +127,7 @@ class RkllmModel:
     def _param(self, lib: ctypes.CDLL, types: abi.Abi) -> Any:
         config = self.config
         param = lib.rkllm_createDefaultParam()
-        model_path = str(config.model).encode()
+        model_path = str(config.model.resolve()).encode()
         self._keep.append(model_path)
         param.model_path = model_path
         param.max_context_len = config.max_context_len
@@ -140,7 +140,7 @@ class RkllmModel:
         param.is_async = False
         cpus = config.cpus or default_cpus()
         extend = param.extend_param
-        extend.base_domain_id = (1 if self.encoder_in_process else 0) if config.base_domain_id is None \
+        extend.base_domain_id = (1 if self.encoder_on_npu else 0) if config.base_domain_id is None \
             else config.base_domain_id
         extend.embed_flash = 1 if config.embed_flash else 0
         extend.enabled_cpus_num = len(cpus)
@@ -170,7 +170,7 @@ class RkllmModel:
         image = multimodal.image if self._types.name == "1.3" else multimodal
         image.image_embed = embeddings.ctypes.data_as(POINTER(c_float))
         image.n_image_tokens = embeddings.shape[0]
-        image.n_image = prompt.count(IMAGE_PLACEHOLDER)
+        image.n_image = 1  # the embeddings hold one image; the prompt holds one placeholder
         image.image_width = image.image_height = image_size
         if self._types.name == "1.3":
             image.image_start, image.image_end, image.image_content = tags
@@ -184,12 +184,12 @@ class RkllmModel:
             finally:
                 self._run = None
                 self._lib.rkllm_clear_kv_cache(self._handle, 0, None, None)
-        # The embeddings, prompt and tags were referenced until here: rkllm_run has returned.
-        del embeddings, prompt_bytes, tags
         run.pieces.append(run.decoder.decode(b"", final=True))
         if status != 0 or run.error:
             raise BackendError(f"rkllm_run failed (status {status}); the runtime's messages above say why")
-        prefill_ms, decode_ms, prefill_tokens, generated, memory = run.perf or (0.0, 0.0, 0, 0, 0.0)
+        if run.perf is None:
+            raise BackendError("rkllm_run returned before finishing the answer (aborted?)")
+        prefill_ms, decode_ms, prefill_tokens, generated, memory = run.perf
         return Generation("".join(run.pieces).strip(), prefill_ms, decode_ms, prefill_tokens, generated, memory)
 
     def abort(self) -> None:

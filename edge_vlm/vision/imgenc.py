@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -72,12 +71,17 @@ class ImgencEncoder:
         self.config = config
         self.spec = spec
         self.input_size = spec.input_size
+        # Absolute: imgenc runs in a temporary directory.
+        self.executable = config.executable.resolve()
+        self.model = config.model.resolve()
         self.shape: OutputShape | None = None  # known after the first run
 
     def load(self) -> None:
-        for path in (self.config.executable, self.config.model):
+        """Check the files, then encode a grey frame once: a model that cannot work fails here, at start."""
+        for path in (self.executable, self.model):
             if not path.is_file():
                 raise BackendError(f"{path}: file not found")
+        self.encode(np.full((self.input_size, self.input_size, 3), 128, dtype=np.uint8))
 
     def close(self) -> None:
         pass
@@ -95,7 +99,7 @@ class ImgencEncoder:
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _run(self, workdir: Path, image: Path) -> str:
-        command = [str(self.config.executable), str(self.config.model), str(image), str(self.config.npu_cores)]
+        command = [str(self.executable), str(self.model), str(image), str(self.config.npu_cores)]
         try:
             done = subprocess.run(  # noqa: S603 - the configured program, no shell
                 command, cwd=workdir, capture_output=True, text=True, errors="replace",
@@ -105,11 +109,10 @@ class ImgencEncoder:
             raise BackendError(f"imgenc did not finish within {self.config.timeout_s:.0f} s and was killed",
                                code="timed_out") from None
         except OSError as exc:
-            raise BackendError(f"cannot run {self.config.executable}: {exc.strerror}") from None
+            raise BackendError(f"cannot run {self.executable}: {exc.strerror}") from None
         printed = done.stdout + done.stderr
         if done.returncode < 0:
-            name = signal.Signals(-done.returncode).name
-            raise BackendError(f"imgenc was killed by {name}: {_tail(printed)}")
+            raise BackendError(f"imgenc was killed by signal {-done.returncode}: {_tail(printed)}")
         if done.returncode != 0:
             raise BackendError(f"imgenc failed with exit status {done.returncode}: {_tail(printed)}")
         if "fail!" in printed:
@@ -120,7 +123,7 @@ class ImgencEncoder:
         """Rockchip's build puts librknnrt.so in lib/ beside imgenc and runs it with LD_LIBRARY_PATH=./lib;
         we run it from a temporary directory, so point at that lib/ explicitly when it is there."""
         environment = dict(os.environ)
-        lib = self.config.executable.resolve().parent / "lib"
+        lib = self.executable.parent / "lib"
         if lib.is_dir():
             environment["LD_LIBRARY_PATH"] = os.pathsep.join(
                 p for p in (str(lib), environment.get("LD_LIBRARY_PATH")) if p)
@@ -129,7 +132,7 @@ class ImgencEncoder:
     def _read(self, output: Path, printed: str) -> np.ndarray:
         shape = output_shape(printed) or self.shape or self._preset_shape()
         if self.shape is None:
-            check_against_preset(shape.tokens, shape.floats_per_token, self.spec, self.config.model)
+            check_against_preset(shape.tokens, shape.floats_per_token, self.spec, self.model)
             self.shape = shape
         if not output.is_file():
             # imgenc exits 0 without writing its file when encoding failed.

@@ -33,7 +33,7 @@ class OnnxEncoder:
         options.intra_op_num_threads = self.config.threads
         try:
             self._session = onnxruntime.InferenceSession(
-                str(self.config.model), options, providers=["CPUExecutionProvider"],
+                str(self.config.model.resolve()), options, providers=["CPUExecutionProvider"],
             )
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
             raise BackendError(f"{self.config.model}: onnxruntime cannot load it: {exc}") from None

@@ -31,7 +31,7 @@ class RknnEncoder:
                 "and /usr/lib/librknnrt.so from Rockchip's rknpu2 runtime",
             ) from None
         rknn = RKNNLite()
-        if rknn.load_rknn(str(self.config.model)) != 0:
+        if rknn.load_rknn(str(self.config.model.resolve())) != 0:
             raise BackendError(f"{self.config.model}: RKNNLite could not load it")
         if rknn.init_runtime(core_mask=CORE_MASKS[self.config.core_mask]) != 0:
             rknn.release()

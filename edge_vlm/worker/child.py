@@ -8,14 +8,19 @@ takes messages while a job runs, so that an Abort reaches ``rkllm_abort`` mid-ge
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import queue
 import signal
+import tempfile
 import threading
 import time
 from multiprocessing.connection import Connection
 
-from edge_vlm.config.vlm import RknnEncoderConfig, VlmBackendConfig
+import numpy as np
+
+from edge_vlm.config.vlm import OnnxEncoderConfig, VlmBackendConfig
 from edge_vlm.errors import BackendError
 from edge_vlm.llm.rkllm import RkllmModel
 from edge_vlm.vision import Encoder, create_encoder
@@ -32,6 +37,8 @@ from edge_vlm.worker.messages import (
 
 logger = logging.getLogger(__name__)
 
+_IOLBF = 1  # setvbuf's line-buffered mode (stdio.h)
+
 
 class _Inbox:
     """Reads the pipe on its own thread: jobs queue up, aborts act at once."""
@@ -39,7 +46,7 @@ class _Inbox:
     def __init__(self, conn: Connection, llm: RkllmModel) -> None:
         self.jobs: queue.Queue[RunJob | None] = queue.Queue()
         self.current: int | None = None
-        self.aborted: set[int] = set()
+        self.aborted: dict[int, Abort] = {}
         self._conn = conn
         self._llm = llm
         threading.Thread(target=self._read, name="edge_vlm-worker-inbox", daemon=True).start()
@@ -54,19 +61,23 @@ class _Inbox:
             if isinstance(message, RunJob):
                 self.jobs.put(message)
             elif isinstance(message, Abort):
-                self.aborted.add(message.job_id)
+                self.aborted[message.job_id] = message
                 if self.current == message.job_id:
-                    logger.warning("Aborting job %d", message.job_id)
+                    logger.warning("Aborting job %d: %s", message.job_id, message.message)
                     self._llm.abort()
             elif isinstance(message, Shutdown):
                 self.jobs.put(None)
                 return
 
 
-def _run(job: RunJob, encoder: Encoder, llm: RkllmModel) -> JobDone:
+def _run(job: RunJob, inbox: _Inbox, encoder: Encoder, llm: RkllmModel) -> JobDone:
     started = time.monotonic()
     embeddings = encoder.encode(job.pixels)
     encoded = time.monotonic()
+    if not np.isfinite(embeddings).all():
+        raise BackendError("the encoder produced values that are not finite numbers (NaN or infinity)")
+    if job.job_id in inbox.aborted:  # aborted while encoding: no rkllm_run was there to stop
+        raise BackendError("aborted before the language model started")
     generation = llm.generate(job.prompt, embeddings, encoder.input_size)
     finished = time.monotonic()
     return JobDone(
@@ -92,21 +103,32 @@ def _serve(conn: Connection, inbox: _Inbox, encoder: Encoder, llm: RkllmModel) -
     while (job := inbox.jobs.get()) is not None:
         inbox.current = job.job_id
         try:
-            reply: JobDone | JobFailed = _run(job, encoder, llm)
+            reply: JobDone | JobFailed = _run(job, inbox, encoder, llm)
         except BackendError as exc:
             reply = JobFailed(job.job_id, exc.code, str(exc))
         except Exception as exc:
             logger.exception("Job %d failed", job.job_id)
             reply = JobFailed(job.job_id, "backend_failed", f"{type(exc).__name__}: {exc}")
         inbox.current = None
-        if job.job_id in inbox.aborted:
-            reply = JobFailed(job.job_id, "timed_out", "aborted: over backend.job_timeout_s")
+        if (abort := inbox.aborted.pop(job.job_id, None)) is not None:
+            reply = JobFailed(job.job_id, abort.code, abort.message)
         conn.send(reply)
 
 
-def worker_main(conn: Connection, config_json: str, log_level: str) -> None:
+def _line_buffer_c_stdout() -> None:
+    """The vendor runtimes print with C stdio, fully buffered into a pipe or the journal: what they
+    said just before a crash would be lost with the buffer. Line-buffer it."""
+    libc = ctypes.CDLL(None)
+    with contextlib.suppress(ValueError, AttributeError):  # not glibc: leave it
+        stdout = ctypes.c_void_p.in_dll(libc, "stdout")
+        libc.setvbuf(stdout, None, _IOLBF, 0)
+
+
+def worker_main(conn: Connection, config_json: str, log_level: str, workdir: str) -> None:
     """Entry point of the worker process (started with the 'spawn' method)."""
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s[worker]: %(message)s")
+    _line_buffer_c_stdout()
+    tempfile.tempdir = workdir  # imgenc's per-frame directories go in the supervisor's private one
     # Ctrl-C and systemd's SIGTERM (sent to the whole cgroup) are the daemon's: it finishes or aborts
     # the job in flight and then stops us in order. If the daemon dies, our pipe closes and we end.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -115,7 +137,7 @@ def worker_main(conn: Connection, config_json: str, log_level: str) -> None:
     spec = config.spec
     started = time.monotonic()
     # The language model first, then the encoder, as every Rockchip demo does.
-    llm = RkllmModel(config.llm, spec, encoder_in_process=isinstance(config.encoder, RknnEncoderConfig))
+    llm = RkllmModel(config.llm, spec, encoder_on_npu=not isinstance(config.encoder, OnnxEncoderConfig))
     encoder = create_encoder(config.encoder, spec)
     try:
         llm.load()

@@ -18,6 +18,8 @@ class RunJob:
 @dataclass(frozen=True)
 class Abort:
     job_id: int
+    code: str  # what the job's error says: timed_out, or cancelled when the daemon stops
+    message: str
 
 
 @dataclass(frozen=True)

@@ -4,23 +4,30 @@
   only then), or raises with the worker's reason.
 - ``describe()`` sends one job and waits up to ``job_timeout_s``; past that it asks the worker to
   abort (``rkllm_abort``), and if the worker does not answer within ``abort_grace_s`` it is killed.
-- A worker that dies (a segfault in a vendor library) or is killed fails the job in flight with a
-  clear code, is restarted in the background with a doubling delay (1 s up to
+- A worker that dies (a segfault in a vendor library), busy or idle, or that is killed, fails the
+  job in flight with a clear code, is restarted in the background with a doubling delay (1 s up to
   ``restart_max_delay_s``), and the model shows as unavailable until it is back.
+- Each worker gets a private working directory (imgenc's files go there), removed when it ends.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import multiprocessing
+import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from multiprocessing.connection import Connection
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 
 import numpy as np
 
@@ -28,7 +35,7 @@ from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.errors import BackendError
 from edge_vlm.frames import Frame
 from edge_vlm.jobs import Description
-from edge_vlm.prompts import multimodal_prompt
+from edge_vlm.prompts import IMAGE_PLACEHOLDER, multimodal_prompt
 from edge_vlm.vision.preprocess import encoder_input
 from edge_vlm.worker.child import worker_main
 from edge_vlm.worker.messages import Abort, FromWorker, JobDone, JobFailed, LoadFailed, Ready, RunJob, Shutdown
@@ -41,11 +48,54 @@ STOP_TIMEOUT_S = 10.0
 AvailabilityListener = Callable[[bool, str], None]
 
 
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # real-time signals have no name
+        return f"signal {number}"
+
+
 def _exit_reason(process: BaseProcess) -> str:
     code = process.exitcode
-    if code is not None and code < 0:
-        return f"killed by {signal.Signals(-code).name}"
-    return f"exited with status {code}"
+    if code is None:
+        return "stopped answering"
+    return f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with status {code}"
+
+
+def _kill_children(pid: int) -> None:
+    """SIGKILL the processes ``pid`` started (an imgenc run), before ``pid`` itself is killed."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                os.kill(int(stat.parent.name), signal.SIGKILL)
+
+
+@dataclass(eq=False)
+class _Worker:
+    """One worker process. Only its watcher thread reaps it (two threads waiting on one child
+    race, and the loser sees no exit status), and says how it ended."""
+
+    process: BaseProcess
+    conn: Connection
+    workdir: Path
+    send_lock: threading.Lock = field(default_factory=threading.Lock)  # describe() and abort() both send
+    exited: threading.Event = field(default_factory=threading.Event)
+    reason: str = "stopped answering"
+
+    def alive(self) -> bool:
+        return not self.exited.is_set()
+
+    def send(self, message: RunJob | Abort | Shutdown) -> None:
+        with self.send_lock:
+            self.conn.send(message)
+
+    def end(self) -> None:
+        if self.alive():
+            _kill_children(self.process.pid or 0)
+            self.process.kill()
+        self.exited.wait(STOP_TIMEOUT_S)
+        self.conn.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class VlmBackend:
@@ -58,16 +108,13 @@ class VlmBackend:
         self._log_level = log_level
         self._input_size = config.spec.input_size
         self._context = multiprocessing.get_context("spawn")
-        self._process: BaseProcess | None = None
-        self._conn: Connection | None = None
-        self._ready = threading.Condition()
-        self._available = False
+        self._worker: _Worker | None = None
+        self._changed = threading.Condition()
         self._closing = False
-        self._restarting = False
+        self._restarter: threading.Thread | None = None
         self._delay = 1.0
-        self._job_ids = iter(range(1, 2**62))
+        self._job_ids = itertools.count(1)
         self._current_job: int | None = None
-        self._send_lock = threading.Lock()  # describe() and abort() may send at the same time
         self._listeners: list[AvailabilityListener] = []
 
     def on_availability(self, listener: AvailabilityListener) -> None:
@@ -76,69 +123,79 @@ class VlmBackend:
     # Lifecycle
 
     def load(self) -> None:
-        self._start_worker()
+        self._install(self._start_worker())
 
     def close(self) -> None:
-        with self._ready:
+        with self._changed:
             self._closing = True
-            self._ready.notify_all()
-            process, conn = self._process, self._conn
-        if process is None or conn is None:
-            return
-        with contextlib.suppress(OSError, ValueError):  # a worker already gone needs no goodbye
-            conn.send(Shutdown())
-        process.join(STOP_TIMEOUT_S)
-        if process.is_alive():
-            logger.warning("The inference worker did not stop within %.0f s: killing it", STOP_TIMEOUT_S)
-            process.kill()
-            process.join()
-        conn.close()
+            self._changed.notify_all()
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            self._abort(worker, "cancelled", "the daemon is stopping")
+            with contextlib.suppress(OSError, ValueError):  # a worker already gone needs no goodbye
+                worker.send(Shutdown())
+            if not worker.exited.wait(STOP_TIMEOUT_S):
+                logger.warning("The inference worker did not stop within %.0f s: killing it", STOP_TIMEOUT_S)
+            worker.end()
+        if self._restarter is not None:
+            self._restarter.join(STOP_TIMEOUT_S + self.config.load_timeout_s)
 
-    def _start_worker(self) -> None:
+    def _start_worker(self) -> _Worker:
         """Start a worker and wait until it has loaded both models; raise BackendError if it cannot."""
         parent, child = self._context.Pipe()
+        workdir = Path(tempfile.mkdtemp(prefix="edge_vlm-worker-"))
         process = self._context.Process(
-            target=worker_main, args=(child, self.config.model_dump_json(), self._log_level),
+            target=worker_main, args=(child, self.config.model_dump_json(), self._log_level, str(workdir)),
             name="edge_vlm-worker", daemon=True,
         )
         process.start()
         child.close()
-        message = self._receive(parent, process, self.config.load_timeout_s)
+        worker = _Worker(process, parent, workdir)
+        threading.Thread(target=self._watch, args=(worker,), name="edge_vlm-worker-watch", daemon=True).start()
+        try:
+            message = self._receive(worker, self.config.load_timeout_s)
+        except BackendError:
+            worker.end()
+            raise BackendError(f"the inference worker {worker.reason} while loading the models; "
+                               "its log above says why") from None
         if not isinstance(message, Ready):
-            process.kill()
-            process.join()
-            parent.close()
+            worker.exited.wait(STOP_TIMEOUT_S)  # after LoadFailed it exits by itself
+            worker.end()
             if isinstance(message, LoadFailed):
                 raise BackendError(f"the models did not load: {message.message}")
             raise BackendError("the inference worker did not load the models within "
                                f"{self.config.load_timeout_s:.0f} s (backend.load_timeout_s)")
         logger.info("Inference worker ready in %.1f s: %s, RKLLM ABI %s, encoder input %d px",
                     message.load_ms / 1000, self.config.family, message.runtime_abi, message.input_size)
-        with self._ready:
-            self._process, self._conn = process, parent
-            self._input_size = message.input_size
-            self._available = True
-            self._ready.notify_all()
+        self._input_size = message.input_size
+        return worker
+
+    def _install(self, worker: _Worker) -> None:
+        """Make ``worker`` the one jobs go to, and watch it die."""
+        with self._changed:
+            if self._closing:
+                worker.end()
+                return
+            self._worker = worker
+            self._changed.notify_all()
         self._announce(True, "ready")
 
-    def _receive(self, conn: Connection, process: BaseProcess, timeout: float) -> FromWorker | None:
+    def _receive(self, worker: _Worker, timeout: float) -> FromWorker | None:
         """The worker's next message, or None on timeout; BackendError if the worker died."""
         deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
+        while (remaining := deadline - time.monotonic()) > 0:
             try:
-                if conn.poll(min(POLL_S, remaining)):
-                    message: FromWorker = conn.recv()
+                if worker.conn.poll(min(POLL_S, remaining)):
+                    message: FromWorker = worker.conn.recv()
                     return message
             except (EOFError, OSError):
                 pass
             else:
-                if process.is_alive():
+                if worker.alive():
                     continue
-            process.join(1.0)
-            raise BackendError(f"the inference worker {_exit_reason(process)}", code="worker_crashed")
+            worker.exited.wait(STOP_TIMEOUT_S)
+            raise BackendError(f"the inference worker {worker.reason}", code="worker_crashed")
+        return None
 
     # Jobs
 
@@ -146,12 +203,14 @@ class VlmBackend:
         return encoder_input(frame.pixels, self._input_size)
 
     def describe(self, prepared: np.ndarray, frame: Frame, prompt: str) -> Description:
-        process, conn = self._wait_available()
+        if prompt.count(IMAGE_PLACEHOLDER) > 1:  # one image is encoded: the runtime would read past it
+            raise BackendError(f"the prompt may hold {IMAGE_PLACEHOLDER} once at most", code="bad_trigger")
+        worker = self._wait_available()
         try:
-            reply = self._exchange(process, conn, RunJob(next(self._job_ids), prepared, multimodal_prompt(prompt)))
+            reply = self._exchange(worker, RunJob(next(self._job_ids), prepared, multimodal_prompt(prompt)))
         except BackendError as exc:
             if exc.code == "worker_crashed":
-                self._worker_lost(str(exc).removeprefix("the inference worker "))
+                self._worker_lost(worker, str(exc).removeprefix("the inference worker "))
                 raise BackendError(f"{exc}; restarting it", code="worker_crashed") from None
             raise
         if isinstance(reply, JobFailed):
@@ -162,85 +221,94 @@ class VlmBackend:
         return Description(reply.text, reply.timings_ms, details)
 
     def abort(self) -> None:
-        job_id, conn = self._current_job, self._conn
-        if job_id is not None and conn is not None:
-            with self._send_lock, contextlib.suppress(OSError, ValueError):
-                conn.send(Abort(job_id))
+        if (worker := self._worker) is not None:
+            self._abort(worker, "cancelled", "aborted: the daemon is stopping")
 
-    def _exchange(self, process: BaseProcess, conn: Connection, job: RunJob) -> JobDone | JobFailed:
+    def _abort(self, worker: _Worker, code: str, message: str) -> None:
+        if (job_id := self._current_job) is not None:
+            with contextlib.suppress(OSError, ValueError):
+                worker.send(Abort(job_id, code, message))
+
+    def _exchange(self, worker: _Worker, job: RunJob) -> JobDone | JobFailed:
         """Send ``job`` and wait for its answer; abort it, then kill the worker, when it takes too long."""
+        self._current_job = job.job_id
         try:
-            with self._send_lock:
-                conn.send(job)
-                self._current_job = job.job_id
-            reply = self._reply(conn, process, job.job_id, self.config.job_timeout_s)
+            worker.send(job)
+            reply = self._reply(worker, job.job_id, self.config.job_timeout_s)
             if reply is None:
-                self.abort()
-                reply = self._reply(conn, process, job.job_id, self.config.abort_grace_s)
+                self._abort(worker, "timed_out",
+                            f"no answer within backend.job_timeout_s = {self.config.job_timeout_s:g} s: aborted")
+                reply = self._reply(worker, job.job_id, self.config.abort_grace_s)
         except (OSError, ValueError):  # the pipe broke: the worker is gone
-            process.join(1.0)
-            raise BackendError(f"the inference worker {_exit_reason(process)}", code="worker_crashed") from None
+            worker.exited.wait(STOP_TIMEOUT_S)
+            raise BackendError(f"the inference worker {worker.reason}", code="worker_crashed") from None
         finally:
             self._current_job = None
         if reply is None:
             logger.error("The inference worker ignored the abort for %.0f s: killing it", self.config.abort_grace_s)
-            process.kill()
-            self._worker_lost("hung and was killed")
+            self._worker_lost(worker, "hung and was killed")
             return JobFailed(job.job_id, "timed_out", f"no answer within backend.job_timeout_s = "
                              f"{self.config.job_timeout_s:g} s, and the worker ignored the abort")
         return reply
 
-    def _reply(self, conn: Connection, process: BaseProcess, job_id: int, timeout: float) -> JobDone | JobFailed | None:
+    def _reply(self, worker: _Worker, job_id: int, timeout: float) -> JobDone | JobFailed | None:
         deadline = time.monotonic() + timeout
-        while (message := self._receive(conn, process, deadline - time.monotonic())) is not None:
+        while (message := self._receive(worker, deadline - time.monotonic())) is not None:
             if isinstance(message, JobDone | JobFailed) and message.job_id == job_id:
                 return message
             logger.debug("Ignoring a late reply from the worker: %s", type(message).__name__)
         return None
 
-    def _wait_available(self) -> tuple[BaseProcess, Connection]:
+    def _wait_available(self) -> _Worker:
         """The running worker; while it restarts, wait for it up to the job timeout."""
-        with self._ready:
-            if not self._ready.wait_for(lambda: self._available or self._closing, self.config.job_timeout_s) \
-                    or self._closing:
+        with self._changed:
+            self._changed.wait_for(lambda: self._worker is not None or self._closing, self.config.job_timeout_s)
+            if self._closing:
+                raise BackendError("the daemon is stopping", code="cancelled")
+            if self._worker is None:
                 raise BackendError("the model is unavailable: the inference worker is restarting",
                                    code="model_unavailable")
-            if self._process is None or self._conn is None:  # pragma: no cover - available implies both
-                raise BackendError("the inference worker is not running", code="model_unavailable")
-            return self._process, self._conn
+            return self._worker
 
     # Supervision
 
-    def _worker_lost(self, reason: str) -> None:
-        with self._ready:
-            self._available = False
-            if self._conn is not None:
-                self._conn.close()
-            self._process = self._conn = None
-            if self._restarting or self._closing:
+    def _watch(self, worker: _Worker) -> None:
+        wait([worker.process.sentinel])
+        worker.process.join()
+        worker.reason = _exit_reason(worker.process)
+        worker.exited.set()
+        self._worker_lost(worker, worker.reason)
+
+    def _worker_lost(self, worker: _Worker, reason: str) -> None:
+        """``worker`` died or was given up on: end it, and restart one unless that is under way."""
+        with self._changed:
+            if self._worker is not worker:  # already handled, or stopping
                 return
-            self._restarting = True
+            self._worker = None
+            restart = not self._closing
+        worker.end()
+        if not restart:
+            return
         logger.error("The inference worker %s; restarting it", reason)
         self._announce(False, f"worker {reason}")
-        threading.Thread(target=self._restart_loop, name="edge_vlm-worker-restart", daemon=True).start()
+        self._restarter = threading.Thread(target=self._restart_loop, name="edge_vlm-worker-restart", daemon=True)
+        self._restarter.start()
 
     def _restart_loop(self) -> None:
         while True:
-            with self._ready:
-                if self._ready.wait_for(lambda: self._closing, self._delay):
-                    self._restarting = False
+            with self._changed:
+                if self._changed.wait_for(lambda: self._closing, self._delay):
                     return
             # Doubles until a job succeeds again: a worker that crashes on every job backs off.
             self._delay = min(self._delay * 2, self.config.restart_max_delay_s)
             try:
-                self._start_worker()
+                worker = self._start_worker()
             except BackendError as exc:
                 logger.error(  # noqa: TRY400 - the reason is in the message; no traceback to show
                     "Restarting the inference worker failed: %s; next try in %.0f s", exc, self._delay)
                 self._announce(False, str(exc))
                 continue
-            with self._ready:
-                self._restarting = False
+            self._install(worker)
             return
 
     def _announce(self, available: bool, reason: str) -> None:
