@@ -12,7 +12,7 @@ from typing import Any
 from edge_vlm import __version__
 from edge_vlm.mqtt.topics import Outbound, Topics
 
-COUNTERS = ("jobs_done", "jobs_failed", "jobs_coalesced", "inputs_refused")
+COUNTERS = ("jobs_done", "jobs_failed", "jobs_coalesced", "jobs_skipped", "inputs_refused")
 
 
 class Stats:

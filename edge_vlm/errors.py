@@ -4,7 +4,8 @@
     ├── ConfigError          the YAML file or a value in it is wrong (carries every problem found)
     ├── InputError           one message from outside is unusable; the daemon answers it and goes on
     │   ├── ImageError       not an image, truncated, too many pixels, too many bytes
-    │   └── TriggerError     malformed trigger JSON, unknown or disabled camera, no frame yet
+    │   ├── TriggerError     malformed trigger JSON, unknown or disabled camera, no frame yet
+    │   └── SourceError      the camera cannot give a frame now: unreachable, refused, stale
     └── BackendError         the model could not be loaded or could not describe a frame
 
 Every ``InputError`` has a short machine-readable ``code`` that goes into the error result on MQTT,
@@ -44,6 +45,10 @@ class ImageError(InputError):
 
 class TriggerError(InputError):
     code = "bad_trigger"
+
+
+class SourceError(InputError):
+    code = "camera_unavailable"
 
 
 class BackendError(EdgeVlmError):

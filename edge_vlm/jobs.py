@@ -35,6 +35,14 @@ class Job:
     queued_at: float = field(default_factory=time.monotonic)
     timings_ms: dict[str, float] = field(default_factory=dict)  # stages before the backend
     superseded_ids: list[str] = field(default_factory=list)  # jobs this one replaced (latest wins)
+    event: dict[str, Any] | None = None  # what started it (a Frigate event), published with the result
+    scene: int | None = None  # the frame's scene hash, when the camera skips unchanged scenes
+    accepted_wall: float = field(default_factory=time.time)
+
+    @property
+    def frame_age_ms(self) -> float:
+        """How old the frame was when the job was accepted."""
+        return max(0.0, (self.accepted_wall - self.frame.captured_at) * 1000)
 
     @property
     def coalesced(self) -> int:

@@ -9,20 +9,24 @@ Threads:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from collections.abc import Mapping
 
 from paho.mqtt.client import topic_matches_sub
 
 from edge_vlm.backends import Backend, create_backend
+from edge_vlm.cameras import Cameras
 from edge_vlm.config.models import AppConfig
 from edge_vlm.diagnostics import Stats, diagnostics_message, model_state_message
 from edge_vlm.errors import BackendError
+from edge_vlm.frigate import FrigateEvents
 from edge_vlm.intake import Intake
 from edge_vlm.jobs import Failure, Job, Result
 from edge_vlm.mqtt.connection import Connected, Event, Inbox, MqttConnection, Received
 from edge_vlm.mqtt.discovery import discovery_messages, removal_message
-from edge_vlm.mqtt.outputs import failure_message, result_messages
+from edge_vlm.mqtt.outputs import failure_message, result_messages, skip_message
 from edge_vlm.mqtt.publisher import Publisher
 from edge_vlm.mqtt.topics import Topics
 from edge_vlm.scheduler import Scheduler
@@ -35,7 +39,9 @@ STOP_GRACE_S = 10.0  # the job in flight may finish within this; after it, it is
 
 
 class Service:
-    def __init__(self, config: AppConfig, password: str | None, backend: Backend | None = None) -> None:
+    def __init__(self, config: AppConfig, password: str | None, backend: Backend | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
+        """``environ``: where the cameras' secrets are read (password_env); default os.environ."""
         self.config = config
         self.topics = Topics.from_config(config)
         self.backend = backend or create_backend(config.backend, config.logging.level)
@@ -43,10 +49,15 @@ class Service:
         limits = config.limits
         self.inbox = Inbox(limits.inbound_queue, limits.inbound_queue_mb * 1_000_000)
         self.scheduler = Scheduler()
-        self.intake = Intake(config, self.scheduler, self.refuse, self.stats, self.backend)
-        self.connection = MqttConnection(config, password, self.inbox, self._subscriptions(),
-                                         replay_only=(self.topics.any_camera_device_config,))
+        self.connection = MqttConnection(config, password, self.inbox)
         self.publisher = Publisher(self.connection, config.mqtt.max_queued_messages)
+        self.cameras = Cameras(config, os.environ if environ is None else environ, self.publisher)
+        self.intake = Intake(config, self.scheduler, self, self.stats, backend=self.backend,
+                             sources=self.cameras.sources)
+        self.cameras.attach(self.intake)
+        self.frigate = FrigateEvents(config, self.intake)
+        replay_only = [self.topics.any_camera_device_config, *self.cameras.replay_only()]
+        self.connection.subscribe_on_connect(self._subscriptions(), replay_only)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._diagnostics_sent = 0.0
@@ -61,6 +72,8 @@ class Service:
         logger.info("Backend %s loaded in %.0f ms", self.backend.name, (time.perf_counter() - started) * 1000)
         self._model_availability(True, "loaded")
         self.backend.on_availability(self._model_availability)
+        self.publisher.send_all(self.cameras.states())
+        self.cameras.start()
         self.connection.start()
         for name, target in (("dispatcher", self._dispatch_loop), ("worker", self._work_loop)):
             thread = threading.Thread(target=target, name=f"edge_vlm-{name}", daemon=True)
@@ -74,6 +87,8 @@ class Service:
         logger.info("Stopping")
         self._stopping.set()
         try:
+            self.cameras.stop()
+            self.intake.close()
             for job in self.scheduler.close():
                 self._job_failed(job, "cancelled", "the daemon stopped before this job ran")
             self._join_threads(grace)
@@ -117,11 +132,17 @@ class Service:
                 self._announce()
         elif topic_matches_sub(self.topics.any_camera_device_config, event.topic):
             self._remove_if_stale(event)
+        elif self.cameras.handles(event.topic):
+            self.cameras.handle(event)
+        elif self.frigate.handles(event.topic):
+            self.frigate.handle(event)
+            if event.topic.endswith("/snapshot"):  # it may also be one of a camera's snapshot_topics
+                self.intake.handle(event)
         else:
             self.intake.handle(event)
 
     def _subscriptions(self) -> list[str]:
-        filters = self.intake.subscriptions()
+        filters = [*self.intake.subscriptions(), *self.cameras.subscriptions(), *self.frigate.subscriptions()]
         if self.config.discovery.enabled:
             filters += [self.config.discovery.ha_status_topic, self.topics.any_camera_device_config]
         return filters
@@ -147,6 +168,13 @@ class Service:
         """An input that could not become a job: one log line, one error message."""
         self.stats.count("inputs_refused")
         self._publish_failure(failure)
+
+    def skip(self, job: Job, reason: str) -> None:
+        """A frame not worth describing: one log line, and a result that says so."""
+        self.stats.count("jobs_skipped")
+        logger.info("%s: skipped [%s, id %s]: %s", job.camera, job.origin, job.request_id, reason)
+        self.publisher.send(skip_message(job, reason, self.topics))
+        self._publish_diagnostics()
 
     def _publish_failure(self, failure: Failure) -> None:
         logger.warning("%s: %s: %s (topic %s, id %s)", failure.camera, failure.code, failure.message,
@@ -196,6 +224,7 @@ class Service:
         result = Result(job, description, self.backend.name, time.time())
         image = job.frame.jpeg(self.config.limits.max_published_image_bytes)
         self.publisher.send_all(result_messages(result, self.topics, latency_ms=latency_ms, image=image))
+        self.intake.described(job)
         self.stats.job_done(latency_ms)
         self._publish_diagnostics()
         logger.info("%s: described in %.0f ms [%s, id %s, %s]: %s", job.camera, latency_ms, job.origin,

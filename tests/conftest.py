@@ -13,8 +13,10 @@ from edge_vlm.service import Service
 from tests.support.broker import Mosquitto
 from tests.support.mqtt import Recorder
 from tests.support.native import ABIS, build_fake_rkllmrt
+from tests.support.rtsp import RtspServer, rtsp_unavailable
 
 _unique = itertools.count(1)
+ServerFactory = Callable[..., RtspServer]
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +57,25 @@ def fake_rkllmrt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The test runtime standing in for librkllmrt.so, built once per session for each ABI."""
     out = tmp_path_factory.mktemp("rkllmrt")
     return {abi: build_fake_rkllmrt(abi, out) for abi in ABIS}
+
+
+@pytest.fixture
+def rtsp_server(tmp_path: Path) -> Iterator[ServerFactory]:
+    """Starts RtspServer(**kwargs) on demand; skips when the GStreamer RTSP packages are missing."""
+    reason = rtsp_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    servers: list[RtspServer] = []
+
+    def start(**kwargs: Any) -> RtspServer:
+        server = RtspServer(tmp_path / f"rtsp{len(servers)}.log", **kwargs)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture

@@ -158,23 +158,32 @@ def test_unreadable_file_is_one_clear_problem(tmp_path: Path, capsys: pytest.Cap
     assert "missing.yaml: cannot read the configuration file: No such file or directory" in capsys.readouterr().err
 
 
+def _types_in(annotation: object) -> list[object]:
+    """Every type an annotation mentions, through unions, Annotated and containers."""
+    return [annotation, *(t for arg in get_args(annotation) for t in _types_in(arg))]
+
+
 def _models(model: type[BaseModel]) -> set[type[BaseModel]]:
     found = {model}
     for field in model.model_fields.values():
-        for kind in (field.annotation, *get_args(field.annotation)):
-            if isinstance(kind, type) and issubclass(kind, BaseModel):
+        for kind in _types_in(field.annotation):
+            if isinstance(kind, type) and issubclass(kind, BaseModel) and kind not in found:
                 found |= _models(kind)
     return found
 
 
 def test_every_setting_is_described_and_numbers_are_bounded() -> None:
-    for model in _models(AppConfig):
+    models = _models(AppConfig)
+    names = {m.__name__ for m in models}
+    assert {"RtspSourceConfig", "VlmBackendConfig", "MotionConfig", "ImgencEncoderConfig"} <= names
+    for model in models:
         assert model.model_config.get("extra") == "forbid", model.__name__
         for name, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{name} has no description"
-            if field.annotation in (int, float):
+            scalar = {t for t in (field.annotation, *get_args(field.annotation)) if t is not type(None)}
+            if scalar and scalar <= {int, float}:  # int, float, or either of them or None
                 bounds = {type(m).__name__ for m in field.metadata}
-                assert {"Ge", "Le"} <= bounds, f"{model.__name__}.{name} is not bounded"
+                assert bounds & {"Ge", "Gt"} and bounds & {"Le", "Lt"}, f"{model.__name__}.{name} is not bounded"
 
 
 def test_yaml_anchors_and_merge_keys_work() -> None:

@@ -36,7 +36,8 @@ def test_one_endless_word_is_cut_hard() -> None:
 
 def test_result_messages() -> None:
     frame = Frame("porch", np.zeros((4, 6, 3), np.uint8), (1920, 1080), b"jpeg", "JPEG", 1_700_000_000.0)
-    job = Job("porch", frame, frame.pixels, "What is there?", "id-1", "trigger", received_at=0.0)
+    job = Job("porch", frame, frame.pixels, "What is there?", "id-1", "trigger", received_at=0.0,
+              event={"source": "frigate", "id": "ev1"}, accepted_wall=1_700_000_000.25)
     job.timings_ms.update(capture=2.0, queued=1.0)
     job.superseded_ids = ["id-0"]
     long_text = "word " * 100
@@ -48,7 +49,8 @@ def test_result_messages() -> None:
     assert description.topic == "edge_vlm/porch/description" and description.retain
     assert description.payload.decode() == shorten(long_text)
     common = {"id": "id-1", "prompt": "What is there?", "backend": "opencv",
-              "frame_time": "2023-11-14T22:13:20.000+00:00", "described_at": "2023-11-14T22:13:21.500+00:00",
+              "frame_time": "2023-11-14T22:13:20.000+00:00", "frame_age_ms": 250.0,
+              "described_at": "2023-11-14T22:13:21.500+00:00",
               "latency_ms": 45.0, "coalesced": 1}
     assert attributes.topic == "edge_vlm/porch/attributes" and attributes.retain
     assert json.loads(attributes.payload) == {"text": long_text.strip(), **common}
@@ -57,7 +59,7 @@ def test_result_messages() -> None:
         "camera": "porch", "text": long_text.strip(), "description": shorten(long_text), **common,
         "origin": "trigger", "superseded_ids": ["id-0"],
         "timings_ms": {"capture": 2.0, "queued": 1.0, "analyze": 40.0},
-        "image_size": [1920, 1080], "details": {"people": 2},
+        "image_size": [1920, 1080], "details": {"people": 2}, "event": {"source": "frigate", "id": "ev1"},
     }
 
 

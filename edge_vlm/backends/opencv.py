@@ -20,6 +20,7 @@ from edge_vlm.config.models import OpencvBackendConfig
 from edge_vlm.errors import BackendError
 from edge_vlm.frames import Frame
 from edge_vlm.jobs import Description
+from edge_vlm.motion import changed_share, small_grey
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +28,7 @@ FACE_CASCADE = "haarcascade_frontalface_default.xml"
 # Mean luma thresholds (0-255) between night, dusk and day.
 DUSK_LUMA = 35.0
 DAY_LUMA = 90.0
-# Motion: frames are compared at this width, a pixel "moved" when its grey level changed by more
-# than PIXEL_DELTA, and the share of moved pixels grades the motion.
-MOTION_WIDTH = 160
-PIXEL_DELTA = 25
+# Motion: the share of pixels that moved (edge_vlm.motion) grades it.
 SOME_MOTION = 0.005
 STRONG_MOTION = 0.05
 
@@ -148,16 +146,9 @@ class OpencvBackend:
         )
 
     def _motion_fraction(self, camera: str, grey: np.ndarray) -> float | None:
-        height, width = grey.shape[:2]
-        small = cv2.resize(grey, (MOTION_WIDTH, max(1, round(height * MOTION_WIDTH / width))),
-                           interpolation=cv2.INTER_AREA)
-        small = cv2.GaussianBlur(small, (5, 5), 0)
-        previous = self._previous.get(camera)
-        self._previous[camera] = small
-        if previous is None or previous.shape != small.shape:
-            return None
-        moved = cv2.absdiff(previous, small) > PIXEL_DELTA
-        return float(np.count_nonzero(moved)) / moved.size
+        small = small_grey(grey)
+        previous, self._previous[camera] = self._previous.get(camera), small
+        return None if previous is None else changed_share(previous, small)
 
 
 def _ms_since(start: float) -> float:

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from edge_vlm.config.base import PATTERN_HINTS
 from edge_vlm.config.models import AppConfig
 from edge_vlm.errors import ConfigError
+from edge_vlm.redact import redact
 
 PathKey = tuple[str | int, ...]
 MAX_SHOWN_VALUE = 60
@@ -107,7 +108,7 @@ def format_path(path: Iterable[str | int]) -> str:
 
 
 def _shown(value: Any) -> str:
-    text = repr(value) if isinstance(value, str) else str(value)
+    text = redact(repr(value) if isinstance(value, str) else str(value))
     return text if len(text) <= MAX_SHOWN_VALUE else text[: MAX_SHOWN_VALUE - 1] + "…"
 
 

@@ -20,6 +20,14 @@ from edge_vlm.config.base import (
     LogLevel,
     StrictModel,
 )
+from edge_vlm.config.sources import (
+    FrigateCameraConfig,
+    FrigateConfig,
+    MotionConfig,
+    MqttSourceConfig,
+    RtspSourceConfig,
+    SourceConfig,
+)
 from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.prompts import estimate_tokens
 
@@ -99,12 +107,6 @@ class DiscoveryConfig(StrictModel):
     )
 
 
-class MqttSourceConfig(StrictModel):
-    type: Literal["mqtt"] = Field(
-        "mqtt", description="mqtt: a trigger describes the last snapshot received for the camera.",
-    )
-
-
 class CameraConfig(StrictModel):
     id: str = Field(
         pattern=ID_PATTERN,
@@ -118,8 +120,9 @@ class CameraConfig(StrictModel):
     prompt: str | None = Field(
         None, min_length=1, max_length=4000, description="Prompt for this camera; default: top-level prompt.",
     )
-    source: MqttSourceConfig = Field(
-        default_factory=MqttSourceConfig, description="Where a trigger takes its frame from.",
+    source: SourceConfig = Field(
+        default_factory=MqttSourceConfig, description="Where a trigger takes its frame from: mqtt (the last "
+        "snapshot received, the default), rtsp or http.",
     )
     snapshot_topics: list[str] = Field(
         default_factory=list, max_length=16,
@@ -130,6 +133,26 @@ class CameraConfig(StrictModel):
         False, description="Describe retained snapshots delivered on subscribe. Off by default: "
         "Frigate's snapshots are retained and would be stale at start-up.",
     )
+    motion: MotionConfig = Field(default_factory=MotionConfig, description="The built-in motion trigger.")
+    interval_s: float | None = Field(
+        None, ge=1, le=86_400, description="Describe the camera's source every this many seconds; unset: never.",
+    )
+    skip_unchanged: bool = Field(
+        False, description="Skip a motion, interval or snapshot description whose frame looks like the last "
+        "one described (perceptual hash); the result says it was skipped.",
+    )
+    unchanged_distance: int = Field(
+        4, ge=0, le=32, description="How many of the 64 hash bits may differ for a frame to count as unchanged.",
+    )
+    frigate: FrigateCameraConfig | None = Field(
+        None, description="Describe this camera's Frigate events (needs frigate.enabled).",
+    )
+
+    @model_validator(mode="after")
+    def _motion_needs_a_stream(self) -> CameraConfig:
+        if self.motion.enabled and not self.watches_stream:
+            raise ValueError("motion.enabled needs a persistent rtsp source (it watches the stream)")
+        return self
 
     @field_validator("snapshot_topics")
     @classmethod
@@ -139,6 +162,11 @@ class CameraConfig(StrictModel):
             if problem:
                 raise ValueError(f"{topic!r}: {problem}")
         return topics
+
+    @property
+    def watches_stream(self) -> bool:
+        """A persistent RTSP camera: it has a stream state and can detect motion."""
+        return isinstance(self.source, RtspSourceConfig) and self.source.mode == "persistent"
 
     @property
     def display_name(self) -> str:
@@ -214,6 +242,7 @@ class AppConfig(StrictModel):
     )
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Broker connection.")
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig, description="Home Assistant discovery.")
+    frigate: FrigateConfig = Field(default_factory=FrigateConfig, description="Frigate's events.")
     backend: BackendConfig = Field(
         default_factory=OpencvBackendConfig,
         description="What turns a frame into text: opencv (built in, the default) or vlm (NPU models).",
@@ -254,6 +283,17 @@ class AppConfig(StrictModel):
                         raise ValueError(f"cameras[{index}].snapshot_topics: {topic_filter!r} matches {echo}, "
                                          "which edge_vlm publishes itself: it would describe its own output")
         return cameras
+
+    @model_validator(mode="after")
+    def _frigate_settings_complete(self) -> AppConfig:
+        for index, camera in enumerate(self.cameras):
+            if camera.frigate is None:
+                continue
+            if not self.frigate.enabled:
+                raise ValueError(f"cameras[{index}].frigate is set but frigate.enabled is false")
+            if camera.frigate.snapshot == "http" and self.frigate.api_url is None:
+                raise ValueError(f"cameras[{index}].frigate.snapshot http needs frigate.api_url")
+        return self
 
     def camera(self, camera_id: str) -> CameraConfig | None:
         return next((c for c in self.cameras if c.id == camera_id), None)
@@ -309,7 +349,8 @@ def our_output_topics(base: str, node: str, discovery_prefix: str, cameras: list
     """One example of every topic the daemon publishes on (any camera id, known or not)."""
     topics = [f"{base}/{node}/{leaf}" for leaf in ("status", "diagnostics", "model")]
     for camera in [*cameras, "any-camera"]:
-        topics += [f"{base}/{camera}/{leaf}" for leaf in ("description", "attributes", "result", "image", "error")]
+        topics += [f"{base}/{camera}/{leaf}"
+                   for leaf in ("description", "attributes", "result", "image", "error", "stream", "motion")]
         topics.append(f"{discovery_prefix}/device/edge_vlm_{node}/{camera}/config")
     topics.append(f"{discovery_prefix}/device/edge_vlm_{node}/config")
     return topics

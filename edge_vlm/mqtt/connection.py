@@ -104,13 +104,10 @@ def _reason_text(reason: Any) -> str:
 
 
 class MqttConnection:
-    def __init__(self, config: AppConfig, password: str | None, inbox: Inbox, subscriptions: list[str],
-                 replay_only: tuple[str, ...] = ()) -> None:
-        """``replay_only``: subscription filters that matter only for the retained messages the broker
-        replays on subscribe; their live messages (our own publishes echoed back) are dropped here."""
+    def __init__(self, config: AppConfig, password: str | None, inbox: Inbox) -> None:
         self._config = config.mqtt
-        self._subscriptions = subscriptions
-        self._replay_only = replay_only
+        self._subscriptions: list[str] = []
+        self._replay_only: list[str] = []
         self._max_payload = config.limits.max_payload_bytes
         self._topics = Topics.from_config(config)
         self._inbox = inbox
@@ -149,6 +146,13 @@ class MqttConnection:
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+
+    def subscribe_on_connect(self, filters: list[str], replay_only: list[str]) -> None:
+        """What to subscribe to on every connect (before start). ``replay_only``: filters that matter
+        only for the retained messages the broker replays on subscribe; their live messages (our own
+        publishes echoed back) are dropped in the callback."""
+        self._subscriptions = list(dict.fromkeys([*filters, *replay_only]))
+        self._replay_only = replay_only
 
     @property
     def broker(self) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from edge_vlm import __version__
 from edge_vlm.config.models import AppConfig, CameraConfig
-from edge_vlm.mqtt.topics import ATTRIBUTES, DESCRIPTION, IMAGE, TRIGGER, Outbound, Topics
+from edge_vlm.mqtt.topics import ATTRIBUTES, DESCRIPTION, IMAGE, MOTION, STREAM, TRIGGER, Outbound, Topics
 
 ORIGIN = {"name": "edge_vlm", "sw": __version__}
 MANUFACTURER = "edge_vlm"
@@ -131,13 +131,34 @@ def camera_device_payload(camera: CameraConfig, topics: Topics) -> dict[str, Any
     }
 
 
+def stream_components(camera: CameraConfig, topics: Topics) -> dict[str, Any]:
+    """A persistent stream's own entities: connected or not, and the motion trigger's switch."""
+    prefix = f"{topics.discovery_node}_{camera.id}"
+    entity = f"edge_vlm_{camera.id}"
+    available = {"availability_topic": topics.status}
+    return {
+        "stream": {
+            "p": "binary_sensor", "unique_id": f"{prefix}_stream",
+            "default_entity_id": f"binary_sensor.{entity}_stream", "name": "Stream", "device_class": "connectivity", "entity_category": "diagnostic",
+            "state_topic": topics.camera(camera.id, STREAM), "payload_on": "ON", "payload_off": "OFF", **available,
+        },
+        "motion": {
+            "p": "switch", "unique_id": f"{prefix}_motion", "default_entity_id": f"switch.{entity}_motion",
+            "name": "Motion trigger", "entity_category": "config", "icon": "mdi:motion-sensor",
+            "state_topic": topics.camera(camera.id, MOTION), "command_topic": topics.camera(camera.id, f"{MOTION}/set"),
+            "payload_on": "ON", "payload_off": "OFF", **available,
+        },
+    }
+
+
 def discovery_messages(config: AppConfig, topics: Topics) -> list[Outbound]:
     """Every discovery payload for this config: the daemon first, then each camera."""
     messages = [Outbound(topics.node_device_config, _payload(node_device_payload(config, topics)), True)]
-    messages += [
-        Outbound(topics.camera_device_config(c.id), _payload(camera_device_payload(c, topics)), True)
-        for c in config.cameras
-    ]
+    for camera in config.cameras:
+        payload = camera_device_payload(camera, topics)
+        if camera.watches_stream:
+            payload["cmps"].update(stream_components(camera, topics))
+        messages.append(Outbound(topics.camera_device_config(camera.id), _payload(payload), True))
     return messages
 
 

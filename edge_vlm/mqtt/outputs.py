@@ -7,7 +7,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from edge_vlm.jobs import Failure, Result
+from edge_vlm.jobs import Failure, Job, Result
 from edge_vlm.mqtt.topics import ATTRIBUTES, DESCRIPTION, ERROR, IMAGE, RESULT, Outbound, Topics
 
 # Home Assistant refuses a sensor state longer than 255 characters (core#117861).
@@ -49,6 +49,7 @@ def result_messages(
         "prompt": job.prompt,
         "backend": result.backend,
         "frame_time": iso_time(job.frame.captured_at),
+        "frame_age_ms": round(job.frame_age_ms, 1),
         "described_at": iso_time(result.finished_at),
         "latency_ms": round(latency_ms, 1),
         "coalesced": job.coalesced,
@@ -64,6 +65,7 @@ def result_messages(
         "timings_ms": result.timings_ms,
         "image_size": list(job.frame.source_size),
         "details": description.details,
+        "event": job.event,
     }
     camera = job.camera
     return [
@@ -84,3 +86,13 @@ def failure_message(failure: Failure, topics: Topics, *, now: float | None = Non
         "time": iso_time(time.time() if now is None else now),
     }
     return Outbound(topics.camera(failure.camera, ERROR), _json(payload), retain=False)
+
+
+def skip_message(job: Job, reason: str, topics: Topics, *, now: float | None = None) -> Outbound:
+    """A result that says the frame was not described, and why (nothing else changes)."""
+    payload = {
+        "camera": job.camera, "id": job.request_id, "skipped": True, "reason": reason, "origin": job.origin,
+        "frame_time": iso_time(job.frame.captured_at), "time": iso_time(time.time() if now is None else now),
+        "event": job.event,
+    }
+    return Outbound(topics.camera(job.camera, RESULT), _json(payload), retain=False)

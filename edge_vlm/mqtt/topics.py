@@ -14,6 +14,8 @@ ATTRIBUTES = "attributes"
 RESULT = "result"
 IMAGE = "image"
 ERROR = "error"
+STREAM = "stream"  # ON / OFF: the camera's stream is connected
+MOTION = "motion"  # ON / OFF: the motion trigger is on; commands on motion/set
 
 
 @dataclass(frozen=True)

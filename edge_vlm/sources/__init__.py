@@ -1,1 +1,48 @@
-"""Sources: where a triggered description takes its frame from."""
+"""Sources: where a camera's frames come from when something asks for a description.
+
+``grab()`` returns the camera's current frame or raises ``SourceError`` saying why it cannot;
+it may block (an HTTP request, an RTSP connection), so the daemon calls it off its dispatcher
+thread. ``start()`` and ``stop()`` bracket a source's life (a persistent stream's reader thread).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from edge_vlm.config.models import AppConfig, CameraConfig
+from edge_vlm.config.sources import HttpSourceConfig, RtspSourceConfig
+from edge_vlm.frames import Frame
+
+
+class Source(Protocol):
+    camera: str
+    #: grab() returns at once (a frame already in memory): no need for a capture thread
+    instant: bool
+
+    def start(self) -> None: ...
+
+    def grab(self) -> Frame: ...
+
+    def stop(self) -> None: ...
+
+
+def create_source(camera: CameraConfig, config: AppConfig, environ: Mapping[str, str],
+                  on_state: Callable[[bool, str], None] | None = None) -> Source:
+    """The source ``camera`` is configured with, not started yet."""
+    source = camera.source
+    if isinstance(source, RtspSourceConfig):
+        from edge_vlm.sources.rtsp import RtspSource  # noqa: PLC0415 - keeps OpenCV's FFmpeg out until used
+
+        password = environ.get(source.password_env) if source.password_env else None
+        return RtspSource(camera.id, source, password=password, on_state=on_state)
+    if isinstance(source, HttpSourceConfig):
+        from edge_vlm.sources.http import HttpSnapshotSource  # noqa: PLC0415
+
+        password = environ.get(source.password_env) if source.password_env else None
+        limits = config.limits
+        return HttpSnapshotSource(camera.id, source, password=password, max_bytes=limits.max_payload_bytes,
+                                  max_pixels=limits.max_image_pixels, min_long_side=None)
+    from edge_vlm.sources.mqtt_snapshot import LatestSnapshot  # noqa: PLC0415
+
+    return LatestSnapshot(camera.id, f"{config.base_topic}/{camera.id}/snapshot", source.max_frame_age_s)

@@ -1,0 +1,122 @@
+"""The cameras' own machinery: their sources, motion detectors and interval timers, and the
+Home Assistant controls and states that go with them (stream connected, motion on/off).
+
+The motion switch's state is retained on ``<base>/<cam>/motion``; at start the daemon reads it back
+from the broker, so a switch flipped in Home Assistant survives restarts.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Mapping
+
+from edge_vlm.config.models import AppConfig
+from edge_vlm.intake import Intake, Trigger
+from edge_vlm.motion import MotionDetector
+from edge_vlm.mqtt.connection import Received
+from edge_vlm.mqtt.publisher import Publisher
+from edge_vlm.mqtt.topics import MOTION, STREAM, Outbound, Topics
+from edge_vlm.sources import Source, create_source
+from edge_vlm.sources.rtsp import RtspSource
+
+logger = logging.getLogger(__name__)
+
+ON, OFF = b"ON", b"OFF"
+
+
+class Cameras:
+    def __init__(self, config: AppConfig, environ: Mapping[str, str], publisher: Publisher) -> None:
+        self._config = config
+        self._topics = Topics.from_config(config)
+        self._publisher = publisher
+        self._intake: Intake | None = None
+        self.sources: dict[str, Source] = {
+            c.id: create_source(c, config, environ, on_state=functools.partial(self._stream_state, c.id))
+            for c in config.cameras
+        }
+        self.detectors: dict[str, MotionDetector] = {}
+        for camera in config.cameras:
+            source = self.sources[camera.id]
+            if camera.watches_stream and isinstance(source, RtspSource):
+                detector = MotionDetector(camera.motion, functools.partial(self._motion, camera.id))
+                source.on_frame = lambda bgr, _at, d=detector: d.feed(bgr, time.monotonic())
+                source.sample_interval_s = 1 / camera.motion.sample_fps
+                self.detectors[camera.id] = detector
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    def attach(self, intake: Intake) -> None:
+        self._intake = intake
+
+    # MQTT
+
+    def subscriptions(self) -> list[str]:
+        """Motion commands, and the motion states (only their retained replay matters: see replay_only)."""
+        return [self._topics.camera(c, f"{MOTION}/set") for c in self.detectors] + self.replay_only()
+
+    def replay_only(self) -> list[str]:
+        return [self._topics.camera(c, MOTION) for c in self.detectors]
+
+    def handles(self, topic: str) -> bool:
+        return any(topic in (self._topics.camera(c, MOTION), self._topics.camera(c, f"{MOTION}/set"))
+                   for c in self.detectors)
+
+    def handle(self, message: Received) -> None:
+        state = message.topic.removesuffix("/set")
+        camera = next(c for c in self.detectors if state == self._topics.camera(c, MOTION))
+        value = message.payload.strip().upper()
+        if value not in (ON, OFF):
+            logger.warning("Ignoring %r on %s: expected ON or OFF", message.payload[:20], message.topic)
+            return
+        if message.topic.endswith("/set") or message.retain:  # a command, or our state read back at start
+            self.detectors[camera].enabled = value == ON
+            logger.info("Camera %s: motion trigger %s", camera, "on" if value == ON else "off")
+            self._publisher.send(self._motion_state(camera))
+
+    def states(self) -> list[Outbound]:
+        return [self._motion_state(c) for c in self.detectors]
+
+    def _motion_state(self, camera: str) -> Outbound:
+        return Outbound(self._topics.camera(camera, MOTION), ON if self.detectors[camera].enabled else OFF, True)
+
+    def _stream_state(self, camera: str, connected: bool, reason: str) -> None:
+        self._publisher.send(Outbound(self._topics.camera(camera, STREAM), ON if connected else OFF, True))
+
+    # Triggers from inside: motion and intervals
+
+    def _motion(self, camera: str) -> None:
+        if self._intake is not None:
+            self._intake.trigger(Trigger(camera, "motion"))
+
+    def start(self) -> None:
+        for source in self.sources.values():
+            source.start()
+        intervals = {c.id: c.interval_s for c in self._config.cameras if c.interval_s and c.enabled}
+        if intervals:
+            self._ticker = threading.Thread(target=self._tick, args=(intervals,), name="edge_vlm-interval",
+                                            daemon=True)
+            self._ticker.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        for source in self.sources.values():
+            source.stop()
+
+    def _tick(self, intervals: dict[str, float]) -> None:
+        due = {camera: time.monotonic() + every for camera, every in intervals.items()}
+        while not self._stop.wait(max(0.0, min(due.values()) - time.monotonic())):
+            now = time.monotonic()
+            for camera, when in due.items():
+                if when <= now:
+                    due[camera] = now + intervals[camera]
+                    if self._intake is not None:
+                        self._intake.trigger(Trigger(camera, "interval"))
+
+    def motion_cpu(self) -> dict[str, float]:
+        """CPU seconds each camera's motion detection has used."""
+        return {camera: round(detector.cpu_s, 3) for camera, detector in self.detectors.items()}

@@ -1,0 +1,148 @@
+"""Where a camera's frames come from, and what makes it describe one by itself."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+
+from edge_vlm.config.base import ENV_NAME_PATTERN, StrictModel
+
+# Placeholders a Frigate prompt may use (filled from the event).
+FRIGATE_PLACEHOLDERS = ("label", "sub_label", "camera", "zones")
+
+
+class MqttSourceConfig(StrictModel):
+    type: Literal["mqtt"] = Field(
+        "mqtt", description="mqtt: a trigger describes the last snapshot received for the camera.",
+    )
+    max_frame_age_s: float | None = Field(
+        None, gt=0, le=86_400, description="Refuse to describe a last snapshot older than this; unset: any age.",
+    )
+
+
+class RtspSourceConfig(StrictModel):
+    type: Literal["rtsp"] = Field(description="rtsp: frames from the camera's RTSP stream, read with OpenCV.")
+    url: str = Field(min_length=8, max_length=2048, description="rtsp://host:port/path; credentials may be "
+                     "in it (never logged) or in username / password_env.")
+    username: str | None = Field(None, min_length=1, max_length=256, description="User name for the stream.")
+    password_env: str | None = Field(
+        None, pattern=ENV_NAME_PATTERN, description="Environment variable holding the stream's password.",
+    )
+    mode: Literal["persistent", "on_demand"] = Field(
+        "persistent", description="persistent: stay connected, keep the newest frame (instant, costs CPU "
+        "all the time; needed for motion). on_demand: connect on each trigger, catch up to the live "
+        "edge, take one frame, disconnect.",
+    )
+    transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport.")
+    fast_probe: bool = Field(
+        True, description="Open with minimal stream probing (about 0.1 s instead of about 2 s); turn off "
+        "if a camera's stream does not open, as some need the full probe.",
+    )
+    open_timeout_s: float = Field(5.0, ge=0.5, le=60, description="Give up connecting after this.")
+    read_timeout_s: float = Field(
+        5.0, ge=0.5, le=60, description="A stream that sends nothing for this long is reconnected.",
+    )
+    max_frame_age_s: float = Field(
+        2.0, gt=0, le=3600, description="A frame older than this is never described as current.",
+    )
+    reconnect_max_delay_s: float = Field(
+        30.0, ge=1, le=3600, description="Longest wait between reconnect attempts (doubles from 1 s).",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _rtsp_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("rtsp", "rtsps") or not parts.hostname:
+            raise ValueError("expected rtsp://[user:password@]host[:port]/path")
+        return url
+
+
+class HttpSourceConfig(StrictModel):
+    type: Literal["http"] = Field(description="http: the camera's snapshot URL (or Frigate's latest.jpg).")
+    url: str = Field(min_length=8, max_length=2048, description="http(s)://... returning a JPEG or PNG.")
+    auth: Literal["none", "basic", "digest", "bearer"] = Field("none", description="How to authenticate.")
+    username: str | None = Field(None, min_length=1, max_length=256, description="User for basic/digest.")
+    password_env: str | None = Field(
+        None, pattern=ENV_NAME_PATTERN, description="Environment variable holding the password or token.",
+    )
+    timeout_s: float = Field(5.0, ge=0.5, le=120, description="Give up on a snapshot after this.")
+    verify_tls: bool = Field(True, description="Check the server's certificate for https URLs.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected http(s)://host[:port]/path")
+        if parts.username or parts.password:
+            raise ValueError("put credentials in username / password_env, not in the URL")
+        return url
+
+    @model_validator(mode="after")
+    def _auth_complete(self) -> HttpSourceConfig:
+        if self.auth in ("basic", "digest") and (self.username is None or self.password_env is None):
+            raise ValueError(f"auth {self.auth} needs username and password_env")
+        if self.auth == "bearer" and self.password_env is None:
+            raise ValueError("auth bearer needs password_env (the variable holding the token)")
+        return self
+
+
+def _source_type(value: Any) -> str:
+    return str(value.get("type", "mqtt") if isinstance(value, dict) else getattr(value, "type", ""))
+
+
+SourceConfig = Annotated[
+    Annotated[MqttSourceConfig, Tag("mqtt")] | Annotated[RtspSourceConfig, Tag("rtsp")]
+    | Annotated[HttpSourceConfig, Tag("http")],
+    Discriminator(_source_type),
+]
+
+
+class MotionConfig(StrictModel):
+    enabled: bool = Field(False, description="Describe by itself when the camera sees motion (persistent "
+                          "RTSP sources only); Home Assistant can switch it at run time.")
+    min_area: float = Field(0.01, gt=0, lt=1, description="Share of the frame that must change to count.")
+    min_duration_s: float = Field(0.5, ge=0, le=60, description="Motion must last this long to start an episode.")
+    cooldown_s: float = Field(30.0, ge=0, le=86_400, description="At least this long between two motion "
+                              "descriptions of the camera.")
+    quiet_s: float = Field(2.0, ge=0.1, le=600, description="An episode ends after this long without motion.")
+    sample_fps: float = Field(5.0, gt=0, le=30, description="Frames per second compared (cost grows with it).")
+
+
+class FrigateCameraConfig(StrictModel):
+    camera: str | None = Field(None, min_length=1, max_length=64,
+                               description="Frigate's name of this camera; default: the camera id.")
+    labels: list[str] = Field(default_factory=list, description="Only these labels; empty: all.")
+    zones: list[str] = Field(default_factory=list, description="Only objects in one of these zones; empty: anywhere.")
+    min_score: float = Field(0.0, ge=0, le=1, description="Only objects with at least this top score.")
+    event_types: list[Literal["new", "update", "end"]] = Field(
+        ["new"], min_length=1, description="Which of Frigate's event messages start a description.",
+    )
+    snapshot: Literal["mqtt", "http"] = Field(
+        "mqtt", description="mqtt: Frigate's retained <prefix>/<camera>/<label>/snapshot; http: the event's "
+        "snapshot from Frigate's API (frigate.api_url).",
+    )
+    prompts: dict[str, str] = Field(
+        default_factory=dict, description="Prompt per label ('default' for the others); placeholders "
+        "{label}, {sub_label}, {camera}, {zones}.",
+    )
+
+    @field_validator("prompts")
+    @classmethod
+    def _placeholders_known(cls, prompts: dict[str, str]) -> dict[str, str]:
+        for label, prompt in prompts.items():
+            unknown = sorted(set(re.findall(r"{([^{}]*)}", prompt)) - set(FRIGATE_PLACEHOLDERS))
+            if unknown:
+                raise ValueError(f"{label}: unknown placeholder(s) {unknown}; use {list(FRIGATE_PLACEHOLDERS)}")
+        return prompts
+
+
+class FrigateConfig(StrictModel):
+    enabled: bool = Field(False, description="Describe Frigate's events (see cameras[].frigate).")
+    topic_prefix: str = Field("frigate", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$",
+                              description="Frigate's MQTT topic prefix.")
+    api_url: str | None = Field(None, description="Frigate's address for event snapshots, e.g. http://frigate:5000.")
