@@ -139,7 +139,8 @@ def stream_components(camera: CameraConfig, topics: Topics) -> dict[str, Any]:
     return {
         "stream": {
             "p": "binary_sensor", "unique_id": f"{prefix}_stream",
-            "default_entity_id": f"binary_sensor.{entity}_stream", "name": "Stream", "device_class": "connectivity", "entity_category": "diagnostic",
+            "default_entity_id": f"binary_sensor.{entity}_stream", "name": "Stream",
+            "device_class": "connectivity", "entity_category": "diagnostic",
             "state_topic": topics.camera(camera.id, STREAM), "payload_on": "ON", "payload_off": "OFF", **available,
         },
         "motion": {
