@@ -29,11 +29,25 @@ def small_grey(image: np.ndarray, *, colour: str = "BGR") -> np.ndarray:
     return cv2.GaussianBlur(small, (5, 5), 0)
 
 
-def changed_share(previous: np.ndarray, current: np.ndarray) -> float | None:
-    """The share of pixels that changed, or None when the two cannot be compared."""
+def changed_share(previous: np.ndarray, current: np.ndarray, watched: np.ndarray | None = None) -> float | None:
+    """The share of (watched) pixels that changed, or None when the two cannot be compared."""
     if previous.shape != current.shape:
         return None
-    return float(np.count_nonzero(cv2.absdiff(previous, current) > PIXEL_DELTA)) / current.size
+    moved = cv2.absdiff(previous, current) > PIXEL_DELTA
+    if watched is None:
+        return float(np.count_nonzero(moved)) / moved.size
+    return float(np.count_nonzero(moved & watched)) / max(1, int(np.count_nonzero(watched)))
+
+
+def watched_area(shape: tuple[int, ...], ignore: list[tuple[float, float, float, float]]) -> np.ndarray | None:
+    """True where change counts as motion: everything but the ignored areas."""
+    if not ignore:
+        return None
+    height, width = shape[:2]
+    watched = np.ones((height, width), dtype=bool)
+    for left, top, right, bottom in ignore:
+        watched[round(top * height):round(bottom * height), round(left * width):round(right * width)] = False
+    return watched
 
 
 class MotionDetector:
@@ -47,6 +61,7 @@ class MotionDetector:
         self.suppressed = 0  # episodes within the cooldown
         self.cpu_s = 0.0  # CPU time spent comparing frames
         self._previous: np.ndarray | None = None
+        self._watched: np.ndarray | None = None
         self._moving_since: float | None = None
         self._last_motion = float("-inf")
         self._in_episode = False
@@ -60,7 +75,9 @@ class MotionDetector:
         started = time.thread_time()
         small = small_grey(bgr)
         previous, self._previous = self._previous, small
-        share = None if previous is None else changed_share(previous, small)
+        if self._watched is None or self._watched.shape != small.shape:
+            self._watched = watched_area(small.shape, self.config.ignore)
+        share = None if previous is None else changed_share(previous, small, self._watched)
         self.cpu_s += time.thread_time() - started
         if share is not None:
             self._update(share >= self.config.min_area, now)

@@ -111,6 +111,20 @@ class MotionConfig(StrictModel):
                               "descriptions of the camera.")
     quiet_s: float = Field(2.0, ge=0.1, le=600, description="An episode ends after this long without motion.")
     sample_fps: float = Field(5.0, gt=0, le=30, description="Frames per second compared (cost grows with it).")
+    ignore: list[tuple[float, float, float, float]] = Field(
+        default_factory=list, max_length=16,
+        description="Areas where change is not motion (a clock overlay, a swaying tree): [left, top, right, "
+        "bottom] as fractions of the frame, e.g. [0, 0, 1, 0.1] for the top tenth.",
+    )
+
+    @field_validator("ignore")
+    @classmethod
+    def _areas_valid(cls, areas: list[tuple[float, float, float, float]]) -> list[tuple[float, float, float, float]]:
+        for left, top, right, bottom in areas:
+            if not (0 <= left < right <= 1 and 0 <= top < bottom <= 1):
+                raise ValueError(f"[{left}, {top}, {right}, {bottom}]: need 0 <= left < right <= 1 and "
+                                 "0 <= top < bottom <= 1")
+        return areas
 
 
 class FrigateCameraConfig(StrictModel):

@@ -180,13 +180,14 @@ class RtspSource:
         return "stopped"
 
     def _set_state(self, connected: bool, reason: str) -> None:
-        changed = connected != self.connected or reason != self._reason
+        flipped = connected != self.connected
+        news = flipped or reason != self._reason  # worth a log line: once per state and reason
         self.connected, self._reason = connected, reason
         if connected:
             logger.info("Camera %s: stream %s connected", self.camera, self._shown_url)
-        elif changed and not self._stop.is_set():
+        elif news and not self._stop.is_set():
             logger.warning("Camera %s: stream unavailable (%s); reconnecting", self.camera, reason)
-        if changed and self._on_state is not None:
+        if flipped and self._on_state is not None:
             self._on_state(connected, reason)
 
     # on demand
