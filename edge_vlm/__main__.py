@@ -15,8 +15,10 @@ from types import FrameType
 from edge_vlm import __version__
 from edge_vlm.config import ConfigFile, load_config, mqtt_password, preflight
 from edge_vlm.config.models import AppConfig, CameraConfig, LoggingConfig
+from edge_vlm.config.sources import RtspSourceConfig
 from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.errors import BackendError, ConfigError, InputError
+from edge_vlm.redact import redact
 
 logger = logging.getLogger("edge_vlm")
 
@@ -67,7 +69,15 @@ def summary(config: AppConfig) -> str:
     for camera in config.cameras:
         extra = f", also {', '.join(camera.snapshot_topics)}" if camera.snapshot_topics else ""
         state = "" if camera.enabled else " (disabled)"
-        lines.append(f"  {camera.id} ({camera.display_name}){state}: source {camera.source.type}{extra}")
+        url = getattr(camera.source, "url", None)
+        source = camera.source.type + (f" {redact(url)}" if url else "")
+        if isinstance(camera.source, RtspSourceConfig):
+            source += f" ({camera.source.mode}{', motion' if camera.motion.enabled else ''})"
+        if camera.interval_s:
+            source += f", every {camera.interval_s:g} s"
+        if camera.frigate is not None:
+            source += ", Frigate events"
+        lines.append(f"  {camera.id} ({camera.display_name}){state}: source {source}{extra}")
     return "\n".join(lines)
 
 

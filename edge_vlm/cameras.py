@@ -28,13 +28,15 @@ ON, OFF = b"ON", b"OFF"
 
 
 class Cameras:
-    def __init__(self, config: AppConfig, environ: Mapping[str, str], publisher: Publisher) -> None:
+    def __init__(self, config: AppConfig, environ: Mapping[str, str], publisher: Publisher,
+                 min_long_side: int | None) -> None:
         self._config = config
         self._topics = Topics.from_config(config)
         self._publisher = publisher
         self._intake: Intake | None = None
         self.sources: dict[str, Source] = {
-            c.id: create_source(c, config, environ, on_state=functools.partial(self._stream_state, c.id))
+            c.id: create_source(c, config, environ, min_long_side=min_long_side,
+                                on_state=functools.partial(self._stream_state, c.id))
             for c in config.cameras
         }
         self.detectors: dict[str, MotionDetector] = {}

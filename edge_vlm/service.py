@@ -51,7 +51,8 @@ class Service:
         self.scheduler = Scheduler()
         self.connection = MqttConnection(config, password, self.inbox)
         self.publisher = Publisher(self.connection, config.mqtt.max_queued_messages)
-        self.cameras = Cameras(config, os.environ if environ is None else environ, self.publisher)
+        self.cameras = Cameras(config, os.environ if environ is None else environ, self.publisher,
+                               self.backend.min_long_side)
         self.intake = Intake(config, self.scheduler, self, self.stats, backend=self.backend,
                              sources=self.cameras.sources)
         self.cameras.attach(self.intake)
@@ -191,7 +192,7 @@ class Service:
         self._diagnostics_sent = time.monotonic()
         values = self.stats.values(
             queue_depth=self.scheduler.depth, inbox_dropped=self.inbox.dropped,
-            outbox_dropped=self.publisher.dropped,
+            outbox_dropped=self.publisher.dropped, motion_cpu_s=self.cameras.motion_cpu(),
         )
         self.publisher.send(diagnostics_message(self.topics, values))
 

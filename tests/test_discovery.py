@@ -99,6 +99,27 @@ def test_camera_device_payload() -> None:
     }
 
 
+def test_a_streaming_camera_also_has_its_stream_state_and_motion_switch() -> None:
+    config = AppConfig.model_validate({
+        "node_id": "garage-board", "cameras": [{"id": "gate", "source": {"type": "rtsp", "url": "rtsp://x/s"}}],
+    })
+    (_, camera) = discovery_messages(config, Topics.from_config(config))
+    components = json.loads(camera.payload)["cmps"]
+    prefix = "edge_vlm_garage-board_gate"
+    assert components["stream"] == {
+        "p": "binary_sensor", "unique_id": f"{prefix}_stream",
+        "default_entity_id": "binary_sensor.edge_vlm_gate_stream", "name": "Stream", "device_class": "connectivity", "entity_category": "diagnostic",
+        "state_topic": "edge_vlm/gate/stream", "payload_on": "ON", "payload_off": "OFF", **AVAILABLE,
+    }
+    assert components["motion"] == {
+        "p": "switch", "unique_id": f"{prefix}_motion", "default_entity_id": "switch.edge_vlm_gate_motion",
+        "name": "Motion trigger", "entity_category": "config", "icon": "mdi:motion-sensor",
+        "state_topic": "edge_vlm/gate/motion", "command_topic": "edge_vlm/gate/motion/set",
+        "payload_on": "ON", "payload_off": "OFF", **AVAILABLE,
+    }
+    assert "stream" not in camera_device_payload(CONFIG.cameras[0], TOPICS)["cmps"]  # an MQTT camera has none
+
+
 def test_default_camera_name_comes_from_its_id() -> None:
     assert camera_device_payload(CONFIG.cameras[1], TOPICS)["dev"]["name"] == "Back yard"
 

@@ -27,8 +27,8 @@ class Source(Protocol):
     def stop(self) -> None: ...
 
 
-def create_source(camera: CameraConfig, config: AppConfig, environ: Mapping[str, str],
-                  on_state: Callable[[bool, str], None] | None = None) -> Source:
+def create_source(camera: CameraConfig, config: AppConfig, environ: Mapping[str, str], *,
+                  min_long_side: int | None = None, on_state: Callable[[bool, str], None] | None = None) -> Source:
     """The source ``camera`` is configured with, not started yet."""
     source = camera.source
     if isinstance(source, RtspSourceConfig):
@@ -42,7 +42,7 @@ def create_source(camera: CameraConfig, config: AppConfig, environ: Mapping[str,
         password = environ.get(source.password_env) if source.password_env else None
         limits = config.limits
         return HttpSnapshotSource(camera.id, source, password=password, max_bytes=limits.max_payload_bytes,
-                                  max_pixels=limits.max_image_pixels, min_long_side=None)
+                                  max_pixels=limits.max_image_pixels, min_long_side=min_long_side)
     from edge_vlm.sources.mqtt_snapshot import LatestSnapshot  # noqa: PLC0415
 
     return LatestSnapshot(camera.id, f"{config.base_topic}/{camera.id}/snapshot", source.max_frame_age_s)
