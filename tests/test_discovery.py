@@ -108,7 +108,8 @@ def test_a_streaming_camera_also_has_its_stream_state_and_motion_switch() -> Non
     prefix = "edge_vlm_garage-board_gate"
     assert components["stream"] == {
         "p": "binary_sensor", "unique_id": f"{prefix}_stream",
-        "default_entity_id": "binary_sensor.edge_vlm_gate_stream", "name": "Stream", "device_class": "connectivity", "entity_category": "diagnostic",
+        "default_entity_id": "binary_sensor.edge_vlm_gate_stream", "name": "Stream",
+        "device_class": "connectivity", "entity_category": "diagnostic",
         "state_topic": "edge_vlm/gate/stream", "payload_on": "ON", "payload_off": "OFF", **AVAILABLE,
     }
     assert components["motion"] == {
