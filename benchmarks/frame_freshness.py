@@ -59,9 +59,10 @@ def freshness(url: str, triggers: int) -> tuple[list[float], list[float]]:
 
 def cpu_share(url: str, *, motion: bool) -> float:
     source = RtspSource("bench", RtspSourceConfig(type="rtsp", url=url), password=None)
+    detector = MotionDetector(MotionConfig(enabled=True), lambda: None)
     if motion:
-        detector = MotionDetector(MotionConfig(enabled=True), lambda: None)
-        source.on_frame = lambda bgr, _at: detector.feed(bgr, time.monotonic())
+        detector.start("bench")
+        source.on_frame = detector.offer
         source.sample_interval_s = 1 / 5
     source.start()
     wait_connected(source)
@@ -70,6 +71,8 @@ def cpu_share(url: str, *, motion: bool) -> float:
     time.sleep(CPU_WINDOW_S)
     share = (time.process_time() - cpu) / (time.monotonic() - started)
     source.stop()
+    if motion:
+        detector.stop()
     return share
 
 

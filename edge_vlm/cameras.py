@@ -2,7 +2,10 @@
 Home Assistant controls and states that go with them (stream connected, motion on/off).
 
 The motion switch's state is retained on ``<base>/<cam>/motion``; at start the daemon reads it back
-from the broker, so a switch flipped in Home Assistant survives restarts.
+from the broker, so a switch flipped in Home Assistant survives restarts. Until it has (the broker
+replays retained messages on subscribe, before a message we publish after subscribing comes
+back: ``synced()``), motion detection stays off and no state is published, so a restart never
+flips the switch.
 """
 
 from __future__ import annotations
@@ -40,15 +43,18 @@ class Cameras:
             for c in config.cameras
         }
         self.detectors: dict[str, MotionDetector] = {}
+        self._configured = {c.id: c.motion.enabled for c in config.cameras}
         for camera in config.cameras:
             source = self.sources[camera.id]
             if camera.watches_stream and isinstance(source, RtspSource):
                 detector = MotionDetector(camera.motion, functools.partial(self._motion, camera.id))
-                source.on_frame = lambda bgr, _at, d=detector: d.feed(bgr, time.monotonic())
+                detector.enabled = False  # until synced(): Home Assistant may have switched it off
+                source.on_frame = detector.offer
                 source.sample_interval_s = 1 / camera.motion.sample_fps
                 self.detectors[camera.id] = detector
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        self._settled: set[str] = set()  # cameras whose motion switch state is known
 
     def attach(self, intake: Intake) -> None:
         self._intake = intake
@@ -74,12 +80,17 @@ class Cameras:
             logger.warning("Ignoring %r on %s: expected ON or OFF", message.payload[:20], message.topic)
             return
         if message.topic.endswith("/set") or message.retain:  # a command, or our state read back at start
+            self._settled.add(camera)
             self.detectors[camera].enabled = value == ON
             logger.info("Camera %s: motion trigger %s", camera, "on" if value == ON else "off")
             self._publisher.send(self._motion_state(camera))
 
-    def states(self) -> list[Outbound]:
-        return [self._motion_state(c) for c in self.detectors]
+    def synced(self) -> None:
+        """Every retained state there was has been read back: the others take their configured value."""
+        for camera in self.detectors.keys() - self._settled:
+            self._settled.add(camera)
+            self.detectors[camera].enabled = self._configured[camera]
+            self._publisher.send(self._motion_state(camera))
 
     def _motion_state(self, camera: str) -> Outbound:
         return Outbound(self._topics.camera(camera, MOTION), ON if self.detectors[camera].enabled else OFF, True)
@@ -94,6 +105,8 @@ class Cameras:
             self._intake.trigger(Trigger(camera, "motion"))
 
     def start(self) -> None:
+        for camera, detector in self.detectors.items():
+            detector.start(camera)
         for source in self.sources.values():
             source.start()
         intervals = {c.id: c.interval_s for c in self._config.cameras if c.interval_s and c.enabled}
@@ -106,8 +119,13 @@ class Cameras:
         self._stop.set()
         if self._ticker is not None:
             self._ticker.join()
+        for source in self.sources.values():  # all at once: a hung camera must not hold up the rest
+            if isinstance(source, RtspSource):
+                source.request_stop()
         for source in self.sources.values():
             source.stop()
+        for detector in self.detectors.values():
+            detector.stop()
 
     def _tick(self, intervals: dict[str, float]) -> None:
         due = {camera: time.monotonic() + every for camera, every in intervals.items()}

@@ -13,7 +13,6 @@ import json
 import logging
 import re
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +26,8 @@ from edge_vlm.mqtt.connection import Received
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_WAIT_S = 3.0  # Frigate may publish an event's snapshot just after the event itself
+SNAPSHOT_LEAD_S = 5.0  # ...or just before: a snapshot that arrived this long before the event is its own
+REMEMBERED_EVENTS = 1024  # event ids already described, so each is described once
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def parse_event(payload: bytes) -> FrigateEvent:
         sub_label = after.get("sub_label")
         if isinstance(sub_label, list):  # [name, score] in recent Frigate versions
             sub_label = sub_label[0] if sub_label else None
-        zones = tuple(dict.fromkeys([*after.get("current_zones", []), *after.get("entered_zones", [])]))
+        zones = tuple(dict.fromkeys([*(after.get("current_zones") or []), *(after.get("entered_zones") or [])]))
         score = after.get("top_score") or after.get("score") or 0.0
         return FrigateEvent(str(after["id"]), str(message["type"]), str(after["camera"]), str(after["label"]),
                             None if sub_label is None else str(sub_label), zones, float(score),
@@ -91,23 +92,30 @@ class FrigateEvents:
         self._cameras = {c.frigate.camera or c.id: c for c in config.cameras if c.frigate is not None}
         self._snapshots: dict[tuple[str, str], tuple[bytes, float]] = {}  # (camera, label) -> (jpeg, received)
         self._arrived = threading.Condition()
+        self._described: dict[str, None] = {}  # event ids, oldest first
 
     def subscriptions(self) -> list[str]:
         return [f"{self._prefix}/events", f"{self._prefix}/+/+/snapshot"] if self._cameras else []
 
+    def _snapshot_key(self, topic: str) -> tuple[str, str] | None:
+        """(Frigate camera, label) of a ``<prefix>/<camera>/<label>/snapshot`` topic."""
+        rest = topic.removeprefix(f"{self._prefix}/").split("/")
+        if topic.startswith(f"{self._prefix}/") and len(rest) == 3 and rest[2] == "snapshot":
+            return rest[0], rest[1]
+        return None
+
     def handles(self, topic: str) -> bool:
-        return bool(self._cameras) and topic.startswith(f"{self._prefix}/") and (
-            topic == f"{self._prefix}/events" or (topic.endswith("/snapshot") and topic.count("/") == 3))
+        return bool(self._cameras) and (topic == f"{self._prefix}/events" or self._snapshot_key(topic) is not None)
 
     def handle(self, message: Received) -> None:
         if message.topic == f"{self._prefix}/events":
             self._event(message)
             return
-        _, camera, label, _ = message.topic.split("/")
-        if camera in self._cameras and message.payload:
+        key = self._snapshot_key(message.topic)
+        if key is not None and key[0] in self._cameras and message.payload:
             with self._arrived:
-                # A retained snapshot is from an earlier event: as old as can be for the wait below.
-                self._snapshots[camera, label] = (message.payload, 0.0 if message.retain else message.wall_time)
+                # A retained snapshot is from an earlier event: we cannot tell when it was taken.
+                self._snapshots[key] = (message.payload, 0.0 if message.retain else message.wall_time)
                 self._arrived.notify_all()
 
     def _event(self, message: Received) -> None:
@@ -122,28 +130,40 @@ class FrigateEvents:
         if (reason := refusal(event, camera.frigate)) is not None:
             logger.debug("Frigate event %s on %s not described: %s", event.id, event.camera, reason)
             return
+        if event.id in self._described:  # an update or end of an event described already
+            return
+        self._described[event.id] = None
+        if len(self._described) > REMEMBERED_EVENTS:
+            del self._described[next(iter(self._described))]
         prompts = camera.frigate.prompts
         template = prompts.get(event.label) or prompts.get("default") or self._config.prompt_for(camera)
+        arrived = message.wall_time
         self._intake.trigger(Trigger(
             camera.id, "frigate", event_prompt(template, event, camera), event.id, message.topic,
-            message.received_at, event.summary, lambda: self._snapshot(camera, event),
+            message.received_at, event.summary, lambda: self._snapshot(camera, event, arrived),
         ))
 
-    def _snapshot(self, camera: CameraConfig, event: FrigateEvent) -> Frame:
-        """The event's snapshot (runs on a capture thread: may wait or fetch)."""
+    def _snapshot(self, camera: CameraConfig, event: FrigateEvent, arrived: float) -> Frame:
+        """The event's snapshot (runs on a capture thread: may wait or fetch).
+
+        Frigate publishes it around the event message; our clock decides what is recent enough,
+        never Frigate's (the two need not agree)."""
         assert camera.frigate is not None
         if camera.frigate.snapshot == "http":
             return self._fetch(camera, event)
         key = (camera.frigate.camera or camera.id, event.label)
         with self._arrived:
-            # Frigate's snapshot may come just after the event: wait for one at least as new.
-            self._arrived.wait_for(lambda: key in self._snapshots and self._snapshots[key][1] >= event.start_time,
-                                   SNAPSHOT_WAIT_S)
+            fresh = self._arrived.wait_for(
+                lambda: key in self._snapshots and self._snapshots[key][1] >= arrived - SNAPSHOT_LEAD_S,
+                SNAPSHOT_WAIT_S)
             found = self._snapshots.get(key)
-        if found is None:
-            raise TriggerError(f"no snapshot of {event.label} from Frigate camera {key[0]} yet "
-                               f"(on {self._prefix}/{key[0]}/{event.label}/snapshot)", code="no_frame")
-        return self._intake.decode(found[0], camera.id, found[1] or time.time())
+        if fresh and found is not None:
+            return self._intake.decode(found[0], camera.id, found[1])
+        if self._config.frigate.api_url is not None:
+            return self._fetch(camera, event)
+        topic = f"{self._prefix}/{key[0]}/{event.label}/snapshot"
+        raise TriggerError(f"Frigate event {event.id}: no snapshot on {topic} within {SNAPSHOT_WAIT_S:g} s of the "
+                           "event (set frigate.api_url to fetch it from Frigate instead)", code="no_frame")
 
     def _fetch(self, camera: CameraConfig, event: FrigateEvent) -> Frame:
         from edge_vlm.sources.http import HttpSnapshotSource  # noqa: PLC0415

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,15 +29,14 @@ from edge_vlm.jobs import Failure, Job, new_request_id
 from edge_vlm.mqtt.connection import Received
 from edge_vlm.mqtt.topics import SNAPSHOT, TRIGGER, Topics
 from edge_vlm.scenes import scene_hash, unchanged
-from edge_vlm.scheduler import Scheduler, SchedulerClosed
+from edge_vlm.scheduler import AUTOMATIC, Scheduler, SchedulerClosed
 from edge_vlm.sources import Source
 from edge_vlm.sources.mqtt_snapshot import LatestSnapshot
 from edge_vlm.triggers import parse_trigger
 
 logger = logging.getLogger(__name__)
 
-CAPTURE_THREADS = 4
-SKIPPABLE = ("snapshot", "motion", "interval")  # asked for by something automatic, not by a person
+MAX_CAPTURE_THREADS = 16  # one per camera whose frames take time to get (rtsp, http), up to this
 
 
 class Outcomes(Protocol):
@@ -57,6 +57,7 @@ class Trigger:
     received_at: float = field(default_factory=time.monotonic)
     event: dict[str, Any] | None = None  # what started it (a Frigate event), published with the result
     grab: Callable[[], Frame] | None = None  # instead of the camera's source (an event's snapshot)
+    superseded: tuple[str, ...] = ()  # triggers this one replaced while they waited for a frame
 
 
 class Intake:
@@ -69,7 +70,13 @@ class Intake:
         self._stats = stats
         self._backend = backend
         self._sources = sources
-        self._capture = ThreadPoolExecutor(CAPTURE_THREADS, thread_name_prefix="edge_vlm-capture")
+        threads = min(MAX_CAPTURE_THREADS, max(1, sum(not s.instant for s in sources.values())))
+        self._capture = ThreadPoolExecutor(threads, thread_name_prefix="edge_vlm-capture")
+        # One capture at a time per camera, and at most one trigger waiting for it (latest wins).
+        self._waiting: dict[str, Trigger] = {}
+        self._capturing: set[str] = set()
+        self._capture_lock = threading.Lock()
+        self._closed = False
         self._described: dict[str, int] = {}  # camera -> scene hash of its last described frame
 
     def subscriptions(self) -> list[str]:
@@ -77,7 +84,17 @@ class Intake:
         return [self._topics.any_camera(SNAPSHOT), self._topics.any_camera(TRIGGER), *dict.fromkeys(extra)]
 
     def close(self) -> None:
-        self._capture.shutdown(wait=True, cancel_futures=True)
+        """No more captures: triggers still waiting for one are answered ``cancelled``."""
+        with self._capture_lock:
+            self._closed = True
+            waiting, self._waiting = list(self._waiting.values()), {}
+        for trigger in waiting:
+            self._cancel(trigger)
+        self._capture.shutdown(wait=True)
+
+    def _cancel(self, trigger: Trigger) -> None:
+        self._outcomes.refuse(Failure(trigger.camera, "cancelled", "the daemon is stopping",
+                                      trigger.request_id, trigger.topic))
 
     def described(self, job: Job) -> None:
         """``job``'s frame is now the camera's last described one (for skipping unchanged scenes)."""
@@ -152,6 +169,7 @@ class Intake:
 
     def trigger(self, trigger: Trigger) -> None:
         """Describe the camera's current frame: grab it from its source, then submit a job."""
+        trigger = dataclasses.replace(trigger, request_id=trigger.request_id or new_request_id())
         try:
             camera = self._camera(trigger.camera)
         except InputError as error:
@@ -160,8 +178,38 @@ class Intake:
         source = self._sources[camera.id]
         if trigger.grab is None and source.instant:
             self._grab_and_submit(camera, trigger, source.grab)
-        else:
-            self._capture.submit(self._grab_and_submit, camera, trigger, trigger.grab or source.grab)
+            return
+        with self._capture_lock:
+            start = False if self._closed else self._wait_for_capture(camera.id, trigger)
+        if self._closed:
+            self._cancel(trigger)
+        elif start:
+            self._capture.submit(self._capture_loop, camera)
+
+    def _wait_for_capture(self, camera: str, trigger: Trigger) -> bool:
+        """Put ``trigger`` in the camera's capture slot; True when no capture is running for it."""
+        waiting = self._waiting.get(camera)
+        if waiting is not None and trigger.origin in AUTOMATIC and waiting.origin not in AUTOMATIC:
+            self._stats.count("jobs_coalesced")  # the trigger someone asked for will describe it
+            return False
+        if waiting is not None:
+            self._stats.count("jobs_coalesced")
+            trigger = dataclasses.replace(trigger, superseded=(*waiting.superseded, str(waiting.request_id)))
+        self._waiting[camera] = trigger
+        if camera in self._capturing:
+            return False
+        self._capturing.add(camera)
+        return True
+
+    def _capture_loop(self, camera: CameraConfig) -> None:
+        """Serve the camera's capture slot until it is empty (runs on a capture thread)."""
+        while True:
+            with self._capture_lock:
+                trigger = self._waiting.pop(camera.id, None)
+                if trigger is None:
+                    self._capturing.discard(camera.id)
+                    return
+            self._grab_and_submit(camera, trigger, trigger.grab or self._sources[camera.id].grab)
 
     def _grab_and_submit(self, camera: CameraConfig, trigger: Trigger, grab: Callable[[], Frame]) -> None:
         started = time.perf_counter()
@@ -180,6 +228,7 @@ class Intake:
     def _submit(self, camera: CameraConfig, trigger: Trigger, frame: Frame, capture_ms: float) -> None:
         request_id = trigger.request_id or new_request_id()
         prompt = trigger.prompt or self._config.prompt_for(camera)
+        superseded = list(trigger.superseded)
         started = time.perf_counter()
         try:
             prepared = self._backend.prepare(frame)
@@ -187,14 +236,14 @@ class Intake:
             self._outcomes.refuse(Failure(camera.id, exc.code, str(exc), request_id, trigger.topic))
             return
         job = Job(camera.id, frame, prepared, prompt, request_id, trigger.origin, received_at=trigger.received_at,
-                  event=trigger.event)
+                  event=trigger.event, superseded_ids=superseded)
         job.timings_ms["capture"] = round(capture_ms, 2)
         job.timings_ms["preprocess"] = round((time.perf_counter() - started) * 1000, 2)
         if camera.skip_unchanged:
             job.scene = scene_hash(frame.pixels)
             last = self._described.get(camera.id)
             same = last is not None and unchanged(last, job.scene, camera.unchanged_distance)
-            if trigger.origin in SKIPPABLE and same:
+            if trigger.origin in AUTOMATIC and same:
                 self._outcomes.skip(job, "the scene looks the same as the last frame described")
                 return
         try:
@@ -204,7 +253,7 @@ class Intake:
             return
         if replaced is not None:
             self._stats.count("jobs_coalesced")
-            logger.debug("%s: job %s replaced the waiting job %s", camera.id, request_id, replaced.request_id)
+            logger.debug("%s: job %s will not run (coalesced)", camera.id, replaced.request_id)
 
     def _camera(self, camera_id: str) -> CameraConfig:
         camera = self._config.camera(camera_id)

@@ -8,6 +8,7 @@ frame. An episode starts when at least ``min_area`` of the frame has been changi
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -51,11 +52,16 @@ def watched_area(shape: tuple[int, ...], ignore: list[tuple[float, float, float,
 
 
 class MotionDetector:
-    """Fed frames from a stream's reader thread; calls ``on_episode`` once per motion episode."""
+    """Calls ``on_episode`` once per motion episode of the frames it is fed.
+
+    A stream's reader thread ``offer()``s frames and goes straight back to reading; the detector's
+    own thread compares the newest one (older ones it had no time for are dropped), so motion
+    detection can never make the reader fall behind the stream.
+    """
 
     def __init__(self, config: MotionConfig, on_episode: Callable[[], None]) -> None:
         self.config = config
-        self.enabled = config.enabled
+        self._enabled = config.enabled
         self.on_episode = on_episode
         self.episodes = 0
         self.suppressed = 0  # episodes within the cooldown
@@ -66,10 +72,51 @@ class MotionDetector:
         self._last_motion = float("-inf")
         self._in_episode = False
         self._last_trigger = float("-inf")
+        self._offered: tuple[np.ndarray, float] | None = None
+        self._offers = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, on: bool) -> None:
+        if on and not self._enabled:  # a fresh start: no episode carried over from before
+            self._previous, self._moving_since, self._in_episode = None, None, False
+        self._enabled = on
+
+    def start(self, name: str) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"edge_vlm-motion-{name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._offers:
+            self._stopping = True
+            self._offers.notify()
+        if self._thread is not None:
+            self._thread.join()
+
+    def offer(self, bgr: np.ndarray) -> None:
+        """A frame of the stream, now; returns at once."""
+        with self._offers:
+            self._offered = (bgr, time.monotonic())
+            self._offers.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._offers:
+                self._offers.wait_for(lambda: self._offered is not None or self._stopping)
+                if self._stopping:
+                    return
+                assert self._offered is not None
+                (bgr, at), self._offered = self._offered, None
+            self.feed(bgr, at)
 
     def feed(self, bgr: np.ndarray, now: float) -> None:
         """One frame of the stream at ``now`` (time.monotonic())."""
-        if not self.enabled:
+        if not self._enabled:
             self._previous = None
             return
         started = time.thread_time()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 
-_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
+# scheme://user:password@host: everything up to the last @ of the authority (a password may hold @)
+_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\s]*@")
+# ?user=admin&password=..., ;pwd=... (cameras that take credentials in the query or the path)
+_SECRET_PARAMETER = re.compile(r"((?:pass(?:word)?|pwd|token|key|secret|auth)=)[^&;#\s/]*", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
-    """``text`` with the user and password of every URL in it replaced by ``***``."""
-    return _USERINFO.sub(r"\1***:***@", text)
+    """``text`` with the credentials of every URL in it replaced by ``***``."""
+    return _SECRET_PARAMETER.sub(r"\1***", _USERINFO.sub(r"\1***:***@", text))

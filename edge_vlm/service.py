@@ -28,7 +28,7 @@ from edge_vlm.mqtt.connection import Connected, Event, Inbox, MqttConnection, Re
 from edge_vlm.mqtt.discovery import discovery_messages, removal_message
 from edge_vlm.mqtt.outputs import failure_message, result_messages, skip_message
 from edge_vlm.mqtt.publisher import Publisher
-from edge_vlm.mqtt.topics import Topics
+from edge_vlm.mqtt.topics import Outbound, Topics
 from edge_vlm.scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class Service:
         self._threads: list[threading.Thread] = []
         self._diagnostics_sent = 0.0
         self._diagnostics_due = False
+        self._sync_token = os.urandom(8).hex().encode()
 
     def start(self) -> None:
         """Load the backend, then connect; raises BackendError if the backend cannot load."""
@@ -73,7 +74,6 @@ class Service:
         logger.info("Backend %s loaded in %.0f ms", self.backend.name, (time.perf_counter() - started) * 1000)
         self._model_availability(True, "loaded")
         self.backend.on_availability(self._model_availability)
-        self.publisher.send_all(self.cameras.states())
         self.cameras.start()
         self.connection.start()
         for name, target in (("dispatcher", self._dispatch_loop), ("worker", self._work_loop)):
@@ -88,19 +88,22 @@ class Service:
         logger.info("Stopping")
         self._stopping.set()
         try:
+            # In the order work flows: no new messages, no new frames, no new jobs, then the job in flight.
+            for thread in self._threads[:1]:  # the dispatcher
+                thread.join(grace)
             self.cameras.stop()
             self.intake.close()
             for job in self.scheduler.close():
                 self._job_failed(job, "cancelled", "the daemon stopped before this job ran")
-            self._join_threads(grace)
+            self._join_worker(grace)
             self._publish_diagnostics(now=True)
         finally:
             self.connection.stop()
             self.backend.close()
         logger.info("Stopped")
 
-    def _join_threads(self, grace: float) -> None:
-        for thread in self._threads:
+    def _join_worker(self, grace: float) -> None:
+        for thread in self._threads[1:]:
             thread.join(grace)
             if thread.is_alive():
                 logger.warning("The job in flight is still running after %.0f s: aborting it", grace)
@@ -131,6 +134,9 @@ class Service:
             if event.payload.strip() == b"online" and not event.retain:
                 logger.info("Home Assistant is online: announcing discovery again")
                 self._announce()
+        elif event.topic == self.topics.sync:
+            if event.payload == self._sync_token:
+                self.cameras.synced()
         elif topic_matches_sub(self.topics.any_camera_device_config, event.topic):
             self._remove_if_stale(event)
         elif self.cameras.handles(event.topic):
@@ -143,7 +149,8 @@ class Service:
             self.intake.handle(event)
 
     def _subscriptions(self) -> list[str]:
-        filters = [*self.intake.subscriptions(), *self.cameras.subscriptions(), *self.frigate.subscriptions()]
+        filters = [*self.intake.subscriptions(), *self.cameras.subscriptions(), *self.frigate.subscriptions(),
+                   self.topics.sync]
         if self.config.discovery.enabled:
             filters += [self.config.discovery.ha_status_topic, self.topics.any_camera_device_config]
         return filters
@@ -154,6 +161,8 @@ class Service:
                 self.connection.publish(message)
         self._publish_diagnostics(now=True)
         self.publisher.republish()
+        # Comes back after the retained messages our subscriptions replay (see Cameras.synced).
+        self.connection.publish(Outbound(self.topics.sync, self._sync_token, retain=False))
 
     def _model_availability(self, available: bool, reason: str) -> None:
         self.publisher.send(model_state_message(self.topics, available=available, reason=reason))

@@ -62,3 +62,19 @@ def test_next_waits_for_a_job_and_close_wakes_it() -> None:
     assert got[1] is None
     with pytest.raises(SchedulerClosed):
         scheduler.submit(job("c", "c1"))
+
+
+def test_an_automatic_job_never_replaces_one_that_was_asked_for() -> None:
+    scheduler = Scheduler()
+    asked = job("a", "t1")
+    asked.origin = "trigger"
+    scheduler.submit(asked)
+    motion = job("a", "m1")
+    motion.origin = "motion"
+    assert scheduler.submit(motion) is motion  # it joins the waiting trigger
+    later = job("a", "t2")
+    later.origin = "frigate"
+    assert scheduler.submit(later) is asked  # a request replaces a request
+    taken = scheduler.next(0)
+    assert taken is not None
+    assert (taken.request_id, taken.superseded_ids) == ("t2", ["m1", "t1"])

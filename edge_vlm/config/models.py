@@ -293,6 +293,11 @@ class AppConfig(StrictModel):
                 raise ValueError(f"cameras[{index}].frigate is set but frigate.enabled is false")
             if camera.frigate.snapshot == "http" and self.frigate.api_url is None:
                 raise ValueError(f"cameras[{index}].frigate.snapshot http needs frigate.api_url")
+            frigate_camera = camera.frigate.camera or camera.id
+            prefix = self.frigate.topic_prefix
+            if any(_takes_frigate_snapshots(f, prefix, frigate_camera) for f in camera.snapshot_topics):
+                raise ValueError(f"cameras[{index}]: its snapshot_topics take Frigate's snapshots, which its "
+                                 "frigate events describe already: remove one or the other")
         return self
 
     def camera(self, camera_id: str) -> CameraConfig | None:
@@ -347,10 +352,18 @@ def filter_matches(topic_filter: str, topic: str) -> bool:
 
 def our_output_topics(base: str, node: str, discovery_prefix: str, cameras: list[str]) -> list[str]:
     """One example of every topic the daemon publishes on (any camera id, known or not)."""
-    topics = [f"{base}/{node}/{leaf}" for leaf in ("status", "diagnostics", "model")]
+    topics = [f"{base}/{node}/{leaf}" for leaf in ("status", "diagnostics", "model", "sync")]
     for camera in [*cameras, "any-camera"]:
         topics += [f"{base}/{camera}/{leaf}"
                    for leaf in ("description", "attributes", "result", "image", "error", "stream", "motion")]
         topics.append(f"{discovery_prefix}/device/edge_vlm_{node}/{camera}/config")
     topics.append(f"{discovery_prefix}/device/edge_vlm_{node}/config")
     return topics
+
+
+def _takes_frigate_snapshots(topic_filter: str, prefix: str, camera: str) -> bool:
+    """Whether a filter matches some ``<prefix>/<camera>/<label>/snapshot``."""
+    levels = topic_filter.split("/")
+    label_at = len(prefix.split("/")) + 1
+    label = levels[label_at] if len(levels) > label_at and levels[label_at] not in ("+", "#") else "any"
+    return filter_matches(topic_filter, f"{prefix}/{camera}/{label}/snapshot")

@@ -60,6 +60,12 @@ class RtspSourceConfig(StrictModel):
             raise ValueError("expected rtsp://[user:password@]host[:port]/path")
         return url
 
+    @model_validator(mode="after")
+    def _password_needs_user(self) -> RtspSourceConfig:
+        if self.password_env is not None and self.username is None:
+            raise ValueError("password_env needs username")
+        return self
+
 
 class HttpSourceConfig(StrictModel):
     type: Literal["http"] = Field(description="http: the camera's snapshot URL (or Frigate's latest.jpg).")
@@ -134,7 +140,9 @@ class FrigateCameraConfig(StrictModel):
     zones: list[str] = Field(default_factory=list, description="Only objects in one of these zones; empty: anywhere.")
     min_score: float = Field(0.0, ge=0, le=1, description="Only objects with at least this top score.")
     event_types: list[Literal["new", "update", "end"]] = Field(
-        ["new"], min_length=1, description="Which of Frigate's event messages start a description.",
+        ["new", "update"], min_length=1, description="Which of Frigate's event messages may start a "
+        "description; each event is described once, on its first message that passes the filters (a new "
+        "event often has no zone yet, an update has).",
     )
     snapshot: Literal["mqtt", "http"] = Field(
         "mqtt", description="mqtt: Frigate's retained <prefix>/<camera>/<label>/snapshot; http: the event's "
@@ -160,3 +168,14 @@ class FrigateConfig(StrictModel):
     topic_prefix: str = Field("frigate", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$",
                               description="Frigate's MQTT topic prefix.")
     api_url: str | None = Field(None, description="Frigate's address for event snapshots, e.g. http://frigate:5000.")
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("expected http(s)://host[:port]")
+            if parts.username or parts.password:
+                raise ValueError("Frigate's API takes no credentials in the URL")
+        return url

@@ -47,6 +47,11 @@ class Topics:
         return f"{self.base}/{self.node}/diagnostics"
 
     @property
+    def sync(self) -> str:
+        """We publish here after subscribing; its coming back tells the retained replay is over."""
+        return f"{self.base}/{self.node}/sync"
+
+    @property
     def model(self) -> str:
         """Whether the model is ready, retained."""
         return f"{self.base}/{self.node}/model"

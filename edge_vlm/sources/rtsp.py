@@ -7,9 +7,12 @@ seconds old (test-infrastructure.md §3). So:
   off the wire, at most one frame interval away;
 - ``on_demand``: connect, ``grab()`` until one call has to wait for the network (the buffer is
   drained: the live edge), convert that frame, disconnect.
+Every frame's capture time is its grab time minus how far the reader lags behind the stream's own
+clock (its timestamps against the wall clock since connecting), so a reader that falls behind
+hands out frames that look as old as they are; one older than ``max_frame_age_s`` is refused.
 A stream that stalls (a hung server keeps the TCP connection open and sends nothing; OpenCV then
 returns stale frames after its read timeout) is detected by timing each grab, and reconnected
-with a doubling delay. A frame older than ``max_frame_age_s`` is never described as current.
+with a doubling delay, reset only once frames have flowed for a while.
 """
 
 from __future__ import annotations
@@ -31,14 +34,42 @@ from edge_vlm.redact import redact
 
 logger = logging.getLogger(__name__)
 
-# OPENCV_FFMPEG_CAPTURE_OPTIONS is read from the process environment while a capture opens:
-# one open at a time, each with its own options.
-_OPEN_LOCK = threading.Lock()
-LIVE_EDGE_GRAB_S = 0.03  # a grab that took longer waited for the network: the buffer is empty
 STALL_SHARE = 0.9  # a grab this close to the read timeout means the stream stalled
+HEALTHY_S = 10.0  # frames flowing this long after a connect reset the reconnect delay
+DEFAULT_FPS = 15.0
 
 StateListener = Callable[[bool, str], None]
-FrameListener = Callable[[np.ndarray, float], None]  # BGR frame, wall-clock capture time
+FrameListener = Callable[[np.ndarray], None]  # a sampled BGR frame; must return at once
+
+
+class _CaptureOptions:
+    """OPENCV_FFMPEG_CAPTURE_OPTIONS is read from the process environment while a capture opens.
+    Opens with the same options may overlap (a camera that hangs in its open timeout must not hold
+    the others up); opens with other options wait until those are done."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._options: str | None = None
+        self._holders = 0
+
+    def open(self, options: str, url: str, params: list[int]) -> cv2.VideoCapture:
+        with self._changed:
+            self._changed.wait_for(lambda: self._holders == 0 or self._options == options)
+            if self._holders == 0:
+                self._options = options
+                os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = options
+            self._holders += 1
+        try:
+            return cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+        finally:
+            with self._changed:
+                self._holders -= 1
+                if self._holders == 0:
+                    os.environ.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)
+                    self._changed.notify_all()
+
+
+_OPTIONS = _CaptureOptions()
 
 
 def stream_url(config: RtspSourceConfig, password: str | None) -> str:
@@ -47,28 +78,18 @@ def stream_url(config: RtspSourceConfig, password: str | None) -> str:
         return config.url
     parts = urlsplit(config.url)
     userinfo = quote(config.username, safe="") + (f":{quote(password, safe='')}" if password else "")
-    host = parts.hostname or ""
-    netloc = f"{userinfo}@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    host_port = parts.netloc.rsplit("@", 1)[-1]  # keeps IPv6 brackets and the port as written
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{host_port}"))
 
 
 def open_capture(config: RtspSourceConfig, url: str) -> cv2.VideoCapture | None:
-    # Setting the variable replaces FFmpeg's defaults: the transport must always be in it.
+    # The variable replaces FFmpeg's defaults: the transport must always be in it.
     options = f"rtsp_transport;{config.transport}"
     if config.fast_probe:
         options += "|analyzeduration;0|probesize;32"
     params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(config.open_timeout_s * 1000),
               cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(config.read_timeout_s * 1000)]
-    with _OPEN_LOCK:
-        previous = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
-        os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = options
-        try:
-            capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
-        finally:
-            if previous is None:
-                del os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"]
-            else:
-                os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = previous
+    capture = _OPTIONS.open(options, url, params)
     if capture.isOpened():
         return capture
     capture.release()
@@ -77,8 +98,24 @@ def open_capture(config: RtspSourceConfig, url: str) -> cv2.VideoCapture | None:
 
 def _frame(camera: str, bgr: np.ndarray, captured_at: float) -> Frame:
     height, width = bgr.shape[:2]
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    return Frame(camera, rgb, (width, height), b"", "RAW", captured_at)
+    return Frame(camera, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (width, height), b"", "RAW", captured_at)
+
+
+class _Lag:
+    """How far behind the stream's own clock the reader is, from its timestamps."""
+
+    def __init__(self, capture: cv2.VideoCapture) -> None:
+        self._capture = capture
+        self._start: tuple[float, float] | None = None  # (wall, stream ms) at the first frame
+
+    def seconds(self, now: float) -> float:
+        position = self._capture.get(cv2.CAP_PROP_POS_MSEC)
+        if position <= 0:  # no timestamps yet (or none at all): assume the live edge
+            return 0.0
+        if self._start is None:
+            self._start = (now, position)
+            return 0.0
+        return max(0.0, (now - self._start[0]) - (position - self._start[1]) / 1000)
 
 
 class RtspSource:
@@ -107,11 +144,16 @@ class RtspSource:
                                             daemon=True)
             self._thread.start()
 
-    def stop(self) -> None:
+    def request_stop(self) -> None:
+        """Ask the reader to stop; ``stop()`` waits for it (stop many sources at once this way)."""
         self._stop.set()
+
+    def stop(self) -> None:
+        self.request_stop()
         if self._thread is not None:
             self._thread.join(self.config.open_timeout_s + self.config.read_timeout_s + 1)
-            self._thread = None
+            if self._thread.is_alive():
+                logger.warning("Camera %s: the stream reader is still blocked in OpenCV", self.camera)
 
     def grab(self) -> Frame:
         frame = self._next_frame() if self.config.mode == "persistent" else self._grab_once()
@@ -141,20 +183,23 @@ class RtspSource:
         while not self._stop.is_set():
             capture = open_capture(self.config, self._url)
             if capture is None:
-                self._set_state(False, f"cannot connect to {self._shown_url}")
-                self._stop.wait(delay)
-                delay = min(delay * 2, self.config.reconnect_max_delay_s)
-                continue
-            delay = 1.0
-            self._set_state(True, "connected")
-            try:
-                reason = self._read(capture)
-            finally:
-                capture.release()
+                reason = f"cannot connect to {self._shown_url}"
+            else:
+                self._set_state(True, "connected")
+                connected_at = time.monotonic()
+                try:
+                    reason = self._read(capture)
+                finally:
+                    capture.release()
+                if time.monotonic() - connected_at >= HEALTHY_S:
+                    delay = 1.0
             self._set_state(False, reason)
+            self._stop.wait(delay)  # always: a stream that fails at once must not spin
+            delay = min(delay * 2, self.config.reconnect_max_delay_s)
 
     def _read(self, capture: cv2.VideoCapture) -> str:
         """Grab frames until the stream ends or stalls; return why it stopped."""
+        lag = _Lag(capture)
         sampled = 0.0
         while not self._stop.is_set():
             started = time.monotonic()
@@ -162,7 +207,7 @@ class RtspSource:
                 return "the stream ended"
             if time.monotonic() - started >= STALL_SHARE * self.config.read_timeout_s:
                 return f"no data for {self.config.read_timeout_s:g} s"
-            now = time.time()
+            captured_at = time.time() - lag.seconds(time.time())
             sample = self.on_frame is not None and time.monotonic() - sampled >= self.sample_interval_s
             if not (self._want.is_set() or sample):
                 continue
@@ -172,20 +217,20 @@ class RtspSource:
             if self._want.is_set():
                 self._want.clear()
                 with self._fresh:
-                    self._latest = _frame(self.camera, bgr, now)
+                    self._latest = _frame(self.camera, bgr, captured_at)
                     self._fresh.notify_all()
             if sample and self.on_frame is not None:
                 sampled = time.monotonic()
-                self.on_frame(bgr, now)
+                self.on_frame(bgr)
         return "stopped"
 
     def _set_state(self, connected: bool, reason: str) -> None:
         flipped = connected != self.connected
         news = flipped or reason != self._reason  # worth a log line: once per state and reason
         self.connected, self._reason = connected, reason
-        if connected:
+        if connected and flipped:
             logger.info("Camera %s: stream %s connected", self.camera, self._shown_url)
-        elif news and not self._stop.is_set():
+        elif news and not connected and not self._stop.is_set():
             logger.warning("Camera %s: stream unavailable (%s); reconnecting", self.camera, reason)
         if flipped and self._on_state is not None:
             self._on_state(connected, reason)
@@ -203,6 +248,9 @@ class RtspSource:
                 capture.release()
 
     def _live_edge(self, capture: cv2.VideoCapture) -> Frame:
+        """Grab until a grab had to wait for the network (half a frame interval): the live edge."""
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        waiting = 0.5 / (fps if 1 <= fps <= 240 else DEFAULT_FPS)
         deadline = time.monotonic() + self.config.read_timeout_s
         while True:
             started = time.monotonic()
@@ -212,8 +260,11 @@ class RtspSource:
             if waited >= STALL_SHARE * self.config.read_timeout_s:
                 raise SourceError(f"camera {self.camera!r} is unavailable: no data for "
                                   f"{self.config.read_timeout_s:g} s")
-            if waited > LIVE_EDGE_GRAB_S or time.monotonic() > deadline:
+            if waited > waiting:
                 break
+            if time.monotonic() > deadline:
+                raise SourceError(f"camera {self.camera!r}: could not catch up with the stream within "
+                                  f"{self.config.read_timeout_s:g} s", code="stale_frame")
         ok, bgr = capture.retrieve()
         if not ok:
             raise SourceError(f"camera {self.camera!r}: a frame could not be decoded")
