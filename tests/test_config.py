@@ -250,3 +250,20 @@ def test_preflight_names_missing_model_files(tmp_path: Path) -> None:
         f"line 6: backend.llm.library: '{tmp_path}/librkllmrt.so': file not found",
         f"line 5: backend.encoder.executable: '{tmp_path}/imgenc': file not found",
     ]
+
+
+def test_frigate_settings_are_checked() -> None:
+    base = "cameras: [{id: door, snapshot_topics: ['frigate/door/+/snapshot'], frigate: {}}]\n"
+    assert problems(base + "frigate: {enabled: true}\n") == [
+        "line 1: (top level): cameras[0]: its snapshot_topics take Frigate's snapshots, which its frigate events "
+        "describe already: remove one or the other",
+    ]
+    assert problems("cameras: [{id: door}]\nfrigate: {enabled: true, api_url: 'http://admin:pw@frigate:5000'}\n") == [
+        "line 2: frigate.api_url: 'http://***:***@frigate:5000': Frigate's API takes no credentials in the URL",
+    ]
+
+
+def test_an_rtsp_password_needs_a_user() -> None:
+    assert problems("cameras: [{id: a, source: {type: rtsp, url: 'rtsp://h/s', password_env: PW}}]\n") == [
+        "line 1: cameras[0].source: password_env needs username",
+    ]

@@ -170,3 +170,30 @@ def test_a_last_snapshot_older_than_allowed_is_refused() -> None:
     with pytest.raises(SourceError, match="its last snapshot is 61 s old, over max_frame_age_s = 60") as caught:
         source.grab()
     assert caught.value.code == "stale_frame"
+
+
+def test_a_reader_that_falls_behind_hands_out_frames_as_old_as_they_are(rtsp_server: ServerFactory) -> None:
+    server = rtsp_server(fps=FPS)
+    states = States()
+    source = RtspSource("cam", config(server.url, max_frame_age_s=1.0), password=None, on_state=states)
+    source.on_frame = lambda bgr: time.sleep(0.15)  # a consumer slower than the stream
+    source.sample_interval_s = 0
+    source.start()
+    try:
+        states.wait(True)
+        frame = source.grab()
+        # The capture time follows the stream's (give or take the server's own latency and a frame).
+        assert abs(age_ms(frame.pixels, frame.captured_at)) < 500
+        deadline = time.monotonic() + 15
+        stale: SourceError | None = None
+        while stale is None:
+            try:
+                frame = source.grab()
+            except SourceError as error:
+                stale = error
+                continue
+            assert time.monotonic() < deadline, "the reader never looked behind"
+            assert abs(age_ms(frame.pixels, frame.captured_at)) < 500
+        assert stale.code == "stale_frame"
+    finally:
+        source.stop()

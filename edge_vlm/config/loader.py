@@ -112,11 +112,11 @@ def _shown(value: Any) -> str:
     return text if len(text) <= MAX_SHOWN_VALUE else text[: MAX_SHOWN_VALUE - 1] + "…"
 
 
-def _data_path(data: Any, loc: tuple[str | int, ...]) -> PathKey:
+def _data_path(data: Any, loc: tuple[str | int, ...], missing: bool) -> PathKey:
     """The error location as a path through the user's data.
 
     pydantic puts union tags and validator names into ``loc``; those are not keys of the YAML,
-    so they are dropped unless they are the last element (a missing key).
+    so they are dropped, unless ``missing`` and the last one: the key that is missing.
     """
     path: list[str | int] = []
     current = data
@@ -125,7 +125,7 @@ def _data_path(data: Any, loc: tuple[str | int, ...]) -> PathKey:
             current = current[part]
         elif isinstance(current, list) and isinstance(part, int) and part < len(current):
             current = current[part]
-        elif index == len(loc) - 1 and isinstance(current, dict):
+        elif missing and index == len(loc) - 1 and isinstance(current, dict):
             current = None
         else:
             continue
@@ -140,7 +140,7 @@ def _secret_path(path: PathKey) -> bool:
 def format_validation_error(error: ValidationError, data: Any, lines: _LineMap) -> list[str]:
     problems = []
     for item in error.errors(include_url=False):
-        path = _data_path(data, tuple(item["loc"]))
+        path = _data_path(data, tuple(item["loc"]), item["type"] == "missing")
         value, message = item["input"], item["msg"].removeprefix("Value error, ")
         context = item.get("ctx") or {}
         if item["type"] == "string_pattern_mismatch":
