@@ -28,8 +28,8 @@ from edge_vlm.config.sources import (
     RtspSourceConfig,
     SourceConfig,
 )
-from edge_vlm.config.vlm import VlmBackendConfig
-from edge_vlm.prompts import estimate_tokens
+from edge_vlm.config.topic_rules import filter_matches, our_output_topics, takes_frigate_snapshots, topic_filter_problem
+from edge_vlm.config.vlm import VlmBackendConfig, context_problem
 
 
 class TlsConfig(StrictModel):
@@ -295,7 +295,7 @@ class AppConfig(StrictModel):
                 raise ValueError(f"cameras[{index}].frigate.snapshot http needs frigate.api_url")
             frigate_camera = camera.frigate.camera or camera.id
             prefix = self.frigate.topic_prefix
-            if any(_takes_frigate_snapshots(f, prefix, frigate_camera) for f in camera.snapshot_topics):
+            if any(takes_frigate_snapshots(f, prefix, frigate_camera) for f in camera.snapshot_topics):
                 raise ValueError(f"cameras[{index}]: its snapshot_topics take Frigate's snapshots, which its "
                                  "frigate events describe already: remove one or the other")
         return self
@@ -309,61 +309,3 @@ class AppConfig(StrictModel):
     @property
     def client_id(self) -> str:
         return self.mqtt.client_id or f"edge_vlm_{self.node_id}"
-
-
-def topic_filter_problem(topic: str) -> str | None:
-    """Why ``topic`` is not a valid MQTT subscription filter, or None if it is."""
-    if not topic or len(topic.encode()) > 65535:
-        return "a topic filter must be 1 to 65535 bytes"
-    if "\0" in topic:
-        return "a topic filter cannot contain NUL"
-    levels = topic.split("/")
-    for index, level in enumerate(levels):
-        if "#" in level and (level != "#" or index != len(levels) - 1):
-            return "# must be a whole level and the last one"
-        if "+" in level and level != "+":
-            return "+ must be a whole level"
-    return None
-
-
-def context_problem(backend: VlmBackendConfig, prompt: str | None) -> str | None:
-    """Why ``prompt`` with an image and a full answer cannot fit the model's context, if it cannot."""
-    tokens = backend.spec.image_tokens
-    if prompt is None or tokens is None:
-        return None
-    needed = estimate_tokens(prompt) + tokens + backend.llm.max_new_tokens
-    if needed <= backend.llm.max_context_len:
-        return None
-    return (f"about {estimate_tokens(prompt)} prompt tokens + {tokens} image tokens + "
-            f"{backend.llm.max_new_tokens} new tokens (llm.max_new_tokens) = {needed} do not fit "
-            f"llm.max_context_len = {backend.llm.max_context_len}")
-
-
-def filter_matches(topic_filter: str, topic: str) -> bool:
-    """Whether an MQTT subscription filter matches a topic (wildcards + and #)."""
-    levels = topic.split("/")
-    for index, level in enumerate(topic_filter.split("/")):
-        if level == "#":
-            return True
-        if index >= len(levels) or level not in ("+", levels[index]):
-            return False
-    return len(topic_filter.split("/")) == len(levels)
-
-
-def our_output_topics(base: str, node: str, discovery_prefix: str, cameras: list[str]) -> list[str]:
-    """One example of every topic the daemon publishes on (any camera id, known or not)."""
-    topics = [f"{base}/{node}/{leaf}" for leaf in ("status", "diagnostics", "model", "sync")]
-    for camera in [*cameras, "any-camera"]:
-        topics += [f"{base}/{camera}/{leaf}"
-                   for leaf in ("description", "attributes", "result", "image", "error", "stream", "motion")]
-        topics.append(f"{discovery_prefix}/device/edge_vlm_{node}/{camera}/config")
-    topics.append(f"{discovery_prefix}/device/edge_vlm_{node}/config")
-    return topics
-
-
-def _takes_frigate_snapshots(topic_filter: str, prefix: str, camera: str) -> bool:
-    """Whether a filter matches some ``<prefix>/<camera>/<label>/snapshot``."""
-    levels = topic_filter.split("/")
-    label_at = len(prefix.split("/")) + 1
-    label = levels[label_at] if len(levels) > label_at and levels[label_at] not in ("+", "#") else "any"
-    return filter_matches(topic_filter, f"{prefix}/{camera}/{label}/snapshot")

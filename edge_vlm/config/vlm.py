@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from edge_vlm.config.base import StrictModel
 from edge_vlm.config.presets import PRESETS
+from edge_vlm.prompts import estimate_tokens
 
 CORE_MASKS = {"auto": 0, "0": 1, "1": 2, "2": 4, "0_1": 3, "0_1_2": 7, "all": 0xFFFF}
 
@@ -180,3 +181,16 @@ class VlmBackendConfig(StrictModel):
         if isinstance(self.encoder, ImgencEncoderConfig):
             found["encoder", "executable"] = self.encoder.executable
         return found
+
+
+def context_problem(backend: VlmBackendConfig, prompt: str | None) -> str | None:
+    """Why ``prompt`` with an image and a full answer cannot fit the model's context, if it cannot."""
+    tokens = backend.spec.image_tokens
+    if prompt is None or tokens is None:
+        return None
+    needed = estimate_tokens(prompt) + tokens + backend.llm.max_new_tokens
+    if needed <= backend.llm.max_context_len:
+        return None
+    return (f"about {estimate_tokens(prompt)} prompt tokens + {tokens} image tokens + "
+            f"{backend.llm.max_new_tokens} new tokens (llm.max_new_tokens) = {needed} do not fit "
+            f"llm.max_context_len = {backend.llm.max_context_len}")
