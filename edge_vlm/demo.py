@@ -23,7 +23,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from PIL import Image
 
-from edge_vlm.config.models import AppConfig, CameraConfig, MqttConfig
+from edge_vlm.config.models import AppConfig, CameraConfig
+from edge_vlm.config.mqtt import MqttConfig
 from edge_vlm.service import Service
 
 WAIT_S = 20.0

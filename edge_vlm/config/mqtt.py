@@ -1,0 +1,85 @@
+"""The broker connection and Home Assistant discovery settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from edge_vlm.config.base import CLIENT_ID_PATTERN, ENV_NAME_PATTERN, TOPIC_PREFIX_PATTERN, StrictModel
+
+
+class TlsConfig(StrictModel):
+    enabled: bool = Field(False, description="Connect to the broker over TLS.")
+    ca_file: Path | None = Field(
+        None, description="CA certificate (PEM) that signed the broker's certificate; "
+        "unset = the system's CA store.",
+    )
+    cert_file: Path | None = Field(None, description="Client certificate (PEM), if the broker asks.")
+    key_file: Path | None = Field(None, description="Private key (PEM) of the client certificate.")
+    verify_hostname: bool = Field(
+        True, description="Check that the broker's certificate names the host we connect to.",
+    )
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: set both or neither")
+        return self
+
+
+class MqttConfig(StrictModel):
+    host: str = Field("127.0.0.1", min_length=1, max_length=253, description="Broker host name or IP.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual for TLS).")
+    client_id: str | None = Field(
+        None, min_length=1, max_length=64, pattern=CLIENT_ID_PATTERN,
+        description="MQTT client id; default edge_vlm_<node_id>. Must be unique on the broker.",
+    )
+    username: str | None = Field(None, min_length=1, max_length=256, description="Broker user name.")
+    password_env: str | None = Field(
+        None, pattern=ENV_NAME_PATTERN,
+        description="Name of the environment variable that holds the broker password "
+        "(the password itself never goes in this file).",
+    )
+    protocol: Literal["3.1.1", "5"] = Field(
+        "5", description='MQTT protocol version: "5" or "3.1.1".',
+    )
+    keepalive: int = Field(60, ge=5, le=3600, description="Keep-alive interval, seconds.")
+    tls: TlsConfig = Field(default_factory=TlsConfig, description="TLS settings.")
+    reconnect_min_delay: int = Field(
+        1, ge=1, le=60, description="First wait before reconnecting, seconds (doubles each try).",
+    )
+    reconnect_max_delay: int = Field(
+        10, ge=1, le=600, description="Longest wait between reconnect attempts, seconds.",
+    )
+    max_queued_messages: int = Field(
+        500, ge=10, le=100_000,
+        description="Results and errors kept for delivery while the broker is unreachable; "
+        "beyond this, new ones are dropped with a warning. Retained states are not counted: "
+        "only the newest of each is kept and republished on reconnect.",
+    )
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_as_text(cls, value: Any) -> Any:
+        # YAML reads `protocol: 5` as an int; accept it rather than make users quote it.
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _delays_ordered(self) -> MqttConfig:
+        if self.reconnect_max_delay < self.reconnect_min_delay:
+            raise ValueError("reconnect_max_delay must be at least reconnect_min_delay")
+        return self
+
+
+class DiscoveryConfig(StrictModel):
+    enabled: bool = Field(True, description="Announce entities with Home Assistant MQTT discovery.")
+    prefix: str = Field(
+        "homeassistant", pattern=TOPIC_PREFIX_PATTERN,
+        description="Home Assistant's discovery prefix.",
+    )
+    ha_status_topic: str = Field(
+        "homeassistant/status", pattern=TOPIC_PREFIX_PATTERN,
+        description="Where Home Assistant publishes online/offline; on online we announce again.",
+    )
