@@ -316,6 +316,46 @@ def test_text_prompt_kv_cache_error_and_async(rt: Runtime, capfd: pytest.Capture
     assert "async not supported by the test runtime" in capfd.readouterr().err
 
 
+REPLY = '{"label": "crème brûlée", "score": 0.93,\n  "tags": ["naïve café", "€😀€😀€"], "note": "say \\"hi\\""}'
+
+
+def test_reply_directive_streams_exactly_its_text(rt: Runtime) -> None:
+    prompt = f"<image>Describe as JSON. [[reply:{REPLY}]]"
+    assert rt.run(prompt, embedding(0)) == 0
+    *tokens, finish = rt.events
+    assert decoded(tokens) == REPLY  # no prefix, no " Café … ok"
+    texts = [e.text for e in tokens if e.state == NORMAL and e.text is not None]
+    assert len(texts) == len(tokens) > len(REPLY.split())  # no WAITING; long words cut into pieces
+    assert [t.decode("utf-8") for t in texts]  # each piece is whole UTF-8 characters
+    assert [e.token_id for e in tokens] == list(range(tokens[0].token_id, tokens[0].token_id + len(tokens)))
+    prefill_ms, prefill_tokens, generate_ms, generate_tokens, memory_mb = finish.perf
+    assert finish.state == FINISH and finish.text is None and prefill_ms > 0 and generate_ms > 0 and memory_mb > 10
+    assert (prefill_tokens, generate_tokens) == (196 + len(prompt.replace("<image>", "").split()), len(tokens))
+    rt.events.clear()  # [[error]] still wins over the reply
+    assert rt.run(f"<image>[[error]] [[reply:{REPLY}]]", embedding(0)) == -1
+    assert [(e.state, e.text) for e in rt.events] == [(ERROR, None)]
+
+
+def test_last_reply_directive_wins(libs: dict[str, Path], model: Path, rt: Runtime, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "calls.jsonl"
+    monkeypatch.setenv(LOG_ENV, str(log))
+    retry = ("<image>Answer in JSON. [[reply:not json, sorry]]\nThat was not valid JSON; try again. "
+             '[[reply:[{"ok": true}]]] [[reply:unterminated')
+    assert rt.run(retry, embedding(0)) == 0
+    assert decoded(rt.events) == '[{"ok": true}]' and rt.events[-1].state == FINISH  # "]]]": TEXT ends with "]"
+    assert json.loads(log.read_text("utf-8"))["prompt"] == retry  # the log keeps the whole prompt
+    rt.events.clear()
+    started = time.monotonic()
+    assert rt.run("[[slow]] [[reply:fine]]", None, multimodal=False) == 0
+    assert decoded(rt.events) == "fine" and time.monotonic() - started >= 0.2
+    limited = Runtime(libs[rt.abi], rt.abi)
+    assert limited.init(model, max_new_tokens=2) == 0
+    assert limited.run("<image>[[reply:one two three]]", embedding(0)) == 0
+    assert [(e.state, e.text) for e in limited.events] == [(NORMAL, b"one"), (NORMAL, b" two"), (FINISH, None)]
+    assert limited.lib.rkllm_destroy(limited.handle) == 0
+
+
 def _child(lib: str, abi: str, model: str, directive: str) -> None:
     """In a subprocess: start a run with the directive, abort after the first token, report whether it returned."""
     runtime = Runtime(Path(lib), abi)

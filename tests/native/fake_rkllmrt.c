@@ -1002,6 +1002,26 @@ static void tokenize(Events *ev, const char *text, size_t from, size_t to) {
     }
 }
 
+/*
+ * The TEXT of the last complete "[[reply:TEXT]]" in the prompt (a pointer into it, its length in *len), or NULL.
+ * Directives are read left to right; TEXT ends at the first "]]", except that "]]]" leaves its first ']' in
+ * TEXT (TEXT can't contain "]]", so it can end with at most one ']'). An unterminated "[[reply:" is ignored.
+ */
+static const char *find_reply(const char *prompt, size_t *len) {
+    static const char tag[] = "[[reply:";
+    const char *found = NULL;
+    for (const char *p = strstr(prompt, tag); p != NULL;) {
+        const char *t = p + sizeof tag - 1;
+        const char *close = strstr(t, "]]");
+        if (close == NULL) break;
+        if (close[2] == ']') close++;
+        found = t;
+        *len = (size_t)(close - t);
+        p = strstr(close + 2, tag);
+    }
+    return found;
+}
+
 static size_t count_occurrences(const char *s, const char *needle) {
     size_t n = 0, len = strlen(needle);
     for (const char *p = strstr(s, needle); p != NULL; p = strstr(p + len, needle)) n++;
@@ -1233,16 +1253,24 @@ API int rkllm_run(LLMHandle handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
     log_run(h, in, ip, sig, NULL);
 
     Events ev = {0};
-    tokenize(&ev, text.data, 0, text.len);
-    /* " Café … ok": é arrives as WAITING (text NULL) + NORMAL "é"; … is split over two NORMAL callbacks */
-    size_t at = text.len;
-    buf_str(&text, " Caf\xc3\xa9 \xe2\x80\xa6 ok");
-    ev_add(&ev, RKLLM_RUN_NORMAL, at, 4);            /* " Caf" */
-    ev_add(&ev, RKLLM_RUN_WAITING, at + 4, 0);       /* (NULL) */
-    ev_add(&ev, RKLLM_RUN_NORMAL, at + 4, 2);        /* "é" */
-    ev_add(&ev, RKLLM_RUN_NORMAL, at + 6, 2);        /* " \xe2" */
-    ev_add(&ev, RKLLM_RUN_NORMAL, at + 8, 2);        /* "\x80\xa6" */
-    ev_add(&ev, RKLLM_RUN_NORMAL, at + 10, 3);       /* " ok" */
+    size_t reply_len = 0;
+    const char *reply = find_reply(prompt, &reply_len);
+    if (reply != NULL) { /* [[reply:TEXT]]: exactly TEXT, tokenized like the derived text, no " Café … ok" */
+        text.len = 0;
+        buf_add(&text, reply, reply_len);
+        tokenize(&ev, text.data, 0, text.len);
+    } else {
+        tokenize(&ev, text.data, 0, text.len);
+        /* " Café … ok": é arrives as WAITING (text NULL) + NORMAL "é"; … is split over two NORMAL callbacks */
+        size_t at = text.len;
+        buf_str(&text, " Caf\xc3\xa9 \xe2\x80\xa6 ok");
+        ev_add(&ev, RKLLM_RUN_NORMAL, at, 4);            /* " Caf" */
+        ev_add(&ev, RKLLM_RUN_WAITING, at + 4, 0);       /* (NULL) */
+        ev_add(&ev, RKLLM_RUN_NORMAL, at + 4, 2);        /* "é" */
+        ev_add(&ev, RKLLM_RUN_NORMAL, at + 6, 2);        /* " \xe2" */
+        ev_add(&ev, RKLLM_RUN_NORMAL, at + 8, 2);        /* "\x80\xa6" */
+        ev_add(&ev, RKLLM_RUN_NORMAL, at + 10, 3);       /* " ok" */
+    }
 
     bool directive_error = strstr(prompt, "[[error]]") != NULL;
     bool directive_segfault = strstr(prompt, "[[segfault]]") != NULL;
