@@ -1,12 +1,5 @@
 """The cameras' own machinery: their sources, motion detectors and interval timers, and the
-Home Assistant controls and states that go with them (stream connected, motion on/off).
-
-The motion switch's state is retained on ``<base>/<cam>/motion``; at start the daemon reads it back
-from the broker, so a switch flipped in Home Assistant survives restarts. Until it has (the broker
-replays retained messages on subscribe, before a message we publish after subscribing comes
-back: ``synced()``), motion detection stays off and no state is published, so a restart never
-flips the switch.
-"""
+stream-connected state that goes with them. (Home Assistant's switches: edge_vlm.controls.)"""
 
 from __future__ import annotations
 
@@ -17,13 +10,13 @@ import time
 from collections.abc import Mapping
 
 from edge_vlm.config.models import AppConfig
-from edge_vlm.intake import Intake, Trigger
+from edge_vlm.intake import Intake
 from edge_vlm.motion import MotionDetector
-from edge_vlm.mqtt.connection import Received
 from edge_vlm.mqtt.publisher import Publisher
-from edge_vlm.mqtt.topics import MOTION, STREAM, Outbound, Topics
+from edge_vlm.mqtt.topics import STREAM, Outbound, Topics
 from edge_vlm.sources import Source, create_source
 from edge_vlm.sources.rtsp import RtspSource
+from edge_vlm.triggers import Trigger
 
 logger = logging.getLogger(__name__)
 
@@ -43,57 +36,18 @@ class Cameras:
             for c in config.cameras
         }
         self.detectors: dict[str, MotionDetector] = {}
-        self._configured = {c.id: c.motion.enabled for c in config.cameras}
         for camera in config.cameras:
             source = self.sources[camera.id]
             if camera.watches_stream and isinstance(source, RtspSource):
                 detector = MotionDetector(camera.motion, functools.partial(self._motion, camera.id))
-                detector.enabled = False  # until synced(): Home Assistant may have switched it off
                 source.on_frame = detector.offer
                 source.sample_interval_s = 1 / camera.motion.sample_fps
                 self.detectors[camera.id] = detector
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
-        self._settled: set[str] = set()  # cameras whose motion switch state is known
 
     def attach(self, intake: Intake) -> None:
         self._intake = intake
-
-    # MQTT
-
-    def subscriptions(self) -> list[str]:
-        """Motion commands, and the motion states (only their retained replay matters: see replay_only)."""
-        return [self._topics.camera(c, f"{MOTION}/set") for c in self.detectors] + self.replay_only()
-
-    def replay_only(self) -> list[str]:
-        return [self._topics.camera(c, MOTION) for c in self.detectors]
-
-    def handles(self, topic: str) -> bool:
-        return any(topic in (self._topics.camera(c, MOTION), self._topics.camera(c, f"{MOTION}/set"))
-                   for c in self.detectors)
-
-    def handle(self, message: Received) -> None:
-        state = message.topic.removesuffix("/set")
-        camera = next(c for c in self.detectors if state == self._topics.camera(c, MOTION))
-        value = message.payload.strip().upper()
-        if value not in (ON, OFF):
-            logger.warning("Ignoring %r on %s: expected ON or OFF", message.payload[:20], message.topic)
-            return
-        if message.topic.endswith("/set") or message.retain:  # a command, or our state read back at start
-            self._settled.add(camera)
-            self.detectors[camera].enabled = value == ON
-            logger.info("Camera %s: motion trigger %s", camera, "on" if value == ON else "off")
-            self._publisher.send(self._motion_state(camera))
-
-    def synced(self) -> None:
-        """Every retained state there was has been read back: the others take their configured value."""
-        for camera in self.detectors.keys() - self._settled:
-            self._settled.add(camera)
-            self.detectors[camera].enabled = self._configured[camera]
-            self._publisher.send(self._motion_state(camera))
-
-    def _motion_state(self, camera: str) -> Outbound:
-        return Outbound(self._topics.camera(camera, MOTION), ON if self.detectors[camera].enabled else OFF, True)
 
     def _stream_state(self, camera: str, connected: bool, reason: str) -> None:
         self._publisher.send(Outbound(self._topics.camera(camera, STREAM), ON if connected else OFF, True))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +19,9 @@ from edge_vlm.config.models import AppConfig, CameraConfig
 from edge_vlm.config.sources import FrigateCameraConfig, HttpSourceConfig
 from edge_vlm.errors import SourceError, TriggerError
 from edge_vlm.frames import Frame
-from edge_vlm.intake import Intake, Trigger
+from edge_vlm.intake import Intake
 from edge_vlm.mqtt.connection import Received
+from edge_vlm.triggers import Trigger
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +76,6 @@ def refusal(event: FrigateEvent, config: FrigateCameraConfig) -> str | None:
     return None
 
 
-def event_prompt(template: str, event: FrigateEvent, camera: CameraConfig) -> str:
-    values = {"label": event.label, "sub_label": event.sub_label or "", "camera": camera.display_name,
-              "zones": ", ".join(event.zones) or "no zone"}
-    return re.sub(r"{(label|sub_label|camera|zones)}", lambda m: values[m.group(1)], template)
-
-
 class FrigateEvents:
     """Frigate's topics, as the dispatcher hands them over."""
 
@@ -95,7 +89,11 @@ class FrigateEvents:
         self._described: dict[str, None] = {}  # event ids, oldest first
 
     def subscriptions(self) -> list[str]:
-        return [f"{self._prefix}/events", f"{self._prefix}/+/+/snapshot"] if self._cameras else []
+        return [f"{self._prefix}/+/+/snapshot"] if self._cameras else []
+
+    def shared_subscriptions(self) -> list[str]:
+        """The events: with several boards in a group, each event goes to one of them."""
+        return [f"{self._prefix}/events"] if self._cameras else []
 
     def _snapshot_key(self, topic: str) -> tuple[str, str] | None:
         """(Frigate camera, label) of a ``<prefix>/<camera>/<label>/snapshot`` topic."""
@@ -136,10 +134,10 @@ class FrigateEvents:
         if len(self._described) > REMEMBERED_EVENTS:
             del self._described[next(iter(self._described))]
         prompts = camera.frigate.prompts
-        template = prompts.get(event.label) or prompts.get("default") or self._config.prompt_for(camera)
+        template = prompts.get(event.label) or prompts.get("default")  # else the camera's profile
         arrived = message.wall_time
         self._intake.trigger(Trigger(
-            camera.id, "frigate", event_prompt(template, event, camera), event.id, message.topic,
+            camera.id, "frigate", template, event.id, message.topic,
             message.received_at, event.summary, lambda: self._snapshot(camera, event, arrived),
         ))
 

@@ -1,68 +1,56 @@
-"""Intake: a snapshot or a trigger becomes a job, or a failure that says what was wrong.
+"""Intake: a snapshot, a trigger or a request becomes a job, or a failure that says what was wrong.
 
-Every trigger (an MQTT trigger, Home Assistant's button, motion, an interval, a Frigate event)
-takes one path: ``trigger()`` checks the camera, grabs a frame from the camera's source, and
-submits a job. Grabbing may block (an HTTP request, an RTSP connection), so it happens on a small
-capture pool, never on the dispatcher thread; snapshots that arrive over MQTT are decoded on the
-dispatcher, overlapping with the backend describing the previous frame.
+Every trigger (an MQTT trigger, Home Assistant's button, motion, an interval, a Frigate event, a
+request) takes one path: ``trigger()`` checks the camera, grabs a frame from its source on the
+capture pool (never the dispatcher thread: it may block), and submits a job with its question:
+the profile asked for, or the one Home Assistant picked for the camera, filled in.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from paho.mqtt.client import topic_matches_sub
 
 from edge_vlm.backends import Backend
+from edge_vlm.capture import CapturePool
+from edge_vlm.config.automation import ProfileConfig
 from edge_vlm.config.models import AppConfig, CameraConfig
+from edge_vlm.controls import Controls
 from edge_vlm.diagnostics import Stats
 from edge_vlm.errors import BackendError, ImageError, InputError, TriggerError
 from edge_vlm.frames import Frame, decode_image
-from edge_vlm.jobs import Failure, Job, new_request_id
+from edge_vlm.jobs import Failure, Job, Reply, new_request_id
 from edge_vlm.mqtt.connection import Received
 from edge_vlm.mqtt.topics import SNAPSHOT, TRIGGER, Topics
+from edge_vlm.prompts import build_prompt, placeholder_values
+from edge_vlm.requests import IMAGE_REQUESTS, RetainedImages, read_request
 from edge_vlm.scenes import scene_hash, unchanged
-from edge_vlm.scheduler import AUTOMATIC, Scheduler, SchedulerClosed
+from edge_vlm.scheduler import AUTOMATIC, REQUEST, Scheduler, SchedulerClosed, SchedulerFull
 from edge_vlm.sources import Source
 from edge_vlm.sources.mqtt_snapshot import LatestSnapshot
-from edge_vlm.triggers import parse_trigger
+from edge_vlm.triggers import Trigger, parse_trigger
 
 logger = logging.getLogger(__name__)
 
-MAX_CAPTURE_THREADS = 16  # one per camera whose frames take time to get (rtsp, http), up to this
-
+UNASKED = AUTOMATIC | {"frigate"}  # triggers nobody waits for: a camera's cooldown holds them back
 
 class Outcomes(Protocol):
     def refuse(self, failure: Failure) -> None: ...
 
     def skip(self, job: Job, reason: str) -> None: ...
 
-
-@dataclass(frozen=True)
-class Trigger:
-    """A request to describe a camera's current frame."""
-
-    camera: str
-    origin: str  # trigger, motion, interval, frigate
-    prompt: str | None = None  # None: the camera's prompt
-    request_id: str | None = None
-    topic: str | None = None  # where it came from, for error messages
-    received_at: float = field(default_factory=time.monotonic)
-    event: dict[str, Any] | None = None  # what started it (a Frigate event), published with the result
-    grab: Callable[[], Frame] | None = None  # instead of the camera's source (an event's snapshot)
-    superseded: tuple[str, ...] = ()  # triggers this one replaced while they waited for a frame
+    def accepted(self, job: Job, replaced: Job | None) -> None: ...
 
 
 class Intake:
     def __init__(self, config: AppConfig, scheduler: Scheduler, outcomes: Outcomes, stats: Stats, *,
-                 backend: Backend, sources: dict[str, Source]) -> None:
+                 backend: Backend, sources: dict[str, Source], controls: Controls,
+                 questions: Callable[[str], dict[str, str]], images: RetainedImages) -> None:
         self._config = config
         self._topics = Topics.from_config(config)
         self._scheduler = scheduler
@@ -70,14 +58,12 @@ class Intake:
         self._stats = stats
         self._backend = backend
         self._sources = sources
-        threads = min(MAX_CAPTURE_THREADS, max(1, sum(not s.instant for s in sources.values())))
-        self._capture = ThreadPoolExecutor(threads, thread_name_prefix="edge_vlm-capture")
-        # One capture at a time per camera, and at most one trigger waiting for it (latest wins).
-        self._waiting: dict[str, Trigger] = {}
-        self._capturing: set[str] = set()
-        self._capture_lock = threading.Lock()
-        self._closed = False
-        self._described: dict[str, int] = {}  # camera -> scene hash of its last described frame
+        self._controls = controls
+        self._questions = questions
+        self.images = images
+        self._capture = CapturePool(1 + sum(not s.instant for s in sources.values()), self._grab_and_submit,
+                                    self._cancel, stats)
+        self._described: dict[str, tuple[float, int | None, str]] = {}  # camera -> (when, scene, text)
 
     def subscriptions(self) -> list[str]:
         extra = [t for camera in self._config.cameras for t in camera.snapshot_topics]
@@ -85,21 +71,11 @@ class Intake:
 
     def close(self) -> None:
         """No more captures: triggers still waiting for one are answered ``cancelled``."""
-        with self._capture_lock:
-            self._closed = True
-            waiting, self._waiting = list(self._waiting.values()), {}
-        for trigger in waiting:
-            self._cancel(trigger)
-        self._capture.shutdown(wait=True)
+        self._capture.close()
 
-    def _cancel(self, trigger: Trigger) -> None:
-        self._outcomes.refuse(Failure(trigger.camera, "cancelled", "the daemon is stopping",
-                                      trigger.request_id, trigger.topic))
-
-    def described(self, job: Job) -> None:
-        """``job``'s frame is now the camera's last described one (for skipping unchanged scenes)."""
-        if job.scene is not None:
-            self._described[job.camera] = job.scene
+    def described(self, job: Job, text: str) -> None:
+        """``job`` was described: its frame and text are now the camera's last ones."""
+        self._described[job.camera] = (time.monotonic(), job.scene, text)
 
     # MQTT messages (dispatcher thread)
 
@@ -112,6 +88,8 @@ class Intake:
                                code="payload_too_large")
             for camera in [own] if own else [c.id for c in extra]:
                 self._refuse(camera, error, message.topic)
+        elif message.topic == self._topics.request:
+            self._request(message)
         elif (camera_id := self._topics.camera_of(message.topic, TRIGGER)) is not None:
             self._mqtt_trigger(camera_id, message)
         elif (camera_id := self._topics.camera_of(message.topic, SNAPSHOT)) is not None:
@@ -129,7 +107,19 @@ class Intake:
         except InputError as error:
             self._refuse(camera_id, error, message.topic)
             return
-        self.trigger(Trigger(camera_id, "trigger", request.prompt, request.id, message.topic, message.received_at))
+        self.trigger(Trigger(camera_id, "trigger", request.prompt, request.id, message.topic, message.received_at,
+                             profile=request.profile))
+
+    def _request(self, message: Received) -> None:
+        forbidden = [*self.subscriptions(), f"{self._config.discovery.prefix}/#", f"{self._topics.base}/+/+/set"]
+        outcome = read_request(message, default_reply=self._topics.default_response, forbidden=forbidden,
+                               images=self.images, decode=self.decode)
+        if isinstance(outcome, Failure):
+            self._outcomes.refuse(outcome)
+        elif outcome is not None and outcome.grab is None:
+            self.trigger(outcome)
+        elif outcome is not None:
+            self._capture.submit(IMAGE_REQUESTS, outcome)
 
     def _own_snapshot(self, camera_id: str, message: Received) -> None:
         try:
@@ -140,9 +130,10 @@ class Intake:
         self._snapshot([camera], message)
 
     def _snapshot(self, cameras: list[CameraConfig], message: Received) -> None:
-        cameras = [c for c in cameras if c.enabled and (c.accept_retained or not message.retain)]
+        cameras = [c for c in cameras if c.enabled and self._controls.value(c.id, "enabled")
+                   and (c.accept_retained or not message.retain)]
         if not cameras:
-            logger.debug("Skipping snapshot on %s (retained, or no enabled camera takes it)", message.topic)
+            logger.debug("Skipping snapshot on %s (retained, or no camera switched on takes it)", message.topic)
             return
         started = time.perf_counter()
         try:
@@ -157,7 +148,8 @@ class Intake:
             source = self._sources[camera.id]
             if isinstance(source, LatestSnapshot):
                 source.update(camera_frame)
-            snapshot = Trigger(camera.id, "snapshot", topic=message.topic, received_at=message.received_at)
+            snapshot = Trigger(camera.id, "snapshot", topic=message.topic, received_at=message.received_at,
+                               request_id=new_request_id())
             self._submit(camera, snapshot, camera_frame, capture_ms)
 
     def decode(self, data: bytes, camera: str, captured_at: float) -> Frame:
@@ -173,87 +165,94 @@ class Intake:
         try:
             camera = self._camera(trigger.camera)
         except InputError as error:
-            self._refuse(trigger.camera, error, trigger.topic, trigger.request_id)
+            if error.code == "camera_disabled" and trigger.origin in UNASKED:  # nobody waits for it
+                logger.debug("%s: %s trigger ignored: %s", trigger.camera, trigger.origin, error)
+            else:
+                self._refuse(trigger.camera, error, trigger.topic, trigger.request_id, trigger.reply)
             return
-        source = self._sources[camera.id]
-        if trigger.grab is None and source.instant:
-            self._grab_and_submit(camera, trigger, source.grab)
-            return
-        with self._capture_lock:
-            start = False if self._closed else self._wait_for_capture(camera.id, trigger)
-        if self._closed:
-            self._cancel(trigger)
-        elif start:
-            self._capture.submit(self._capture_loop, camera)
+        if trigger.grab is None and self._sources[camera.id].instant:
+            self._grab_and_submit(trigger)
+        else:
+            self._capture.submit(camera.id, trigger)
 
-    def _wait_for_capture(self, camera: str, trigger: Trigger) -> bool:
-        """Put ``trigger`` in the camera's capture slot; True when no capture is running for it."""
-        waiting = self._waiting.get(camera)
-        if waiting is not None and trigger.origin in AUTOMATIC and waiting.origin not in AUTOMATIC:
-            self._stats.count("jobs_coalesced")  # the trigger someone asked for will describe it
-            return False
-        if waiting is not None:
-            self._stats.count("jobs_coalesced")
-            trigger = dataclasses.replace(trigger, superseded=(*waiting.superseded, str(waiting.request_id)))
-        self._waiting[camera] = trigger
-        if camera in self._capturing:
-            return False
-        self._capturing.add(camera)
-        return True
-
-    def _capture_loop(self, camera: CameraConfig) -> None:
-        """Serve the camera's capture slot until it is empty (runs on a capture thread)."""
-        while True:
-            with self._capture_lock:
-                trigger = self._waiting.pop(camera.id, None)
-                if trigger is None:
-                    self._capturing.discard(camera.id)
-                    return
-            self._grab_and_submit(camera, trigger, trigger.grab or self._sources[camera.id].grab)
-
-    def _grab_and_submit(self, camera: CameraConfig, trigger: Trigger, grab: Callable[[], Frame]) -> None:
+    def _grab_and_submit(self, trigger: Trigger) -> None:
+        camera = self._config.camera(trigger.camera)
         started = time.perf_counter()
         try:
-            frame = grab()
+            frame = (trigger.grab or self._sources[trigger.camera].grab)()
         except InputError as error:
-            self._refuse(camera.id, error, trigger.topic, trigger.request_id)
+            self._refuse(trigger.camera, error, trigger.topic, trigger.request_id, trigger.reply)
             return
         except Exception:  # a capture thread must report, never die silently
-            logger.exception("Grabbing a frame from camera %s failed", camera.id)
-            self._refuse(camera.id, InputError("the camera's source failed unexpectedly; see the log",
-                                               code="camera_unavailable"), trigger.topic, trigger.request_id)
+            logger.exception("Grabbing a frame for %s failed", trigger.camera or "a request")
+            self._refuse(trigger.camera, InputError("the camera's source failed unexpectedly; see the log",
+                                                    code="camera_unavailable"),
+                         trigger.topic, trigger.request_id, trigger.reply)
             return
         self._submit(camera, trigger, frame, (time.perf_counter() - started) * 1000)
 
-    def _submit(self, camera: CameraConfig, trigger: Trigger, frame: Frame, capture_ms: float) -> None:
-        request_id = trigger.request_id or new_request_id()
-        prompt = trigger.prompt or self._config.prompt_for(camera)
-        superseded = list(trigger.superseded)
-        started = time.perf_counter()
+    def _profile(self, camera: CameraConfig | None, trigger: Trigger) -> ProfileConfig:
+        """The trigger's profile, else Home Assistant's pick for the camera (its custom prompt first)."""
+        if trigger.profile is not None:
+            if trigger.profile != "default" and trigger.profile not in self._config.profiles:
+                raise TriggerError(f"no profile {trigger.profile!r}; configured: {self._config.profile_names}")
+            return self._config.profile_for(camera or self._config.cameras[0], trigger.profile)
+        if camera is None:
+            return self._config.profile_for(self._config.cameras[0], "default")
+        custom = self._controls.value(camera.id, "prompt")
+        if custom:
+            return ProfileConfig(prompt=custom)
+        return self._config.profile_for(camera, self._controls.value(camera.id, "profile"))
+
+    def _submit(self, camera: CameraConfig | None, trigger: Trigger, frame: Frame, capture_ms: float) -> None:
+        request_id = str(trigger.request_id)
         try:
+            profile = self._profile(camera, trigger)
+            started = time.perf_counter()
             prepared = self._backend.prepare(frame)
-        except BackendError as exc:
-            self._outcomes.refuse(Failure(camera.id, exc.code, str(exc), request_id, trigger.topic))
+        except (InputError, BackendError) as exc:
+            self._refuse(trigger.camera, exc, trigger.topic, request_id, trigger.reply)  # type: ignore[arg-type]
             return
-        job = Job(camera.id, frame, prepared, prompt, request_id, trigger.origin, received_at=trigger.received_at,
-                  event=trigger.event, superseded_ids=superseded)
+        last = self._described.get(trigger.camera)
+        values = placeholder_values(camera=camera.display_name if camera else "the image",
+                                    previous=last[2] if last else None, language=self._config.language,
+                                    event=trigger.event)
+        prompt = (build_prompt(ProfileConfig(prompt=trigger.prompt), values, self._config.language)
+                  if trigger.prompt else build_prompt(profile, values, self._config.language))
+        job = Job(trigger.camera, frame, prepared, prompt, request_id, trigger.origin, received_at=trigger.received_at,
+                  event=trigger.event, superseded_ids=list(trigger.superseded), reply=trigger.reply,
+                  fields=dict(profile.fields) if not trigger.prompt else {},
+                  retry_prompt=profile.retry_prompt,
+                  questions=self._questions(trigger.camera) if trigger.origin != REQUEST else {})
         job.timings_ms["capture"] = round(capture_ms, 2)
         job.timings_ms["preprocess"] = round((time.perf_counter() - started) * 1000, 2)
-        if camera.skip_unchanged:
-            job.scene = scene_hash(frame.pixels)
-            last = self._described.get(camera.id)
-            same = last is not None and unchanged(last, job.scene, camera.unchanged_distance)
-            if trigger.origin in AUTOMATIC and same:
-                self._outcomes.skip(job, "the scene looks the same as the last frame described")
-                return
+        if camera is not None and trigger.origin in UNASKED and (reason := self._not_worth_it(camera, job, last)):
+            self._outcomes.skip(job, reason)
+            return
         try:
             replaced = self._scheduler.submit(job)
         except SchedulerClosed:
-            self._outcomes.refuse(Failure(camera.id, "cancelled", "the daemon is stopping", request_id, trigger.topic))
+            self._refuse(trigger.camera, InputError("the daemon is stopping", code="cancelled"), trigger.topic,
+                         request_id, trigger.reply)
+            return
+        except SchedulerFull:
+            self._refuse(trigger.camera, InputError("too many requests wait for this camera", code="busy"),
+                         trigger.topic, request_id, trigger.reply)
             return
         if replaced is not None:
             self._stats.count("jobs_coalesced")
-            logger.debug("%s: job %s will not run (coalesced)", camera.id, replaced.request_id)
+        self._outcomes.accepted(job, replaced)
+
+    def _not_worth_it(self, camera: CameraConfig, job: Job, last: tuple[float, int | None, str] | None) -> str | None:
+        """Why a job that came by itself need not run: the camera's cooldown, or an unchanged scene."""
+        cooldown = float(self._controls.value(camera.id, "cooldown"))
+        if last is not None and time.monotonic() - last[0] < cooldown:
+            return f"within the camera's cooldown of {cooldown:g} s"
+        if camera.skip_unchanged and job.origin in AUTOMATIC:
+            job.scene = scene_hash(job.frame.pixels)
+            if last is not None and last[1] is not None and unchanged(last[1], job.scene, camera.unchanged_distance):
+                return "the scene looks the same as the last frame described"
+        return None
 
     def _camera(self, camera_id: str) -> CameraConfig:
         camera = self._config.camera(camera_id)
@@ -262,7 +261,16 @@ class Intake:
             raise TriggerError(f"unknown camera {camera_id!r} (configured: {known})", code="unknown_camera")
         if not camera.enabled:
             raise TriggerError(f"camera {camera_id!r} is disabled in the configuration", code="camera_disabled")
+        if not self._controls.value(camera.id, "enabled"):
+            raise TriggerError(f"camera {camera_id!r} is switched off in Home Assistant", code="camera_disabled")
         return camera
 
-    def _refuse(self, camera: str, error: InputError, topic: str | None, request_id: str | None = None) -> None:
-        self._outcomes.refuse(Failure(camera, error.code, str(error), request_id or error.request_id, topic))
+    def _cancel(self, trigger: Trigger) -> None:
+        self._refuse(trigger.camera, InputError("the daemon is stopping", code="cancelled"), trigger.topic,
+                     trigger.request_id, trigger.reply)
+
+    def _refuse(self, camera: str, error: InputError, topic: str | None, request_id: str | None = None,
+                reply: Reply | None = None) -> None:
+        origin = REQUEST if reply is not None else None
+        self._outcomes.refuse(Failure(camera, error.code, str(error), request_id or error.request_id, topic,
+                                      reply, origin))

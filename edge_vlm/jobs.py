@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_vlm.config.automation import FieldSpec
 from edge_vlm.frames import Frame
 
 _sequence = itertools.count(1)
@@ -21,6 +22,14 @@ def new_request_id() -> str:
     return f"{_RUN_TAG}-{next(_sequence)}"
 
 
+@dataclass(frozen=True)
+class Reply:
+    """Where the answer to a request goes: its response topic, and the correlation data to echo."""
+
+    topic: str
+    correlation: bytes | None = None
+
+
 @dataclass
 class Job:
     """A frame to describe, with everything the result must carry back."""
@@ -30,7 +39,7 @@ class Job:
     prepared: np.ndarray  # the backend's input, made from the frame on the dispatcher thread
     prompt: str
     request_id: str
-    origin: str  # "snapshot" or "trigger"
+    origin: str  # snapshot, trigger, motion, interval, frigate, request
     received_at: float  # time.monotonic() when the message that asked for it arrived
     queued_at: float = field(default_factory=time.monotonic)
     timings_ms: dict[str, float] = field(default_factory=dict)  # stages before the backend
@@ -38,6 +47,10 @@ class Job:
     event: dict[str, Any] | None = None  # what started it (a Frigate event), published with the result
     scene: int | None = None  # the frame's scene hash, when the camera skips unchanged scenes
     accepted_wall: float = field(default_factory=time.time)
+    fields: dict[str, FieldSpec] = field(default_factory=dict)  # the JSON fields the answer must have
+    retry_prompt: str = ""  # asked once when the JSON answer is invalid ({error} filled then)
+    questions: dict[str, str] = field(default_factory=dict)  # alert rule -> yes/no question to ask too
+    reply: Reply | None = None  # a request's answer goes here, and nowhere else
 
     @property
     def frame_age_ms(self) -> float:
@@ -70,10 +83,19 @@ class Result:
     description: Description
     backend: str
     finished_at: float  # wall clock
+    fields: dict[str, Any] | None = None  # the structured answer, checked
+    answers: dict[str, bool | None] = field(default_factory=dict)  # alert rule -> the model's yes or no
+    extra_ms: dict[str, float] = field(default_factory=dict)  # a retry, the questions
 
     @property
     def timings_ms(self) -> dict[str, float]:
-        return {**self.job.timings_ms, **self.description.timings_ms}
+        return {**self.job.timings_ms, **self.description.timings_ms, **self.extra_ms}
+
+    @property
+    def text(self) -> str:
+        """The description: a structured answer's summary (or title), else what the model said."""
+        fields = self.fields or {}
+        return str(fields.get("summary") or fields.get("title") or self.description.text).strip()
 
 
 @dataclass(frozen=True)
@@ -85,3 +107,5 @@ class Failure:
     message: str
     request_id: str | None = None
     topic: str | None = None  # the topic the input arrived on
+    reply: Reply | None = None  # a request's error goes here instead of the camera's error topic
+    origin: str | None = None  # what the failed job came from

@@ -1,29 +1,38 @@
-"""Which job runs next: one slot per camera, latest wins, cameras served in arrival order.
+"""Which job runs next: one slot per camera, latest wins, cameras served in turn.
 
 A camera that sends ten snapshots while the backend is busy gets one job, for the newest frame,
-that records the nine it replaced. It keeps the place in line its first waiting job had, so a
-busy camera cannot push the others back, and there are never more jobs waiting than cameras.
-A job something asked for (a trigger, a Frigate event) is never replaced by one that came by
-itself (a snapshot, motion, an interval): the automatic one joins the waiting one instead.
+that records the nine it replaced. Cameras with work take turns in the order their work arrived,
+so a busy camera cannot push the others back, and there are never more such jobs waiting than
+cameras. A job something asked for (a trigger, a Frigate event) is never replaced by one that came
+by itself (a snapshot, motion, an interval): the automatic one joins the waiting one instead.
+Requests ("ask anything") are different: each is answered, in the order they came, per camera.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 from edge_vlm.jobs import Job
 
 AUTOMATIC = frozenset({"snapshot", "motion", "interval"})
+REQUEST = "request"
+MAX_REQUESTS = 32  # waiting per camera
 
 
 class SchedulerClosed(Exception):
     """The scheduler takes no more jobs: the daemon is stopping."""
 
 
+class SchedulerFull(Exception):
+    """Too many requests wait for this camera already."""
+
+
 class Scheduler:
     def __init__(self) -> None:
-        self._waiting: OrderedDict[str, Job] = OrderedDict()
+        self._slots: dict[str, Job] = {}  # camera -> its latest-wins job
+        self._requests: dict[str, deque[Job]] = {}  # camera -> its requests, first come first served
+        self._turns: OrderedDict[str, None] = OrderedDict()  # cameras with work, in turn order
         self._changed = threading.Condition()
         self._closed = False
 
@@ -33,34 +42,53 @@ class Scheduler:
         with self._changed:
             if self._closed:
                 raise SchedulerClosed
-            waiting = self._waiting.get(job.camera)
-            if waiting is not None and job.origin in AUTOMATIC and waiting.origin not in AUTOMATIC:
-                waiting.superseded_ids.append(job.request_id)
-                return job
-            if waiting is not None:
-                job.superseded_ids = [*waiting.superseded_ids, waiting.request_id, *job.superseded_ids]
-            self._waiting[job.camera] = job  # an existing key keeps its position
+            dropped = self._enqueue(job)
+            if job.camera not in self._turns:
+                self._turns[job.camera] = None
             self._changed.notify()
-            return waiting
+            return dropped
+
+    def _enqueue(self, job: Job) -> Job | None:
+        if job.origin == REQUEST:
+            requests = self._requests.setdefault(job.camera, deque())
+            if len(requests) >= MAX_REQUESTS:
+                raise SchedulerFull
+            requests.append(job)
+            return None
+        waiting = self._slots.get(job.camera)
+        if waiting is not None and job.origin in AUTOMATIC and waiting.origin not in AUTOMATIC:
+            waiting.superseded_ids.append(job.request_id)
+            return job
+        if waiting is not None:
+            job.superseded_ids = [*waiting.superseded_ids, waiting.request_id, *job.superseded_ids]
+        self._slots[job.camera] = job
+        return waiting
 
     def next(self, timeout: float | None = None) -> Job | None:
         """The next job, waiting up to ``timeout``; None on timeout or once closed and empty."""
         with self._changed:
-            self._changed.wait_for(lambda: self._waiting or self._closed, timeout)
-            if not self._waiting:
+            self._changed.wait_for(lambda: self._turns or self._closed, timeout)
+            if not self._turns:
                 return None
-            return self._waiting.popitem(last=False)[1]
+            camera, _ = self._turns.popitem(last=False)
+            requests = self._requests.get(camera)
+            job = requests.popleft() if requests else self._slots.pop(camera)
+            if requests or camera in self._slots:
+                self._turns[camera] = None  # more for this camera: after the others
+            return job
 
     def close(self) -> list[Job]:
         """Take no more jobs; return those still waiting, which will not run."""
         with self._changed:
             self._closed = True
-            left = list(self._waiting.values())
-            self._waiting.clear()
+            left = [*self._slots.values(), *(job for jobs in self._requests.values() for job in jobs)]
+            self._slots.clear()
+            self._requests.clear()
+            self._turns.clear()
             self._changed.notify_all()
             return left
 
     @property
     def depth(self) -> int:
         with self._changed:
-            return len(self._waiting)
+            return len(self._slots) + sum(len(jobs) for jobs in self._requests.values())

@@ -3,7 +3,12 @@
 Threads:
 - paho's network thread: callbacks only put events into the inbox;
 - the dispatcher: handles events in order (connect → subscribe and announce; messages → intake);
-- the worker: runs one job at a time on the backend and publishes its result.
+- the worker: runs one job at a time on the backend and publishes its result;
+- capture threads (edge_vlm.capture), the alerts' timer (edge_vlm.alerts).
+
+A job's life on MQTT: ``pending`` on the camera's event topic (and its image) when accepted, then
+``described``, ``failed`` or ``superseded`` under the same id; a request's answer goes to its
+response topic only.
 """
 
 from __future__ import annotations
@@ -13,22 +18,35 @@ import os
 import threading
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from paho.mqtt.client import topic_matches_sub
 
+from edge_vlm.alerts import Alerts
+from edge_vlm.answers import answer
 from edge_vlm.backends import Backend, create_backend
 from edge_vlm.cameras import Cameras
 from edge_vlm.config.models import AppConfig
+from edge_vlm.controls import Controls
 from edge_vlm.diagnostics import Stats, diagnostics_message, model_state_message
 from edge_vlm.errors import BackendError
 from edge_vlm.frigate import FrigateEvents
 from edge_vlm.intake import Intake
-from edge_vlm.jobs import Failure, Job, Result
+from edge_vlm.jobs import Failure, Job
 from edge_vlm.mqtt.connection import Connected, Event, Inbox, MqttConnection, Received
 from edge_vlm.mqtt.discovery import discovery_messages, removal_message
-from edge_vlm.mqtt.outputs import failure_message, result_messages, skip_message
+from edge_vlm.mqtt.outputs import (
+    event_message,
+    failure_message,
+    image_message,
+    reply_message,
+    result_messages,
+    result_payload,
+    skip_message,
+)
 from edge_vlm.mqtt.publisher import Publisher
-from edge_vlm.mqtt.topics import Outbound, Topics
+from edge_vlm.mqtt.topics import IMAGE, Outbound, Topics
+from edge_vlm.requests import RetainedImages
 from edge_vlm.scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
@@ -53,11 +71,15 @@ class Service:
         self.publisher = Publisher(self.connection, config.mqtt.max_queued_messages)
         self.cameras = Cameras(config, os.environ if environ is None else environ, self.publisher,
                                self.backend.min_long_side)
+        self._switches: dict[tuple[str, str], bool] = {}  # (camera, enabled|motion) -> on
+        self.controls = Controls(config, self.publisher, self._apply_control)
+        self.alerts = Alerts(config, self.publisher)
         self.intake = Intake(config, self.scheduler, self, self.stats, backend=self.backend,
-                             sources=self.cameras.sources)
+                             sources=self.cameras.sources, controls=self.controls, questions=self.alerts.questions,
+                             images=RetainedImages(self.connection.subscribe, self.connection.unsubscribe))
         self.cameras.attach(self.intake)
         self.frigate = FrigateEvents(config, self.intake)
-        replay_only = [self.topics.any_camera_device_config, *self.cameras.replay_only()]
+        replay_only = [self.topics.any_camera_device_config, *self.controls.replay_only()]
         self.connection.subscribe_on_connect(self._subscriptions(), replay_only)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -74,6 +96,8 @@ class Service:
         logger.info("Backend %s loaded in %.0f ms", self.backend.name, (time.perf_counter() - started) * 1000)
         self._model_availability(True, "loaded")
         self.backend.on_availability(self._model_availability)
+        self.controls.configured()
+        self.alerts.start()
         self.cameras.start()
         self.connection.start()
         for name, target in (("dispatcher", self._dispatch_loop), ("worker", self._work_loop)):
@@ -96,6 +120,7 @@ class Service:
             for job in self.scheduler.close():
                 self._job_failed(job, "cancelled", "the daemon stopped before this job ran")
             self._join_worker(grace)
+            self.alerts.stop()
             self._publish_diagnostics(now=True)
         finally:
             self.connection.stop()
@@ -128,7 +153,9 @@ class Service:
     def _dispatch(self, event: Event) -> None:
         if isinstance(event, Connected):
             self._announce()
-        elif event.topic == self.config.discovery.ha_status_topic:
+            return
+        self.intake.images.offer(event)  # a request may wait for this topic's retained image
+        if event.topic == self.config.discovery.ha_status_topic:
             # Home Assistant restarted: it lost our entities until they are announced again.
             # Its retained "online" arrives on every subscribe and needs nothing.
             if event.payload.strip() == b"online" and not event.retain:
@@ -136,11 +163,11 @@ class Service:
                 self._announce()
         elif event.topic == self.topics.sync:
             if event.payload == self._sync_token:
-                self.cameras.synced()
+                self.controls.synced()
         elif topic_matches_sub(self.topics.any_camera_device_config, event.topic):
             self._remove_if_stale(event)
-        elif self.cameras.handles(event.topic):
-            self.cameras.handle(event)
+        elif self.controls.handles(event.topic):
+            self.controls.handle(event)
         elif self.frigate.handles(event.topic):
             self.frigate.handle(event)
             if event.topic.endswith("/snapshot"):  # it may also be one of a camera's snapshot_topics
@@ -149,8 +176,12 @@ class Service:
             self.intake.handle(event)
 
     def _subscriptions(self) -> list[str]:
-        filters = [*self.intake.subscriptions(), *self.cameras.subscriptions(), *self.frigate.subscriptions(),
-                   self.topics.sync]
+        # Shared with the other boards of the group: the broker hands each message to one of them.
+        shared = [self.topics.request, *self.frigate.shared_subscriptions()]
+        if self.config.mqtt.shared_group is not None:
+            shared = [f"$share/{self.config.mqtt.shared_group}/{f}" for f in shared]
+        filters = [*self.intake.subscriptions(), *self.controls.subscriptions(), *self.frigate.subscriptions(),
+                   *shared, self.topics.sync]
         if self.config.discovery.enabled:
             filters += [self.config.discovery.ha_status_topic, self.topics.any_camera_device_config]
         return filters
@@ -173,6 +204,29 @@ class Service:
         if event.payload and self.config.camera(camera) is None:
             logger.info("Camera %r is no longer configured: removing its Home Assistant device", camera)
             self.connection.publish(removal_message(event.topic))
+
+    def _apply_control(self, camera: str, name: str, value: Any) -> None:
+        """A setting changed (or was read back): motion detection runs when the camera is on and
+        its motion switch is too."""
+        if name in ("enabled", "motion"):
+            self._switches[camera, name] = bool(value)
+        detector = self.cameras.detectors.get(camera)
+        if detector is not None:
+            detector.enabled = self._switches.get((camera, "enabled"), True) and self._switches.get(
+                (camera, "motion"), False)
+
+    # Outcomes of the intake (dispatcher and capture threads)
+
+    def accepted(self, job: Job, replaced: Job | None) -> None:
+        """Notify fast: the image and a ``pending`` event at once; the description follows."""
+        if replaced is not None:
+            self.publisher.send(event_message(replaced, "superseded", self.topics, by=job.request_id))
+        if job.reply is None:
+            image = job.frame.jpeg(self.config.limits.max_published_image_bytes)
+            self.publisher.send_all([
+                image_message(job, image, self.topics),
+                event_message(job, "pending", self.topics, image_topic=self.topics.camera(job.camera, IMAGE)),
+            ])
 
     def refuse(self, failure: Failure) -> None:
         """An input that could not become a job: one log line, one error message."""
@@ -222,7 +276,7 @@ class Service:
     def _run(self, job: Job) -> None:
         job.timings_ms["queued"] = round((time.monotonic() - job.queued_at) * 1000, 2)
         try:
-            description = self.backend.describe(job.prepared, job.frame, job.prompt)
+            result = answer(self.backend, job)
         except BackendError as exc:
             self._job_failed(job, exc.code, str(exc))
             return
@@ -231,18 +285,31 @@ class Service:
             self._job_failed(job, "backend_failed", f"{type(exc).__name__}: {exc}")
             return
         latency_ms = (time.monotonic() - job.received_at) * 1000
-        result = Result(job, description, self.backend.name, time.time())
-        image = job.frame.jpeg(self.config.limits.max_published_image_bytes)
-        self.publisher.send_all(result_messages(result, self.topics, latency_ms=latency_ms, image=image))
-        self.intake.described(job)
+        if job.reply is not None:
+            self.publisher.send(reply_message(job.reply, result_payload(result, latency_ms=latency_ms)))
+        else:
+            fired = self.alerts.check(result)
+            payload = result_payload(result, latency_ms=latency_ms, alerts=fired)
+            self.publisher.send_all([*result_messages(payload, self.topics),
+                                     event_message(job, "described", self.topics, **_event_values(payload))])
+            self.intake.described(job, result.text)
         self.stats.job_done(latency_ms)
         self._publish_diagnostics()
-        logger.info("%s: described in %.0f ms [%s, id %s, %s]: %s", job.camera, latency_ms, job.origin,
-                    job.request_id, _timings_text(result.timings_ms), description.text)
+        logger.info("%s: described in %.0f ms [%s, id %s, %s]: %s", job.camera or "request", latency_ms, job.origin,
+                    job.request_id, _timings_text(result.timings_ms), result.description.text)
 
     def _job_failed(self, job: Job, code: str, message: str) -> None:
         self.stats.count("jobs_failed")
-        self._publish_failure(Failure(job.camera, code, message, job.request_id, None))
+        failure = Failure(job.camera, code, message, job.request_id, None, job.reply, job.origin)
+        self._publish_failure(failure)
+        if job.reply is None:
+            self.publisher.send(event_message(job, "failed", self.topics, error=code, message=message))
+
+
+def _event_values(payload: dict[str, Any]) -> dict[str, Any]:
+    """What a ``described`` event carries: enough for a notification, no more."""
+    keys = ("description", "text", "title", "fields", "alerts", "latency_ms", "frame_time", "superseded_ids")
+    return {key: payload[key] for key in keys}
 
 
 def _timings_text(timings: dict[str, float]) -> str:

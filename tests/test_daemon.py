@@ -287,7 +287,8 @@ def test_results_from_a_long_outage_are_bounded_and_status_comes_back(
     broker = restartable_broker
     cameras = [{"id": f"cam{i}"} for i in range(12)]
     config = app_config(broker.port, cameras=cameras, mqtt={"port": broker.port, "reconnect_min_delay": 1,
-                                                            "reconnect_max_delay": 1, "max_queued_messages": 10})
+                                                            "reconnect_max_delay": 1, "max_queued_messages": 20})
+    # Each job done in the outage leaves two events: its result and its "described" event.
     recorder = watch(make_recorder, broker, config, client_id="outage-watcher", persistent=True)
     backend = GatedBackend()
     service = make_daemon(config, backend)

@@ -7,8 +7,15 @@ import json
 import numpy as np
 
 from edge_vlm.frames import Frame
-from edge_vlm.jobs import Description, Failure, Job, Result
-from edge_vlm.mqtt.outputs import HA_STATE_MAX, failure_message, result_messages, shorten
+from edge_vlm.jobs import Description, Failure, Job, Reply, Result
+from edge_vlm.mqtt.outputs import (
+    HA_STATE_MAX,
+    event_message,
+    failure_message,
+    result_messages,
+    result_payload,
+    shorten,
+)
 from edge_vlm.mqtt.topics import Topics
 
 TOPICS = Topics("edge_vlm", "board", "homeassistant")
@@ -43,24 +50,62 @@ def test_result_messages() -> None:
     long_text = "word " * 100
     result = Result(job, Description(long_text, {"analyze": 40.0}, {"people": 2}), "opencv", 1_700_000_001.5)
 
-    image, description, attributes, event = result_messages(result, TOPICS, latency_ms=45.04, image=b"JPEG!")
+    description, attributes, event = result_messages(result_payload(result, latency_ms=45.04), TOPICS)
 
-    assert (image.topic, image.payload, image.retain) == ("edge_vlm/porch/image", b"JPEG!", True)
     assert description.topic == "edge_vlm/porch/description" and description.retain
     assert description.payload.decode() == shorten(long_text)
-    common = {"id": "id-1", "prompt": "What is there?", "backend": "opencv",
+    common = {"title": None, "fields": None, "id": "id-1", "prompt": "What is there?", "backend": "opencv",
               "frame_time": "2023-11-14T22:13:20.000+00:00", "frame_age_ms": 250.0,
               "described_at": "2023-11-14T22:13:21.500+00:00",
-              "latency_ms": 45.0, "coalesced": 1}
+              "latency_ms": 45.0, "coalesced": 1, "origin": "trigger"}
     assert attributes.topic == "edge_vlm/porch/attributes" and attributes.retain
     assert json.loads(attributes.payload) == {"text": long_text.strip(), **common}
     assert event.topic == "edge_vlm/porch/result" and not event.retain
     assert json.loads(event.payload) == {
         "camera": "porch", "text": long_text.strip(), "description": shorten(long_text), **common,
-        "origin": "trigger", "superseded_ids": ["id-0"],
+        "answers": None, "alerts": None, "superseded_ids": ["id-0"],
         "timings_ms": {"capture": 2.0, "queued": 1.0, "analyze": 40.0},
         "image_size": [1920, 1080], "details": {"people": 2}, "event": {"source": "frigate", "id": "ev1"},
     }
+
+
+def test_a_structured_result_publishes_its_fields_and_summary() -> None:
+    frame = Frame("porch", np.zeros((4, 6, 3), np.uint8), (6, 4), b"jpeg", "JPEG", 1_700_000_000.0)
+    job = Job("porch", frame, frame.pixels, "JSON please", "id-2", "motion", received_at=0.0)
+    fields = {"title": "Parcel", "summary": "A courier leaves a parcel.", "people": 1}
+    answer = '{"title": "Parcel", "summary": "A courier leaves a parcel.", "people": 1}'
+    result = Result(job, Description(answer, {"generate": 900.0}), "rkllm", 1_700_000_001.0, fields,
+                    {"package": True}, {"questions": 300.0})
+
+    payload = result_payload(result, latency_ms=1234.5, alerts=["package"])
+    description, attributes, fields_message, event = result_messages(payload, TOPICS)
+
+    assert description.payload == b"A courier leaves a parcel."
+    assert json.loads(attributes.payload)["title"] == "Parcel"
+    assert (fields_message.topic, fields_message.retain) == ("edge_vlm/porch/fields", True)
+    assert json.loads(fields_message.payload) == fields
+    sent = json.loads(event.payload)
+    assert (sent["answers"], sent["alerts"], sent["fields"]) == ({"package": True}, ["package"], fields)
+    assert sent["timings_ms"] == {"generate": 900.0, "questions": 300.0}
+
+
+def test_event_messages_share_the_id_and_are_never_retained() -> None:
+    frame = Frame("porch", np.zeros((4, 6, 3), np.uint8), (6, 4), b"jpeg", "JPEG", 1_700_000_000.0)
+    job = Job("porch", frame, frame.pixels, "?", "id-3", "motion", received_at=0.0)
+    pending = event_message(job, "pending", TOPICS, image_topic="edge_vlm/porch/image")
+    failed = event_message(job, "failed", TOPICS, error="backend_timeout", message="too slow")
+    assert pending.topic == failed.topic == "edge_vlm/porch/event"
+    assert not pending.retain and not failed.retain
+    first, last = json.loads(pending.payload), json.loads(failed.payload)
+    assert (first["event_type"], first["id"], first["image_topic"]) == ("pending", "id-3", "edge_vlm/porch/image")
+    assert (last["event_type"], last["id"], last["error"]) == ("failed", "id-3", "backend_timeout")
+
+
+def test_a_reply_carries_the_correlation_data() -> None:
+    failure = Failure("", "bad_image", "not an image", "q1", "edge_vlm/request", Reply("me/answers", b"\x01c"))
+    message = failure_message(failure, TOPICS)
+    assert (message.topic, message.retain, message.correlation) == ("me/answers", False, b"\x01c")
+    assert json.loads(message.payload)["error"] == "bad_image"
 
 
 def test_failure_message() -> None:

@@ -6,10 +6,12 @@ variable is set is checked at start-up by ``edge_vlm.config.preflight``.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
+from edge_vlm.config.automation import AlertRule, ProfileConfig
 from edge_vlm.config.base import (
     DEFAULT_PROMPT,
     ID_PATTERN,
@@ -70,6 +72,23 @@ class CameraConfig(StrictModel):
     frigate: FrigateCameraConfig | None = Field(
         None, description="Describe this camera's Frigate events (needs frigate.enabled).",
     )
+    profile: str | None = Field(
+        None, pattern=ID_PATTERN, description="The prompt profile it uses; unset: its prompt, else 'default'. "
+        "Home Assistant can pick another at run time.",
+    )
+    cooldown_s: float = Field(
+        0.0, ge=0, le=86_400, description="At least this long between two descriptions that came by themselves "
+        "(snapshots, motion, intervals); requests and triggers are never held back. Home Assistant can change it.",
+    )
+    alerts: list[AlertRule] = Field(default_factory=list, max_length=16, description="What to alert on.")
+
+    @field_validator("alerts")
+    @classmethod
+    def _alert_names_unique(cls, alerts: list[AlertRule]) -> list[AlertRule]:
+        names = [a.name for a in alerts]
+        if len(names) != len(set(names)):
+            raise ValueError(f"alert names must be unique: {names}")
+        return alerts
 
     @model_validator(mode="after")
     def _motion_needs_a_stream(self) -> CameraConfig:
@@ -161,7 +180,15 @@ class AppConfig(StrictModel):
     )
     base_topic: str = Field("edge_vlm", pattern=TOPIC_PREFIX_PATTERN, description="Prefix of all our topics.")
     prompt: str = Field(
-        DEFAULT_PROMPT, min_length=1, max_length=4000, description="Prompt used when a camera sets none.",
+        DEFAULT_PROMPT, min_length=1, max_length=4000,
+        description="The 'default' profile's prompt, unless profiles defines one.",
+    )
+    language: str | None = Field(
+        None, min_length=2, max_length=32, description="Ask for answers in this language, e.g. German; "
+        "unset: the model's own (usually English). Also the {language} placeholder.",
+    )
+    profiles: dict[str, ProfileConfig] = Field(
+        default_factory=dict, max_length=32, description="Named prompts; a camera picks one, a trigger may too.",
     )
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Broker connection.")
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig, description="Home Assistant discovery.")
@@ -174,12 +201,27 @@ class AppConfig(StrictModel):
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Input and queue limits.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log levels.")
 
+    @field_validator("profiles")
+    @classmethod
+    def _profile_names(cls, profiles: dict[str, ProfileConfig]) -> dict[str, ProfileConfig]:
+        for name in profiles:
+            if not re.match(ID_PATTERN, name):
+                raise ValueError(f"{name!r}: profile names are lower-case letters, digits, _ and -")
+        return profiles
+
     @field_validator("backend")
     @classmethod
-    def _default_prompt_fits(cls, backend: OpencvBackendConfig | VlmBackendConfig,
-                             info: ValidationInfo) -> OpencvBackendConfig | VlmBackendConfig:
-        if isinstance(backend, VlmBackendConfig) and (problem := context_problem(backend, info.data.get("prompt"))):
-            raise ValueError(f"the default prompt: {problem}")
+    def _profiles_fit_the_backend(cls, backend: OpencvBackendConfig | VlmBackendConfig,
+                                  info: ValidationInfo) -> OpencvBackendConfig | VlmBackendConfig:
+        prompts = {"the default prompt": info.data.get("prompt")}
+        profiles: dict[str, ProfileConfig] = info.data.get("profiles") or {}
+        prompts.update({f"profiles.{name}.prompt": p.prompt for name, p in profiles.items()})
+        for where, prompt in prompts.items():
+            if isinstance(backend, VlmBackendConfig) and (problem := context_problem(backend, prompt)):
+                raise ValueError(f"{where}: {problem}")
+        structured = [name for name, p in profiles.items() if p.structured]
+        if isinstance(backend, OpencvBackendConfig) and structured:
+            raise ValueError(f"profiles {structured} ask for JSON answers, which only the vlm backend gives")
         return backend
 
     @field_validator("cameras")
@@ -196,6 +238,11 @@ class AppConfig(StrictModel):
             backend = info.data.get("backend")
             if isinstance(backend, VlmBackendConfig) and (problem := context_problem(backend, camera.prompt)):
                 raise ValueError(f"cameras[{index}].prompt: {problem}")
+            if camera.profile is not None and camera.profile != "default" \
+                    and camera.profile not in (info.data.get("profiles") or {}):
+                raise ValueError(f"cameras[{index}].profile: no profile {camera.profile!r} in profiles")
+            if isinstance(backend, OpencvBackendConfig) and any(a.question for a in camera.alerts):
+                raise ValueError(f"cameras[{index}].alerts: questions need the vlm backend (opencv answers none)")
             first[camera.id] = index
         if "base_topic" in info.data and "node_id" in info.data and "discovery" in info.data:
             ours = our_output_topics(info.data["base_topic"], info.data["node_id"],
@@ -226,8 +273,18 @@ class AppConfig(StrictModel):
     def camera(self, camera_id: str) -> CameraConfig | None:
         return next((c for c in self.cameras if c.id == camera_id), None)
 
-    def prompt_for(self, camera: CameraConfig) -> str:
-        return camera.prompt or self.prompt
+    def profile_for(self, camera: CameraConfig, name: str | None = None) -> ProfileConfig:
+        """The profile ``name`` (a trigger's, Home Assistant's pick), else the camera's own."""
+        chosen = name or camera.profile
+        if chosen is None and camera.prompt is not None:
+            return ProfileConfig(prompt=camera.prompt)
+        if chosen is None or chosen == "default":
+            return self.profiles.get("default") or ProfileConfig(prompt=self.prompt)
+        return self.profiles[chosen]
+
+    @property
+    def profile_names(self) -> list[str]:
+        return list(dict.fromkeys(["default", *self.profiles]))
 
     @property
     def client_id(self) -> str:

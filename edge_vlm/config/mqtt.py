@@ -53,6 +53,11 @@ class MqttConfig(StrictModel):
     reconnect_max_delay: int = Field(
         10, ge=1, le=600, description="Longest wait between reconnect attempts, seconds.",
     )
+    shared_group: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Share requests and Frigate events with the other boards of this group "
+        "(MQTT shared subscriptions, $share/<group>/...): the broker gives each to one board.",
+    )
     max_queued_messages: int = Field(
         500, ge=10, le=100_000,
         description="Results and errors kept for delivery while the broker is unreachable; "

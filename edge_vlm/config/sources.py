@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
+from edge_vlm.config.automation import placeholder_problem
 from edge_vlm.config.base import ENV_NAME_PATTERN, StrictModel
 
 # Placeholders a Frigate prompt may use (filled from the event).
-FRIGATE_PLACEHOLDERS = ("label", "sub_label", "camera", "zones")
 
 
 class MqttSourceConfig(StrictModel):
@@ -149,17 +148,16 @@ class FrigateCameraConfig(StrictModel):
         "snapshot from Frigate's API (frigate.api_url).",
     )
     prompts: dict[str, str] = Field(
-        default_factory=dict, description="Prompt per label ('default' for the others); placeholders "
-        "{label}, {sub_label}, {camera}, {zones}.",
+        default_factory=dict, description="Prompt per label ('default' for the others), instead of the "
+        "camera's profile; placeholders {label}, {sub_label}, {zones}, {camera}, {time}, {previous}, {language}.",
     )
 
     @field_validator("prompts")
     @classmethod
     def _placeholders_known(cls, prompts: dict[str, str]) -> dict[str, str]:
         for label, prompt in prompts.items():
-            unknown = sorted(set(re.findall(r"{([^{}]*)}", prompt)) - set(FRIGATE_PLACEHOLDERS))
-            if unknown:
-                raise ValueError(f"{label}: unknown placeholder(s) {unknown}; use {list(FRIGATE_PLACEHOLDERS)}")
+            if (problem := placeholder_problem(prompt)) is not None:
+                raise ValueError(f"{label}: {problem}")
         return prompts
 
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_vlm.config.models import AppConfig
@@ -41,6 +43,8 @@ class Received:
     received_at: float  # time.monotonic()
     wall_time: float  # time.time()
     size: int  # bytes received; the payload is dropped (empty) when over limits.max_payload_bytes
+    response_topic: str | None = None  # MQTT 5: where the sender wants the answer
+    correlation: bytes | None = field(default=None, repr=False)  # MQTT 5: to echo with the answer
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,15 @@ class MqttConnection:
         self._subscriptions = list(dict.fromkeys([*filters, *replay_only]))
         self._replay_only = replay_only
 
+    def subscribe(self, topic: str) -> None:
+        """Subscribe now (any thread), e.g. to read a topic's retained message once."""
+        self._client.subscribe(topic, qos=1)
+
+    def unsubscribe(self, topic: str) -> None:
+        """Undo ``subscribe``; a filter subscribed on every connect stays."""
+        if topic not in self._subscriptions:
+            self._client.unsubscribe(topic)
+
     @property
     def broker(self) -> str:
         return f"{self._config.host}:{self._config.port}"
@@ -189,7 +202,11 @@ class MqttConnection:
 
     def publish(self, message: Outbound) -> None:
         """Hand ``message`` to paho (QoS 1): sent now, or after the reconnect if the link just dropped."""
-        self._client.publish(message.topic, message.payload, qos=1, retain=message.retain)
+        properties = None
+        if message.correlation is not None and self._config.protocol == "5":
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho leaves it untyped
+            properties.CorrelationData = message.correlation
+        self._client.publish(message.topic, message.payload, qos=1, retain=message.retain, properties=properties)
 
     # paho callbacks: network thread, must not block.
 
@@ -224,7 +241,11 @@ class MqttConnection:
             return
         size = len(message.payload)
         payload = bytes(message.payload) if size <= self._max_payload else b""
-        self._inbox.put(Received(message.topic, payload, bool(message.retain), time.monotonic(), time.time(), size))
+        props = getattr(message, "properties", None)
+        response = getattr(props, "ResponseTopic", None)
+        correlation = getattr(props, "CorrelationData", None)
+        self._inbox.put(Received(message.topic, payload, bool(message.retain), time.monotonic(), time.time(), size,
+                                 response, None if correlation is None else bytes(correlation)))
 
     def _report_problem(self, problem: str) -> None:
         # Once per distinct problem, not on every retry: a broker down for a night must not

@@ -7,8 +7,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from edge_vlm.jobs import Failure, Job, Result
-from edge_vlm.mqtt.topics import ATTRIBUTES, DESCRIPTION, ERROR, IMAGE, RESULT, Outbound, Topics
+from edge_vlm.jobs import Failure, Job, Reply, Result
+from edge_vlm.mqtt.topics import ATTRIBUTES, DESCRIPTION, ERROR, EVENT, FIELDS, IMAGE, RESULT, Outbound, Topics
 
 # Home Assistant refuses a sensor state longer than 255 characters (core#117861).
 HA_STATE_MAX = 255
@@ -37,14 +37,18 @@ def _json(value: dict[str, Any]) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def result_messages(
-    result: Result, topics: Topics, *, latency_ms: float, image: bytes,
-) -> list[Outbound]:
-    """The description (retained), its attributes (retained), the result event and the image."""
-    job, description = result.job, result.description
-    text = description.text.strip()
-    short = shorten(text) or "(no text)"
-    common = {
+def result_payload(result: Result, *, latency_ms: float, alerts: list[str] | None = None) -> dict[str, Any]:
+    """Everything about a description: the result event, and a request's answer."""
+    job = result.job
+    text = result.text
+    return {
+        "camera": job.camera,
+        "text": text,
+        "description": shorten(text) or "(no text)",
+        "title": (result.fields or {}).get("title"),
+        "fields": result.fields,
+        "answers": result.answers or None,
+        "alerts": alerts or None,
         "id": job.request_id,
         "prompt": job.prompt,
         "backend": result.backend,
@@ -53,31 +57,52 @@ def result_messages(
         "described_at": iso_time(result.finished_at),
         "latency_ms": round(latency_ms, 1),
         "coalesced": job.coalesced,
-    }
-    attributes = {"text": text[:ATTRIBUTE_TEXT_MAX], **common}
-    event = {
-        "camera": job.camera,
-        "text": text,
-        "description": short,
-        **common,
         "origin": job.origin,
         "superseded_ids": job.superseded_ids,
         "timings_ms": result.timings_ms,
         "image_size": list(job.frame.source_size),
-        "details": description.details,
+        "details": result.description.details,
         "event": job.event,
     }
-    camera = job.camera
-    return [
-        Outbound(topics.camera(camera, IMAGE), image, retain=True),
-        Outbound(topics.camera(camera, DESCRIPTION), short.encode(), retain=True),
+
+
+ATTRIBUTE_KEYS = ("title", "fields", "id", "prompt", "backend", "frame_time", "frame_age_ms", "described_at",
+                  "latency_ms", "coalesced", "origin")
+
+
+def result_messages(payload: dict[str, Any], topics: Topics) -> list[Outbound]:
+    """The description and attributes (retained), the structured fields (retained), the result.
+    (The image went out when the job was accepted: ``image_message``.)"""
+    camera = payload["camera"]
+    attributes = {"text": payload["text"][:ATTRIBUTE_TEXT_MAX], **{k: payload[k] for k in ATTRIBUTE_KEYS}}
+    messages = [
+        Outbound(topics.camera(camera, DESCRIPTION), payload["description"].encode(), retain=True),
         Outbound(topics.camera(camera, ATTRIBUTES), _json(attributes), retain=True),
-        Outbound(topics.camera(camera, RESULT), _json(event), retain=False),
     ]
+    if payload["fields"] is not None:
+        messages.append(Outbound(topics.camera(camera, FIELDS), _json(payload["fields"]), retain=True))
+    messages.append(Outbound(topics.camera(camera, RESULT), _json(payload), retain=False))
+    return messages
 
 
-def failure_message(failure: Failure, topics: Topics, *, now: float | None = None) -> Outbound:
-    payload = {
+def image_message(job: Job, image: bytes, topics: Topics) -> Outbound:
+    return Outbound(topics.camera(job.camera, IMAGE), image, retain=True)
+
+
+def event_message(job: Job, event_type: str, topics: Topics, **values: Any) -> Outbound:
+    """A step in a description's life, for Home Assistant's event entity (never retained): pending
+    at once, then described, failed, skipped or superseded, all with the same id."""
+    payload = {"event_type": event_type, "id": job.request_id, "camera": job.camera, "origin": job.origin,
+               "time": iso_time(time.time()), **values, "event": job.event}
+    return Outbound(topics.camera(job.camera, EVENT), _json(payload), retain=False)
+
+
+def reply_message(reply: Reply, payload: dict[str, Any]) -> Outbound:
+    return Outbound(reply.topic, _json(payload), retain=False, correlation=reply.correlation)
+
+
+def failure_payload(failure: Failure, *, now: float | None = None) -> dict[str, Any]:
+    return {
         "camera": failure.camera,
         "id": failure.request_id,
         "error": failure.code,
@@ -85,7 +110,12 @@ def failure_message(failure: Failure, topics: Topics, *, now: float | None = Non
         "topic": failure.topic,
         "time": iso_time(time.time() if now is None else now),
     }
-    return Outbound(topics.camera(failure.camera, ERROR), _json(payload), retain=False)
+
+
+def failure_message(failure: Failure, topics: Topics, *, now: float | None = None) -> Outbound:
+    if failure.reply is not None:
+        return reply_message(failure.reply, failure_payload(failure, now=now))
+    return Outbound(topics.camera(failure.camera, ERROR), _json(failure_payload(failure, now=now)), retain=False)
 
 
 def skip_message(job: Job, reason: str, topics: Topics, *, now: float | None = None) -> Outbound:

@@ -16,6 +16,9 @@ IMAGE = "image"
 ERROR = "error"
 STREAM = "stream"  # ON / OFF: the camera's stream is connected
 MOTION = "motion"  # ON / OFF: the motion trigger is on; commands on motion/set
+EVENT = "event"  # a description's life: pending, then described / failed / skipped / superseded
+ALERTS = "alerts"  # Home Assistant event entity: one event per alert sent
+FIELDS = "fields"  # the last structured answer, retained
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class Outbound:
     topic: str
     payload: bytes
     retain: bool
+    correlation: bytes | None = None  # MQTT 5 correlation data, echoed in a reply
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,19 @@ class Topics:
 
     def camera(self, camera: str, leaf: str) -> str:
         return f"{self.base}/{camera}/{leaf}"
+
+    def alert(self, camera: str, rule: str) -> str:
+        return f"{self.base}/{camera}/alert/{rule}"
+
+    @property
+    def request(self) -> str:
+        """Ask anything: JSON requests, answered on their response topic."""
+        return f"{self.base}/request"
+
+    @property
+    def default_response(self) -> str:
+        """Where an answer goes when its request named no response topic."""
+        return f"{self.base}/response"
 
     def any_camera(self, leaf: str) -> str:
         """Subscription filter for ``leaf`` of every camera, known or not (unknown ones get an error)."""

@@ -1,0 +1,128 @@
+"""Ask anything: a request on ``<base>/request`` becomes a trigger, with where its answer goes.
+
+A request names a camera (its current frame), or brings its image (base64), or names a topic whose
+retained image to use. Whatever is wrong with it is answered, on its response topic, unless even
+that is unusable (then it is only logged).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from edge_vlm.config.topic_rules import filter_matches
+from edge_vlm.errors import ImageError, InputError, TriggerError
+from edge_vlm.frames import Frame
+from edge_vlm.jobs import Failure, Reply, new_request_id
+from edge_vlm.mqtt.connection import Received
+from edge_vlm.scheduler import REQUEST
+from edge_vlm.triggers import AskRequest, Trigger, parse_request
+
+logger = logging.getLogger(__name__)
+
+IMAGE_TOPIC_WAIT_S = 5.0
+IMAGE_REQUESTS = ""  # the "camera" of requests that bring their own image
+
+Decoder = Callable[[bytes, str, float], Frame]  # data, camera, captured_at
+
+
+def read_request(message: Received, *, default_reply: str, forbidden: list[str], images: RetainedImages,
+                 decode: Decoder) -> Trigger | Failure | None:
+    """The trigger ``message`` asks for; a Failure to answer when it is bad; None when it cannot
+    even be answered. ``forbidden``: filters a reply may not go to (see ``reply_for``)."""
+    request = None
+    try:
+        request = parse_request(message.payload)
+        return _trigger(message, request, reply_for(message, request, default_reply, forbidden), images, decode)
+    except InputError as error:
+        try:
+            reply = reply_for(message, request, default_reply, forbidden)
+        except InputError:
+            logger.warning("Request on %s refused, and cannot be answered: %s", message.topic, error)
+            return None
+        camera = (request.camera or IMAGE_REQUESTS) if request else IMAGE_REQUESTS
+        request_id = error.request_id or (request.id if request else None)
+        return Failure(camera, error.code, str(error), request_id, message.topic, reply, REQUEST)
+
+
+def _trigger(message: Received, request: AskRequest, reply: Reply, images: RetainedImages,
+             decode: Decoder) -> Trigger:
+    trigger = Trigger(request.camera or IMAGE_REQUESTS, REQUEST, request.prompt, request.id or new_request_id(),
+                      message.topic, message.received_at, profile=request.profile, reply=reply)
+    if request.image is not None:
+        data = request.image
+        return dataclasses.replace(trigger, grab=lambda: decode(_base64(data), IMAGE_REQUESTS, time.time()))
+    if request.image_topic is not None:
+        topic = request.image_topic
+        if "+" in topic or "#" in topic:
+            raise TriggerError(f"image_topic {topic!r} holds a wildcard")
+        return dataclasses.replace(trigger, grab=lambda: decode(images.fetch(topic), IMAGE_REQUESTS, time.time()))
+    return trigger
+
+
+def _base64(data: str) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageError("image is not valid base64") from None
+
+
+def reply_for(message: Received, request: AskRequest | None, default: str, forbidden: list[str]) -> Reply:
+    """The MQTT 5 response topic (with its correlation data), else ``reply_to``, else ``default``.
+
+    A reply may not go where it would be taken for something else: a topic we listen on (a
+    trigger, a command) or Home Assistant's discovery; nor hold wildcards.
+    """
+    topic = message.response_topic or (request.reply_to if request else None) or default
+    if "+" in topic or "#" in topic or any(filter_matches(f, topic) for f in forbidden):
+        raise TriggerError(f"will not answer on {topic!r}: it is a topic edge_vlm listens on, or discovery")
+    return Reply(topic, message.correlation)
+
+
+class RetainedImages:
+    """Reads the retained message of a topic once: subscribe, take it, unsubscribe."""
+
+    def __init__(self, subscribe: Callable[[str], None], unsubscribe: Callable[[str], None]) -> None:
+        self._subscribe = subscribe
+        self._unsubscribe = unsubscribe
+        self._waiting: dict[str, list[tuple[threading.Event, list[bytes]]]] = {}
+        self._lock = threading.Lock()
+
+    def fetch(self, topic: str) -> bytes:
+        """The retained payload of ``topic``; blocks (a capture thread) up to a few seconds."""
+        arrived, box = threading.Event(), list[bytes]()
+        with self._lock:
+            first = topic not in self._waiting
+            self._waiting.setdefault(topic, []).append((arrived, box))
+        if first:
+            self._subscribe(topic)
+        try:
+            if not arrived.wait(IMAGE_TOPIC_WAIT_S):
+                raise TriggerError(f"no retained image on {topic!r} within {IMAGE_TOPIC_WAIT_S:g} s", code="no_frame")
+            if not box[0]:
+                raise ImageError(f"the image on {topic!r} is over limits.max_payload_bytes", code="payload_too_large")
+            return box[0]
+        finally:
+            with self._lock:
+                waiters = self._waiting.get(topic, [])
+                waiters[:] = [w for w in waiters if w[0] is not arrived]
+                last = not waiters
+                if last:
+                    self._waiting.pop(topic, None)
+            if last:
+                self._unsubscribe(topic)
+
+    def offer(self, message: Received) -> None:
+        """Hand ``message`` to the requests waiting for its topic, if any (dispatcher thread). It is
+        not taken away: the topic may also be one the daemon listens on."""
+        if message.size == 0:  # no retained message (or its removal)
+            return
+        with self._lock:
+            for arrived, box in self._waiting.get(message.topic, []):
+                box.append(message.payload)  # empty when over limits.max_payload_bytes
+                arrived.set()
