@@ -87,9 +87,10 @@ class Alerts:
     def check(self, result: Result) -> list[str]:
         """Fire the camera's rules that match this description; return the names of those sent."""
         camera = result.job.camera
+        values = {**result.description.details, **(result.fields or {})}  # a field rule's values
         fired = []
         for rule in self._rules.get(camera, []):
-            if not matches(rule, result.text, result.fields or {}, result.answers):
+            if not matches(rule, result.text, values, result.answers):
                 continue
             now = time.monotonic()
             with self._changed:

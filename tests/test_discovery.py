@@ -10,7 +10,14 @@ import pytest
 
 from edge_vlm import __version__
 from edge_vlm.config.models import AppConfig
-from edge_vlm.mqtt.discovery import camera_device_payload, discovery_messages, node_device_payload
+from edge_vlm.mqtt.discovery import (
+    camera_device_payload,
+    control_components,
+    discovery_messages,
+    event_components,
+    field_components,
+    node_device_payload,
+)
 from edge_vlm.mqtt.topics import Topics
 from edge_vlm.service import Service
 from tests.conftest import app_config
@@ -121,6 +128,99 @@ def test_a_streaming_camera_also_has_its_stream_state_and_motion_switch() -> Non
     assert "stream" not in camera_device_payload(CONFIG.cameras[0], TOPICS)["cmps"]  # an MQTT camera has none
 
 
+def test_every_camera_has_its_controls() -> None:
+    config = AppConfig.model_validate({
+        "node_id": "garage-board", "profiles": {"parcels": {"prompt": "Any parcel at {camera}?"}},
+        "cameras": [{"id": "front_door"}],
+    })
+    prefix, state = "edge_vlm_garage-board_front_door", "edge_vlm/front_door"
+
+    def control(name: str, platform: str, title: str, icon: str) -> dict[str, object]:
+        return {"p": platform, "unique_id": f"{prefix}_{name}",
+                "default_entity_id": f"{platform}.edge_vlm_front_door_{name}", "name": title,
+                "entity_category": "config", "icon": icon, "state_topic": f"{state}/{name}",
+                "command_topic": f"{state}/{name}/set", **AVAILABLE}
+
+    assert control_components(config, config.cameras[0], Topics.from_config(config)) == {
+        "enabled": {**control("enabled", "switch", "Descriptions", "mdi:eye-check-outline"),
+                    "payload_on": "ON", "payload_off": "OFF"},
+        "cooldown": {**control("cooldown", "number", "Cooldown", "mdi:timer-sand"),
+                     "min": 0, "max": 86400, "step": 1, "mode": "box", "unit_of_measurement": "s"},
+        "profile": {**control("profile", "select", "Prompt profile", "mdi:format-list-bulleted"),
+                    "options": ["default", "parcels"]},
+        "prompt": {**control("prompt", "text", "Custom prompt", "mdi:comment-edit-outline"),
+                   "min": 0, "max": 255, "mode": "text"},
+    }
+
+
+def test_events_and_alerts() -> None:
+    config = AppConfig.model_validate({
+        "node_id": "garage-board",
+        "cameras": [{"id": "front_door", "alerts": [{"name": "person", "keywords": ["person"]},
+                                                   {"name": "crowd", "field": "people", "above": 3}]}],
+    })
+    prefix = "edge_vlm_garage-board_front_door"
+    components = event_components(config.cameras[0], Topics.from_config(config))
+    assert components == {
+        "event": {"p": "event", "unique_id": f"{prefix}_event",
+                  "default_entity_id": "event.edge_vlm_front_door_description", "name": "Description",
+                  "state_topic": "edge_vlm/front_door/event",
+                  "event_types": ["pending", "described", "failed", "superseded"],
+                  "icon": "mdi:text-box-search-outline", **AVAILABLE},
+        "alerts": {"p": "event", "unique_id": f"{prefix}_alerts",
+                   "default_entity_id": "event.edge_vlm_front_door_alert", "name": "Alert",
+                   "state_topic": "edge_vlm/front_door/alerts", "event_types": ["person", "crowd"],
+                   "icon": "mdi:alarm-light-outline", **AVAILABLE},
+        "alert_person": {"p": "binary_sensor", "unique_id": f"{prefix}_alert_person",
+                         "default_entity_id": "binary_sensor.edge_vlm_front_door_alert_person", "name": "Alert person",
+                         "state_topic": "edge_vlm/front_door/alert/person", "value_template": "{{ value_json.state }}",
+                         "payload_on": "ON", "payload_off": "OFF",
+                         "json_attributes_topic": "edge_vlm/front_door/alert/person", **AVAILABLE},
+        "alert_crowd": {"p": "binary_sensor", "unique_id": f"{prefix}_alert_crowd",
+                        "default_entity_id": "binary_sensor.edge_vlm_front_door_alert_crowd", "name": "Alert crowd",
+                        "state_topic": "edge_vlm/front_door/alert/crowd", "value_template": "{{ value_json.state }}",
+                        "payload_on": "ON", "payload_off": "OFF",
+                        "json_attributes_topic": "edge_vlm/front_door/alert/crowd", **AVAILABLE},
+    }
+    without_alerts = event_components(CONFIG.cameras[0], TOPICS)
+    assert list(without_alerts) == ["event"]
+
+
+def test_each_structured_field_is_an_entity() -> None:
+    config = AppConfig.model_validate({
+        "node_id": "garage-board",
+        "backend": {"type": "vlm", "family": "qwen2-vl-2b", "encoder": {"type": "rknn", "model": "/m/enc.rknn"},
+                    "llm": {"model": "/m/llm.rkllm"}},
+        "profiles": {
+            "porch": {"prompt": "Describe.", "fields": {
+                "summary": {"type": "string", "description": "One sentence."},
+                "people": {"type": "integer", "description": "How many people.", "minimum": 0},
+                "package": {"type": "boolean", "description": "A parcel is there."}}},
+            "night": {"prompt": "Describe.", "fields": {
+                "people": {"type": "number", "description": "Counted twice, announced once."}}},
+        },
+        "cameras": [{"id": "front_door"}],
+    })
+    prefix, state = "edge_vlm_garage-board_front_door", "edge_vlm/front_door/fields"
+
+    def field(name: str, platform: str, title: str) -> dict[str, object]:
+        return {"p": platform, "unique_id": f"{prefix}_field_{name}",
+                "default_entity_id": f"{platform}.edge_vlm_front_door_{name}", "name": title,
+                "state_topic": state, **AVAILABLE}
+
+    def kept(name: str) -> str:
+        return f"{{{{ value_json.{name} if value_json.{name} is defined else this.state }}}}"
+
+    assert field_components(config, config.cameras[0], Topics.from_config(config)) == {
+        "field_summary": {**field("summary", "sensor", "Summary"), "value_template": kept("summary")},
+        "field_people": {**field("people", "sensor", "People"), "state_class": "measurement",
+                         "value_template": kept("people")},
+        "field_package": {**field("package", "binary_sensor", "Package"), "payload_on": "ON", "payload_off": "OFF",
+                          "value_template": "{{ ('ON' if value_json.package else 'OFF') "
+                                            "if value_json.package is defined else this.state | upper }}"},
+    }
+
+
 def test_default_camera_name_comes_from_its_id() -> None:
     assert camera_device_payload(CONFIG.cameras[1], TOPICS)["dev"]["name"] == "Back yard"
 
@@ -134,7 +234,7 @@ def test_every_payload_has_unique_ids_valid_topics_and_stable_bytes() -> None:
     messages = discovery_messages(config, Topics.from_config(config))
     unique_ids = [c["unique_id"] for m in messages for c in json.loads(m.payload)["cmps"].values()]
     entity_ids = [c["default_entity_id"] for m in messages for c in json.loads(m.payload)["cmps"].values()]
-    assert len(unique_ids) == len(set(unique_ids)) == 7 + 20 * 4
+    assert len(unique_ids) == len(set(unique_ids)) == 7 + 20 * 9
     assert len(entity_ids) == len(set(entity_ids))
     assert all(HA_TOPIC.match(m.topic) and m.retain for m in messages)
     assert len({m.topic for m in messages}) == len(messages)

@@ -3,6 +3,8 @@ its own output."""
 
 from __future__ import annotations
 
+CONTROLS = ("enabled", "cooldown", "profile", "prompt", "motion")  # retained states (edge_vlm.controls)
+
 
 def topic_filter_problem(topic: str) -> str | None:
     """Why ``topic`` is not a valid MQTT subscription filter, or None if it is."""
@@ -35,9 +37,11 @@ def our_output_topics(base: str, node: str, discovery_prefix: str, cameras: list
     topics = [f"{base}/{node}/{leaf}" for leaf in ("status", "diagnostics", "model", "sync")]
     for camera in [*cameras, "any-camera"]:
         topics += [f"{base}/{camera}/{leaf}"
-                   for leaf in ("description", "attributes", "result", "image", "error", "stream", "motion")]
+                   for leaf in ("description", "attributes", "result", "image", "error", "stream", "event", "alerts",
+                                "fields", "alert/any-rule", *CONTROLS)]
         topics.append(f"{discovery_prefix}/device/edge_vlm_{node}/{camera}/config")
     topics.append(f"{discovery_prefix}/device/edge_vlm_{node}/config")
+    topics.append(f"{base}/response")
     return topics
 
 

@@ -15,13 +15,29 @@ import json
 from typing import Any
 
 from edge_vlm import __version__
+from edge_vlm.config.automation import FieldSpec
 from edge_vlm.config.models import AppConfig, CameraConfig
-from edge_vlm.mqtt.topics import ATTRIBUTES, DESCRIPTION, IMAGE, MOTION, STREAM, TRIGGER, Outbound, Topics
+from edge_vlm.controls import COOLDOWN_MAX_S, TEXT_MAX
+from edge_vlm.mqtt.topics import (
+    ALERTS,
+    ATTRIBUTES,
+    DESCRIPTION,
+    EVENT,
+    FIELDS,
+    IMAGE,
+    MOTION,
+    STREAM,
+    TRIGGER,
+    Outbound,
+    Topics,
+)
 
 ORIGIN = {"name": "edge_vlm", "sw": __version__}
 MANUFACTURER = "edge_vlm"
 # The payload HA's "Describe now" button sends to the trigger topic: an empty JSON request.
 BUTTON_PAYLOAD = "{}"
+# A description's life on <base>/<cam>/event (edge_vlm.service).
+JOB_EVENT_TYPES = ["pending", "described", "failed", "superseded"]
 
 
 def _payload(value: dict[str, Any]) -> bytes:
@@ -131,6 +147,89 @@ def camera_device_payload(camera: CameraConfig, topics: Topics) -> dict[str, Any
     }
 
 
+def control_components(config: AppConfig, camera: CameraConfig, topics: Topics) -> dict[str, Any]:
+    """What Home Assistant can set per camera (edge_vlm.controls): state on ``…/<name>``, commands
+    on ``…/<name>/set``."""
+    prefix = f"{topics.discovery_node}_{camera.id}"
+    entity = f"edge_vlm_{camera.id}"
+
+    def control(name: str, platform: str, title: str, icon: str, **values: Any) -> dict[str, Any]:
+        return {
+            "p": platform, "unique_id": f"{prefix}_{name}", "default_entity_id": f"{platform}.{entity}_{name}",
+            "name": title, "entity_category": "config", "icon": icon, "state_topic": topics.camera(camera.id, name),
+            "command_topic": topics.camera(camera.id, f"{name}/set"), "availability_topic": topics.status, **values,
+        }
+
+    return {
+        "enabled": control("enabled", "switch", "Descriptions", "mdi:eye-check-outline",
+                           payload_on="ON", payload_off="OFF"),
+        "cooldown": control("cooldown", "number", "Cooldown", "mdi:timer-sand", min=0, max=COOLDOWN_MAX_S, step=1,
+                            mode="box", unit_of_measurement="s"),
+        "profile": control("profile", "select", "Prompt profile", "mdi:format-list-bulleted",
+                           options=config.profile_names),
+        "prompt": control("prompt", "text", "Custom prompt", "mdi:comment-edit-outline", min=0, max=TEXT_MAX,
+                          mode="text"),
+    }
+
+
+def event_components(camera: CameraConfig, topics: Topics) -> dict[str, Any]:
+    """Home Assistant event entities: each description's steps, and the camera's alerts."""
+    prefix = f"{topics.discovery_node}_{camera.id}"
+    entity = f"edge_vlm_{camera.id}"
+    available = {"availability_topic": topics.status}
+    components = {
+        "event": {
+            "p": "event", "unique_id": f"{prefix}_event", "default_entity_id": f"event.{entity}_description",
+            "name": "Description", "state_topic": topics.camera(camera.id, EVENT), "event_types": JOB_EVENT_TYPES,
+            "icon": "mdi:text-box-search-outline", **available,
+        },
+    }
+    if camera.alerts:
+        components["alerts"] = {
+            "p": "event", "unique_id": f"{prefix}_alerts", "default_entity_id": f"event.{entity}_alert",
+            "name": "Alert", "state_topic": topics.camera(camera.id, ALERTS),
+            "event_types": [rule.name for rule in camera.alerts], "icon": "mdi:alarm-light-outline", **available,
+        }
+    for rule in camera.alerts:
+        components[f"alert_{rule.name}"] = {
+            "p": "binary_sensor", "unique_id": f"{prefix}_alert_{rule.name}",
+            "default_entity_id": f"binary_sensor.{entity}_alert_{rule.name}", "name": f"Alert {rule.name}",
+            "state_topic": topics.alert(camera.id, rule.name), "value_template": "{{ value_json.state }}",
+            "payload_on": "ON", "payload_off": "OFF", "json_attributes_topic": topics.alert(camera.id, rule.name),
+            **available,
+        }
+    return components
+
+
+def field_components(config: AppConfig, camera: CameraConfig, topics: Topics) -> dict[str, Any]:
+    """One entity per structured field any profile asks for (the profile is picked in Home Assistant,
+    so every profile's fields). A field the current profile lacks keeps its last state."""
+    prefix = f"{topics.discovery_node}_{camera.id}"
+    entity = f"edge_vlm_{camera.id}"
+    fields: dict[str, FieldSpec] = {}
+    for profile in config.profiles.values():
+        fields.update({name: spec for name, spec in profile.fields.items() if name not in fields})
+    components = {}
+    for name, spec in fields.items():
+        value = f"value_json.{name}"
+        keep = f" if {value} is defined else this.state"
+        platform = "binary_sensor" if spec.type == "boolean" else "sensor"
+        component: dict[str, Any] = {
+            "p": platform, "unique_id": f"{prefix}_field_{name}", "default_entity_id": f"{platform}.{entity}_{name}",
+            "name": name.replace("_", " ").capitalize(), "state_topic": topics.camera(camera.id, FIELDS),
+            "availability_topic": topics.status,
+        }
+        if spec.type == "boolean":
+            component.update(value_template=f"{{{{ ('ON' if {value} else 'OFF'){keep} | upper }}}}", payload_on="ON",
+                             payload_off="OFF")
+        else:
+            component["value_template"] = f"{{{{ {value}{keep} }}}}"
+            if spec.type != "string":
+                component["state_class"] = "measurement"
+        components[f"field_{name}"] = component
+    return components
+
+
 def stream_components(camera: CameraConfig, topics: Topics) -> dict[str, Any]:
     """A persistent stream's own entities: connected or not, and the motion trigger's switch."""
     prefix = f"{topics.discovery_node}_{camera.id}"
@@ -157,6 +256,9 @@ def discovery_messages(config: AppConfig, topics: Topics) -> list[Outbound]:
     messages = [Outbound(topics.node_device_config, _payload(node_device_payload(config, topics)), True)]
     for camera in config.cameras:
         payload = camera_device_payload(camera, topics)
+        payload["cmps"].update(control_components(config, camera, topics))
+        payload["cmps"].update(event_components(camera, topics))
+        payload["cmps"].update(field_components(config, camera, topics))
         if camera.watches_stream:
             payload["cmps"].update(stream_components(camera, topics))
         messages.append(Outbound(topics.camera_device_config(camera.id), _payload(payload), True))
