@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,9 @@ class Job:
     retry_prompt: str = ""  # asked once when the JSON answer is invalid ({error} filled then)
     questions: dict[str, str] = field(default_factory=dict)  # alert rule -> yes/no question to ask too
     reply: Reply | None = None  # a request's answer goes here, and nowhere else
+    superseded_by: str | None = None  # the job that describes the scene instead of this one
+    # Set once the job's acceptance was published (``pending``): its outcome must not overtake that.
+    announced: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
     @property
     def frame_age_ms(self) -> float:

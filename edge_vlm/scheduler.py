@@ -58,9 +58,11 @@ class Scheduler:
         waiting = self._slots.get(job.camera)
         if waiting is not None and job.origin in AUTOMATIC and waiting.origin not in AUTOMATIC:
             waiting.superseded_ids.append(job.request_id)
+            job.superseded_by = waiting.request_id
             return job
         if waiting is not None:
             job.superseded_ids = [*waiting.superseded_ids, waiting.request_id, *job.superseded_ids]
+            waiting.superseded_by = job.request_id
         self._slots[job.camera] = job
         return waiting
 

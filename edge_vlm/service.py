@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 POLL_S = 0.2
 DIAGNOSTICS_EVERY_S = 1.0  # at most this often: a flood of bad input must not flood the broker
 STOP_GRACE_S = 10.0  # the job in flight may finish within this; after it, it is aborted
+ANNOUNCE_WAIT_S = 5.0  # a job's outcome waits at most this for its "pending" to be published
 
 
 class Service:
@@ -218,15 +219,19 @@ class Service:
     # Outcomes of the intake (dispatcher and capture threads)
 
     def accepted(self, job: Job, replaced: Job | None) -> None:
-        """Notify fast: the image and a ``pending`` event at once; the description follows."""
-        if replaced is not None:
-            self.publisher.send(event_message(replaced, "superseded", self.topics, by=job.request_id))
-        if job.reply is None:
-            image = job.frame.jpeg(self.config.limits.max_published_image_bytes)
-            self.publisher.send_all([
-                image_message(job, image, self.topics),
-                event_message(job, "pending", self.topics, image_topic=self.topics.camera(job.camera, IMAGE)),
-            ])
+        """Notify fast: the image and a ``pending`` event at once; the description follows.
+        A job that joined one waiting (``replaced is job``) will not run: it is superseded at once."""
+        try:
+            if replaced is not None:
+                self.publisher.send(event_message(replaced, "superseded", self.topics, by=replaced.superseded_by))
+            if job.reply is None and replaced is not job:
+                image = job.frame.jpeg(self.config.limits.max_published_image_bytes)
+                self.publisher.send_all([
+                    image_message(job, image, self.topics),
+                    event_message(job, "pending", self.topics, image_topic=self.topics.camera(job.camera, IMAGE)),
+                ])
+        finally:
+            job.announced.set()  # the worker may publish its outcome now
 
     def refuse(self, failure: Failure) -> None:
         """An input that could not become a job: one log line, one error message."""
@@ -285,20 +290,23 @@ class Service:
             self._job_failed(job, "backend_failed", f"{type(exc).__name__}: {exc}")
             return
         latency_ms = (time.monotonic() - job.received_at) * 1000
+        job.announced.wait(ANNOUNCE_WAIT_S)
         if job.reply is not None:
             self.publisher.send(reply_message(job.reply, result_payload(result, latency_ms=latency_ms)))
         else:
+            # The camera's last description ({previous}, its cooldown) is this one before anyone hears of it.
+            self.intake.described(job, result.text)
             fired = self.alerts.check(result)
             payload = result_payload(result, latency_ms=latency_ms, alerts=fired)
             self.publisher.send_all([*result_messages(payload, self.topics),
                                      event_message(job, "described", self.topics, **_event_values(payload))])
-            self.intake.described(job, result.text)
         self.stats.job_done(latency_ms)
         self._publish_diagnostics()
         logger.info("%s: described in %.0f ms [%s, id %s, %s]: %s", job.camera or "request", latency_ms, job.origin,
                     job.request_id, _timings_text(result.timings_ms), result.description.text)
 
     def _job_failed(self, job: Job, code: str, message: str) -> None:
+        job.announced.wait(ANNOUNCE_WAIT_S)  # "failed" never comes before "pending"
         self.stats.count("jobs_failed")
         failure = Failure(job.camera, code, message, job.request_id, None, job.reply, job.origin)
         self._publish_failure(failure)
