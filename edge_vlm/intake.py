@@ -82,14 +82,14 @@ class Intake:
     def handle(self, message: Received) -> None:
         own = self._topics.camera_of(message.topic, TRIGGER) or self._topics.camera_of(message.topic, SNAPSHOT)
         extra = [c for c in self._config.cameras if any(topic_matches_sub(f, message.topic) for f in c.snapshot_topics)]
-        if message.size > len(message.payload):  # paho's thread dropped a payload over the limit
+        if message.topic == self._topics.request:
+            self._request(message)
+        elif message.size > len(message.payload):  # paho's thread dropped a payload over the limit
             error = ImageError(f"payload of {message.size} bytes is over the limit of "
                                f"{self._config.limits.max_payload_bytes} (limits.max_payload_bytes)",
                                code="payload_too_large")
             for camera in [own] if own else [c.id for c in extra]:
                 self._refuse(camera, error, message.topic)
-        elif message.topic == self._topics.request:
-            self._request(message)
         elif (camera_id := self._topics.camera_of(message.topic, TRIGGER)) is not None:
             self._mqtt_trigger(camera_id, message)
         elif (camera_id := self._topics.camera_of(message.topic, SNAPSHOT)) is not None:
@@ -111,7 +111,9 @@ class Intake:
                              profile=request.profile))
 
     def _request(self, message: Received) -> None:
-        forbidden = [*self.subscriptions(), f"{self._config.discovery.prefix}/#", f"{self._topics.base}/+/+/set"]
+        frigate = [f"{self._config.frigate.topic_prefix}/#"] if self._config.frigate.enabled else []
+        forbidden = [*self.subscriptions(), self._topics.request, *frigate, self._config.discovery.ha_status_topic,
+                     f"{self._config.discovery.prefix}/#", f"{self._topics.base}/+/+/set"]
         outcome = read_request(message, default_reply=self._topics.default_response, forbidden=forbidden,
                                images=self.images, decode=self.decode)
         if isinstance(outcome, Failure):
@@ -125,7 +127,10 @@ class Intake:
         try:
             camera = self._camera(camera_id)
         except InputError as error:
-            self._refuse(camera_id, error, message.topic)
+            if error.code == "camera_disabled":  # a snapshot is no question: nobody waits for an answer
+                logger.debug("Skipping snapshot on %s: %s", message.topic, error)
+            else:
+                self._refuse(camera_id, error, message.topic)
             return
         self._snapshot([camera], message)
 
@@ -189,19 +194,24 @@ class Intake:
                                                     code="camera_unavailable"),
                          trigger.topic, trigger.request_id, trigger.reply)
             return
-        self._submit(camera, trigger, frame, (time.perf_counter() - started) * 1000)
+        try:
+            self._submit(camera, trigger, frame, (time.perf_counter() - started) * 1000)
+        except Exception:  # whoever asked still gets an answer
+            logger.exception("Submitting a job for %s failed", trigger.camera or "a request")
+            self._refuse(trigger.camera, InputError("unexpected error; see the log", code="internal_error"),
+                         trigger.topic, trigger.request_id, trigger.reply)
 
     def _profile(self, camera: CameraConfig | None, trigger: Trigger) -> ProfileConfig:
         """The trigger's profile, else Home Assistant's pick for the camera (its custom prompt first)."""
         if trigger.profile is not None:
             if trigger.profile != "default" and trigger.profile not in self._config.profiles:
                 raise TriggerError(f"no profile {trigger.profile!r}; configured: {self._config.profile_names}")
-            return self._config.profile_for(camera or self._config.cameras[0], trigger.profile)
+            return self._config.profile_for(camera, trigger.profile)
         if camera is None:
-            return self._config.profile_for(self._config.cameras[0], "default")
+            return self._config.profile_for(None)
         custom = self._controls.value(camera.id, "prompt")
         if custom:
-            return ProfileConfig(prompt=custom)
+            return _text_profile(custom)
         return self._config.profile_for(camera, self._controls.value(camera.id, "profile"))
 
     def _submit(self, camera: CameraConfig | None, trigger: Trigger, frame: Frame, capture_ms: float) -> None:
@@ -217,7 +227,7 @@ class Intake:
         values = placeholder_values(camera=camera.display_name if camera else "the image",
                                     previous=last[2] if last else None, language=self._config.language,
                                     event=trigger.event)
-        prompt = (build_prompt(ProfileConfig(prompt=trigger.prompt), values, self._config.language)
+        prompt = (build_prompt(_text_profile(trigger.prompt), values, self._config.language)
                   if trigger.prompt else build_prompt(profile, values, self._config.language))
         job = Job(trigger.camera, frame, prepared, prompt, request_id, trigger.origin, received_at=trigger.received_at,
                   event=trigger.event, superseded_ids=list(trigger.superseded), reply=trigger.reply,
@@ -274,3 +284,9 @@ class Intake:
         origin = REQUEST if reply is not None else None
         self._outcomes.refuse(Failure(camera, error.code, str(error), request_id or error.request_id, topic,
                                       reply, origin))
+
+
+def _text_profile(prompt: str) -> ProfileConfig:
+    """A prompt given at run time (a trigger's, Home Assistant's text): not checked like the
+    configuration's, since braces that are no placeholder stay as they are."""
+    return ProfileConfig.model_construct(prompt=prompt)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import json
 import logging
 import threading
 import time
@@ -21,7 +22,7 @@ from edge_vlm.frames import Frame
 from edge_vlm.jobs import Failure, Reply, new_request_id
 from edge_vlm.mqtt.connection import Received
 from edge_vlm.scheduler import REQUEST
-from edge_vlm.triggers import AskRequest, Trigger, parse_request
+from edge_vlm.triggers import MAX_REPLY_TO, MAX_REQUEST_BYTES, AskRequest, Trigger, parse_request
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +38,14 @@ def read_request(message: Received, *, default_reply: str, forbidden: list[str],
     even be answered. ``forbidden``: filters a reply may not go to (see ``reply_for``)."""
     request = None
     try:
+        if message.size > len(message.payload):  # paho's thread dropped a payload over the limit
+            raise ImageError(f"request of {message.size} bytes is over limits.max_payload_bytes",
+                             code="payload_too_large")
         request = parse_request(message.payload)
         return _trigger(message, request, reply_for(message, request, default_reply, forbidden), images, decode)
     except InputError as error:
         try:
-            reply = reply_for(message, request, default_reply, forbidden)
+            reply = reply_for(message, request or _reply_to_in(message.payload), default_reply, forbidden)
         except InputError:
             logger.warning("Request on %s refused, and cannot be answered: %s", message.topic, error)
             return None
@@ -61,6 +65,8 @@ def _trigger(message: Received, request: AskRequest, reply: Reply, images: Retai
         topic = request.image_topic
         if "+" in topic or "#" in topic:
             raise TriggerError(f"image_topic {topic!r} holds a wildcard")
+        if problem := _topic_problem(topic):
+            raise TriggerError(f"image_topic {topic!r} holds {problem}")
         return dataclasses.replace(trigger, grab=lambda: decode(images.fetch(topic), IMAGE_REQUESTS, time.time()))
     return trigger
 
@@ -72,16 +78,46 @@ def _base64(data: str) -> bytes:
         raise ImageError("image is not valid base64") from None
 
 
-def reply_for(message: Received, request: AskRequest | None, default: str, forbidden: list[str]) -> Reply:
-    """The MQTT 5 response topic (with its correlation data), else ``reply_to``, else ``default``.
+def _reply_to_in(payload: bytes) -> str | None:
+    """The ``reply_to`` of a request refused as invalid, so that its error still goes there."""
+    try:
+        data = json.loads(payload) if len(payload) <= MAX_REQUEST_BYTES else None
+    except (RecursionError, ValueError):  # not JSON (UnicodeDecodeError is a ValueError)
+        return None
+    value = data.get("reply_to") if isinstance(data, dict) else None
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_REPLY_TO else None
+
+
+def reply_for(message: Received, request: AskRequest | str | None, default: str, forbidden: list[str]) -> Reply:
+    """The MQTT 5 response topic (with its correlation data), else ``reply_to`` (the request's, or
+    given), else ``default``.
 
     A reply may not go where it would be taken for something else: a topic we listen on (a
-    trigger, a command) or Home Assistant's discovery; nor hold wildcards.
+    trigger, a command) or Home Assistant's discovery; nor hold wildcards, or characters the broker
+    refuses.
     """
-    topic = message.response_topic or (request.reply_to if request else None) or default
+    reply_to = request.reply_to if isinstance(request, AskRequest) else request
+    topic = message.response_topic or reply_to or default
+    if problem := _topic_problem(topic):
+        raise TriggerError(f"cannot answer on {topic!r}: it holds {problem}")
     if "+" in topic or "#" in topic or any(filter_matches(f, topic) for f in forbidden):
         raise TriggerError(f"will not answer on {topic!r}: it is a topic edge_vlm listens on, or discovery")
     return Reply(topic, message.correlation)
+
+
+def _topic_problem(topic: str) -> str | None:
+    """What in ``topic`` the broker refuses, and drops our connection over (for good: paho sends
+    the message again on each reconnect): MQTT forbids NUL and surrogates, Mosquitto also control
+    characters and Unicode noncharacters."""
+    for char in topic:
+        code = ord(char)
+        if code < 0x20 or 0x7F <= code <= 0x9F:
+            return f"the control character U+{code:04X}"
+        if 0xD800 <= code <= 0xDFFF:
+            return f"the lone surrogate U+{code:04X}"
+        if 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE:
+            return f"the noncharacter U+{code:04X}"
+    return None
 
 
 class RetainedImages:

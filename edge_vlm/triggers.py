@@ -27,6 +27,7 @@ from edge_vlm.jobs import Reply
 MAX_ID_LENGTH = 128
 MAX_TRIGGER_BYTES = 16_384
 MAX_REQUEST_BYTES = 16_000_000  # a request may carry an image, base64
+MAX_REPLY_TO = 1024
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class AskRequest(_Payload):
     image: str | None = Field(None, min_length=4, description="...or about this image (base64 JPEG or PNG).")
     image_topic: str | None = Field(None, min_length=1, max_length=1024,
                                     description="...or about the retained image on this topic.")
-    reply_to: str | None = Field(None, min_length=1, max_length=1024,
+    reply_to: str | None = Field(None, min_length=1, max_length=MAX_REPLY_TO,
                                  description="Where to answer (MQTT 3.1.1); MQTT 5 clients set a response topic.")
 
     @model_validator(mode="after")

@@ -10,6 +10,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 TIMEOUT_S = 15.0
 
@@ -20,27 +22,43 @@ class Message:
     payload: bytes
     retain: bool
     index: int  # position in the order of arrival
+    correlation: bytes | None = None  # MQTT 5 correlation data (a protocol "5" recorder only)
+    response_topic: str | None = None  # MQTT 5 response topic (a protocol "5" recorder only)
 
     def json(self) -> Any:
         return json.loads(self.payload)
 
 
 class Recorder:
-    """Subscribes to ``filters`` and keeps every message, in order of arrival."""
+    """Subscribes to ``filters`` and keeps every message, in order of arrival.
 
-    def __init__(self, port: int, filters: list[str], *, client_id: str = "", persistent: bool = False) -> None:
+    ``protocol``: "3.1.1" (default) or "5"; an MQTT 5 recorder also records the correlation data and
+    response topic of what arrives, and can publish with them.
+    """
+
+    def __init__(self, port: int, filters: list[str], *, client_id: str = "", persistent: bool = False,
+                 protocol: str = "3.1.1") -> None:
+        if protocol not in ("3.1.1", "5"):
+            raise ValueError(f"protocol {protocol!r}: use '3.1.1' or '5'")
+        if persistent and protocol == "5":
+            raise ValueError("a persistent session is only set up for MQTT 3.1.1 here")
         self.messages: list[Message] = []
         self._changed = threading.Condition()
         self._filters = filters
         self._connected = threading.Event()
         self._subscribed = threading.Event()
+        self.v5 = protocol == "5"
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=MQTTProtocolVersion.MQTTv311, clean_session=not persistent)
+                                  protocol=MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311,
+                                  clean_session=None if self.v5 else not persistent)
         self.client.reconnect_delay_set(1, 1)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *args: self._subscribed.set()
         self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
+        if self.v5:
+            self.client.connect("127.0.0.1", port, clean_start=True)
+        else:
+            self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         assert self._subscribed.wait(TIMEOUT_S), "the test client was not subscribed in time"
 
@@ -50,9 +68,13 @@ class Recorder:
             client.subscribe([(f, 1) for f in self._filters])
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        props = getattr(message, "properties", None)
+        correlation = getattr(props, "CorrelationData", None)
+        response_topic = getattr(props, "ResponseTopic", None)
         with self._changed:
             self.messages.append(
-                Message(message.topic, bytes(message.payload), bool(message.retain), len(self.messages)),
+                Message(message.topic, bytes(message.payload), bool(message.retain), len(self.messages),
+                        None if correlation is None else bytes(correlation), response_topic),
             )
             self._changed.notify_all()
 
@@ -99,8 +121,20 @@ class Recorder:
         self.wait_for(topic, lambda m: len(self.on(topic)) >= n, timeout)
         return self.on(topic)
 
-    def publish(self, topic: str, payload: bytes | str, *, retain: bool = False) -> None:
-        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(TIMEOUT_S)
+    def publish(self, topic: str, payload: bytes | str, *, retain: bool = False, response_topic: str | None = None,
+                correlation: bytes | None = None) -> None:
+        """Publish (QoS 1) and wait until the broker has it; ``response_topic`` and ``correlation``
+        are MQTT 5 properties (a protocol "5" recorder only)."""
+        properties = None
+        if response_topic is not None or correlation is not None:
+            if not self.v5:
+                raise ValueError("response_topic and correlation are MQTT 5 properties: use protocol='5'")
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho leaves it untyped
+            if response_topic is not None:
+                properties.ResponseTopic = response_topic
+            if correlation is not None:
+                properties.CorrelationData = correlation
+        self.client.publish(topic, payload, qos=1, retain=retain, properties=properties).wait_for_publish(TIMEOUT_S)
 
     def close(self) -> None:
         self.client.disconnect()
