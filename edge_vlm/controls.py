@@ -5,10 +5,15 @@ the daemon reads the states back from the broker, so what a user set survives re
 has (the broker replays retained messages on subscribe, before a message we publish after
 subscribing comes back: ``synced()``), a setting keeps its configured value and nothing is
 published, so a restart never flips a switch.
+
+The last change wins, in Home Assistant or in the file: the configured values are kept too
+(retained, ``<base>/<cam>/configured``), and a setting whose configured value changed since the
+state was stored takes the file's new value.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -23,6 +28,7 @@ from edge_vlm.mqtt.topics import Outbound, Topics
 logger = logging.getLogger(__name__)
 
 ON, OFF = b"ON", b"OFF"
+CONFIGURED = "configured"  # the file's values the states were stored under
 TEXT_MAX = 255  # Home Assistant's limit for a text entity
 COOLDOWN_MAX_S = 86_400
 
@@ -38,6 +44,10 @@ class _Setting:
     show: Callable[[Any], bytes]
     settled: bool = False
     unsettled: Any = None  # what applies until settled, if not the value (motion stays off)
+    stored: Any = None  # the state read back from the broker, applied once synced
+
+    def __post_init__(self) -> None:
+        self.configured = self.value  # the file's value
 
 
 def _switch(payload: bytes) -> bool:
@@ -86,16 +96,18 @@ class Controls:
         self._apply = apply
         self._lock = threading.Lock()
         self._settings: dict[str, _Setting] = {}  # by state topic
+        self._configured_before: dict[str, dict[str, str]] = {}  # camera -> setting -> the file's value then
         for camera in config.cameras:
             for setting in self._camera_settings(config, camera):
                 self._settings[self._topics.camera(setting.camera, setting.name)] = setting
+        self._configured_topics = {self._topics.camera(c.id, CONFIGURED): c.id for c in config.cameras}
 
     def _camera_settings(self, config: AppConfig, camera: CameraConfig) -> list[_Setting]:
         settings = [
-            _Setting(camera.id, "enabled", True, _switch, _flag),
+            _Setting(camera.id, "enabled", camera.enabled, _switch, _flag),
             _Setting(camera.id, "cooldown", camera.cooldown_s, _seconds, _plain),
             _Setting(camera.id, "profile", camera.profile or "default", _choice(config.profile_names), _plain),
-            _Setting(camera.id, "prompt", (camera.prompt or "")[:TEXT_MAX], _text, _plain),
+            _Setting(camera.id, "prompt", "", _text, _plain),  # the camera's prompt is its 'default' profile
         ]
         if camera.watches_stream:
             settings.append(_Setting(camera.id, "motion", camera.motion.enabled, _switch, _flag, unsettled=False))
@@ -118,13 +130,17 @@ class Controls:
         return [f"{topic}/set" for topic in self._settings]
 
     def replay_only(self) -> list[str]:
-        """The states: only their retained replay at start matters (our own publishes echo back)."""
-        return list(self._settings)
+        """The states and configured values: only their retained replay at start matters (our own
+        publishes echo back)."""
+        return [*self._settings, *self._configured_topics]
 
     def handles(self, topic: str) -> bool:
-        return topic.removesuffix("/set") in self._settings
+        return topic.removesuffix("/set") in self._settings or topic in self._configured_topics
 
     def handle(self, message: Received) -> None:
+        if message.topic in self._configured_topics:
+            self._read_configured(self._configured_topics[message.topic], message.payload)
+            return
         state = message.topic.removesuffix("/set")
         command = message.topic != state
         if not (command or message.retain):
@@ -135,20 +151,41 @@ class Controls:
         except (ValueError, UnicodeDecodeError) as exc:
             logger.warning("Ignoring %r on %s: %s", message.payload[:40], message.topic, exc)
             return
+        if not command and not setting.settled:
+            setting.stored = value  # decided once everything is read back: synced()
+            return
+        self._set(setting, value)
+        logger.info("Camera %s: %s set to %r", setting.camera, setting.name, value)
+
+    def _read_configured(self, camera: str, payload: bytes) -> None:
+        try:
+            values = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            values = None
+        if isinstance(values, dict):
+            self._configured_before[camera] = {str(k): str(v) for k, v in values.items()}
+
+    def _set(self, setting: _Setting, value: Any) -> None:
         with self._lock:
             setting.value, setting.settled = value, True
-        logger.info("Camera %s: %s set to %r%s", setting.camera, setting.name, value,
-                    "" if command else " (as it was before the restart)")
         self._apply(setting.camera, setting.name, value)
         self._publisher.send(self._state(setting))
 
     def synced(self) -> None:
-        """Every retained state there was has been read back: the others keep their configured value."""
+        """Everything retained has been read back: each setting takes its stored state, unless the
+        file's value changed since (or there is none); then the configured values are stored."""
         for setting in self._settings.values():
-            if not setting.settled:
-                setting.settled = True
-                self._apply(setting.camera, setting.name, setting.value)
-                self._publisher.send(self._state(setting))
+            if setting.settled:
+                continue
+            before = self._configured_before.get(setting.camera, {}).get(setting.name)
+            file_changed = before is not None and before != setting.show(setting.configured).decode()
+            value = setting.configured if setting.stored is None or file_changed else setting.stored
+            if setting.stored is not None and value == setting.stored:
+                logger.info("Camera %s: %s is %r, as it was before the restart", setting.camera, setting.name, value)
+            self._set(setting, value)
+        for topic, camera in self._configured_topics.items():
+            values = {s.name: s.show(s.configured).decode() for s in self._settings.values() if s.camera == camera}
+            self._publisher.send(Outbound(topic, json.dumps(values).encode(), retain=True))
 
     def _state(self, setting: _Setting) -> Outbound:
         return Outbound(self._topics.camera(setting.camera, setting.name), setting.show(setting.value), True)

@@ -194,7 +194,8 @@ def test_each_structured_field_is_an_entity() -> None:
         "profiles": {
             "porch": {"prompt": "Describe.", "fields": {
                 "summary": {"type": "string", "description": "One sentence."},
-                "people": {"type": "integer", "description": "How many people.", "minimum": 0},
+                "people": {"type": "integer", "description": "How many people.", "minimum": 0,
+                           "unit": "people"},
                 "package": {"type": "boolean", "description": "A parcel is there."}}},
             "night": {"prompt": "Describe.", "fields": {
                 "people": {"type": "number", "description": "Counted twice, announced once."}}},
@@ -214,6 +215,7 @@ def test_each_structured_field_is_an_entity() -> None:
     assert field_components(config, config.cameras[0], Topics.from_config(config)) == {
         "field_summary": {**field("summary", "sensor", "Summary"), "value_template": kept("summary")},
         "field_people": {**field("people", "sensor", "People"), "state_class": "measurement",
+                         "unit_of_measurement": "people",
                          "value_template": kept("people")},
         "field_package": {**field("package", "binary_sensor", "Package"), "payload_on": "ON", "payload_off": "OFF",
                           "value_template": "{{ ('ON' if value_json.package else 'OFF') "

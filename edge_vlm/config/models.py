@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
-from edge_vlm.config.automation import AlertRule, ProfileConfig
+from edge_vlm.config.automation import AlertRule, ProfileConfig, placeholder_problem
 from edge_vlm.config.base import (
     DEFAULT_PROMPT,
     ID_PATTERN,
@@ -30,6 +30,7 @@ from edge_vlm.config.sources import (
 )
 from edge_vlm.config.topic_rules import filter_matches, our_output_topics, takes_frigate_snapshots, topic_filter_problem
 from edge_vlm.config.vlm import VlmBackendConfig, context_problem
+from edge_vlm.prompts import build_prompt
 
 
 class CameraConfig(StrictModel):
@@ -43,7 +44,8 @@ class CameraConfig(StrictModel):
     )
     enabled: bool = Field(True, description="A disabled camera keeps its entities but describes nothing.")
     prompt: str | None = Field(
-        None, min_length=1, max_length=4000, description="Prompt for this camera; default: top-level prompt.",
+        None, min_length=1, max_length=4000, description="Prompt for this camera, instead of a profile; default: the "
+        "camera's profile, else the 'default' one.",
     )
     source: SourceConfig = Field(
         default_factory=MqttSourceConfig, description="Where a trigger takes its frame from: mqtt (the last "
@@ -78,9 +80,23 @@ class CameraConfig(StrictModel):
     )
     cooldown_s: float = Field(
         0.0, ge=0, le=86_400, description="At least this long between two descriptions that came by themselves "
-        "(snapshots, motion, intervals); requests and triggers are never held back. Home Assistant can change it.",
+        "(snapshots, motion, intervals, Frigate events); requests and triggers are never held back. Home Assistant "
+        "can change it.",
     )
     alerts: list[AlertRule] = Field(default_factory=list, max_length=16, description="What to alert on.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _known_placeholders(cls, prompt: str | None) -> str | None:
+        if prompt is not None and (problem := placeholder_problem(prompt)):
+            raise ValueError(problem)
+        return prompt
+
+    @model_validator(mode="after")
+    def _prompt_or_profile(self) -> CameraConfig:
+        if self.prompt is not None and self.profile is not None:
+            raise ValueError("give prompt or profile, not both")
+        return self
 
     @field_validator("alerts")
     @classmethod
@@ -183,6 +199,13 @@ class AppConfig(StrictModel):
         DEFAULT_PROMPT, min_length=1, max_length=4000,
         description="The 'default' profile's prompt, unless profiles defines one.",
     )
+
+    @field_validator("prompt")
+    @classmethod
+    def _known_placeholders(cls, prompt: str) -> str:
+        if problem := placeholder_problem(prompt):
+            raise ValueError(problem)
+        return prompt
     language: str | None = Field(
         None, min_length=2, max_length=32, description="Ask for answers in this language, e.g. German; "
         "unset: the model's own (usually English). Also the {language} placeholder.",
@@ -194,7 +217,7 @@ class AppConfig(StrictModel):
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig, description="Home Assistant discovery.")
     frigate: FrigateConfig = Field(default_factory=FrigateConfig, description="Frigate's events.")
     backend: BackendConfig = Field(
-        default_factory=OpencvBackendConfig,
+        default_factory=OpencvBackendConfig, validate_default=True,
         description="What turns a frame into text: opencv (built in, the default) or vlm (NPU models).",
     )
     cameras: list[CameraConfig] = Field(min_length=1, max_length=64, description="The cameras.")
@@ -213,9 +236,10 @@ class AppConfig(StrictModel):
     @classmethod
     def _profiles_fit_the_backend(cls, backend: OpencvBackendConfig | VlmBackendConfig,
                                   info: ValidationInfo) -> OpencvBackendConfig | VlmBackendConfig:
-        prompts = {"the default prompt": info.data.get("prompt")}
+        language = info.data.get("language")
         profiles: dict[str, ProfileConfig] = info.data.get("profiles") or {}
-        prompts.update({f"profiles.{name}.prompt": p.prompt for name, p in profiles.items()})
+        prompts = {"the default prompt": build_prompt(ProfileConfig(prompt=info.data.get("prompt", "?")), {}, language)}
+        prompts.update({f"profiles.{name}.prompt": build_prompt(p, {}, language) for name, p in profiles.items()})
         for where, prompt in prompts.items():
             if isinstance(backend, VlmBackendConfig) and (problem := context_problem(backend, prompt)):
                 raise ValueError(f"{where}: {problem}")
@@ -236,7 +260,8 @@ class AppConfig(StrictModel):
             if camera.id == info.data.get("node_id"):
                 raise ValueError(f"camera id {camera.id!r} equals node_id: their topics would collide")
             backend = info.data.get("backend")
-            if isinstance(backend, VlmBackendConfig) and (problem := context_problem(backend, camera.prompt)):
+            prompt = camera.prompt and build_prompt(ProfileConfig(prompt=camera.prompt), {}, info.data.get("language"))
+            if isinstance(backend, VlmBackendConfig) and (problem := context_problem(backend, prompt)):
                 raise ValueError(f"cameras[{index}].prompt: {problem}")
             if camera.profile is not None and camera.profile != "default" \
                     and camera.profile not in (info.data.get("profiles") or {}):
@@ -273,12 +298,13 @@ class AppConfig(StrictModel):
     def camera(self, camera_id: str) -> CameraConfig | None:
         return next((c for c in self.cameras if c.id == camera_id), None)
 
-    def profile_for(self, camera: CameraConfig, name: str | None = None) -> ProfileConfig:
-        """The profile ``name`` (a trigger's, Home Assistant's pick), else the camera's own."""
-        chosen = name or camera.profile
-        if chosen is None and camera.prompt is not None:
+    def profile_for(self, camera: CameraConfig | None, name: str | None = None) -> ProfileConfig:
+        """The profile ``name`` (a trigger's, Home Assistant's pick), else the camera's own. 'default'
+        is the camera's prompt if it has one, else the default profile."""
+        chosen = name or (camera.profile if camera else None) or "default"
+        if chosen == "default" and camera is not None and camera.prompt is not None:
             return ProfileConfig(prompt=camera.prompt)
-        if chosen is None or chosen == "default":
+        if chosen == "default":
             return self.profiles.get("default") or ProfileConfig(prompt=self.prompt)
         return self.profiles[chosen]
 

@@ -38,7 +38,7 @@ def our_output_topics(base: str, node: str, discovery_prefix: str, cameras: list
     for camera in [*cameras, "any-camera"]:
         topics += [f"{base}/{camera}/{leaf}"
                    for leaf in ("description", "attributes", "result", "image", "error", "stream", "event", "alerts",
-                                "fields", "alert/any-rule", *CONTROLS)]
+                                "fields", "alert/any-rule", "configured", *CONTROLS)]
         topics.append(f"{discovery_prefix}/device/edge_vlm_{node}/{camera}/config")
     topics.append(f"{discovery_prefix}/device/edge_vlm_{node}/config")
     topics.append(f"{base}/response")

@@ -226,6 +226,8 @@ def field_components(config: AppConfig, camera: CameraConfig, topics: Topics) ->
             component["value_template"] = f"{{{{ {value}{keep} }}}}"
             if spec.type != "string":
                 component["state_class"] = "measurement"
+            if spec.unit is not None:
+                component["unit_of_measurement"] = spec.unit
         components[f"field_{name}"] = component
     return components
 

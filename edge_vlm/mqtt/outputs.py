@@ -91,7 +91,7 @@ def image_message(job: Job, image: bytes, topics: Topics) -> Outbound:
 
 def event_message(job: Job, event_type: str, topics: Topics, **values: Any) -> Outbound:
     """A step in a description's life, for Home Assistant's event entity (never retained): pending
-    at once, then described, failed, skipped or superseded, all with the same id."""
+    at once, then described, failed or superseded, all with the same id."""
     payload = {"event_type": event_type, "id": job.request_id, "camera": job.camera, "origin": job.origin,
                "time": iso_time(time.time()), **values, "event": job.event}
     return Outbound(topics.camera(job.camera, EVENT), _json(payload), retain=False)

@@ -16,7 +16,7 @@ IMAGE = "image"
 ERROR = "error"
 STREAM = "stream"  # ON / OFF: the camera's stream is connected
 MOTION = "motion"  # ON / OFF: the motion trigger is on; commands on motion/set
-EVENT = "event"  # a description's life: pending, then described / failed / skipped / superseded
+EVENT = "event"  # a description's life: pending, then described / failed / superseded
 ALERTS = "alerts"  # Home Assistant event entity: one event per alert sent
 FIELDS = "fields"  # the last structured answer, retained
 

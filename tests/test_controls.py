@@ -1,0 +1,76 @@
+"""Home Assistant's per-camera settings over a real broker: the last change wins, in Home
+Assistant or in the file, across restarts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from edge_vlm.config.models import AppConfig
+from edge_vlm.service import Service
+from tests.conftest import app_config
+from tests.support.broker import Mosquitto
+from tests.support.mqtt import Recorder
+from tests.test_daemon import topic, watch
+
+pytestmark = pytest.mark.mqtt
+
+Daemon = Callable[..., Service]
+Recorders = Callable[..., Recorder]
+
+
+def restart(make_daemon: Daemon, recorder: Recorder, config: AppConfig) -> tuple[Service, int]:
+    """A daemon started on ``config`` once its settings are read back and published."""
+    restarted = len(recorder.messages)
+    service = make_daemon(config)
+    recorder.wait_for(topic(config, "porch", "configured"), recorder.since(restarted))  # published last
+    return service, restarted
+
+
+def states_since(recorder: Recorder, config: AppConfig, name: str, index: int) -> list[bytes]:
+    return [m.payload for m in recorder.on(topic(config, "porch", name)) if m.index >= index]
+
+
+def test_a_setting_from_home_assistant_survives_restarts_until_the_file_changes_it(
+        broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders) -> None:
+    config = app_config(broker.port, cameras=[{"id": "porch", "cooldown_s": 0}])
+    recorder = watch(make_recorder, broker, config)
+    first, _ = restart(make_daemon, recorder, config)
+    assert recorder.on(topic(config, "porch", "cooldown"))[-1].payload == b"0"
+
+    recorder.publish(topic(config, "porch", "cooldown/set"), "30")
+    recorder.wait_for(topic(config, "porch", "cooldown"), lambda m: m.payload == b"30")
+    recorder.publish(topic(config, "porch", "enabled/set"), "OFF")
+    recorder.wait_for(topic(config, "porch", "enabled"), lambda m: m.payload == b"OFF")
+    assert first.controls.value("porch", "cooldown") == 30
+    first.stop()
+
+    second, since = restart(make_daemon, recorder, config)  # the same file: Home Assistant's values stay
+    assert (second.controls.value("porch", "cooldown"), second.controls.value("porch", "enabled")) == (30, False)
+    assert states_since(recorder, config, "cooldown", since) == [b"30"]
+    assert states_since(recorder, config, "enabled", since) == [b"OFF"]  # never flipped on
+    second.stop()
+
+    edited = config.model_copy(update={"cameras": [config.cameras[0].model_copy(update={"cooldown_s": 45})]})
+    third, since = restart(make_daemon, recorder, edited)  # the file changed the cooldown since: it wins
+    assert (third.controls.value("porch", "cooldown"), third.controls.value("porch", "enabled")) == (45, False)
+    assert states_since(recorder, config, "cooldown", since) == [b"45"]
+
+
+def test_a_bad_command_changes_nothing(broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders) -> None:
+    config = app_config(broker.port, cameras=[{"id": "porch"}])
+    recorder = watch(make_recorder, broker, config)
+    service, _ = restart(make_daemon, recorder, config)
+    before = len(recorder.messages)
+
+    recorder.publish(topic(config, "porch", "cooldown/set"), "-5")
+    recorder.publish(topic(config, "porch", "profile/set"), "no-such-profile")
+    recorder.publish(topic(config, "porch", "enabled/set"), "maybe")
+    recorder.publish(topic(config, "porch", "cooldown/set"), "12")  # handled in order, after the bad ones
+    recorder.wait_for(topic(config, "porch", "cooldown"), lambda m: m.index >= before and m.payload == b"12")
+
+    assert service.controls.value("porch", "profile") == "default"
+    assert service.controls.value("porch", "enabled") is True
+    assert states_since(recorder, config, "cooldown", before) == [b"12"]
+    assert states_since(recorder, config, "profile", before) == states_since(recorder, config, "enabled", before) == []
