@@ -136,8 +136,3 @@ class Alerts:
 
     def _off_after(self, camera: str, rule: str) -> float:
         return next(r.off_after_s for r in self._rules[camera] if r.name == rule)
-
-    def suppressed(self) -> dict[str, int]:
-        """Matches each rule has held back and not yet reported, by ``camera/rule``."""
-        with self._changed:
-            return {f"{c}/{r}": s.suppressed for (c, r), s in self._states.items() if s.suppressed}

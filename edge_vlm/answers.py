@@ -11,6 +11,8 @@ again once), then each alert rule's yes/no question.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -21,6 +23,8 @@ from edge_vlm.config.automation import FieldSpec
 from edge_vlm.errors import BackendError
 from edge_vlm.jobs import Job, Result
 from edge_vlm.prompts import question_prompt
+
+logger = logging.getLogger(__name__)
 
 _WORDS_TRUE = {"yes", "true", "y", "1"}
 _WORDS_FALSE = {"no", "false", "n", "0", "none"}
@@ -57,6 +61,8 @@ def _typed(name: str, value: Any, spec: FieldSpec) -> Any:
         number = float(value)
     except (TypeError, ValueError):
         raise AnswerError(f"{name} should be a number") from None
+    if not math.isfinite(number):  # Python's JSON reads NaN and 1e999; Home Assistant cannot
+        raise AnswerError(f"{name} should be a finite number")
     if spec.type == "integer":
         if number != int(number):
             raise AnswerError(f"{name} should be a whole number")
@@ -111,6 +117,12 @@ def answer(backend: Backend, job: Job) -> Result:
     if job.questions:
         started = time.perf_counter()
         for rule, question in job.questions.items():
-            answers[rule] = yes_or_no(backend.describe(job.prepared, job.frame, question_prompt(question)).text)
+            try:
+                answers[rule] = yes_or_no(backend.describe(job.prepared, job.frame, question_prompt(question)).text)
+            except BackendError as exc:  # the description stands; this rule just gets no answer
+                if exc.code == "cancelled":
+                    raise
+                logger.warning("%s: alert question %r failed (%s): %s", job.camera or "request", rule, exc.code, exc)
+                answers[rule] = None
         extra_ms["questions"] = round((time.perf_counter() - started) * 1000, 2)
     return Result(job, description, backend.name, time.time(), fields, answers, extra_ms)

@@ -1,7 +1,8 @@
 """Getting frames off the dispatcher thread: a small pool, one capture at a time per camera.
 
 Grabbing may block (an RTSP connection, an HTTP request, a Frigate snapshot not published yet).
-Per camera, requests ("ask anything") wait their turn in order; any other trigger waits in one
+Per camera, requests ("ask anything") wait their turn in order (at most ``MAX_REQUESTS``: more are
+refused ``busy``, since each may hold a whole image); any other trigger waits in one
 slot where the newest replaces the one before (it will see a newer frame anyway), except that one
 that came by itself (motion, an interval) never replaces one that was asked for.
 """
@@ -17,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from edge_vlm.diagnostics import Stats
-from edge_vlm.scheduler import AUTOMATIC, REQUEST
+from edge_vlm.errors import InputError
+from edge_vlm.scheduler import AUTOMATIC, MAX_REQUESTS, REQUEST
 from edge_vlm.triggers import Trigger
 
 logger = logging.getLogger(__name__)
@@ -39,11 +41,12 @@ class _Slot:
 
 
 class CapturePool:
-    def __init__(self, threads: int, run: Callable[[Trigger], None], cancel: Callable[[Trigger], None],
-                 stats: Stats) -> None:
+    def __init__(self, threads: int, run: Callable[[Trigger], None],
+                 refuse: Callable[[Trigger, InputError], None], stats: Stats) -> None:
+        """``refuse``: answers a trigger that will not be captured for (the pool is closed, or full)."""
         self._executor = ThreadPoolExecutor(min(MAX_THREADS, max(1, threads)), thread_name_prefix="edge_vlm-capture")
         self._run = run
-        self._cancel = cancel
+        self._refuse = refuse
         self._stats = stats
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
@@ -52,10 +55,14 @@ class CapturePool:
     def submit(self, key: str, trigger: Trigger) -> None:
         """Grab for ``trigger`` on a capture thread, after what is already waiting for ``key``."""
         with self._lock:
-            start = not self._closed and self._enqueue(self._slots.setdefault(key, _Slot()), trigger)
+            slot = self._slots.setdefault(key, _Slot())
             closed = self._closed
+            full = trigger.origin == REQUEST and len(slot.requests) >= MAX_REQUESTS
+            start = not (closed or full) and self._enqueue(slot, trigger)
         if closed:
-            self._cancel(trigger)
+            self._refuse(trigger, InputError("the daemon is stopping", code="cancelled"))
+        elif full:
+            self._refuse(trigger, InputError(f"{MAX_REQUESTS} requests already wait here", code="busy"))
         elif start:
             self._executor.submit(self._serve, key)
 
@@ -97,5 +104,5 @@ class CapturePool:
             waiting = [t for slot in self._slots.values() for t in (*slot.requests, slot.latest) if t is not None]
             self._slots.clear()
         for trigger in waiting:
-            self._cancel(trigger)
+            self._refuse(trigger, InputError("the daemon is stopping", code="cancelled"))
         self._executor.shutdown(wait=True)

@@ -114,8 +114,23 @@ class Controls:
         return settings
 
     def value(self, camera: str, name: str) -> Any:
+        """The setting now; before synced(), what it will be from what has been read back so far
+        (the broker replays retained states before any live message on our subscriptions)."""
         with self._lock:
-            return self._settings[self._topics.camera(camera, name)].value
+            setting = self._settings[self._topics.camera(camera, name)]
+            return setting.value if setting.settled else self._decided(setting)
+
+    def _decided(self, setting: _Setting) -> Any:
+        """The stored state, unless there is none or the file's value changed since it was stored."""
+        before = self._configured_before.get(setting.camera, {}).get(setting.name)
+        file_changed = before is not None and before != setting.show(setting.configured).decode()
+        return setting.configured if setting.stored is None or file_changed else setting.stored
+
+    def settled(self, camera: str) -> bool:
+        """Whether the camera's settings were read back from the broker: until then (the broker may
+        be down at boot) Home Assistant may have switched it off, unknown to us."""
+        with self._lock:
+            return all(s.settled for s in self._settings.values() if s.camera == camera)
 
     def configured(self) -> None:
         """Apply what runs until the retained states are read back: the configured values, but no
@@ -151,8 +166,9 @@ class Controls:
         except (ValueError, UnicodeDecodeError) as exc:
             logger.warning("Ignoring %r on %s: %s", message.payload[:40], message.topic, exc)
             return
-        if not command and not setting.settled:
-            setting.stored = value  # decided once everything is read back: synced()
+        if not command:  # a retained state replayed: read at start, decided in synced(); ours after that
+            if not setting.settled:
+                setting.stored = value
             return
         self._set(setting, value)
         logger.info("Camera %s: %s set to %r", setting.camera, setting.name, value)
@@ -177,9 +193,7 @@ class Controls:
         for setting in self._settings.values():
             if setting.settled:
                 continue
-            before = self._configured_before.get(setting.camera, {}).get(setting.name)
-            file_changed = before is not None and before != setting.show(setting.configured).decode()
-            value = setting.configured if setting.stored is None or file_changed else setting.stored
+            value = self._decided(setting)
             if setting.stored is not None and value == setting.stored:
                 logger.info("Camera %s: %s is %r, as it was before the restart", setting.camera, setting.name, value)
             self._set(setting, value)

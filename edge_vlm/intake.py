@@ -62,7 +62,7 @@ class Intake:
         self._questions = questions
         self.images = images
         self._capture = CapturePool(1 + sum(not s.instant for s in sources.values()), self._grab_and_submit,
-                                    self._cancel, stats)
+                                    self._not_captured, stats)
         self._described: dict[str, tuple[float, int | None, str]] = {}  # camera -> (when, scene, text)
 
     def subscriptions(self) -> list[str]:
@@ -111,6 +111,9 @@ class Intake:
                              profile=request.profile))
 
     def _request(self, message: Received) -> None:
+        if message.retain:  # it would be asked again at every start and reconnect
+            logger.warning("Ignoring a retained request on %s: publish requests without retain", message.topic)
+            return
         frigate = [f"{self._config.frigate.topic_prefix}/#"] if self._config.frigate.enabled else []
         forbidden = [*self.subscriptions(), self._topics.request, *frigate, self._config.discovery.ha_status_topic,
                      f"{self._config.discovery.prefix}/#", f"{self._topics.base}/+/+/set"]
@@ -167,6 +170,10 @@ class Intake:
     def trigger(self, trigger: Trigger) -> None:
         """Describe the camera's current frame: grab it from its source, then submit a job."""
         trigger = dataclasses.replace(trigger, request_id=trigger.request_id or new_request_id())
+        if trigger.origin in AUTOMATIC and not self._controls.settled(trigger.camera):  # e.g. the broker is down
+            logger.debug("%s: %s trigger ignored: Home Assistant's settings not read back yet", trigger.camera,
+                         trigger.origin)
+            return
         try:
             camera = self._camera(trigger.camera)
         except InputError as error:
@@ -275,9 +282,8 @@ class Intake:
             raise TriggerError(f"camera {camera_id!r} is switched off in Home Assistant", code="camera_disabled")
         return camera
 
-    def _cancel(self, trigger: Trigger) -> None:
-        self._refuse(trigger.camera, InputError("the daemon is stopping", code="cancelled"), trigger.topic,
-                     trigger.request_id, trigger.reply)
+    def _not_captured(self, trigger: Trigger, error: InputError) -> None:
+        self._refuse(trigger.camera, error, trigger.topic, trigger.request_id, trigger.reply)
 
     def _refuse(self, camera: str, error: InputError, topic: str | None, request_id: str | None = None,
                 reply: Reply | None = None) -> None:

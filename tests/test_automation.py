@@ -426,7 +426,7 @@ def test_a_job_is_announced_at_once_then_described_or_superseded(
     daemon.publish("front_door", "trigger", json.dumps({"id": "t2"}))
     superseded = daemon.event("front_door", "t1", "superseded").json()
     assert superseded["by"] == "t2"
-    daemon.event("front_door", "t2", "pending")
+    t2_pending = daemon.event("front_door", "t2", "pending")
     # A snapshot does not replace a trigger that waits: it joins it, and is told so at once.
     joining = images.jpeg(seed=3)
     daemon.publish("front_door", "snapshot", joining)
@@ -443,6 +443,9 @@ def test_a_job_is_announced_at_once_then_described_or_superseded(
     assert described.json()["description"] == FRONT_DOOR_TEXT
     result = recorder.wait_for(daemon.topic("front_door", "result"))
     assert image.index < pending.index < result.index < described.index
+    # t1's and t2's frames were shown since: the description goes out with its own frame again.
+    shown = [m for m in recorder.on(daemon.topic("front_door", "image")) if t2_pending.index < m.index < result.index]
+    assert [m.payload for m in shown] == [front]
     last = daemon.event("front_door", "t2", "described").json()
     assert last["superseded_ids"] == ["t1", joined["id"]]
     assert [e["event_type"] for e in daemon.events("front_door", snapshot_id)] == ["pending", "described"]

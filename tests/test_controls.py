@@ -3,6 +3,8 @@ Assistant or in the file, across restarts."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -74,3 +76,48 @@ def test_a_bad_command_changes_nothing(broker: Mosquitto, make_daemon: Daemon, m
     assert service.controls.value("porch", "enabled") is True
     assert states_since(recorder, config, "cooldown", before) == [b"12"]
     assert states_since(recorder, config, "profile", before) == states_since(recorder, config, "enabled", before) == []
+
+
+class Ticks(logging.Handler):
+    """Counts the interval triggers the daemon ignored, and lets a test wait for the next ones."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.count = 0
+        self.changed = threading.Condition()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "edge_vlm.intake" and "interval trigger ignored" in record.getMessage():
+            with self.changed:
+                self.count += 1
+                self.changed.notify_all()
+
+    def wait_beyond(self, count: int, timeout: float = 10.0) -> int:
+        with self.changed:
+            assert self.changed.wait_for(lambda: self.count > count, timeout), "no interval tick in time"
+            return self.count
+
+
+def test_a_camera_switched_off_is_not_described_by_its_interval_while_the_broker_is_down(
+        restartable_broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders) -> None:
+    config = app_config(restartable_broker.port, cameras=[{"id": "porch", "interval_s": 1}])
+    recorder = make_recorder(restartable_broker.port, [topic(config, "porch", "enabled")])
+    recorder.publish(topic(config, "porch", "enabled"), b"OFF", retain=True)  # switched off in HA before
+    restartable_broker.stop()
+    ticks = Ticks()
+    logger = logging.getLogger("edge_vlm.intake")
+    logger.addHandler(ticks)
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        service = make_daemon(config)
+        ticks.wait_beyond(0)  # the interval ran while the daemon could not know the switch: nothing done
+        restartable_broker.start()
+        watcher = watch(make_recorder, restartable_broker, config)
+        watcher.wait_for(topic(config, "porch", "enabled"), lambda m: not m.retain and m.payload == b"OFF")
+        ticks.wait_beyond(ticks.count)  # and once it knows, the camera is off
+        assert service.stats.values()["inputs_refused"] == 0  # no interval grabbed (no_frame), none described
+        assert service.stats.values()["jobs_done"] == 0
+    finally:
+        logger.removeHandler(ticks)
+        logger.setLevel(level)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from edge_vlm.backends.opencv import OpencvBackend, sentence
+from edge_vlm.config.automation import OPENCV_DETAILS
 from edge_vlm.config.models import OpencvBackendConfig
 from edge_vlm.errors import BackendError
 from edge_vlm.frames import Frame, decode_image
@@ -35,6 +36,7 @@ def test_a_person_with_a_face_in_daylight(backend: OpencvBackend) -> None:
     assert described.details == {"people": 1, "faces": 1, "light": "day", "brightness": 115.4,
                                  "motion": None, "motion_fraction": None}
     assert set(described.timings_ms) == {"people", "faces", "light_motion"}
+    assert set(described.details) == set(OPENCV_DETAILS)  # what field alert rules may name
 
 
 def test_no_people_at_night(backend: OpencvBackend) -> None:

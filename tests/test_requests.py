@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -18,8 +19,13 @@ from typing import Any
 import pytest
 
 import edge_vlm.requests
+from edge_vlm.capture import CapturePool
 from edge_vlm.config.models import AppConfig
+from edge_vlm.diagnostics import Stats
+from edge_vlm.mqtt.connection import Inbox, Received
+from edge_vlm.scheduler import MAX_REQUESTS, REQUEST
 from edge_vlm.service import Service
+from edge_vlm.triggers import Trigger
 from tests.conftest import app_config
 from tests.support import images
 from tests.support.backends import GatedBackend
@@ -363,3 +369,58 @@ def test_several_boards_share_the_requests_each_answered_once(
     assert sum(answered) == len(ids)
     # Mosquitto takes the boards of a group in turn (20 and 20); leave room for another broker's ways.
     assert min(answered) >= len(ids) // 4, f"the broker hardly shared the requests: {answered}"
+
+
+def test_a_retained_request_is_not_asked_again_at_each_start(
+        broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders) -> None:
+    config = app_config(broker.port)
+    recorder = watch(make_recorder, broker, config)
+    mine = f"{replies(config)}/mine"
+    recorder.publish(request_topic(config), json.dumps({"camera": "front_door", "id": "old", "reply_to": mine}),
+                     retain=True)
+    try:
+        make_daemon(config)
+        started(recorder, config)
+        ask(recorder, config, {"camera": "front_door", "id": "new", "reply_to": mine})
+        answer_on(recorder, mine, "new")
+        # Requests are handled in order: the retained one, replayed first, would have been answered first.
+        assert [m.json()["id"] for m in recorder.on(mine)] == ["new"]
+    finally:
+        recorder.publish(request_topic(config), b"", retain=True)
+
+
+def received(topic: str, size: int = 10) -> Received:
+    return Received(topic, b"x" * size, False, time.monotonic(), time.time(), size)
+
+
+def test_a_flooded_inbox_drops_snapshots_before_requests() -> None:
+    inbox = Inbox(max_messages=3, max_bytes=10_000, precious=frozenset({"edge_vlm/request"}))
+    for topic_name in ["cam/snapshot", "edge_vlm/request", "cam/snapshot", "cam/snapshot", "edge_vlm/request"]:
+        inbox.put(received(topic_name))
+    kept = [event.topic for event in iter(lambda: inbox.get(0), None) if isinstance(event, Received)]
+    assert kept == ["edge_vlm/request", "cam/snapshot", "edge_vlm/request"]
+    assert inbox.dropped == 2
+    # Only requests left: the oldest goes, the bound holds.
+    for _ in range(4):
+        inbox.put(received("edge_vlm/request"))
+    assert inbox.dropped == 3
+
+
+def test_requests_waiting_for_a_capture_are_bounded() -> None:
+    running, release = threading.Event(), threading.Event()
+    refused: list[tuple[str | None, str]] = []
+
+    def capture(trigger: Trigger) -> None:
+        running.set()
+        release.wait(10)
+
+    pool = CapturePool(1, capture, lambda t, e: refused.append((t.request_id, e.code)), Stats("test"))
+    try:
+        pool.submit("cam", Trigger("cam", REQUEST, request_id="r0"))
+        assert running.wait(10)  # r0 is being captured for, held
+        for n in range(1, MAX_REQUESTS + 2):  # MAX_REQUESTS wait, one is too many
+            pool.submit("cam", Trigger("cam", REQUEST, request_id=f"r{n}"))
+        assert refused == [(f"r{MAX_REQUESTS + 1}", "busy")]
+    finally:
+        release.set()
+        pool.close()

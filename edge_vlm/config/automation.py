@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -24,6 +24,11 @@ def placeholder_problem(prompt: str) -> str | None:
     return f"unknown placeholder(s) {unknown}; use {list(PLACEHOLDERS)}" if unknown else None
 
 
+# What the built-in opencv backend reports besides its sentence (edge_vlm/backends/opencv.py), for field rules.
+OPENCV_DETAILS = {"people": "number", "faces": "number", "light": "string", "brightness": "number",
+                  "motion": "string", "motion_fraction": "number"}
+
+
 class FieldSpec(StrictModel):
     type: Literal["string", "integer", "number", "boolean"] = Field(description="What the value is.")
     description: str = Field(min_length=1, max_length=300, description="What the model is to put there.")
@@ -36,6 +41,8 @@ class FieldSpec(StrictModel):
     def _bounds_fit(self) -> FieldSpec:
         if (self.minimum is not None or self.maximum is not None) and self.type not in ("integer", "number"):
             raise ValueError("minimum and maximum are for integer and number fields")
+        if self.unit is not None and self.type not in ("integer", "number"):
+            raise ValueError("unit is for integer and number fields (Home Assistant wants a number with a unit)")
         if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
             raise ValueError("minimum is above maximum")
         return self
@@ -79,8 +86,8 @@ class AlertRule(StrictModel):
         None, min_length=1, max_length=1000,
         description="A yes/no question asked of the model after each description (one more inference).",
     )
-    keywords: list[str] = Field(default_factory=list, max_length=32,
-                                description="Alert when the description contains any of these words.")
+    keywords: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=32, description="Alert when the description contains any of these words.")
     regex: str | None = Field(None, max_length=500, description="Alert when the description matches this.")
     field: str | None = Field(None, pattern=FIELD_PATTERN,
                               description="Alert on this structured field (or the opencv backend's details).")
@@ -107,4 +114,6 @@ class AlertRule(StrictModel):
             raise ValueError("give exactly one of question, keywords, regex or field")
         if self.field is not None and (self.above is None) == (self.equals is None):
             raise ValueError("a field rule needs above or equals (one of them)")
+        if self.field is None and (self.above is not None or self.equals is not None):
+            raise ValueError("above and equals are for field rules")
         return self
