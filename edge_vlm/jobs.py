@@ -54,6 +54,7 @@ class Job:
     reply: Reply | None = None  # a request's answer goes here, and nowhere else
     superseded_by: str | None = None  # the job that describes the scene instead of this one
     image: bytes | None = field(default=None, repr=False)  # the JPEG published when it was accepted
+    held: list[Failure] = field(default_factory=list)  # later requests' errors, answered after this one
     # Set once the job's acceptance was published (``pending``): its outcome must not overtake that.
     announced: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 

@@ -5,7 +5,9 @@ that records the nine it replaced. Cameras with work take turns in the order the
 so a busy camera cannot push the others back, and there are never more such jobs waiting than
 cameras. A job something asked for (a trigger, a Frigate event) is never replaced by one that came
 by itself (a snapshot, motion, an interval): the automatic one joins the waiting one instead.
-Requests ("ask anything") are different: each is answered, in the order they came, per camera.
+Requests ("ask anything") are different: each is answered, in the order they came, per camera;
+a request refused on the way (unknown profile, no frame, busy) is answered after the camera's
+earlier requests too (``hold``), not ahead of them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict, deque
 
-from edge_vlm.jobs import Job
+from edge_vlm.jobs import Failure, Job
 
 AUTOMATIC = frozenset({"snapshot", "motion", "interval"})
 REQUEST = "request"
@@ -33,6 +35,7 @@ class Scheduler:
         self._slots: dict[str, Job] = {}  # camera -> its latest-wins job
         self._requests: dict[str, deque[Job]] = {}  # camera -> its requests, first come first served
         self._turns: OrderedDict[str, None] = OrderedDict()  # cameras with work, in turn order
+        self._running: Job | None = None  # taken by next(), until finished()
         self._changed = threading.Condition()
         self._closed = False
 
@@ -77,7 +80,28 @@ class Scheduler:
             job = requests.popleft() if requests else self._slots.pop(camera)
             if requests or camera in self._slots:
                 self._turns[camera] = None  # more for this camera: after the others
+            self._running = job
             return job
+
+    def finished(self, job: Job) -> list[Failure]:
+        """``job`` (from next()) is answered: the refusals held behind it, to answer now."""
+        with self._changed:
+            if self._running is job:
+                self._running = None
+            held, job.held = job.held, []
+            return held
+
+    def hold(self, failure: Failure) -> bool:
+        """Keep a request's refusal until the camera's earlier requests are answered (it goes with
+        the last of them); False when none waits or runs: answer it now."""
+        with self._changed:
+            requests = self._requests.get(failure.camera)
+            running = self._running
+            last = requests[-1] if requests else running
+            if last is None or last.origin != REQUEST or last.camera != failure.camera:
+                return False
+            last.held.append(failure)
+            return True
 
     def close(self) -> list[Job]:
         """Take no more jobs; return those still waiting, which will not run."""

@@ -311,10 +311,12 @@ def test_answers_come_in_request_order_per_camera(
     for n in range(6):
         for camera in ("front_door", "driveway") if n % 2 else ("front_door",):
             request_id = f"{camera}-{n}"
-            ask(recorder, config, {"camera": camera, "id": request_id, "prompt": f"question {n}"},
+            # One is refused once its frame is grabbed: its error waits its turn like an answer.
+            question = {"profile": "nope"} if request_id == "front_door-3" else {"prompt": f"question {n}"}
+            ask(recorder, config, {"camera": camera, "id": request_id, **question},
                 response_topic=mine, correlation=request_id.encode())
             sent.append((camera, request_id))
-    wait_until(lambda: service.scheduler.depth == len(sent) + 1)  # and the driveway's snapshot
+    wait_until(lambda: service.scheduler.depth == len(sent) - 1 + 1)  # all but the refused one, and a snapshot
 
     backend.gate.set()
 
@@ -323,9 +325,9 @@ def test_answers_come_in_request_order_per_camera(
     for camera in ("front_door", "driveway"):
         assert [m.json()["id"] for m in answers if m.json()["camera"] == camera] == [
             i for c, i in sent if c == camera]
-    assert [m.json()["prompt"] for m in answers if m.json()["camera"] == "front_door"] == [
-        f"question {n}" for n in range(6)]
-    assert all(m.json()["coalesced"] == 0 for m in answers)
+    assert [m.json().get("prompt", m.json().get("error")) for m in answers if m.json()["camera"] == "front_door"] == [
+        "bad_trigger" if n == 3 else f"question {n}" for n in range(6)]
+    assert all(m.json()["coalesced"] == 0 for m in answers if "error" not in m.json())
 
 
 def test_several_boards_share_the_requests_each_answered_once(

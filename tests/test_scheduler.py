@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge_vlm.frames import Frame
-from edge_vlm.jobs import Job
+from edge_vlm.jobs import Failure, Job, Reply
 from edge_vlm.scheduler import Scheduler, SchedulerClosed
 
 
@@ -78,3 +78,23 @@ def test_an_automatic_job_never_replaces_one_that_was_asked_for() -> None:
     taken = scheduler.next(0)
     assert taken is not None
     assert (taken.request_id, taken.superseded_ids) == ("t2", ["m1", "t1"])
+
+
+def request(camera: str, request_id: str) -> Job:
+    asked = job(camera, request_id)
+    asked.origin = "request"
+    return asked
+
+
+def test_a_refused_request_is_answered_after_the_earlier_ones_of_its_camera() -> None:
+    scheduler = Scheduler()
+    refused = [Failure("a", "bad_trigger", "no profile", f"r{n}", reply=Reply(topic="x")) for n in range(3)]
+    assert not scheduler.hold(refused[0])  # nothing before it: answered at once
+    scheduler.submit(request("a", "a1"))
+    assert scheduler.hold(refused[1])  # after a1
+    running = scheduler.next(0)
+    assert running is not None
+    assert scheduler.hold(refused[2])  # after a1, which runs now
+    assert not scheduler.hold(Failure("b", "unknown_camera", "?", "b1", reply=Reply(topic="x")))  # other camera
+    assert scheduler.finished(running) == [refused[1], refused[2]]
+    assert not scheduler.hold(refused[0])  # a1 is answered: nothing to wait for
