@@ -5,20 +5,19 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
-from types import FrameType
 
 from edge_vlm import __version__
-from edge_vlm.config import ConfigFile, load_config, mqtt_password, preflight
+from edge_vlm.config import ConfigFile, load_checked, load_config
 from edge_vlm.config.models import AppConfig, CameraConfig, LoggingConfig
+from edge_vlm.config.secrets import describe_source
 from edge_vlm.config.sources import RtspSourceConfig
 from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.errors import BackendError, ConfigError, InputError
-from edge_vlm.redact import redact
+from edge_vlm.install import add_parser as add_install_service
+from edge_vlm.redact import redact_url
 
 logger = logging.getLogger("edge_vlm")
 
@@ -38,26 +37,20 @@ def setup_logging(config: LoggingConfig) -> None:
 def _load(path: Path, *, environ_checks: bool) -> ConfigFile:
     """The validated config, or every problem printed to stderr and exit status 1."""
     try:
-        loaded = load_config(path)
+        # The same checks as a reload's (edge_vlm.daemon).
+        return load_checked(path, os.environ) if environ_checks else load_config(path)
     except ConfigError as exc:
         print(f"{path}: {len(exc.problems)} problem(s):", file=sys.stderr)
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         raise SystemExit(1) from None
-    problems = preflight(loaded, os.environ) if environ_checks else []
-    if problems:
-        print(f"{path}: {len(problems)} problem(s):", file=sys.stderr)
-        for problem in problems:
-            print(problem, file=sys.stderr)
-        raise SystemExit(1)
-    return loaded
 
 
 def summary(config: AppConfig) -> str:
     mqtt = config.mqtt
     auth = f"user {mqtt.username}" if mqtt.username else "anonymous"
-    if mqtt.password_env:
-        auth += f", password from ${mqtt.password_env}"
+    if mqtt.password_env or mqtt.password_credential:
+        auth += f", password from {describe_source(mqtt.password_env, mqtt.password_credential)}"
     lines = [
         f"node {config.node_id}: topics under {config.base_topic}/, status on "
         f"{config.base_topic}/{config.node_id}/status",
@@ -70,7 +63,7 @@ def summary(config: AppConfig) -> str:
         extra = f", also {', '.join(camera.snapshot_topics)}" if camera.snapshot_topics else ""
         state = "" if camera.enabled else " (disabled)"
         url = getattr(camera.source, "url", None)
-        source = camera.source.type + (f" {redact(url)}" if url else "")
+        source = camera.source.type + (f" {redact_url(url)}" if url else "")
         if isinstance(camera.source, RtspSourceConfig):
             source += f" ({camera.source.mode}{', motion' if camera.motion.enabled else ''})"
         if camera.interval_s:
@@ -100,28 +93,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edge_vlm.service import Service  # noqa: PLC0415 - keeps `check` free of OpenCV imports
+    from edge_vlm.daemon import Daemon  # noqa: PLC0415 - keeps `check` free of OpenCV imports
 
     config = _load(args.config, environ_checks=True).config
     setup_logging(config.logging)
     logger.info("edge_vlm %s starting with %s", __version__, args.config)
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        logger.info("Received %s", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    service = Service(config, mqtt_password(config, os.environ))
-    try:
-        service.start()
-    except BackendError as exc:
-        logger.error("Cannot start: %s", exc)  # noqa: TRY400 - the message is the whole story
-        return 1
-    stop.wait()
-    service.stop()
-    return 0
+    daemon = Daemon(args.config, config, os.environ, setup_logging)
+    daemon.install_signal_handlers()
+    return daemon.run()
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
@@ -195,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the whole daemon here with an embedded broker")
     demo.add_argument("-v", "--verbose", action="store_true", help="show the daemon's log")
     demo.set_defaults(handler=cmd_demo)
+    add_install_service(commands)
     return parser
 
 

@@ -1,0 +1,197 @@
+"""``edge-vlm run``: one Service at a time, its signals, and what systemd hears about it.
+
+- READY=1 once the backend is loaded and the broker connection is up. Until then STATUS= says what
+  it waits for, and EXTEND_TIMEOUT_USEC= keeps systemd's start-up timeout from running out while the
+  broker is unreachable (a board that boots before its broker must wait, not fail and hit the
+  restart limit), for as long as this loop is alive to say so.
+- WATCHDOG=1 comes from the dispatcher loop (``Service.heartbeat``), so a stuck dispatcher gets the
+  service restarted (``WatchdogSec=`` in the unit).
+- SIGHUP: read the same file again with the same checks as at start (``load_checked``). An invalid
+  file is refused, each problem logged on its own line, and the running service goes on. A valid one
+  replaces the running service (stop it, start the new one), keeping the loaded backend when the
+  backend settings did not change. RELOADING=1 first, READY=1 when the new one is connected. A SIGHUP
+  during a reload is handled after it.
+- SIGTERM / SIGINT: STOPPING=1 at once, then the service stops (job in flight finished or aborted,
+  ``offline`` published) and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import FrameType
+
+from edge_vlm.config import load_checked, mqtt_password
+from edge_vlm.config.models import AppConfig, LoggingConfig
+from edge_vlm.errors import ConfigError, EdgeVlmError
+from edge_vlm.service import Service
+from edge_vlm.systemd import Notifier, Watchdog
+
+logger = logging.getLogger(__name__)
+
+WAIT_POLL_S = 0.1  # how often the connection is looked at before READY
+SERVE_POLL_S = 1.0  # and after, for STATUS=
+START_EXTENSION_S = 30.0  # while waiting for the broker, systemd's start-up timeout is extended by this
+EXTEND_EVERY_S = 2.0  # this often
+
+
+class Daemon:
+    def __init__(self, path: Path, config: AppConfig, environ: Mapping[str, str],
+                 configure_logging: Callable[[LoggingConfig], None] | None = None) -> None:
+        self.path = path
+        self.config = config
+        self.environ = environ
+        self._configure_logging = configure_logging
+        self.notifier = Notifier(environ)
+        self.watchdog = Watchdog(self.notifier)
+        self.service: Service | None = None
+        self.reloads = 0  # reloads that replaced the service
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._ready = False
+        self._extended_at = -float("inf")
+
+    # Signals (handlers run on the main thread, between two of its bytecodes: flags only, and one datagram)
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, self._on_reload_signal)
+
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        logger.info("Received %s", signal.Signals(signum).name)
+        if not self._stop.is_set():
+            self.notifier.stopping("Stopping: finishing or aborting the job in flight")
+        self._stop.set()
+        self._wake.set()
+
+    def _on_reload_signal(self, signum: int, frame: FrameType | None) -> None:
+        logger.info("Received SIGHUP: reloading %s", self.path)
+        self._reload.set()
+        self._wake.set()
+
+    # The main thread
+
+    def run(self) -> int:
+        """Start, serve until a stop signal, stop; the exit status."""
+        if self.watchdog.enabled:
+            logger.info("systemd watchdog: keep-alive every %.1f s", self.watchdog.every_s)
+        try:
+            self.service = self._start(self._build(self.config, mqtt_password(self.config, self.environ)))
+        except EdgeVlmError as exc:
+            logger.error("Cannot start: %s", exc)  # noqa: TRY400 - the message is the whole story
+            self.notifier.status(f"Cannot start: {exc}")
+            return 1
+        status = ""
+        while not self._stop.is_set():
+            if self._reload.is_set():
+                self._reload.clear()
+                if not self._reload_config():
+                    return 1
+                status = ""  # say it again, for the new service
+                continue
+            status = self._update(status)
+            self._wake.wait(SERVE_POLL_S if self._ready else WAIT_POLL_S)
+            self._wake.clear()
+        self.notifier.status("Stopping: finishing or aborting the job in flight")
+        with self.watchdog.covering("stop"):  # the dispatcher is the first to stop
+            self.service.stop()
+        self.notifier.close()
+        return 0
+
+    def _build(self, config: AppConfig, password: str | None, *, reuse: Service | None = None) -> Service:
+        """A new service for ``config``, not started; with ``reuse``, on that one's loaded backend."""
+        if reuse is None:
+            service = Service(config, password, environ=self.environ)
+        else:
+            service = Service(config, password, backend=reuse.backend, environ=self.environ, backend_loaded=True)
+        service.heartbeat = self.watchdog.beat
+        return service
+
+    def _start(self, service: Service) -> Service:
+        self.notifier.status(f"Starting (backend {service.backend.name})")
+        service.start()
+        self._ready = False
+        return service
+
+    def _update(self, last_status: str) -> str:
+        """READY=1 once connected; STATUS= when it changes; more start-up time while waiting."""
+        assert self.service is not None
+        connection = self.service.connection
+        cameras = len(self.service.config.cameras)
+        if connection.connected:
+            status = (f"Serving {cameras} camera(s) with the {self.service.backend.name} backend; "
+                      f"MQTT broker {connection.broker}")
+            if not self._ready:
+                self._ready = True
+                logger.info("Ready: %s", status)
+                self.notifier.ready(status)
+                return status
+        elif self._ready:
+            status = f"MQTT broker {connection.broker} unreachable: reconnecting"
+        else:
+            status = f"Waiting for MQTT broker {connection.broker} (see the journal if it takes long)"
+            if time.monotonic() - self._extended_at >= EXTEND_EVERY_S:
+                self._extended_at = time.monotonic()
+                self.notifier.extend_timeout(START_EXTENSION_S)
+        if status != last_status:
+            self.notifier.status(status)
+        return status
+
+    def _reload_config(self) -> bool:
+        """Replace the service with one for the file as it is now; False if none can run any more."""
+        assert self.service is not None
+        if self._ready:
+            self.notifier.reloading(f"Reloading {self.path}")
+        old = self.service
+        try:
+            config = load_checked(self.path, self.environ).config
+            keep_backend = config.backend == old.config.backend
+            new = self._build(config, mqtt_password(config, self.environ), reuse=old if keep_backend else None)
+        except ConfigError as exc:
+            return self._refuse(exc.problems)
+        except EdgeVlmError as exc:  # a credential gone since the check, say
+            return self._refuse([str(exc)])
+        with self.watchdog.covering("reload"):
+            old.stop(close_backend=not keep_backend)
+            if self._configure_logging is not None:
+                self._configure_logging(config.logging)
+            try:
+                self.service = self._start(new)
+            except EdgeVlmError as exc:
+                logger.error("The reloaded configuration cannot start: %s; going back to the previous one",  # noqa: TRY400
+                             exc)
+                if keep_backend:
+                    old.backend.close()
+                return self._restore(old)
+        self.reloads += 1
+        self.config = config
+        logger.info("Reloaded %s: %d camera(s)%s", self.path, len(config.cameras),
+                    ", backend kept loaded" if keep_backend else ", backend loaded anew")
+        return True
+
+    def _refuse(self, problems: list[str]) -> bool:
+        logger.error("Reload refused: %s has %d problem(s); the running configuration stays:", self.path,
+                     len(problems))
+        for problem in problems:
+            logger.error("%s: %s", self.path, problem)
+        if self._ready:
+            # READY=1 ends the reload systemd waits for; the service never stopped serving.
+            self.notifier.ready(f"Reload refused ({len(problems)} problem(s) in {self.path}, see the journal); "
+                                "running the previous configuration")
+        return True
+
+    def _restore(self, old: Service) -> bool:
+        if self._configure_logging is not None:
+            self._configure_logging(old.config.logging)
+        try:
+            self.service = self._start(self._build(old.config, mqtt_password(old.config, self.environ)))
+        except EdgeVlmError as exc:
+            logger.error("The previous configuration cannot start again either: %s", exc)  # noqa: TRY400
+            return False
+        return True
