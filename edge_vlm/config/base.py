@@ -13,6 +13,8 @@ ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+# A systemd credential's file name (LoadCredential=NAME:...): one path component, never . or ..
+CREDENTIAL_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$"
 
 # What each pattern means, for error messages a person can act on.
 PATTERN_HINTS = {
@@ -20,6 +22,8 @@ PATTERN_HINTS = {
     TOPIC_PREFIX_PATTERN: "use topic levels of letters, digits, _ and - separated by /, no wildcards",
     ENV_NAME_PATTERN: "an environment variable name: letters, digits and _, not starting with a digit",
     CLIENT_ID_PATTERN: "use letters, digits, _ and - only",
+    CREDENTIAL_NAME_PATTERN: "a systemd credential name (LoadCredential=NAME:...): letters, digits, _, . and -, "
+    "not starting with a dot",
 }
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]

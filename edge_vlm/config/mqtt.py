@@ -5,9 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from edge_vlm.config.base import CLIENT_ID_PATTERN, ENV_NAME_PATTERN, TOPIC_PREFIX_PATTERN, StrictModel
+from edge_vlm.config.base import (
+    CLIENT_ID_PATTERN,
+    CREDENTIAL_NAME_PATTERN,
+    ENV_NAME_PATTERN,
+    TOPIC_PREFIX_PATTERN,
+    StrictModel,
+)
+from edge_vlm.config.secrets import only_one_source
 
 
 class TlsConfig(StrictModel):
@@ -42,6 +49,11 @@ class MqttConfig(StrictModel):
         description="Name of the environment variable that holds the broker password "
         "(the password itself never goes in this file).",
     )
+    password_credential: str | None = Field(
+        None, pattern=CREDENTIAL_NAME_PATTERN,
+        description="Name of the systemd credential that holds the broker password: the file "
+        "$CREDENTIALS_DIRECTORY/<name>, from LoadCredential=<name>:/path in the unit. Instead of password_env.",
+    )
     protocol: Literal["3.1.1", "5"] = Field(
         "5", description='MQTT protocol version: "5" or "3.1.1".',
     )
@@ -70,6 +82,11 @@ class MqttConfig(StrictModel):
     def _protocol_as_text(cls, value: Any) -> Any:
         # YAML reads `protocol: 5` as an int; accept it rather than make users quote it.
         return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+    @field_validator("password_credential")
+    @classmethod
+    def _one_password_source(cls, credential: str | None, info: ValidationInfo) -> str | None:
+        return only_one_source(credential, info)
 
     @model_validator(mode="after")
     def _delays_ordered(self) -> MqttConfig:

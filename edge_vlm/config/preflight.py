@@ -1,4 +1,5 @@
-"""Start-up checks that look outside the file: referenced files exist, secrets are set.
+"""Start-up checks that look outside the file: referenced files exist, secrets are set (variables)
+or there (systemd credentials).
 
 Kept out of the pydantic validators so that validation stays pure and testable, and so that
 ``edge-vlm check`` on a laptop can validate a board's config and still say what is missing.
@@ -10,9 +11,13 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from edge_vlm.config.loader import ConfigFile
+from edge_vlm.config.loader import ConfigFile, load_config
 from edge_vlm.config.models import AppConfig
+from edge_vlm.config.mqtt import MqttConfig
+from edge_vlm.config.secrets import read_secret, secret_problem
+from edge_vlm.config.sources import HttpSourceConfig, RtspSourceConfig
 from edge_vlm.config.vlm import VlmBackendConfig
+from edge_vlm.errors import ConfigError
 
 
 def _file_problem(path: Path) -> str | None:
@@ -42,14 +47,37 @@ def preflight(loaded: ConfigFile, environ: Mapping[str, str]) -> list[str]:
                 problems.append(f"{loaded.where('backend', *key)}: {str(path)!r}: {problem}")
             elif key[-1] == "executable" and not os.access(path, os.X_OK):
                 problems.append(f"{loaded.where('backend', *key)}: {str(path)!r}: not executable")
-    env = config.mqtt.password_env
-    if env is not None and env not in environ:
-        problems.append(
-            f"{loaded.where('mqtt', 'password_env')}: {env!r}: the environment variable is not set",
-        )
+    problems += _secret_problems(loaded, environ)
+    return problems
+
+
+def _secret_problems(loaded: ConfigFile, environ: Mapping[str, str]) -> list[str]:
+    """A password variable that is unset, a credential that is not there."""
+    owners: list[tuple[tuple[str | int, ...], MqttConfig | RtspSourceConfig | HttpSourceConfig]] = [
+        (("mqtt",), loaded.config.mqtt),
+    ]
+    for index, camera in enumerate(loaded.config.cameras):
+        if isinstance(camera.source, RtspSourceConfig | HttpSourceConfig):
+            owners.append((("cameras", index, "source"), camera.source))
+    problems = []
+    for path, owner in owners:
+        problem = secret_problem(owner.password_env, owner.password_credential, environ)
+        if problem is not None:
+            key = "password_env" if owner.password_credential is None else "password_credential"
+            problems.append(f"{loaded.where(*path, key)}: {problem}")
     return problems
 
 
 def mqtt_password(config: AppConfig, environ: Mapping[str, str]) -> str | None:
-    env = config.mqtt.password_env
-    return None if env is None else environ.get(env)
+    """The broker password from its variable or credential; SecretUnavailable if a credential cannot be read."""
+    return read_secret(config.mqtt.password_env, config.mqtt.password_credential, environ)
+
+
+def load_checked(path: Path, environ: Mapping[str, str]) -> ConfigFile:
+    """The file validated and checked against this machine, as ``edge-vlm run`` (and a reload) needs
+    it; ConfigError with every problem otherwise."""
+    loaded = load_config(path)
+    problems = preflight(loaded, environ)
+    if problems:
+        raise ConfigError(problems)
+    return loaded

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
 from edge_vlm.config.automation import placeholder_problem
-from edge_vlm.config.base import ENV_NAME_PATTERN, StrictModel
+from edge_vlm.config.base import CREDENTIAL_NAME_PATTERN, ENV_NAME_PATTERN, StrictModel
+from edge_vlm.config.secrets import only_one_source
 
 # Placeholders a Frigate prompt may use (filled from the event).
 
@@ -29,6 +30,10 @@ class RtspSourceConfig(StrictModel):
     username: str | None = Field(None, min_length=1, max_length=256, description="User name for the stream.")
     password_env: str | None = Field(
         None, pattern=ENV_NAME_PATTERN, description="Environment variable holding the stream's password.",
+    )
+    password_credential: str | None = Field(
+        None, pattern=CREDENTIAL_NAME_PATTERN, description="systemd credential ($CREDENTIALS_DIRECTORY/<name>, "
+        "from LoadCredential=) holding the stream's password; instead of password_env.",
     )
     mode: Literal["persistent", "on_demand"] = Field(
         "persistent", description="persistent: stay connected, keep the newest frame (instant, costs CPU "
@@ -59,10 +64,17 @@ class RtspSourceConfig(StrictModel):
             raise ValueError("expected rtsp://[user:password@]host[:port]/path")
         return url
 
+    @field_validator("password_credential")
+    @classmethod
+    def _one_password_source(cls, credential: str | None, info: ValidationInfo) -> str | None:
+        return only_one_source(credential, info)
+
     @model_validator(mode="after")
     def _password_needs_user(self) -> RtspSourceConfig:
         if self.password_env is not None and self.username is None:
             raise ValueError("password_env needs username")
+        if self.password_credential is not None and self.username is None:
+            raise ValueError("password_credential needs username")
         return self
 
 
@@ -73,6 +85,10 @@ class HttpSourceConfig(StrictModel):
     username: str | None = Field(None, min_length=1, max_length=256, description="User for basic/digest.")
     password_env: str | None = Field(
         None, pattern=ENV_NAME_PATTERN, description="Environment variable holding the password or token.",
+    )
+    password_credential: str | None = Field(
+        None, pattern=CREDENTIAL_NAME_PATTERN, description="systemd credential ($CREDENTIALS_DIRECTORY/<name>, "
+        "from LoadCredential=) holding the password or token; instead of password_env.",
     )
     timeout_s: float = Field(5.0, ge=0.5, le=120, description="Give up on a snapshot after this.")
     verify_tls: bool = Field(True, description="Check the server's certificate for https URLs.")
@@ -87,12 +103,18 @@ class HttpSourceConfig(StrictModel):
             raise ValueError("put credentials in username / password_env, not in the URL")
         return url
 
+    @field_validator("password_credential")
+    @classmethod
+    def _one_password_source(cls, credential: str | None, info: ValidationInfo) -> str | None:
+        return only_one_source(credential, info)
+
     @model_validator(mode="after")
     def _auth_complete(self) -> HttpSourceConfig:
-        if self.auth in ("basic", "digest") and (self.username is None or self.password_env is None):
-            raise ValueError(f"auth {self.auth} needs username and password_env")
-        if self.auth == "bearer" and self.password_env is None:
-            raise ValueError("auth bearer needs password_env (the variable holding the token)")
+        secret = self.password_env is not None or self.password_credential is not None
+        if self.auth in ("basic", "digest") and (self.username is None or not secret):
+            raise ValueError(f"auth {self.auth} needs username and password_env (or password_credential)")
+        if self.auth == "bearer" and not secret:
+            raise ValueError("auth bearer needs password_env (the variable holding the token) or password_credential")
         return self
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from edge_vlm.config.models import AppConfig, CameraConfig
+from edge_vlm.config.secrets import read_secret
 from edge_vlm.config.sources import HttpSourceConfig, RtspSourceConfig
 from edge_vlm.frames import Frame
 
@@ -29,17 +30,18 @@ class Source(Protocol):
 
 def create_source(camera: CameraConfig, config: AppConfig, environ: Mapping[str, str], *,
                   min_long_side: int | None = None, on_state: Callable[[bool, str], None] | None = None) -> Source:
-    """The source ``camera`` is configured with, not started yet."""
+    """The source ``camera`` is configured with, not started yet; SecretUnavailable if its password
+    credential cannot be read."""
     source = camera.source
     if isinstance(source, RtspSourceConfig):
         from edge_vlm.sources.rtsp import RtspSource  # noqa: PLC0415 - keeps OpenCV's FFmpeg out until used
 
-        password = environ.get(source.password_env) if source.password_env else None
+        password = read_secret(source.password_env, source.password_credential, environ)
         return RtspSource(camera.id, source, password=password, on_state=on_state)
     if isinstance(source, HttpSourceConfig):
         from edge_vlm.sources.http import HttpSnapshotSource  # noqa: PLC0415
 
-        password = environ.get(source.password_env) if source.password_env else None
+        password = read_secret(source.password_env, source.password_credential, environ)
         limits = config.limits
         return HttpSnapshotSource(camera.id, source, password=password, max_bytes=limits.max_payload_bytes,
                                   max_pixels=limits.max_image_pixels, min_long_side=min_long_side)

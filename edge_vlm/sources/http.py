@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import re
 import socket
 import ssl
 import time
@@ -22,10 +23,11 @@ from http import HTTPStatus
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from edge_vlm.config.secrets import describe_source
 from edge_vlm.config.sources import HttpSourceConfig
 from edge_vlm.errors import ImageError, SourceError
 from edge_vlm.frames import Frame, decode_image
-from edge_vlm.redact import redact
+from edge_vlm.redact import redact, redact_url
 
 CHUNK_BYTES = 64 * 1024
 
@@ -92,7 +94,7 @@ class HttpSnapshotSource:
         self.camera = camera
         self._config = config
         self._max_bytes, self._max_pixels, self._min_long_side = max_bytes, max_pixels, min_long_side
-        self._url = redact(config.url)
+        self._url = redact_url(config.url)
         self._headers: dict[str, str] = {}
         handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({}), _SameOriginAuth()]
         if not config.verify_tls:
@@ -101,9 +103,14 @@ class HttpSnapshotSource:
             context.verify_mode = ssl.CERT_NONE
             handlers.append(urllib.request.HTTPSHandler(context=context))
         secret = password or ""
+        # What a failure message must never hold: the secret, and the header made of it (http.client
+        # puts a refused header value, e.g. a token with a line break in it, into its ValueError).
+        # Each piece between control characters too: a message may show them escaped ("\\r\\n").
+        self._hidden = [v for v in (secret, *re.split(r"[\x00-\x1f\x7f]+", secret)) if len(v) >= 3]
         if config.auth == "basic":
             pair = f"{config.username}:{secret}".encode()
             self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+            self._hidden.append(base64.b64encode(pair).decode("ascii"))
         elif config.auth == "bearer":
             self._headers["Authorization"] = f"Bearer {secret}"
         elif config.auth == "digest":
@@ -137,8 +144,12 @@ class HttpSnapshotSource:
                                else str(exc.reason)) from None
         except (OSError, http.client.HTTPException) as exc:
             raise self._failed(_reason(exc, timeout_s)) from None
-        except ValueError as exc:  # the digest handler met a challenge of another scheme
-            raise SourceError(f"http snapshot of camera {self.camera} refused by {self._url}: {exc}",
+        except ValueError as exc:  # the digest handler met a challenge of another scheme, a header value refused
+            reason = str(exc)
+            if reason.startswith("Invalid header value"):
+                where = describe_source(self._config.password_env, self._config.password_credential)
+                reason = f"the secret in {where} holds a character an HTTP header cannot carry (a line break?)"
+            raise SourceError(f"http snapshot of camera {self.camera} refused by {self._url}: {self._scrub(reason)}",
                               code="auth_failed" if self._config.auth == "digest" else "camera_unavailable",
                               ) from None
         return decode_image(body, camera=self.camera, captured_at=captured_at, max_bytes=self._max_bytes,
@@ -175,13 +186,19 @@ class HttpSnapshotSource:
             text = f"HTTP {status}"
         if status not in (401, 403):
             return self._failed(text)
-        env = f"${self._config.password_env}"
+        env = describe_source(self._config.password_env, self._config.password_credential)
         hint = {"none": "the camera wants credentials: set auth, username and password_env",
                 "bearer": f"check the token in {env}"}.get(
             self._config.auth, f"check username and the password in {env}")
         return SourceError(f"http snapshot of camera {self.camera} refused: {text} from {self._url}: {hint}",
                            code="auth_failed")
 
+    def _scrub(self, text: str) -> str:
+        """``text`` without the secret (or the header made of it) and URL credentials."""
+        for hidden in self._hidden:
+            text = text.replace(hidden, "***")
+        return redact(text)
+
     def _failed(self, reason: str) -> SourceError:
-        return SourceError(f"http snapshot of camera {self.camera} from {self._url} failed: {reason}",
+        return SourceError(f"http snapshot of camera {self.camera} from {self._url} failed: {self._scrub(reason)}",
                            code="camera_unavailable")

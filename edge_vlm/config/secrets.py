@@ -1,0 +1,76 @@
+"""Secrets the configuration names but never holds: an environment variable (``password_env``) or a
+systemd credential (``password_credential``), a file that ``LoadCredential=NAME:/path`` in the unit
+puts in ``$CREDENTIALS_DIRECTORY``, readable by the service only.
+
+Messages here name where a secret comes from, never what it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import ValidationInfo
+
+from edge_vlm.errors import EdgeVlmError
+
+CREDENTIALS_DIRECTORY = "CREDENTIALS_DIRECTORY"
+
+
+class SecretUnavailable(EdgeVlmError):
+    """A configured secret cannot be read; the message says which and why, not its value."""
+
+
+def only_one_source(credential: str | None, info: ValidationInfo, env_field: str = "password_env") -> str | None:
+    """Field validator of ``password_credential``: it and ``password_env`` exclude each other."""
+    if credential is not None and info.data.get(env_field) is not None:
+        raise ValueError(f"set {env_field} or password_credential, not both")
+    return credential
+
+
+def describe_source(env: str | None, credential: str | None) -> str:
+    """Where a secret comes from, for messages: ``$NAME`` or ``credential NAME``."""
+    if credential is not None:
+        return f"credential {credential}"
+    return f"${env}" if env is not None else "nowhere"
+
+
+def read_credential(name: str, environ: Mapping[str, str]) -> str:
+    """The credential's text without its one trailing newline; SecretUnavailable says why not."""
+    directory = environ.get(CREDENTIALS_DIRECTORY)
+    if not directory:
+        raise SecretUnavailable(f"credential {name!r}: ${CREDENTIALS_DIRECTORY} is not set (run under systemd "
+                                f"with LoadCredential={name}:/path/to/secret in the unit)")
+    path = Path(directory) / name
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SecretUnavailable(f"credential {name!r}: no such file in ${CREDENTIALS_DIRECTORY} ({directory}); "
+                                f"add LoadCredential={name}:/path/to/secret to the unit") from None
+    except OSError as exc:
+        raise SecretUnavailable(f"credential {name!r} in {directory} cannot be read: {exc.strerror}") from None
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise SecretUnavailable(f"credential {name!r} in {directory} is not UTF-8 text") from None
+    return text.removesuffix("\n")
+
+
+def read_secret(env: str | None, credential: str | None, environ: Mapping[str, str]) -> str | None:
+    """The secret from wherever it is configured; None when none is, or when the variable is unset
+    (``edge-vlm check`` reports that). A credential that cannot be read raises SecretUnavailable."""
+    if credential is not None:
+        return read_credential(credential, environ)
+    return environ.get(env) if env is not None else None
+
+
+def secret_problem(env: str | None, credential: str | None, environ: Mapping[str, str]) -> str | None:
+    """Why the configured secret is unavailable here (for the start-up checks), or None."""
+    if credential is not None:
+        try:
+            read_credential(credential, environ)
+        except SecretUnavailable as exc:
+            return str(exc)
+    elif env is not None and env not in environ:
+        return f"{env!r}: the environment variable is not set"
+    return None
