@@ -22,6 +22,9 @@ from edge_vlm.redact import redact_url
 logger = logging.getLogger("edge_vlm")
 
 DEFAULT_CONFIG = Path("/etc/edge-vlm/edge_vlm.yaml")
+# `run` on an invalid config file (sysexits' EX_CONFIG): the unit's RestartPreventExitStatus= does
+# not restart a daemon that would fail the same way until the file is fixed.
+EXIT_CONFIG = 78
 
 
 def setup_logging(config: LoggingConfig) -> None:
@@ -34,8 +37,8 @@ def setup_logging(config: LoggingConfig) -> None:
         logging.getLogger(module).setLevel(level)
 
 
-def _load(path: Path, *, environ_checks: bool) -> ConfigFile:
-    """The validated config, or every problem printed to stderr and exit status 1."""
+def _load(path: Path, *, environ_checks: bool, status: int = 1) -> ConfigFile:
+    """The validated config, or every problem printed to stderr and exit ``status``."""
     try:
         # The same checks as a reload's (edge_vlm.daemon).
         return load_checked(path, os.environ) if environ_checks else load_config(path)
@@ -43,7 +46,7 @@ def _load(path: Path, *, environ_checks: bool) -> ConfigFile:
         print(f"{path}: {len(exc.problems)} problem(s):", file=sys.stderr)
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        raise SystemExit(1) from None
+        raise SystemExit(status) from None
 
 
 def summary(config: AppConfig) -> str:
@@ -95,7 +98,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from edge_vlm.daemon import Daemon  # noqa: PLC0415 - keeps `check` free of OpenCV imports
 
-    config = _load(args.config, environ_checks=True).config
+    config = _load(args.config, environ_checks=True, status=EXIT_CONFIG).config
     setup_logging(config.logging)
     logger.info("edge_vlm %s starting with %s", __version__, args.config)
     daemon = Daemon(args.config, config, os.environ, setup_logging)

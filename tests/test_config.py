@@ -147,7 +147,7 @@ def test_run_refuses_an_invalid_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     bad.write_text("cameras: []\n")
     with pytest.raises(SystemExit) as exited:
         main(["run", "-c", str(bad)])
-    assert exited.value.code == 1
+    assert exited.value.code == 78  # EX_CONFIG: systemd does not restart it (RestartPreventExitStatus=)
     assert "line 1: cameras: List should have at least 1 item after validation, not 0" in capsys.readouterr().err
     assert main(["check", "-c", str(EXAMPLE)]) == 0
 
@@ -267,3 +267,46 @@ def test_an_rtsp_password_needs_a_user() -> None:
     assert problems("cameras: [{id: a, source: {type: rtsp, url: 'rtsp://h/s', password_env: PW}}]\n") == [
         "line 1: cameras[0].source: password_env needs username",
     ]
+
+
+def test_alert_rules_that_could_never_fire_are_refused() -> None:
+    camera = "cameras: [{id: door, alerts: [%s]}]\n"
+    assert problems(camera % "{name: a, field: peeple, above: 1}") == [
+        "line 1: (top level): cameras[0].alerts[0].field: 'peeple' is no field of any profile (known: brightness, "
+        "faces, light, motion, motion_fraction, people)",
+    ]
+    assert problems(camera % "{name: a, field: light, above: 1}") == [
+        "line 1: (top level): cameras[0].alerts[0].field: 'light' is a string: `above` needs a number",
+    ]
+    assert problems(camera % "{name: a, keywords: [parcel], above: 1}") == [
+        "line 1: cameras[0].alerts[0]: above and equals are for field rules",
+    ]
+    assert problems(camera % "{name: a, keywords: ['']}") == [
+        "line 1: cameras[0].alerts[0].keywords[0]: '': String should have at least 1 character",
+    ]
+    load_config_text(camera % "{name: a, field: people, above: 1}")  # the opencv backend's count: fine
+
+
+def test_a_field_has_one_type_in_every_profile() -> None:
+    field = "{type: %s, description: d}"
+    text = f"""\
+backend: {{type: vlm, family: qwen2-vl-2b, encoder: {{type: onnx, model: e.onnx}}, llm: {{model: m.rkllm}}}}
+profiles:
+  a: {{prompt: p, fields: {{count: {field % 'integer'}, mood: {field % 'string'}}}}}
+  b: {{prompt: p, fields: {{count: {field % 'boolean'}}}}}
+cameras: [{{id: door}}]
+"""
+    assert problems(text) == [
+        "line 1: (top level): profiles.b.fields.count: boolean, but another profile's count is a number: "
+        "one entity cannot be both",
+    ]
+    assert problems(text.replace("count: {type: boolean", "mood: {type: integer")) == [
+        "line 1: (top level): profiles.b.fields.mood: integer, but another profile's mood is a string: "
+        "one entity cannot be both",
+    ]
+
+
+def test_a_unit_needs_a_number() -> None:
+    assert problems("profiles: {a: {prompt: p, fields: {who: {type: string, description: d, unit: m}}}}\n"
+                    "cameras: [{id: door}]\n")[0].endswith(
+        "unit is for integer and number fields (Home Assistant wants a number with a unit)")
