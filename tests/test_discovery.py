@@ -43,6 +43,17 @@ def test_node_device_payload() -> None:
                 "value_template": f"{{{{ value_json.{key} }}}}", "state_class": "total_increasing",
                 "icon": icon, **AVAILABLE}
 
+    def stage(stage: str, name: str) -> dict[str, object]:
+        return {"p": "sensor", "unique_id": f"{node}_latency_{stage}",
+                "default_entity_id": f"sensor.{node}_latency_{stage}", "name": name,
+                "entity_category": "diagnostic", "state_topic": diag,
+                "value_template": f"{{{{ value_json.stages_ms.{stage} }}}}", "unit_of_measurement": "ms",
+                "state_class": "measurement", "device_class": "duration",
+                "availability": [{"topic": "edge_vlm/garage-board/status"},
+                                 {"topic": diag, "value_template":
+                                  f"{{{{ 'online' if value_json.stages_ms.{stage} is number else 'offline' }}}}"}],
+                "availability_mode": "all"}
+
     assert node_device_payload(CONFIG, TOPICS) == {
         "dev": {"ids": [node], "name": "edge_vlm garage-board", "mf": "edge_vlm",
                 "mdl": "Camera describer", "sw": __version__},
@@ -65,13 +76,61 @@ def test_node_device_payload() -> None:
                         "entity_category": "diagnostic", "state_topic": diag,
                         "value_template": "{{ value_json.backend }}", "icon": "mdi:chip", **AVAILABLE},
             "queue_depth": {"p": "sensor", "unique_id": f"{node}_queue_depth",
-                            "default_entity_id": f"sensor.{node}_queue_depth", "name": "Queue depth",
+                            "default_entity_id": f"sensor.{node}_queue_depth", "name": "Jobs waiting",
                             "entity_category": "diagnostic", "state_topic": diag,
                             "value_template": "{{ value_json.queue_depth }}", "state_class": "measurement",
                             "icon": "mdi:tray-full", **AVAILABLE},
             "jobs_done": counter("jobs_done", "Jobs done", "mdi:check-circle-outline"),
             "jobs_failed": counter("jobs_failed", "Jobs failed", "mdi:alert-circle-outline"),
             "jobs_coalesced": counter("jobs_coalesced", "Jobs coalesced", "mdi:call-merge"),
+            "jobs_skipped": counter("jobs_skipped", "Jobs skipped", "mdi:debug-step-over"),
+            "inputs_refused": counter("inputs_refused", "Inputs refused", "mdi:cancel"),
+            "latency": {"p": "sensor", "unique_id": f"{node}_latency", "default_entity_id": f"sensor.{node}_latency",
+                        "name": "Last latency", "entity_category": "diagnostic", "state_topic": diag,
+                        "value_template": "{{ value_json.last_latency_ms }}", "unit_of_measurement": "ms",
+                        "device_class": "duration", "state_class": "measurement", **AVAILABLE},
+            "latency_capture": stage("capture", "Last capture time"),
+            "latency_preprocess": stage("preprocess", "Last preprocess time"),
+            "latency_queued": stage("queued", "Last queue wait"),
+            "latency_encoder": stage("encoder", "Last encoder time"),
+            "latency_prefill": stage("prefill", "Last prefill time"),
+            "latency_decode": stage("decode", "Last decode time"),
+            "latency_publish": stage("publish", "Last publish time"),
+            "npu_load": {"p": "sensor", "unique_id": f"{node}_npu_load", "default_entity_id": f"sensor.{node}_npu_load",
+                         "name": "NPU load", "entity_category": "diagnostic", "state_topic": diag,
+                         "value_template": "{{ value_json.npu_load }}", "unit_of_measurement": "%",
+                         "state_class": "measurement", "icon": "mdi:gauge", "json_attributes_topic": diag,
+                         "json_attributes_template": "{{ (value_json.npu_load_cores or {}) | tojson }}",
+                         "availability": [{"topic": "edge_vlm/garage-board/status"},
+                                          {"topic": diag, "value_template":
+                                           "{{ 'online' if value_json.npu_load is number else 'offline' }}"}],
+                         "availability_mode": "all"},
+            "soc_temperature": {"p": "sensor", "unique_id": f"{node}_soc_temperature",
+                                "default_entity_id": f"sensor.{node}_soc_temperature", "name": "SoC temperature",
+                                "entity_category": "diagnostic", "state_topic": diag,
+                                "value_template": "{{ value_json.soc_temperature_c }}", "unit_of_measurement": "°C",
+                                "state_class": "measurement", "device_class": "temperature",
+                                "availability": [{"topic": "edge_vlm/garage-board/status"},
+                                                 {"topic": diag, "value_template": "{{ 'online' if "
+                                                  "value_json.soc_temperature_c is number else 'offline' }}"}],
+                                "availability_mode": "all"},
+            "memory": {"p": "sensor", "unique_id": f"{node}_memory", "default_entity_id": f"sensor.{node}_memory",
+                       "name": "Memory", "entity_category": "diagnostic", "state_topic": diag,
+                       "value_template": "{{ value_json.memory_mib }}", "unit_of_measurement": "MiB",
+                       "state_class": "measurement", "device_class": "data_size",
+                       "availability": [{"topic": "edge_vlm/garage-board/status"},
+                                        {"topic": diag, "value_template":
+                                         "{{ 'online' if value_json.memory_mib is number else 'offline' }}"}],
+                       "availability_mode": "all"},
+            "worker_memory": {"p": "sensor", "unique_id": f"{node}_worker_memory",
+                              "default_entity_id": f"sensor.{node}_worker_memory", "name": "Inference worker memory",
+                              "entity_category": "diagnostic", "state_topic": diag,
+                              "value_template": "{{ value_json.worker_memory_mib }}", "unit_of_measurement": "MiB",
+                              "state_class": "measurement", "device_class": "data_size",
+                              "availability": [{"topic": "edge_vlm/garage-board/status"},
+                                               {"topic": diag, "value_template": "{{ 'online' if "
+                                                "value_json.worker_memory_mib is number else 'offline' }}"}],
+                              "availability_mode": "all"},
         },
     }
 
@@ -210,7 +269,7 @@ def test_each_structured_field_is_an_entity() -> None:
                 "state_topic": state, **AVAILABLE}
 
     def kept(name: str) -> str:
-        return f"{{{{ value_json.{name} if value_json.{name} is defined else this.state }}}}"
+        return f"{{{{ value_json['{name}'] if '{name}' in value_json else '' }}}}"
 
     assert field_components(config, config.cameras[0], Topics.from_config(config)) == {
         "field_summary": {**field("summary", "sensor", "Summary"), "value_template": kept("summary")},
@@ -218,8 +277,8 @@ def test_each_structured_field_is_an_entity() -> None:
                          "unit_of_measurement": "people",
                          "value_template": kept("people")},
         "field_package": {**field("package", "binary_sensor", "Package"), "payload_on": "ON", "payload_off": "OFF",
-                          "value_template": "{{ ('ON' if value_json.package else 'OFF') "
-                                            "if value_json.package is defined else this.state | upper }}"},
+                          "value_template": "{{ ('ON' if value_json['package'] else 'OFF') "
+                                            "if 'package' in value_json else '' }}"},
     }
 
 
@@ -236,7 +295,7 @@ def test_every_payload_has_unique_ids_valid_topics_and_stable_bytes() -> None:
     messages = discovery_messages(config, Topics.from_config(config))
     unique_ids = [c["unique_id"] for m in messages for c in json.loads(m.payload)["cmps"].values()]
     entity_ids = [c["default_entity_id"] for m in messages for c in json.loads(m.payload)["cmps"].values()]
-    assert len(unique_ids) == len(set(unique_ids)) == 7 + 20 * 9
+    assert len(unique_ids) == len(set(unique_ids)) == 21 + 20 * 9
     assert len(entity_ids) == len(set(entity_ids))
     assert all(HA_TOPIC.match(m.topic) and m.retain for m in messages)
     assert len({m.topic for m in messages}) == len(messages)

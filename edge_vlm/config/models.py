@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
-from edge_vlm.config.automation import AlertRule, ProfileConfig, placeholder_problem
+from edge_vlm.config.automation import OPENCV_DETAILS, AlertRule, ProfileConfig, placeholder_problem
 from edge_vlm.config.base import (
     DEFAULT_PROMPT,
     ID_PATTERN,
@@ -181,6 +181,15 @@ class LimitsConfig(StrictModel):
     )
 
 
+class DiagnosticsConfig(StrictModel):
+    interval_s: float = Field(
+        30, ge=1, le=3600,
+        description="Publish the diagnostics (counters, NPU load, SoC temperature, memory) at least this often, "
+        "so Home Assistant's board sensors stay current while nothing happens. Events publish them sooner, "
+        "at most once a second.",
+    )
+
+
 class LoggingConfig(StrictModel):
     level: LogLevel = Field("INFO", description="Log level of the daemon.")
     modules: dict[str, LogLevel] = Field(
@@ -223,6 +232,9 @@ class AppConfig(StrictModel):
     cameras: list[CameraConfig] = Field(min_length=1, max_length=64, description="The cameras.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Input and queue limits.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log levels.")
+    diagnostics: DiagnosticsConfig = Field(
+        default_factory=DiagnosticsConfig, description="The daemon's diagnostics on <base>/<node>/diagnostics.",
+    )
 
     @field_validator("profiles")
     @classmethod
@@ -278,6 +290,31 @@ class AppConfig(StrictModel):
                         raise ValueError(f"cameras[{index}].snapshot_topics: {topic_filter!r} matches {echo}, "
                                          "which edge_vlm publishes itself: it would describe its own output")
         return cameras
+
+    @model_validator(mode="after")
+    def _field_rules_have_a_field(self) -> AppConfig:
+        """A field rule names a field some profile asks for (or, with opencv, one of its details),
+        and compares a number only with ``above``. The same field name means one type everywhere."""
+        kinds = dict(OPENCV_DETAILS)
+        if isinstance(self.backend, VlmBackendConfig):
+            kinds = {}
+            for profile_name, profile in self.profiles.items():
+                for name, spec in profile.fields.items():
+                    kind = "number" if spec.type in ("integer", "number") else spec.type
+                    if kinds.setdefault(name, kind) != kind:
+                        raise ValueError(f"profiles.{profile_name}.fields.{name}: {spec.type}, but another "
+                                         f"profile's {name} is a {kinds[name]}: one entity cannot be both")
+        for index, camera in enumerate(self.cameras):
+            for number, rule in enumerate(camera.alerts):
+                if rule.field is None:
+                    continue
+                where = f"cameras[{index}].alerts[{number}].field"
+                if rule.field not in kinds:
+                    raise ValueError(f"{where}: {rule.field!r} is no field of any profile "
+                                     f"(known: {', '.join(sorted(kinds)) or 'none'})")
+                if rule.above is not None and kinds[rule.field] != "number":
+                    raise ValueError(f"{where}: {rule.field!r} is a {kinds[rule.field]}: `above` needs a number")
+        return self
 
     @model_validator(mode="after")
     def _frigate_settings_complete(self) -> AppConfig:

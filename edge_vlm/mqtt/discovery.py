@@ -18,6 +18,7 @@ from edge_vlm import __version__
 from edge_vlm.config.automation import FieldSpec
 from edge_vlm.config.models import AppConfig, CameraConfig
 from edge_vlm.controls import COOLDOWN_MAX_S, TEXT_MAX
+from edge_vlm.diagnostics import STAGES
 from edge_vlm.mqtt.topics import (
     ALERTS,
     ATTRIBUTES,
@@ -38,6 +39,10 @@ MANUFACTURER = "edge_vlm"
 BUTTON_PAYLOAD = "{}"
 # A description's life on <base>/<cam>/event (edge_vlm.service).
 JOB_EVENT_TYPES = ["pending", "described", "failed", "superseded"]
+# The daemon's "Last … time" sensors, one per stage of edge_vlm.diagnostics.STAGES.
+STAGE_NAMES = {"capture": "capture time", "preprocess": "preprocess time", "queued": "queue wait",
+               "encoder": "encoder time", "prefill": "prefill time", "decode": "decode time",
+               "publish": "publish time"}
 
 
 def _payload(value: dict[str, Any]) -> bytes:
@@ -57,6 +62,25 @@ def node_device_payload(config: AppConfig, topics: Topics) -> dict[str, Any]:
             "value_template": f"{{{{ value_json.{key} }}}}", "state_class": "total_increasing",
             "icon": icon, **available,
         }
+
+    def measured(key: str, name: str, value: str, unit: str, **more: Any) -> dict[str, Any]:
+        """A value of the diagnostics JSON that is not always there (null: this board or backend
+        has none): the entity is unavailable then, rather than showing a stale or made-up number."""
+        return {
+            "p": "sensor", "unique_id": f"{node}_{key}", "default_entity_id": f"sensor.{node}_{key}",
+            "name": name, "entity_category": "diagnostic", "state_topic": diagnostics,
+            "value_template": f"{{{{ value_json.{value} }}}}", "unit_of_measurement": unit,
+            "state_class": "measurement", **more,
+            "availability": [
+                {"topic": topics.status},
+                {"topic": diagnostics, "value_template": f"{{{{ 'online' if value_json.{value} is number else "
+                                                         "'offline' }}"},
+            ],
+            "availability_mode": "all",
+        }
+
+    stages = {f"latency_{stage}": measured(f"latency_{stage}", f"Last {STAGE_NAMES[stage]}", f"stages_ms.{stage}",
+                                           "ms", device_class="duration") for stage in STAGES}
 
     return {
         "dev": {
@@ -88,8 +112,9 @@ def node_device_payload(config: AppConfig, topics: Topics) -> dict[str, Any]:
                 "value_template": "{{ value_json.backend }}", "icon": "mdi:chip", **available,
             },
             "queue_depth": {
+                # Jobs waiting for the backend, not counting the one it runs.
                 "p": "sensor", "unique_id": f"{node}_queue_depth",
-                "default_entity_id": f"sensor.{node}_queue_depth", "name": "Queue depth",
+                "default_entity_id": f"sensor.{node}_queue_depth", "name": "Jobs waiting",
                 "entity_category": "diagnostic", "state_topic": diagnostics,
                 "value_template": "{{ value_json.queue_depth }}", "state_class": "measurement",
                 "icon": "mdi:tray-full", **available,
@@ -97,6 +122,23 @@ def node_device_payload(config: AppConfig, topics: Topics) -> dict[str, Any]:
             "jobs_done": counter("jobs_done", "Jobs done", "mdi:check-circle-outline"),
             "jobs_failed": counter("jobs_failed", "Jobs failed", "mdi:alert-circle-outline"),
             "jobs_coalesced": counter("jobs_coalesced", "Jobs coalesced", "mdi:call-merge"),
+            "jobs_skipped": counter("jobs_skipped", "Jobs skipped", "mdi:debug-step-over"),
+            "inputs_refused": counter("inputs_refused", "Inputs refused", "mdi:cancel"),
+            "latency": {
+                "p": "sensor", "unique_id": f"{node}_latency", "default_entity_id": f"sensor.{node}_latency",
+                "name": "Last latency", "entity_category": "diagnostic", "state_topic": diagnostics,
+                "value_template": "{{ value_json.last_latency_ms }}", "unit_of_measurement": "ms",
+                "device_class": "duration", "state_class": "measurement", **available,
+            },
+            **stages,
+            "npu_load": measured("npu_load", "NPU load", "npu_load", "%", icon="mdi:gauge",
+                                 json_attributes_topic=diagnostics,
+                                 json_attributes_template="{{ (value_json.npu_load_cores or {}) | tojson }}"),
+            "soc_temperature": measured("soc_temperature", "SoC temperature", "soc_temperature_c", "°C",
+                                        device_class="temperature"),
+            "memory": measured("memory", "Memory", "memory_mib", "MiB", device_class="data_size"),
+            "worker_memory": measured("worker_memory", "Inference worker memory", "worker_memory_mib", "MiB",
+                                      device_class="data_size"),
         },
     }
 
@@ -203,7 +245,9 @@ def event_components(camera: CameraConfig, topics: Topics) -> dict[str, Any]:
 
 def field_components(config: AppConfig, camera: CameraConfig, topics: Topics) -> dict[str, Any]:
     """One entity per structured field any profile asks for (the profile is picked in Home Assistant,
-    so every profile's fields). A field the current profile lacks keeps its last state."""
+    so every profile's fields). A field the current profile lacks renders empty, which Home Assistant
+    ignores: the entity keeps its last state. ``value_json['x']``, not ``value_json.x``: Jinja would
+    find a dict's method (``items``, ``keys``…) before the key."""
     prefix = f"{topics.discovery_node}_{camera.id}"
     entity = f"edge_vlm_{camera.id}"
     fields: dict[str, FieldSpec] = {}
@@ -211,8 +255,8 @@ def field_components(config: AppConfig, camera: CameraConfig, topics: Topics) ->
         fields.update({name: spec for name, spec in profile.fields.items() if name not in fields})
     components = {}
     for name, spec in fields.items():
-        value = f"value_json.{name}"
-        keep = f" if {value} is defined else this.state"
+        value = f"value_json['{name}']"
+        keep = f" if '{name}' in value_json else ''"
         platform = "binary_sensor" if spec.type == "boolean" else "sensor"
         component: dict[str, Any] = {
             "p": platform, "unique_id": f"{prefix}_field_{name}", "default_entity_id": f"{platform}.{entity}_{name}",
@@ -220,7 +264,7 @@ def field_components(config: AppConfig, camera: CameraConfig, topics: Topics) ->
             "availability_topic": topics.status,
         }
         if spec.type == "boolean":
-            component.update(value_template=f"{{{{ ('ON' if {value} else 'OFF'){keep} | upper }}}}", payload_on="ON",
+            component.update(value_template=f"{{{{ ('ON' if {value} else 'OFF'){keep} }}}}", payload_on="ON",
                              payload_off="OFF")
         else:
             component["value_template"] = f"{{{{ {value}{keep} }}}}"

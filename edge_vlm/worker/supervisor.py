@@ -120,6 +120,12 @@ class VlmBackend:
     def on_availability(self, listener: AvailabilityListener) -> None:
         self._listeners.append(listener)
 
+    @property
+    def worker_pid(self) -> int | None:
+        """The inference worker's process id while there is one (the daemon's diagnostics show its memory)."""
+        worker = self._worker
+        return worker.process.pid if worker is not None and worker.alive() else None
+
     # Lifecycle
 
     def load(self) -> None:
