@@ -36,16 +36,17 @@ ORIGIN = {"name": "edge_vlm", "sw": __version__}
 def test_node_device_payload() -> None:
     diag = "edge_vlm/garage-board/diagnostics"
     node = "edge_vlm_garage-board"
+    entity = "edge_vlm_garage_board"  # an entity id has no "-"
 
     def counter(key: str, name: str, icon: str) -> dict[str, object]:
-        return {"p": "sensor", "unique_id": f"{node}_{key}", "default_entity_id": f"sensor.{node}_{key}",
+        return {"p": "sensor", "unique_id": f"{node}_{key}", "default_entity_id": f"sensor.{entity}_{key}",
                 "name": name, "entity_category": "diagnostic", "state_topic": diag,
                 "value_template": f"{{{{ value_json.{key} }}}}", "state_class": "total_increasing",
                 "icon": icon, **AVAILABLE}
 
     def stage(stage: str, name: str) -> dict[str, object]:
         return {"p": "sensor", "unique_id": f"{node}_latency_{stage}",
-                "default_entity_id": f"sensor.{node}_latency_{stage}", "name": name,
+                "default_entity_id": f"sensor.{entity}_latency_{stage}", "name": name,
                 "entity_category": "diagnostic", "state_topic": diag,
                 "value_template": f"{{{{ value_json.stages_ms.{stage} }}}}", "unit_of_measurement": "ms",
                 "state_class": "measurement", "device_class": "duration",
@@ -61,22 +62,22 @@ def test_node_device_payload() -> None:
         "qos": 1,
         "cmps": {
             "status": {"p": "binary_sensor", "unique_id": f"{node}_status",
-                       "default_entity_id": f"binary_sensor.{node}_status", "name": "Status",
+                       "default_entity_id": f"binary_sensor.{entity}_status", "name": "Status",
                        "device_class": "connectivity", "entity_category": "diagnostic",
                        "state_topic": "edge_vlm/garage-board/status", "payload_on": "online",
                        "payload_off": "offline"},
             "model": {"p": "binary_sensor", "unique_id": f"{node}_model",
-                      "default_entity_id": f"binary_sensor.{node}_model", "name": "Model",
+                      "default_entity_id": f"binary_sensor.{entity}_model", "name": "Model",
                       "device_class": "running", "entity_category": "diagnostic",
                       "state_topic": "edge_vlm/garage-board/model", "value_template": "{{ value_json.state }}",
                       "payload_on": "ready", "payload_off": "unavailable",
                       "json_attributes_topic": "edge_vlm/garage-board/model", **AVAILABLE},
             "backend": {"p": "sensor", "unique_id": f"{node}_backend",
-                        "default_entity_id": f"sensor.{node}_backend", "name": "Backend",
+                        "default_entity_id": f"sensor.{entity}_backend", "name": "Backend",
                         "entity_category": "diagnostic", "state_topic": diag,
                         "value_template": "{{ value_json.backend }}", "icon": "mdi:chip", **AVAILABLE},
             "queue_depth": {"p": "sensor", "unique_id": f"{node}_queue_depth",
-                            "default_entity_id": f"sensor.{node}_queue_depth", "name": "Jobs waiting",
+                            "default_entity_id": f"sensor.{entity}_queue_depth", "name": "Jobs waiting",
                             "entity_category": "diagnostic", "state_topic": diag,
                             "value_template": "{{ value_json.queue_depth }}", "state_class": "measurement",
                             "icon": "mdi:tray-full", **AVAILABLE},
@@ -85,7 +86,7 @@ def test_node_device_payload() -> None:
             "jobs_coalesced": counter("jobs_coalesced", "Jobs coalesced", "mdi:call-merge"),
             "jobs_skipped": counter("jobs_skipped", "Jobs skipped", "mdi:debug-step-over"),
             "inputs_refused": counter("inputs_refused", "Inputs refused", "mdi:cancel"),
-            "latency": {"p": "sensor", "unique_id": f"{node}_latency", "default_entity_id": f"sensor.{node}_latency",
+            "latency": {"p": "sensor", "unique_id": f"{node}_latency", "default_entity_id": f"sensor.{entity}_latency",
                         "name": "Last latency", "entity_category": "diagnostic", "state_topic": diag,
                         "value_template": "{{ value_json.last_latency_ms }}", "unit_of_measurement": "ms",
                         "device_class": "duration", "state_class": "measurement", **AVAILABLE},
@@ -96,8 +97,9 @@ def test_node_device_payload() -> None:
             "latency_prefill": stage("prefill", "Last prefill time"),
             "latency_decode": stage("decode", "Last decode time"),
             "latency_publish": stage("publish", "Last publish time"),
-            "npu_load": {"p": "sensor", "unique_id": f"{node}_npu_load", "default_entity_id": f"sensor.{node}_npu_load",
-                         "name": "NPU load", "entity_category": "diagnostic", "state_topic": diag,
+            "npu_load": {"p": "sensor", "unique_id": f"{node}_npu_load",
+                         "default_entity_id": f"sensor.{entity}_npu_load", "name": "NPU load",
+                         "entity_category": "diagnostic", "state_topic": diag,
                          "value_template": "{{ value_json.npu_load }}", "unit_of_measurement": "%",
                          "state_class": "measurement", "icon": "mdi:gauge", "json_attributes_topic": diag,
                          "json_attributes_template": "{{ (value_json.npu_load_cores or {}) | tojson }}",
@@ -106,7 +108,7 @@ def test_node_device_payload() -> None:
                                            "{{ 'online' if value_json.npu_load is number else 'offline' }}"}],
                          "availability_mode": "all"},
             "soc_temperature": {"p": "sensor", "unique_id": f"{node}_soc_temperature",
-                                "default_entity_id": f"sensor.{node}_soc_temperature", "name": "SoC temperature",
+                                "default_entity_id": f"sensor.{entity}_soc_temperature", "name": "SoC temperature",
                                 "entity_category": "diagnostic", "state_topic": diag,
                                 "value_template": "{{ value_json.soc_temperature_c }}", "unit_of_measurement": "°C",
                                 "state_class": "measurement", "device_class": "temperature",
@@ -114,7 +116,7 @@ def test_node_device_payload() -> None:
                                                  {"topic": diag, "value_template": "{{ 'online' if "
                                                   "value_json.soc_temperature_c is number else 'offline' }}"}],
                                 "availability_mode": "all"},
-            "memory": {"p": "sensor", "unique_id": f"{node}_memory", "default_entity_id": f"sensor.{node}_memory",
+            "memory": {"p": "sensor", "unique_id": f"{node}_memory", "default_entity_id": f"sensor.{entity}_memory",
                        "name": "Memory", "entity_category": "diagnostic", "state_topic": diag,
                        "value_template": "{{ value_json.memory_mib }}", "unit_of_measurement": "MiB",
                        "state_class": "measurement", "device_class": "data_size",
@@ -123,7 +125,7 @@ def test_node_device_payload() -> None:
                                          "{{ 'online' if value_json.memory_mib is number else 'offline' }}"}],
                        "availability_mode": "all"},
             "worker_memory": {"p": "sensor", "unique_id": f"{node}_worker_memory",
-                              "default_entity_id": f"sensor.{node}_worker_memory", "name": "Inference worker memory",
+                              "default_entity_id": f"sensor.{entity}_worker_memory", "name": "Inference worker memory",
                               "entity_category": "diagnostic", "state_topic": diag,
                               "value_template": "{{ value_json.worker_memory_mib }}", "unit_of_measurement": "MiB",
                               "state_class": "measurement", "device_class": "data_size",
@@ -288,6 +290,8 @@ def test_default_camera_name_comes_from_its_id() -> None:
 
 # What HA's discovery accepts (homeassistant/components/mqtt/discovery.py TOPIC_MATCHER).
 HA_TOPIC = re.compile(r"^[^/]+/device/(?:[a-zA-Z0-9_-]+/)?[a-zA-Z0-9_-]+/config$")
+# What HA takes as an entity id (homeassistant/core.py VALID_ENTITY_ID).
+HA_ENTITY_ID = re.compile(r"^(?!.+__)(?!_)[\da-z_]+(?<!_)\.(?!_)[\da-z_]+(?<!_)$")
 
 
 def test_every_payload_has_unique_ids_valid_topics_and_stable_bytes() -> None:
@@ -297,6 +301,7 @@ def test_every_payload_has_unique_ids_valid_topics_and_stable_bytes() -> None:
     entity_ids = [c["default_entity_id"] for m in messages for c in json.loads(m.payload)["cmps"].values()]
     assert len(unique_ids) == len(set(unique_ids)) == 21 + 20 * 9
     assert len(entity_ids) == len(set(entity_ids))
+    assert all(HA_ENTITY_ID.match(e) for e in entity_ids), entity_ids  # "cam-1" is a valid camera id, not entity id
     assert all(HA_TOPIC.match(m.topic) and m.retain for m in messages)
     assert len({m.topic for m in messages}) == len(messages)
     assert discovery_messages(config, Topics.from_config(config)) == messages

@@ -12,6 +12,7 @@ configured can be removed with an empty retained payload.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from edge_vlm import __version__
@@ -45,6 +46,12 @@ STAGE_NAMES = {"capture": "capture time", "preprocess": "preprocess time", "queu
                "publish": "publish time"}
 
 
+def entity_id(platform: str, name: str) -> str:
+    """A ``default_entity_id`` Home Assistant accepts: ids may hold ``-``, entity ids only ``[a-z0-9_]``
+    (no ``__``, no ``_`` at either end)."""
+    return f"{platform}.{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}"
+
+
 def _payload(value: dict[str, Any]) -> bytes:
     # Stable serialisation: the same config always gives the same bytes.
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
@@ -57,7 +64,7 @@ def node_device_payload(config: AppConfig, topics: Topics) -> dict[str, Any]:
 
     def counter(key: str, name: str, icon: str) -> dict[str, Any]:
         return {
-            "p": "sensor", "unique_id": f"{node}_{key}", "default_entity_id": f"sensor.{node}_{key}",
+            "p": "sensor", "unique_id": f"{node}_{key}", "default_entity_id": entity_id("sensor", f"{node}_{key}"),
             "name": name, "entity_category": "diagnostic", "state_topic": diagnostics,
             "value_template": f"{{{{ value_json.{key} }}}}", "state_class": "total_increasing",
             "icon": icon, **available,
@@ -67,7 +74,7 @@ def node_device_payload(config: AppConfig, topics: Topics) -> dict[str, Any]:
         """A value of the diagnostics JSON that is not always there (null: this board or backend
         has none): the entity is unavailable then, rather than showing a stale or made-up number."""
         return {
-            "p": "sensor", "unique_id": f"{node}_{key}", "default_entity_id": f"sensor.{node}_{key}",
+            "p": "sensor", "unique_id": f"{node}_{key}", "default_entity_id": entity_id("sensor", f"{node}_{key}"),
             "name": name, "entity_category": "diagnostic", "state_topic": diagnostics,
             "value_template": f"{{{{ value_json.{value} }}}}", "unit_of_measurement": unit,
             "state_class": "measurement", **more,
@@ -95,26 +102,28 @@ def node_device_payload(config: AppConfig, topics: Topics) -> dict[str, Any]:
         "cmps": {
             "status": {
                 "p": "binary_sensor", "unique_id": f"{node}_status",
-                "default_entity_id": f"binary_sensor.{node}_status", "name": "Status",
+                "default_entity_id": entity_id("binary_sensor", f"{node}_status"), "name": "Status",
                 "device_class": "connectivity", "entity_category": "diagnostic",
                 "state_topic": topics.status, "payload_on": "online", "payload_off": "offline",
             },
             "model": {
-                "p": "binary_sensor", "unique_id": f"{node}_model", "default_entity_id": f"binary_sensor.{node}_model",
+                "p": "binary_sensor", "unique_id": f"{node}_model",
+                "default_entity_id": entity_id("binary_sensor", f"{node}_model"),
                 "name": "Model", "device_class": "running", "entity_category": "diagnostic",
                 "state_topic": topics.model, "value_template": "{{ value_json.state }}",
                 "payload_on": "ready", "payload_off": "unavailable", "json_attributes_topic": topics.model,
                 **available,
             },
             "backend": {
-                "p": "sensor", "unique_id": f"{node}_backend", "default_entity_id": f"sensor.{node}_backend",
+                "p": "sensor", "unique_id": f"{node}_backend",
+                "default_entity_id": entity_id("sensor", f"{node}_backend"),
                 "name": "Backend", "entity_category": "diagnostic", "state_topic": diagnostics,
                 "value_template": "{{ value_json.backend }}", "icon": "mdi:chip", **available,
             },
             "queue_depth": {
                 # Jobs waiting for the backend, not counting the one it runs.
                 "p": "sensor", "unique_id": f"{node}_queue_depth",
-                "default_entity_id": f"sensor.{node}_queue_depth", "name": "Jobs waiting",
+                "default_entity_id": entity_id("sensor", f"{node}_queue_depth"), "name": "Jobs waiting",
                 "entity_category": "diagnostic", "state_topic": diagnostics,
                 "value_template": "{{ value_json.queue_depth }}", "state_class": "measurement",
                 "icon": "mdi:tray-full", **available,
@@ -125,7 +134,8 @@ def node_device_payload(config: AppConfig, topics: Topics) -> dict[str, Any]:
             "jobs_skipped": counter("jobs_skipped", "Jobs skipped", "mdi:debug-step-over"),
             "inputs_refused": counter("inputs_refused", "Inputs refused", "mdi:cancel"),
             "latency": {
-                "p": "sensor", "unique_id": f"{node}_latency", "default_entity_id": f"sensor.{node}_latency",
+                "p": "sensor", "unique_id": f"{node}_latency",
+                "default_entity_id": entity_id("sensor", f"{node}_latency"),
                 "name": "Last latency", "entity_category": "diagnostic", "state_topic": diagnostics,
                 "value_template": "{{ value_json.last_latency_ms }}", "unit_of_measurement": "ms",
                 "device_class": "duration", "state_class": "measurement", **available,
@@ -161,25 +171,26 @@ def camera_device_payload(camera: CameraConfig, topics: Topics) -> dict[str, Any
             "description": {
                 # name null: the description is the camera device's main entity.
                 "p": "sensor", "unique_id": f"{prefix}_description",
-                "default_entity_id": f"sensor.{entity}_description", "name": None,
+                "default_entity_id": entity_id("sensor", f"{entity}_description"), "name": None,
                 "state_topic": topics.camera(camera.id, DESCRIPTION),
                 "json_attributes_topic": topics.camera(camera.id, ATTRIBUTES),
                 "icon": "mdi:text-box-outline", **available,
             },
             "image": {
-                "p": "image", "unique_id": f"{prefix}_image", "default_entity_id": f"image.{entity}_image",
+                "p": "image", "unique_id": f"{prefix}_image",
+                "default_entity_id": entity_id("image", f"{entity}_image"),
                 "name": "Described image", "image_topic": topics.camera(camera.id, IMAGE),
                 "content_type": "image/jpeg", **available,
             },
             "describe": {
                 "p": "button", "unique_id": f"{prefix}_describe",
-                "default_entity_id": f"button.{entity}_describe", "name": "Describe now",
+                "default_entity_id": entity_id("button", f"{entity}_describe"), "name": "Describe now",
                 "command_topic": topics.camera(camera.id, TRIGGER), "payload_press": BUTTON_PAYLOAD,
                 "icon": "mdi:text-recognition", **available,
             },
             "latency": {
                 "p": "sensor", "unique_id": f"{prefix}_latency",
-                "default_entity_id": f"sensor.{entity}_latency", "name": "Last latency",
+                "default_entity_id": entity_id("sensor", f"{entity}_latency"), "name": "Last latency",
                 "state_topic": topics.camera(camera.id, ATTRIBUTES),
                 "value_template": "{{ value_json.latency_ms }}", "unit_of_measurement": "ms",
                 "device_class": "duration", "state_class": "measurement",
@@ -197,7 +208,8 @@ def control_components(config: AppConfig, camera: CameraConfig, topics: Topics) 
 
     def control(name: str, platform: str, title: str, icon: str, **values: Any) -> dict[str, Any]:
         return {
-            "p": platform, "unique_id": f"{prefix}_{name}", "default_entity_id": f"{platform}.{entity}_{name}",
+            "p": platform, "unique_id": f"{prefix}_{name}",
+            "default_entity_id": entity_id(platform, f"{entity}_{name}"),
             "name": title, "entity_category": "config", "icon": icon, "state_topic": topics.camera(camera.id, name),
             "command_topic": topics.camera(camera.id, f"{name}/set"), "availability_topic": topics.status, **values,
         }
@@ -221,21 +233,23 @@ def event_components(camera: CameraConfig, topics: Topics) -> dict[str, Any]:
     available = {"availability_topic": topics.status}
     components = {
         "event": {
-            "p": "event", "unique_id": f"{prefix}_event", "default_entity_id": f"event.{entity}_description",
+            "p": "event", "unique_id": f"{prefix}_event",
+            "default_entity_id": entity_id("event", f"{entity}_description"),
             "name": "Description", "state_topic": topics.camera(camera.id, EVENT), "event_types": JOB_EVENT_TYPES,
             "icon": "mdi:text-box-search-outline", **available,
         },
     }
     if camera.alerts:
         components["alerts"] = {
-            "p": "event", "unique_id": f"{prefix}_alerts", "default_entity_id": f"event.{entity}_alert",
+            "p": "event", "unique_id": f"{prefix}_alerts", "default_entity_id": entity_id("event", f"{entity}_alert"),
             "name": "Alert", "state_topic": topics.camera(camera.id, ALERTS),
             "event_types": [rule.name for rule in camera.alerts], "icon": "mdi:alarm-light-outline", **available,
         }
     for rule in camera.alerts:
         components[f"alert_{rule.name}"] = {
             "p": "binary_sensor", "unique_id": f"{prefix}_alert_{rule.name}",
-            "default_entity_id": f"binary_sensor.{entity}_alert_{rule.name}", "name": f"Alert {rule.name}",
+            "default_entity_id": entity_id("binary_sensor", f"{entity}_alert_{rule.name}"),
+            "name": f"Alert {rule.name}",
             "state_topic": topics.alert(camera.id, rule.name), "value_template": "{{ value_json.state }}",
             "payload_on": "ON", "payload_off": "OFF", "json_attributes_topic": topics.alert(camera.id, rule.name),
             **available,
@@ -259,7 +273,8 @@ def field_components(config: AppConfig, camera: CameraConfig, topics: Topics) ->
         keep = f" if '{name}' in value_json else ''"
         platform = "binary_sensor" if spec.type == "boolean" else "sensor"
         component: dict[str, Any] = {
-            "p": platform, "unique_id": f"{prefix}_field_{name}", "default_entity_id": f"{platform}.{entity}_{name}",
+            "p": platform, "unique_id": f"{prefix}_field_{name}",
+            "default_entity_id": entity_id(platform, f"{entity}_{name}"),
             "name": name.replace("_", " ").capitalize(), "state_topic": topics.camera(camera.id, FIELDS),
             "availability_topic": topics.status,
         }
@@ -284,12 +299,13 @@ def stream_components(camera: CameraConfig, topics: Topics) -> dict[str, Any]:
     return {
         "stream": {
             "p": "binary_sensor", "unique_id": f"{prefix}_stream",
-            "default_entity_id": f"binary_sensor.{entity}_stream", "name": "Stream",
+            "default_entity_id": entity_id("binary_sensor", f"{entity}_stream"), "name": "Stream",
             "device_class": "connectivity", "entity_category": "diagnostic",
             "state_topic": topics.camera(camera.id, STREAM), "payload_on": "ON", "payload_off": "OFF", **available,
         },
         "motion": {
-            "p": "switch", "unique_id": f"{prefix}_motion", "default_entity_id": f"switch.{entity}_motion",
+            "p": "switch", "unique_id": f"{prefix}_motion",
+            "default_entity_id": entity_id("switch", f"{entity}_motion"),
             "name": "Motion trigger", "entity_category": "config", "icon": "mdi:motion-sensor",
             "state_topic": topics.camera(camera.id, MOTION), "command_topic": topics.camera(camera.id, f"{MOTION}/set"),
             "payload_on": "ON", "payload_off": "OFF", **available,
