@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-# scheme://user:password@host: everything up to the last @ of the authority (a password may hold @)
-_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\s]*@")
+# scheme://user:password@host: everything up to the last @ before a space or quote (a password may
+# hold @, / or ?, unencoded; a path with an @ in it is masked too: better too much than a password)
+_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^\s'\"<>]*@")
 # ?user=admin&password=..., ;pwd=... (cameras that take credentials in the query or the path)
 _SECRET_PARAMETER = re.compile(r"((?:pass(?:word)?|pwd|token|key|secret|auth)=)[^&;#\s/]*", re.IGNORECASE)
 
@@ -13,3 +14,12 @@ _SECRET_PARAMETER = re.compile(r"((?:pass(?:word)?|pwd|token|key|secret|auth)=)[
 def redact(text: str) -> str:
     """``text`` with the credentials of every URL in it replaced by ``***``."""
     return _SECRET_PARAMETER.sub(r"\1***", _USERINFO.sub(r"\1***:***@", text))
+
+
+def redact_url(url: str) -> str:
+    """One URL, credentials masked even when they hold characters no URL may (a space): everything
+    between ``://`` and its last ``@``."""
+    scheme, separator, rest = url.partition("://")
+    if separator and "@" in rest:
+        url = f"{scheme}://***:***@{rest.rpartition('@')[2]}"
+    return redact(url)

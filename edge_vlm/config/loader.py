@@ -6,6 +6,7 @@ the journal shows each on its own line and a user can jump straight to it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from pydantic import ValidationError
 from edge_vlm.config.base import PATTERN_HINTS
 from edge_vlm.config.models import AppConfig
 from edge_vlm.errors import ConfigError
-from edge_vlm.redact import redact
+from edge_vlm.redact import redact, redact_url
 
 PathKey = tuple[str | int, ...]
 MAX_SHOWN_VALUE = 60
@@ -108,7 +109,7 @@ def format_path(path: Iterable[str | int]) -> str:
 
 
 def _shown(value: Any) -> str:
-    text = redact(repr(value) if isinstance(value, str) else str(value))
+    text = redact(repr(redact_url(value)) if isinstance(value, str) else str(value))
     return text if len(text) <= MAX_SHOWN_VALUE else text[: MAX_SHOWN_VALUE - 1] + "…"
 
 
@@ -133,8 +134,12 @@ def _data_path(data: Any, loc: tuple[str | int, ...], missing: bool) -> PathKey:
     return tuple(path)
 
 
+_SECRET_KEY = re.compile(r"pass|pwd|secret|token|credential|(^|_)key$|^auth(orization)?$", re.IGNORECASE)
+
+
 def _secret_path(path: PathKey) -> bool:
-    return any(isinstance(p, str) and ("password" in p or "token" in p) for p in path)
+    """Whether the value at ``path`` may be a secret (or a misplaced one): never shown in a message."""
+    return any(isinstance(p, str) and _SECRET_KEY.search(p) is not None for p in path)
 
 
 def format_validation_error(error: ValidationError, data: Any, lines: _LineMap) -> list[str]:

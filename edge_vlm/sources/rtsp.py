@@ -30,7 +30,7 @@ import numpy as np
 from edge_vlm.config.sources import RtspSourceConfig
 from edge_vlm.errors import SourceError
 from edge_vlm.frames import Frame
-from edge_vlm.redact import redact
+from edge_vlm.redact import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class RtspSource:
         self.on_frame: FrameListener | None = None  # sampled frames, for motion detection
         self.sample_interval_s = 0.0
         self._url = stream_url(config, password)
-        self._shown_url = redact(self._url)
+        self._shown_url = redact_url(self._url)
         self._on_state = on_state
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
