@@ -77,6 +77,16 @@ class MqttConfig(StrictModel):
         "only the newest of each is kept and republished on reconnect.",
     )
 
+    @field_validator("host")
+    @classmethod
+    def _host_name(cls, host: str) -> str:
+        # A name Python cannot even encode for the resolver (an empty or over-long label) would not
+        # fail like an unknown one: it would stop paho's network thread for good.
+        labels = host.rstrip(".").split(".")
+        if ":" not in host and (any(c.isspace() for c in host) or not all(0 < len(x) <= 63 for x in labels)):
+            raise ValueError("not a host name or IP address (labels of 1 to 63 characters, no spaces)")
+        return host
+
     @field_validator("protocol", mode="before")
     @classmethod
     def _protocol_as_text(cls, value: Any) -> Any:

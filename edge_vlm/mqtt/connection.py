@@ -1,7 +1,11 @@
 """The broker connection: paho-mqtt 2.x set up the way a long-lived service needs it.
 
 - The last will (``offline``, retained) is set before connecting; ``online`` follows each connect.
-- paho reconnects by itself with a doubling delay capped at ``reconnect_max_delay``.
+- paho reconnects by itself with a doubling delay capped at ``reconnect_max_delay``. A failed
+  attempt is logged once per distinct cause, saying what to change (connect_problems): a refused
+  CONNACK, a TLS failure (from the exception paho's connect raised, or the socket error paho logged),
+  nothing listening, a name that does not resolve.
+- ACL refusals (a SUBACK failure; an MQTT 5 PUBACK failure) are logged once per topic (denials).
 - Each connect subscribes again (clean sessions: the broker forgot us) and then says ``online``.
 - paho's callbacks run on its network thread and must never block it: apart from queueing those
   packets, each one only puts an event into the ``Inbox``; the daemon's dispatcher thread does the
@@ -13,7 +17,7 @@
 from __future__ import annotations
 
 import logging
-import ssl
+import sys
 import threading
 import time
 from collections import deque
@@ -27,12 +31,25 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_vlm.config.models import AppConfig
+from edge_vlm.mqtt.connect_problems import (
+    closed_before_connack_problem,
+    connack_problem,
+    connect_failure_problem,
+    dropped_problem,
+    reason_text,
+)
+from edge_vlm.mqtt.denials import Denials
+from edge_vlm.mqtt.tls import client_context
 from edge_vlm.mqtt.topics import Outbound, Topics
 
 logger = logging.getLogger(__name__)
+paho_logger = logging.getLogger("edge_vlm.mqtt.paho")  # paho's own log, at DEBUG: for debugging only
 
 ONLINE = b"online"
 OFFLINE = b"offline"
+# A connection the broker drops sooner than this did not really work: the next reconnect waits
+# longer (twice each time, up to reconnect_max_delay), and the same reason is logged once.
+STABLE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -59,10 +76,12 @@ class Inbox:
     """Events from paho's thread to the dispatcher, bounded in messages and in bytes.
 
     Past either bound the oldest received message is dropped (and counted): under a flood the
-    newest snapshots matter most. Connection events are never dropped.
+    newest snapshots matter most. Messages on ``precious`` topics (requests: someone waits for
+    each answer) go only when nothing else is left to drop. Connection events are never dropped.
     """
 
-    def __init__(self, max_messages: int, max_bytes: int) -> None:
+    def __init__(self, max_messages: int, max_bytes: int, precious: frozenset[str] = frozenset()) -> None:
+        self._precious = precious
         self._events: deque[Event] = deque()
         self._messages = 0
         self._bytes = 0
@@ -82,7 +101,8 @@ class Inbox:
             self._ready.notify()
 
     def _drop_oldest_message(self) -> None:
-        index, oldest = next((i, e) for i, e in enumerate(self._events) if isinstance(e, Received))
+        messages = [(i, e) for i, e in enumerate(self._events) if isinstance(e, Received)]
+        index, oldest = next(((i, e) for i, e in messages if e.topic not in self._precious), messages[0])
         del self._events[index]
         self._count_out(oldest)
         self.dropped += 1
@@ -93,6 +113,11 @@ class Inbox:
         self._messages -= 1
         self._bytes -= len(message.payload)
 
+    @property
+    def waiting(self) -> int:
+        """Received messages waiting to be handled."""
+        return self._messages
+
     def get(self, timeout: float) -> Event | None:
         with self._ready:
             if not self._ready.wait_for(lambda: self._events, timeout):
@@ -101,10 +126,6 @@ class Inbox:
             if isinstance(event, Received):
                 self._count_out(event)
             return event
-
-
-def _reason_text(reason: Any) -> str:
-    return str(getattr(reason, "getName", lambda: reason)())
 
 
 class MqttConnection:
@@ -118,7 +139,15 @@ class MqttConnection:
         self._connected = threading.Event()
         self._stopping = False
         self._last_problem: str | None = None
+        self._client_id = config.client_id
+        self._connected_at = 0.0  # time.monotonic() of the last CONNACK
+        self._short_connections = 0  # in a row, each dropped within STABLE_S, and the broker took us back at once
+        self._last_drop: tuple[int, str] = (0, "")  # reason code and name of the last drop
+        self._attempt_reported = False  # this connection attempt's failure was reported already
+        self._socket_error: str | None = None  # the last socket error paho logged in this attempt
+        self._denials = Denials(self._config.username)
         v5 = self._config.protocol == "5"
+        self._v5 = v5
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=config.client_id,
@@ -127,29 +156,25 @@ class MqttConnection:
             # outage we subscribe again rather than receive a backlog of stale snapshots.
             clean_session=None if v5 else True,
         )
-        paho_logger = logging.getLogger("edge_vlm.mqtt.paho")
-        if paho_logger.isEnabledFor(logging.DEBUG):  # paho's own log is for debugging only
-            self._client.enable_logger(paho_logger)
         self._client.will_set(self._topics.status, OFFLINE, qos=1, retain=True)
         if self._config.username is not None:
             self._client.username_pw_set(self._config.username, password)
         tls = self._config.tls
         if tls.enabled:
-            self._client.tls_set(
-                ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                certfile=str(tls.cert_file) if tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            self._client.tls_insecure_set(not tls.verify_hostname)
+            self._client.tls_set_context(client_context(tls))
+            self._client.tls_insecure_set(not tls.verify_hostname)  # else paho checks the name itself too
         self._client.reconnect_delay_set(self._config.reconnect_min_delay, self._config.reconnect_max_delay)
         # paho's own queue is unbounded: the Publisher bounds what waits while we are disconnected
         # (paho's bound would also refuse "online" and discovery, which must never be dropped).
         self._client.max_queued_messages_set(0)
+        self._client.on_pre_connect = self._on_pre_connect
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_publish = self._on_publish
+        self._client.on_log = self._on_log
 
     def subscribe_on_connect(self, filters: list[str], replay_only: list[str]) -> None:
         """What to subscribe to on every connect (before start). ``replay_only``: filters that matter
@@ -160,7 +185,12 @@ class MqttConnection:
 
     def subscribe(self, topic: str) -> None:
         """Subscribe now (any thread), e.g. to read a topic's retained message once."""
-        self._client.subscribe(topic, qos=1)
+        self._subscribe([topic])
+
+    def _subscribe(self, filters: list[str]) -> None:
+        result, mid = self._client.subscribe([(f, 1) for f in filters])
+        if result == paho.MQTT_ERR_SUCCESS and mid is not None:
+            self._denials.sent("subscribe", mid, filters)
 
     def unsubscribe(self, topic: str) -> None:
         """Undo ``subscribe``; a filter subscribed on every connect stays."""
@@ -175,6 +205,11 @@ class MqttConnection:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def problem(self) -> str | None:
+        """Why the last connection attempt failed, in words (None while connected): for a status line."""
+        return None if self.connected else self._last_problem
+
     def start(self) -> None:
         logger.info("Connecting to MQTT broker %s (MQTT %s%s)", self.broker, self._config.protocol,
                     ", TLS" if self._config.tls.enabled else "")
@@ -188,7 +223,7 @@ class MqttConnection:
         """Publish ``offline``, wait for it to leave, disconnect and stop the network thread."""
         self._stopping = True
         if self.connected:
-            info = self._client.publish(self._topics.status, OFFLINE, qos=1, retain=True)
+            info = self._publish(self._topics.status, OFFLINE, retain=True)
             try:
                 info.wait_for_publish(timeout)
             except (RuntimeError, ValueError):  # the connection went away meanwhile
@@ -197,8 +232,9 @@ class MqttConnection:
         self._client.loop_stop()
         # Break the client <-> callbacks cycle: paho closes its wake-up socket pair in __del__,
         # which then runs on release instead of in a garbage-collection pass.
-        self._client.on_connect = self._client.on_connect_fail = None
+        self._client.on_connect = self._client.on_connect_fail = self._client.on_pre_connect = None
         self._client.on_disconnect = self._client.on_message = None
+        self._client.on_subscribe = self._client.on_publish = self._client.on_log = None
 
     def publish(self, message: Outbound) -> None:
         """Hand ``message`` to paho (QoS 1): sent now, or after the reconnect if the link just dropped."""
@@ -206,35 +242,101 @@ class MqttConnection:
         if message.correlation is not None and self._config.protocol == "5":
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho leaves it untyped
             properties.CorrelationData = message.correlation
-        self._client.publish(message.topic, message.payload, qos=1, retain=message.retain, properties=properties)
+        self._publish(message.topic, message.payload, retain=message.retain, properties=properties)
+
+    def _publish(self, topic: str, payload: bytes, *, retain: bool,
+                 properties: Properties | None = None) -> paho.MQTTMessageInfo:
+        info = self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
+        if self._v5:  # MQTT 3.1.1 cannot tell a refused publish: nothing to match
+            self._denials.sent("publish", info.mid, [topic])
+        return info
 
     # paho callbacks: network thread, must not block.
+
+    def _on_pre_connect(self, client: paho.Client, userdata: Any) -> None:
+        self._attempt_reported = False
+        self._socket_error = None
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode,
                     properties: Any) -> None:
         if reason.is_failure:
-            self._report_problem(f"broker {self.broker} refused the connection: {_reason_text(reason)}")
+            self._attempt_reported = True
+            self._short_connections = 0  # refused, not dropped
+            self._report_problem(connack_problem(reason.value, reason_text(reason), self._config))
             return
         if self._stopping:
             return
-        self._last_problem = None
+        self._connected_at = time.monotonic()
         logger.info("Connected to MQTT broker %s", self.broker)
+        if self._short_connections > 1:  # it keeps taking us and dropping us
+            self._report_problem(dropped_problem(*self._last_drop, self._config, self._client_id, repeated=True)
+                                 or f"broker {self.broker} keeps dropping the connection")
         # Subscribing and publishing only queue packets. The broker handles them in this order,
         # so whoever sees "online" can publish to us and be heard.
-        self._client.subscribe([(f, 1) for f in self._subscriptions])
-        self._client.publish(self._topics.status, ONLINE, qos=1, retain=True)
+        if self._subscriptions:
+            self._subscribe(self._subscriptions)
+        self._publish(self._topics.status, ONLINE, retain=True)
         self._connected.set()
         self._inbox.put(Connected())
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
-        self._report_problem(f"cannot reach MQTT broker {self.broker}")
+        # paho calls this from inside its `except OSError:` around the attempt: the exception being
+        # handled is the reason (a refused TCP connect, a failed TLS handshake, DNS).
+        self._attempt_reported = True
+        self._short_connections = 0  # the broker is away (a restart?): not one that keeps dropping us
+        self._report_problem(connect_failure_problem(sys.exc_info()[1], self._config))
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode,
                        properties: Any) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
-        if was_connected and not self._stopping:
-            logger.warning("Disconnected from MQTT broker %s (%s); reconnecting", self.broker, _reason_text(reason))
+        if self._stopping:
+            return
+        if was_connected:
+            self._connection_dropped(reason, time.monotonic() - self._connected_at)
+        elif not self._attempt_reported:  # closed before its CONNACK: a TLS alert, a plain client on a TLS port
+            self._attempt_reported = True
+            self._report_problem(closed_before_connack_problem(self._socket_error, self._config))
+
+    def _connection_dropped(self, reason: ReasonCode, lasted: float) -> None:
+        if lasted >= STABLE_S:  # it worked: a broker restart, a network hiccup
+            self._short_connections = 0
+            self._last_problem = None
+            self._client.reconnect_delay_set(self._config.reconnect_min_delay, self._config.reconnect_max_delay)
+            logger.warning("Disconnected from MQTT broker %s (%s); reconnecting", self.broker, reason_text(reason))
+            return
+        # Dropped soon after it was accepted. paho starts its delay again from the minimum after
+        # each accepted connection: raise the minimum so that a broker that keeps dropping us (a
+        # client with the same id, an ACL that disconnects) is not hammered every second.
+        self._short_connections += 1
+        delay = min(self._config.reconnect_min_delay * 2 ** self._short_connections, self._config.reconnect_max_delay)
+        self._client.reconnect_delay_set(delay, self._config.reconnect_max_delay)
+        self._last_drop = (reason.value, reason_text(reason))
+        problem = dropped_problem(*self._last_drop, self._config, self._client_id, repeated=False)
+        if problem is None:  # a second one in a row is reported when the broker takes us back at once
+            logger.warning("Disconnected from MQTT broker %s %.0f s after connecting (%s); reconnecting",
+                           self.broker, lasted, reason_text(reason))
+        else:
+            self._report_problem(problem)
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: list[ReasonCode],
+                      properties: Any) -> None:
+        self._denials.acknowledged("subscribe", mid, [(r.value, reason_text(r)) for r in reasons])
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any) -> None:
+        if self._v5:
+            self._denials.acknowledged("publish", mid, [(reason.value, reason_text(reason))])
+
+    def _on_log(self, client: paho.Client, userdata: Any, level: int, text: str) -> None:
+        # paho's errors, e.g. "failed to receive on socket: [SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] ...",
+        # are the reason of a connection that ends before its CONNACK: we log that reason once, in
+        # words. paho's whole log goes to edge_vlm.mqtt.paho at DEBUG, but for an exception in
+        # one of our callbacks: a bug, always shown.
+        if level == paho.MQTT_LOG_ERR:
+            self._socket_error = text
+        bug = text.startswith("Caught exception in")
+        if bug or paho_logger.isEnabledFor(logging.DEBUG):
+            paho_logger.log(logging.ERROR if bug else logging.DEBUG, "%s", text)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         if not message.retain and any(paho.topic_matches_sub(f, message.topic) for f in self._replay_only):
@@ -250,6 +352,10 @@ class MqttConnection:
     def _report_problem(self, problem: str) -> None:
         # Once per distinct problem, not on every retry: a broker down for a night must not
         # fill the journal.
+        if self._stopping:
+            return
         if problem != self._last_problem:
-            logger.error("%s; retrying every %d s at most", problem, self._config.reconnect_max_delay)
+            logger.error("%s (retrying with backoff, every %d s at most)", problem, self._config.reconnect_max_delay)
             self._last_problem = problem
+        else:
+            logger.debug("Connection attempt failed again: %s", problem)

@@ -32,8 +32,10 @@ class Publisher:
         with self._lock:
             if message.retain:
                 self._states[message.topic] = message
-            # Sent under the lock so that a reconnect's republish cannot overtake it.
-            if self._connection.connected:
+            # Sent under the lock so that a reconnect's republish cannot overtake it. An event made
+            # between the reconnect and that republish waits behind the events of the outage: sent
+            # now, a job's outcome would overtake its "pending".
+            if self._connection.connected and (message.retain or not self._waiting):
                 self._connection.publish(message)
             elif not message.retain:
                 self._wait(message)
