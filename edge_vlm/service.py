@@ -17,7 +17,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from paho.mqtt.client import topic_matches_sub
@@ -25,6 +26,7 @@ from paho.mqtt.client import topic_matches_sub
 from edge_vlm.alerts import Alerts
 from edge_vlm.answers import answer
 from edge_vlm.backends import Backend, create_backend
+from edge_vlm.board import BoardMonitor
 from edge_vlm.cameras import Cameras
 from edge_vlm.config.models import AppConfig
 from edge_vlm.controls import Controls
@@ -59,14 +61,20 @@ ANNOUNCE_WAIT_S = 5.0  # a job's outcome waits at most this for its "pending" to
 
 class Service:
     def __init__(self, config: AppConfig, password: str | None, backend: Backend | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
-        """``environ``: where the cameras' secrets are read (password_env); default os.environ."""
+                 environ: Mapping[str, str] | None = None, *, backend_loaded: bool = False) -> None:
+        """``environ``: where the cameras' secrets are read (password_env, and $CREDENTIALS_DIRECTORY for
+        password_credential); default os.environ. ``backend_loaded``: ``backend`` is loaded already (a
+        reload keeps the model of the service it replaces), start() must not load it again."""
         self.config = config
+        self._backend_loaded = backend_loaded
+        # Called on each turn of the dispatcher loop: systemd's watchdog keep-alive (edge_vlm.systemd).
+        self.heartbeat: Callable[[], None] = _no_heartbeat
         self.topics = Topics.from_config(config)
         self.backend = backend or create_backend(config.backend, config.logging.level)
         self.stats = Stats(self.backend.name)
+        self.board = BoardMonitor()
         limits = config.limits
-        self.inbox = Inbox(limits.inbound_queue, limits.inbound_queue_mb * 1_000_000)
+        self.inbox = Inbox(limits.inbound_queue, limits.inbound_queue_mb * 1_000_000, frozenset({self.topics.request}))
         self.scheduler = Scheduler()
         self.connection = MqttConnection(config, password, self.inbox)
         self.publisher = Publisher(self.connection, config.mqtt.max_queued_messages)
@@ -87,16 +95,21 @@ class Service:
         self._diagnostics_sent = 0.0
         self._diagnostics_due = False
         self._sync_token = os.urandom(8).hex().encode()
+        self._image_shown: dict[str, str] = {}  # camera -> id of the job whose frame is on its image topic
 
     def start(self) -> None:
         """Load the backend, then connect; raises BackendError if the backend cannot load."""
         if "backend" not in self.config.model_fields_set:
             logger.info("No backend configured: using the built-in opencv analyzer (no NPU model)")
-        started = time.perf_counter()
-        self.backend.load()
-        logger.info("Backend %s loaded in %.0f ms", self.backend.name, (time.perf_counter() - started) * 1000)
+        if self._backend_loaded:
+            logger.info("Backend %s kept loaded", self.backend.name)
+        else:
+            started = time.perf_counter()
+            self.backend.load()
+            logger.info("Backend %s loaded in %.0f ms", self.backend.name, (time.perf_counter() - started) * 1000)
         self._model_availability(True, "loaded")
-        self.backend.on_availability(self._model_availability)
+        # Weakly: a backend kept across a reload must not keep the replaced service alive.
+        self.backend.on_availability(_weak_listener(self._model_availability))
         self.controls.configured()
         self.alerts.start()
         self.cameras.start()
@@ -106,8 +119,9 @@ class Service:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self, grace: float = STOP_GRACE_S) -> None:
-        """Take no more work, finish or abort the job in flight, publish ``offline``, disconnect."""
+    def stop(self, grace: float = STOP_GRACE_S, *, close_backend: bool = True) -> None:
+        """Take no more work, finish or abort the job in flight, publish ``offline``, disconnect;
+        ``close_backend=False`` leaves the backend loaded for the service that replaces this one."""
         if self._stopping.is_set():
             return
         logger.info("Stopping")
@@ -120,12 +134,15 @@ class Service:
             self.intake.close()
             for job in self.scheduler.close():
                 self._job_failed(job, "cancelled", "the daemon stopped before this job ran")
+                for failure in job.held:
+                    self._publish_failure(failure)
             self._join_worker(grace)
             self.alerts.stop()
             self._publish_diagnostics(now=True)
         finally:
             self.connection.stop()
-            self.backend.close()
+            if close_backend:
+                self.backend.close()
         logger.info("Stopped")
 
     def _join_worker(self, grace: float) -> None:
@@ -142,13 +159,14 @@ class Service:
 
     def _dispatch_loop(self) -> None:
         while not self._stopping.is_set():
+            self.heartbeat()
             event = self.inbox.get(POLL_S)
             if event is not None and not self._stopping.is_set():
                 try:
                     self._dispatch(event)
                 except Exception:  # one bad event must not stop the daemon
                     logger.exception("Unexpected error while handling %s", event)
-            if self._diagnostics_due:
+            if self._diagnostics_due or self._diagnostics_stale():
                 self._publish_diagnostics()
 
     def _dispatch(self, event: Event) -> None:
@@ -221,21 +239,34 @@ class Service:
     def accepted(self, job: Job, replaced: Job | None) -> None:
         """Notify fast: the image and a ``pending`` event at once; the description follows.
         A job that joined one waiting (``replaced is job``) will not run: it is superseded at once."""
+        logger.debug("%s: accepted [%s, id %s, %s]", job.camera, job.origin, job.request_id,
+                     _timings_text(job.timings_ms))
         try:
             if replaced is not None:
+                logger.info("%s: superseded after %.0f ms [%s, id %s]: by id %s", replaced.camera,
+                            (time.monotonic() - replaced.received_at) * 1000, replaced.origin, replaced.request_id,
+                            replaced.superseded_by)
+                if replaced is not job:  # its "pending" may still be on its way, from another thread
+                    replaced.announced.wait(ANNOUNCE_WAIT_S)
                 self.publisher.send(event_message(replaced, "superseded", self.topics, by=replaced.superseded_by))
             if job.reply is None and replaced is not job:
-                image = job.frame.jpeg(self.config.limits.max_published_image_bytes)
+                job.image = job.frame.jpeg(self.config.limits.max_published_image_bytes)
+                self._image_shown[job.camera] = job.request_id
                 self.publisher.send_all([
-                    image_message(job, image, self.topics),
+                    image_message(job, job.image, self.topics),
                     event_message(job, "pending", self.topics, image_topic=self.topics.camera(job.camera, IMAGE)),
                 ])
         finally:
             job.announced.set()  # the worker may publish its outcome now
+        self._publish_diagnostics()  # the queue depth
 
     def refuse(self, failure: Failure) -> None:
         """An input that could not become a job: one log line, one error message."""
         self.stats.count("inputs_refused")
+        logger.warning("%s: refused [topic %s, id %s]: %s: %s", failure.camera, failure.topic, failure.request_id,
+                       failure.code, failure.message)
+        if failure.reply is not None and self.scheduler.hold(failure):
+            return  # answered after the camera's earlier requests
         self._publish_failure(failure)
 
     def skip(self, job: Job, reason: str) -> None:
@@ -246,8 +277,6 @@ class Service:
         self._publish_diagnostics()
 
     def _publish_failure(self, failure: Failure) -> None:
-        logger.warning("%s: %s: %s (topic %s, id %s)", failure.camera, failure.code, failure.message,
-                       failure.topic, failure.request_id)
         self.publisher.send(failure_message(failure, self.topics))
         self._publish_diagnostics()
 
@@ -258,11 +287,17 @@ class Service:
             return
         self._diagnostics_due = False
         self._diagnostics_sent = time.monotonic()
+        worker_pid = getattr(self.backend, "worker_pid", None)  # the vlm backend's inference worker
         values = self.stats.values(
-            queue_depth=self.scheduler.depth, inbox_dropped=self.inbox.dropped,
+            queue_depth=self.scheduler.depth, inbox_waiting=self.inbox.waiting, inbox_dropped=self.inbox.dropped,
             outbox_dropped=self.publisher.dropped, motion_cpu_s=self.cameras.motion_cpu(),
+            **self.board.values(worker_pid if isinstance(worker_pid, int) else None),
         )
         self.publisher.send(diagnostics_message(self.topics, values))
+
+    def _diagnostics_stale(self) -> bool:
+        """Time for the periodic diagnostics (temperature, memory, NPU load change while nothing happens)."""
+        return time.monotonic() - self._diagnostics_sent >= self.config.diagnostics.interval_s
 
     # Worker thread
 
@@ -277,6 +312,8 @@ class Service:
                 self._run(job)
             except Exception:  # the worker must outlive any one job
                 logger.exception("Unexpected error while running job %s", job.request_id)
+            for failure in self.scheduler.finished(job):  # later requests' errors, in their turn
+                self._publish_failure(failure)
 
     def _run(self, job: Job) -> None:
         job.timings_ms["queued"] = round((time.monotonic() - job.queued_at) * 1000, 2)
@@ -291,6 +328,7 @@ class Service:
             return
         latency_ms = (time.monotonic() - job.received_at) * 1000
         job.announced.wait(ANNOUNCE_WAIT_S)
+        publishing = time.perf_counter()
         if job.reply is not None:
             self.publisher.send(reply_message(job.reply, result_payload(result, latency_ms=latency_ms)))
         else:
@@ -298,20 +336,44 @@ class Service:
             self.intake.described(job, result.text)
             fired = self.alerts.check(result)
             payload = result_payload(result, latency_ms=latency_ms, alerts=fired)
-            self.publisher.send_all([*result_messages(payload, self.topics),
+            # A later job's frame went out when it was accepted: the description goes with its own frame.
+            image = []
+            if job.image is not None and self._image_shown.get(job.camera) != job.request_id:
+                self._image_shown[job.camera] = job.request_id
+                image = [image_message(job, job.image, self.topics)]
+            self.publisher.send_all([*image, *result_messages(payload, self.topics),
                                      event_message(job, "described", self.topics, **_event_values(payload))])
-        self.stats.job_done(latency_ms)
+        timings = {**result.timings_ms, "publish": round((time.perf_counter() - publishing) * 1000, 2)}
+        self.stats.job_done(latency_ms, timings)
         self._publish_diagnostics()
         logger.info("%s: described in %.0f ms [%s, id %s, %s]: %s", job.camera or "request", latency_ms, job.origin,
-                    job.request_id, _timings_text(result.timings_ms), result.description.text)
+                    job.request_id, _timings_text(timings), result.description.text)
 
     def _job_failed(self, job: Job, code: str, message: str) -> None:
         job.announced.wait(ANNOUNCE_WAIT_S)  # "failed" never comes before "pending"
         self.stats.count("jobs_failed")
+        logger.warning("%s: failed after %.0f ms [%s, id %s, %s]: %s: %s", job.camera or "request",
+                       (time.monotonic() - job.received_at) * 1000, job.origin, job.request_id,
+                       _timings_text(job.timings_ms), code, message)
         failure = Failure(job.camera, code, message, job.request_id, None, job.reply, job.origin)
         self._publish_failure(failure)
         if job.reply is None:
             self.publisher.send(event_message(job, "failed", self.topics, error=code, message=message))
+
+
+def _no_heartbeat() -> None:
+    pass
+
+
+def _weak_listener(method: Callable[[bool, str], None]) -> Callable[[bool, str], None]:
+    """``method``, called only while its object lives."""
+    ref = weakref.WeakMethod(method)
+
+    def listener(available: bool, reason: str) -> None:
+        if (bound := ref()) is not None:
+            bound(available, reason)
+
+    return listener
 
 
 def _event_values(payload: dict[str, Any]) -> dict[str, Any]:
