@@ -1,6 +1,6 @@
 """``edge-vlm run``: one Service at a time, its signals, and what systemd hears about it.
 
-- READY=1 once the backend is loaded and the broker connection is up. Until then STATUS= says what
+- READY=1 once the backend is loaded and the broker connection is up, with our subscriptions in place. Until then STATUS= says what
   it waits for, and EXTEND_TIMEOUT_USEC= keeps systemd's start-up timeout from running out while the
   broker is unreachable (a board that boots before its broker must wait, not fail and hit the
   restart limit), for as long as this loop is alive to say so.
@@ -9,7 +9,7 @@
 - SIGHUP: read the same file again with the same checks as at start (``load_checked``). An invalid
   file is refused, each problem logged on its own line, and the running service goes on. A valid one
   replaces the running service (stop it, start the new one), keeping the loaded backend when the
-  backend settings did not change. RELOADING=1 first, READY=1 when the new one is connected. A SIGHUP
+  backend settings did not change. RELOADING=1 first, READY=1 when the new one serves (subscribed). A SIGHUP
   during a reload is handled after it.
 - SIGTERM / SIGINT: STOPPING=1 at once, then the service stops (job in flight finished or aborted,
   ``offline`` published) and the process exits 0.
@@ -120,11 +120,12 @@ class Daemon:
         return service
 
     def _update(self, last_status: str) -> str:
-        """READY=1 once connected; STATUS= when it changes; more start-up time while waiting."""
+        """READY=1 once connected and subscribed (the service heard its own sync message back); STATUS=
+        when it changes; more start-up time while waiting."""
         assert self.service is not None
         connection = self.service.connection
         cameras = len(self.service.config.cameras)
-        if connection.connected:
+        if connection.connected and self.service.serving.is_set():
             status = (f"Serving {cameras} camera(s) with the {self.service.backend.name} backend; "
                       f"MQTT broker {connection.broker}")
             if not self._ready:

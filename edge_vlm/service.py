@@ -96,6 +96,9 @@ class Service:
         self._diagnostics_due = False
         self._sync_token = os.urandom(8).hex().encode()
         self._image_shown: dict[str, str] = {}  # camera -> id of the job whose frame is on its image topic
+        # Set once our sync message came back after the first connect: subscribed, the retained
+        # settings read back, discovery sent. What is published to us from then on is heard.
+        self.serving = threading.Event()
 
     def start(self) -> None:
         """Load the backend, then connect; raises BackendError if the backend cannot load."""
@@ -183,6 +186,7 @@ class Service:
         elif event.topic == self.topics.sync:
             if event.payload == self._sync_token:
                 self.controls.synced()
+                self.serving.set()
         elif topic_matches_sub(self.topics.any_camera_device_config, event.topic):
             self._remove_if_stale(event)
         elif self.controls.handles(event.topic):

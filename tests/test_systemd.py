@@ -266,21 +266,12 @@ def test_sigterm_says_stopping_then_exits_0(tmp_path: Path, broker: Mosquitto, m
     assert daemon.text().rstrip().endswith("Stopped")
 
 
-def serving(recorder: Recorder, config: AppConfig, camera: str, attempts: int = 1) -> str:
-    """A snapshot to ``camera`` gets its description (the daemon serves); the description.
-
-    ``attempts`` > 1 where the test cannot know when the daemon's subscriptions are in place: each
-    attempt waits 3 s for the answer."""
-    for attempt in range(attempts):
-        since = recorder.since(len(recorder.messages))
-        recorder.publish(f"{config.base_topic}/{camera}/snapshot", images.sample("front_door"))
-        try:
-            return recorder.wait_for(f"{config.base_topic}/{camera}/description", since,
-                                     timeout=3.0 if attempt < attempts - 1 else 15.0).payload.decode()
-        except AssertionError:
-            if attempt == attempts - 1:
-                raise
-    raise AssertionError("no attempt")
+def serving(recorder: Recorder, config: AppConfig, camera: str) -> str:
+    """A snapshot to ``camera`` gets its description (the daemon serves); the description. READY=1
+    comes once the daemon's subscriptions are in place, so the snapshot is heard."""
+    since = recorder.since(len(recorder.messages))
+    recorder.publish(f"{config.base_topic}/{camera}/snapshot", images.sample("front_door"))
+    return recorder.wait_for(f"{config.base_topic}/{camera}/description", since).payload.decode()
 
 
 @pytest.mark.mqtt
@@ -369,8 +360,7 @@ def test_sighup_during_a_reload_is_done_after_it(tmp_path: Path, broker: Mosquit
 
     # systemd hears of one reload or two, each ended by READY=1.
     assert 1 <= len(notify_socket.matching(reloading)) <= 2
-    # READY=1 may come before the broker has the new subscriptions: a first snapshot may go unheard.
-    assert serving(recorder, config, "driveway", attempts=3) == "No people; daylight"  # the new backend settings
+    assert serving(recorder, config, "driveway") == "No people; daylight"  # the new backend settings
     log = daemon.text()
     assert log.count("Received SIGHUP") == 2
     assert "backend loaded anew" in log and "backend kept loaded" in log  # the second found nothing changed
