@@ -1,9 +1,10 @@
 """``edge-vlm run``: one Service at a time, its signals, and what systemd hears about it.
 
-- READY=1 once the backend is loaded and the broker connection is up, with our subscriptions in place. Until then STATUS= says what
-  it waits for, and EXTEND_TIMEOUT_USEC= keeps systemd's start-up timeout from running out while the
-  broker is unreachable (a board that boots before its broker must wait, not fail and hit the
-  restart limit), for as long as this loop is alive to say so.
+- READY=1 once the backend is loaded and the broker connection is up, with our subscriptions in
+  place (``Service.serving``). Until then STATUS= says what it waits for, and EXTEND_TIMEOUT_USEC=
+  keeps systemd's start-up timeout from running out while the broker is unreachable (a board that
+  boots before its broker must wait, not fail and hit the restart limit), for as long as this loop
+  is alive to say so.
 - WATCHDOG=1 comes from the dispatcher loop (``Service.heartbeat``), so a stuck dispatcher gets the
   service restarted (``WatchdogSec=`` in the unit).
 - SIGHUP: read the same file again with the same checks as at start (``load_checked``). An invalid
