@@ -121,9 +121,9 @@ class Intake:
                                images=self.images, decode=self.decode)
         if isinstance(outcome, Failure):
             self._outcomes.refuse(outcome)
-        elif outcome is not None and outcome.grab is None:
+        elif outcome.grab is None:
             self.trigger(outcome)
-        elif outcome is not None:
+        else:
             self._capture.submit(IMAGE_REQUESTS, outcome)
 
     def _own_snapshot(self, camera_id: str, message: Received) -> None:

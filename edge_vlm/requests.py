@@ -33,9 +33,10 @@ Decoder = Callable[[bytes, str, float], Frame]  # data, camera, captured_at
 
 
 def read_request(message: Received, *, default_reply: str, forbidden: list[str], images: RetainedImages,
-                 decode: Decoder) -> Trigger | Failure | None:
-    """The trigger ``message`` asks for; a Failure to answer when it is bad; None when it cannot
-    even be answered. ``forbidden``: filters a reply may not go to (see ``reply_for``)."""
+                 decode: Decoder) -> Trigger | Failure:
+    """The trigger ``message`` asks for, or a Failure to answer when it is bad. A request whose
+    reply topic cannot be used is answered on ``default_reply``, so that every request gets an
+    answer somewhere. ``forbidden``: filters a reply may not go to (see ``reply_for``)."""
     request = None
     try:
         if message.size > len(message.payload):  # paho's thread dropped a payload over the limit
@@ -46,9 +47,9 @@ def read_request(message: Received, *, default_reply: str, forbidden: list[str],
     except InputError as error:
         try:
             reply = reply_for(message, request or _reply_to_in(message.payload), default_reply, forbidden)
-        except InputError:
-            logger.warning("Request on %s refused, and cannot be answered: %s", message.topic, error)
-            return None
+        except InputError as unusable:
+            logger.debug("Request on %s: %s; answering on %s", message.topic, unusable, default_reply)
+            reply = Reply(default_reply, message.correlation)
         camera = (request.camera or IMAGE_REQUESTS) if request else IMAGE_REQUESTS
         request_id = error.request_id or (request.id if request else None)
         return Failure(camera, error.code, str(error), request_id, message.topic, reply, REQUEST)

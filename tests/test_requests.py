@@ -260,7 +260,7 @@ def test_malformed_requests_are_answered_where_their_sender_listens(
     assert "colour" in errors[1]["message"]
 
 
-def test_replies_to_the_daemons_own_topics_are_refused(
+def test_replies_to_the_daemons_own_topics_go_to_the_default_response_topic(
         broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders) -> None:
     config = app_config(broker.port)
     recorder = watch(make_recorder, broker, config)
@@ -286,12 +286,17 @@ def test_replies_to_the_daemons_own_topics_are_refused(
     ask(recorder, config, {"camera": "front_door", "id": "f-v5"}, response_topic=forbidden[0], correlation=b"x")
     ask(recorder, config, {"camera": "front_door", "id": "ok", "reply_to": f"{replies(config)}/ok"})
 
-    # Requests of one camera are answered in order: once "ok" is, the others were refused.
+    # Requests of one camera are answered in order: once "ok" is, the others were refused, each
+    # answered on the default response topic instead of where it asked.
     assert recorder.wait_for(f"{replies(config)}/ok").json()["id"] == "ok"
     later = [m for m in recorder.messages[seen:] if m.topic != request_topic(config)]
     assert [m.topic for m in later if m.topic in forbidden or m.topic.startswith(replies(config))] == [
         f"{replies(config)}/ok"]
-    assert not any(m.topic.endswith(("/error", "/result", "/response")) for m in later)
+    refused = [m for m in later if m.topic == default_response(config)]
+    assert [(m.json()["id"], m.json()["error"]) for m in refused] == [
+        *((f"f-{n}", "bad_trigger") for n in range(len(forbidden))), ("f-v5", "bad_trigger")]
+    assert "will not answer on" in refused[0].json()["message"] and refused[-1].correlation == b"x"
+    assert not any(m.topic.endswith(("/error", "/result")) for m in later)
     assert [m.payload for m in recorder.on(f"{config.base_topic}/{config.node_id}/status")] == [b"online"]
     assert service.connection.connected
 

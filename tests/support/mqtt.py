@@ -33,11 +33,12 @@ class Recorder:
     """Subscribes to ``filters`` and keeps every message, in order of arrival.
 
     ``protocol``: "3.1.1" (default) or "5"; an MQTT 5 recorder also records the correlation data and
-    response topic of what arrives, and can publish with them.
+    response topic of what arrives, and can publish with them. ``auth``: user name and password, for a
+    broker that wants them.
     """
 
     def __init__(self, port: int, filters: list[str], *, client_id: str = "", persistent: bool = False,
-                 protocol: str = "3.1.1") -> None:
+                 protocol: str = "3.1.1", auth: tuple[str, str] | None = None) -> None:
         if protocol not in ("3.1.1", "5"):
             raise ValueError(f"protocol {protocol!r}: use '3.1.1' or '5'")
         if persistent and protocol == "5":
@@ -52,6 +53,8 @@ class Recorder:
                                   protocol=MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311,
                                   clean_session=None if self.v5 else not persistent)
         self.client.reconnect_delay_set(1, 1)
+        if auth is not None:
+            self.client.username_pw_set(*auth)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *args: self._subscribed.set()
         self.client.on_message = self._on_message
