@@ -310,3 +310,16 @@ def test_a_unit_needs_a_number() -> None:
     assert problems("profiles: {a: {prompt: p, fields: {who: {type: string, description: d, unit: m}}}}\n"
                     "cameras: [{id: door}]\n")[0].endswith(
         "unit is for integer and number fields (Home Assistant wants a number with a unit)")
+
+
+def test_every_prompt_in_the_file_has_its_placeholders_checked() -> None:
+    use = ("unknown placeholder(s) ['{0}']; "
+           "use ['camera', 'time', 'label', 'sub_label', 'zones', 'previous', 'language']")
+    assert problems('prompt: "hi {nope}"\ncameras: [{id: a}]\n') == [
+        f"line 1: prompt: 'hi {{nope}}': {use.format('nope')}"]
+    assert problems('cameras: [{id: a, prompt: "x {bad}"}]\n') == [
+        f"line 1: cameras[0].prompt: 'x {{bad}}': {use.format('bad')}"]
+    assert problems('profiles: {p: {prompt: "{zz}"}}\ncameras: [{id: a}]\n') == [
+        f"line 1: profiles.p.prompt: '{{zz}}': {use.format('zz')}"]
+    assert problems('frigate: {enabled: true}\ncameras: [{id: a, frigate: {prompts: {person: "{q}"}}}]\n') == [
+        f"line 2: cameras[0].frigate.prompts.person: '{{q}}': {use.format('q')}"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from edge_vlm.config.base import ID_PATTERN, StrictModel
 
@@ -19,9 +19,15 @@ DEFAULT_RETRY_PROMPT = (
 )
 
 
-def placeholder_problem(prompt: str) -> str | None:
+def _known_placeholders(prompt: str) -> str:
     unknown = sorted(set(re.findall(r"{([A-Za-z_]\w*)}", prompt)) - set(PLACEHOLDERS))
-    return f"unknown placeholder(s) {unknown}; use {list(PLACEHOLDERS)}" if unknown else None
+    if unknown:
+        raise ValueError(f"unknown placeholder(s) {unknown}; use {list(PLACEHOLDERS)}")
+    return prompt
+
+
+# A prompt in the configuration: its placeholders are checked when the file is read.
+PromptText = Annotated[str, AfterValidator(_known_placeholders)]
 
 
 # What the built-in opencv backend reports besides its sentence (edge_vlm/backends/opencv.py), for field rules.
@@ -49,8 +55,9 @@ class FieldSpec(StrictModel):
 
 
 class ProfileConfig(StrictModel):
-    prompt: str = Field(min_length=1, max_length=4000, description="The question; placeholders {camera}, {time}, "
-                        "{label}, {sub_label}, {zones}, {previous} (the camera's last description), {language}.")
+    prompt: PromptText = Field(
+        min_length=1, max_length=4000, description="The question; placeholders {camera}, {time}, {label}, "
+        "{sub_label}, {zones}, {previous} (the camera's last description), {language}.")
     fields: dict[str, FieldSpec] = Field(
         default_factory=dict, max_length=16,
         description="Ask for a JSON object with these fields (each becomes a Home Assistant entity); empty: text.",
@@ -59,13 +66,6 @@ class ProfileConfig(StrictModel):
         DEFAULT_RETRY_PROMPT, min_length=1, max_length=4000,
         description="Asked once when a JSON answer is invalid; {prompt} is the first question, {error} what was wrong.",
     )
-
-    @field_validator("prompt")
-    @classmethod
-    def _known_placeholders(cls, prompt: str) -> str:
-        if problem := placeholder_problem(prompt):
-            raise ValueError(problem)
-        return prompt
 
     @field_validator("fields")
     @classmethod

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
-from edge_vlm.config.automation import OPENCV_DETAILS, AlertRule, ProfileConfig, placeholder_problem
+from edge_vlm.config.automation import OPENCV_DETAILS, AlertRule, ProfileConfig, PromptText
 from edge_vlm.config.base import (
     DEFAULT_PROMPT,
     ID_PATTERN,
@@ -43,7 +43,7 @@ class CameraConfig(StrictModel):
         None, min_length=1, max_length=64, description="Friendly name; default from the id.",
     )
     enabled: bool = Field(True, description="A disabled camera keeps its entities but describes nothing.")
-    prompt: str | None = Field(
+    prompt: PromptText | None = Field(
         None, min_length=1, max_length=4000, description="Prompt for this camera, instead of a profile; default: the "
         "camera's profile, else the 'default' one.",
     )
@@ -84,13 +84,6 @@ class CameraConfig(StrictModel):
         "can change it.",
     )
     alerts: list[AlertRule] = Field(default_factory=list, max_length=16, description="What to alert on.")
-
-    @field_validator("prompt")
-    @classmethod
-    def _known_placeholders(cls, prompt: str | None) -> str | None:
-        if prompt is not None and (problem := placeholder_problem(prompt)):
-            raise ValueError(problem)
-        return prompt
 
     @model_validator(mode="after")
     def _prompt_or_profile(self) -> CameraConfig:
@@ -204,17 +197,10 @@ class AppConfig(StrictModel):
         "sharing a broker its own.",
     )
     base_topic: str = Field("edge_vlm", pattern=TOPIC_PREFIX_PATTERN, description="Prefix of all our topics.")
-    prompt: str = Field(
+    prompt: PromptText = Field(
         DEFAULT_PROMPT, min_length=1, max_length=4000,
         description="The 'default' profile's prompt, unless profiles defines one.",
     )
-
-    @field_validator("prompt")
-    @classmethod
-    def _known_placeholders(cls, prompt: str) -> str:
-        if problem := placeholder_problem(prompt):
-            raise ValueError(problem)
-        return prompt
     language: str | None = Field(
         None, min_length=2, max_length=32, description="Ask for answers in this language, e.g. German; "
         "unset: the model's own (usually English). Also the {language} placeholder.",

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
-from edge_vlm.config.automation import placeholder_problem
+from edge_vlm.config.automation import PromptText
 from edge_vlm.config.base import CREDENTIAL_NAME_PATTERN, ENV_NAME_PATTERN, StrictModel
 from edge_vlm.config.secrets import only_one_source
 
@@ -169,18 +169,10 @@ class FrigateCameraConfig(StrictModel):
         "mqtt", description="mqtt: Frigate's retained <prefix>/<camera>/<label>/snapshot; http: the event's "
         "snapshot from Frigate's API (frigate.api_url).",
     )
-    prompts: dict[str, str] = Field(
+    prompts: dict[str, PromptText] = Field(
         default_factory=dict, description="Prompt per label ('default' for the others), instead of the "
         "camera's profile; placeholders {label}, {sub_label}, {zones}, {camera}, {time}, {previous}, {language}.",
     )
-
-    @field_validator("prompts")
-    @classmethod
-    def _placeholders_known(cls, prompts: dict[str, str]) -> dict[str, str]:
-        for label, prompt in prompts.items():
-            if (problem := placeholder_problem(prompt)) is not None:
-                raise ValueError(f"{label}: {problem}")
-        return prompts
 
 
 class FrigateConfig(StrictModel):
