@@ -139,6 +139,9 @@ class MqttConnection:
         self._connected = threading.Event()
         self._stopping = False
         self._last_problem: str | None = None
+        # Reported since the connection last worked: a cause that comes and goes (a TLS alert the
+        # client sometimes reads as a bare EOF) is not logged again each time it comes back.
+        self._reported: set[str] = set()
         self._client_id = config.client_id
         self._connected_at = 0.0  # time.monotonic() of the last CONNACK
         self._short_connections = 0  # in a row, each dropped within STABLE_S, and the broker took us back at once
@@ -302,6 +305,7 @@ class MqttConnection:
         if lasted >= STABLE_S:  # it worked: a broker restart, a network hiccup
             self._short_connections = 0
             self._last_problem = None
+            self._reported.clear()
             self._client.reconnect_delay_set(self._config.reconnect_min_delay, self._config.reconnect_max_delay)
             logger.warning("Disconnected from MQTT broker %s (%s); reconnecting", self.broker, reason_text(reason))
             return
@@ -350,12 +354,13 @@ class MqttConnection:
                                  response, None if correlation is None else bytes(correlation)))
 
     def _report_problem(self, problem: str) -> None:
-        # Once per distinct problem, not on every retry: a broker down for a night must not
-        # fill the journal.
+        # Once per distinct problem until a connection works, not on every retry: a broker down for
+        # a night must not fill the journal.
         if self._stopping:
             return
-        if problem != self._last_problem:
+        self._last_problem = problem
+        if problem not in self._reported:
             logger.error("%s (retrying with backoff, every %d s at most)", problem, self._config.reconnect_max_delay)
-            self._last_problem = problem
+            self._reported.add(problem)
         else:
             logger.debug("Connection attempt failed again: %s", problem)

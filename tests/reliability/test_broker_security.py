@@ -244,8 +244,12 @@ def test_connection_failures_name_their_cause_once(
     # The next attempt (1 s later) fails the same way: logged at DEBUG only.
     secret_scan.log.wait_for(lambda r: r.getMessage().startswith("Connection attempt failed again"))
 
-    (error,) = errors(secret_scan)
-    assert expected in error, error
+    # Each cause is logged once. A broker's TLS alert is sometimes read as a bare EOF instead, which
+    # is a cause of its own (logged once too).
+    logged = errors(secret_scan)
+    assert len(set(logged)) == len(logged) <= 2, logged
+    assert any(expected in error for error in logged), logged
+    assert len(logged) == 1 or any("EOF occurred" in error for error in logged), logged
 
 
 def test_a_denied_publish_is_reported_once_per_topic(
