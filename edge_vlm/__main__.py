@@ -27,14 +27,20 @@ DEFAULT_CONFIG = Path("/etc/edge-vlm/edge_vlm.yaml")
 EXIT_CONFIG = 78
 
 
+_module_levels: set[str] = set()  # the loggers setup_logging gave a level of their own
+
+
 def setup_logging(config: LoggingConfig) -> None:
-    """Configure logging once, for the whole process."""
+    """Configure logging for the whole process: at start, and again after a reload."""
     # Under systemd the journal stamps each line; a second timestamp is noise.
     stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
     logging.basicConfig(level=config.level, format=f"{stamp}%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr, force=True)
+    for module in _module_levels - set(config.modules):  # set by the configuration before a reload
+        logging.getLogger(module).setLevel(logging.NOTSET)
     for module, level in config.modules.items():
         logging.getLogger(module).setLevel(level)
+    _module_levels.update(config.modules)
 
 
 def _load(path: Path, *, environ_checks: bool, status: int = 1) -> ConfigFile:

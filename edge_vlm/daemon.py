@@ -38,6 +38,11 @@ WAIT_POLL_S = 0.1  # how often the connection is looked at before READY
 SERVE_POLL_S = 1.0  # and after, for STATUS=
 START_EXTENSION_S = 30.0  # while waiting for the broker, systemd's start-up timeout is extended by this
 EXTEND_EVERY_S = 2.0  # this often
+# READY=1 waits this long at most for the broker (at start; after a reload): then the daemon says it
+# is ready anyway, and serves once the broker answers. systemctl start, boot (multi-user.target)
+# and a second reload must not wait for a broker that is down, or for a password that is wrong.
+START_BROKER_WAIT_S = 90.0
+RELOAD_BROKER_WAIT_S = 10.0
 
 
 class Daemon:
@@ -55,6 +60,7 @@ class Daemon:
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._ready = False
+        self._ready_by = 0.0  # time.monotonic() by which READY=1 goes out, broker or not
         self._extended_at = -float("inf")
 
     # Signals (handlers run on the main thread, between two of its bytecodes: flags only, and one datagram)
@@ -66,6 +72,10 @@ class Daemon:
 
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         logger.info("Received %s", signal.Signals(signum).name)
+        self.request_stop()
+
+    def request_stop(self) -> None:
+        """Stop serving: run() stops the service and returns."""
         if not self._stop.is_set():
             self.notifier.stopping("Stopping: finishing or aborting the job in flight")
         self._stop.set()
@@ -83,7 +93,9 @@ class Daemon:
         if self.watchdog.enabled:
             logger.info("systemd watchdog: keep-alive every %.1f s", self.watchdog.every_s)
         try:
-            self.service = self._start(self._build(self.config, mqtt_password(self.config, self.environ)))
+            with self.watchdog.covering("start"):  # the model may take minutes to load
+                self.service = self._start(self._build(self.config, mqtt_password(self.config, self.environ)),
+                                           START_BROKER_WAIT_S)
         except EdgeVlmError as exc:
             logger.error("Cannot start: %s", exc)  # noqa: TRY400 - the message is the whole story
             self.notifier.status(f"Cannot start: {exc}")
@@ -105,19 +117,24 @@ class Daemon:
         self.notifier.close()
         return 0
 
-    def _build(self, config: AppConfig, password: str | None, *, reuse: Service | None = None) -> Service:
-        """A new service for ``config``, not started; with ``reuse``, on that one's loaded backend."""
-        if reuse is None:
-            service = Service(config, password, environ=self.environ)
+    def _build(self, config: AppConfig, password: str | None, *, previous: Service | None = None,
+               reuse_backend: bool = False) -> Service:
+        """A new service for ``config``, not started; after ``previous`` (its counters go on), on
+        its loaded backend with ``reuse_backend``."""
+        stats = previous.stats if previous is not None else None
+        if previous is not None and reuse_backend:
+            service = Service(config, password, backend=previous.backend, environ=self.environ,
+                              backend_loaded=True, stats=stats)
         else:
-            service = Service(config, password, backend=reuse.backend, environ=self.environ, backend_loaded=True)
+            service = Service(config, password, environ=self.environ, stats=stats)
         service.heartbeat = self.watchdog.beat
         return service
 
-    def _start(self, service: Service) -> Service:
+    def _start(self, service: Service, broker_wait_s: float) -> Service:
         self.notifier.status(f"Starting (backend {service.backend.name})")
         service.start()
         self._ready = False
+        self._ready_by = time.monotonic() + broker_wait_s
         return service
 
     def _update(self, last_status: str) -> str:
@@ -136,6 +153,13 @@ class Daemon:
                 return status
         elif self._ready:
             status = f"MQTT broker {connection.broker} unreachable: reconnecting"
+        elif time.monotonic() >= self._ready_by:
+            self._ready = True
+            status = f"MQTT broker {connection.broker} unreachable: serving once it answers (see the journal)"
+            logger.warning("Ready without the MQTT broker %s, which did not answer in time; still trying",
+                           connection.broker)
+            self.notifier.ready(status)
+            return status
         else:
             status = f"Waiting for MQTT broker {connection.broker} (see the journal if it takes long)"
             if time.monotonic() - self._extended_at >= EXTEND_EVERY_S:
@@ -153,18 +177,25 @@ class Daemon:
         old = self.service
         try:
             config = load_checked(self.path, self.environ).config
-            keep_backend = config.backend == old.config.backend
-            new = self._build(config, mqtt_password(config, self.environ), reuse=old if keep_backend else None)
+            password = mqtt_password(config, self.environ)
         except ConfigError as exc:
             return self._refuse(exc.problems)
         except EdgeVlmError as exc:  # a credential gone since the check, say
             return self._refuse([str(exc)])
+        keep_backend = config.backend == old.config.backend
         with self.watchdog.covering("reload"):
             old.stop(close_backend=not keep_backend)
+            if keep_backend and not old.stopped:
+                # The job in flight outlived the stop's grace (an abort the runtime ignored): the
+                # backend may still be busy with it, so the new service gets one of its own.
+                logger.warning("The previous job has not ended: loading the model anew")
+                old.backend.close()
+                keep_backend = False
             if self._configure_logging is not None:
                 self._configure_logging(config.logging)
             try:
-                self.service = self._start(new)
+                self.service = self._start(self._build(config, password, previous=old, reuse_backend=keep_backend),
+                                           RELOAD_BROKER_WAIT_S)
             except EdgeVlmError as exc:
                 logger.error("The reloaded configuration cannot start: %s; going back to the previous one",  # noqa: TRY400
                              exc)
@@ -192,7 +223,8 @@ class Daemon:
         if self._configure_logging is not None:
             self._configure_logging(old.config.logging)
         try:
-            self.service = self._start(self._build(old.config, mqtt_password(old.config, self.environ)))
+            self.service = self._start(self._build(old.config, mqtt_password(old.config, self.environ), previous=old),
+                                       RELOAD_BROKER_WAIT_S)
         except EdgeVlmError as exc:
             logger.error("The previous configuration cannot start again either: %s", exc)  # noqa: TRY400
             return False

@@ -61,17 +61,20 @@ ANNOUNCE_WAIT_S = 5.0  # a job's outcome waits at most this for its "pending" to
 
 class Service:
     def __init__(self, config: AppConfig, password: str | None, backend: Backend | None = None,
-                 environ: Mapping[str, str] | None = None, *, backend_loaded: bool = False) -> None:
+                 environ: Mapping[str, str] | None = None, *, backend_loaded: bool = False,
+                 stats: Stats | None = None) -> None:
         """``environ``: where the cameras' secrets are read (password_env, and $CREDENTIALS_DIRECTORY for
         password_credential); default os.environ. ``backend_loaded``: ``backend`` is loaded already (a
-        reload keeps the model of the service it replaces), start() must not load it again."""
+        reload keeps the model of the service it replaces), start() must not load it again. ``stats``: the
+        counters to go on with (a reload's)."""
         self.config = config
         self._backend_loaded = backend_loaded
         # Called on each turn of the dispatcher loop: systemd's watchdog keep-alive (edge_vlm.systemd).
         self.heartbeat: Callable[[], None] = _no_heartbeat
         self.topics = Topics.from_config(config)
         self.backend = backend or create_backend(config.backend, config.logging.level)
-        self.stats = Stats(self.backend.name)
+        self.stats = stats or Stats(self.backend.name)
+        self.stats.backend = self.backend.name
         self.board = BoardMonitor()
         limits = config.limits
         self.inbox = Inbox(limits.inbound_queue, limits.inbound_queue_mb * 1_000_000, frozenset({self.topics.request}))
@@ -140,6 +143,7 @@ class Service:
                 for failure in job.held:
                     self._publish_failure(failure)
             self._join_worker(grace)
+            self._answer_the_inbox()  # until the connection goes, right after this
             self.alerts.stop()
             self._publish_diagnostics(now=True)
         finally:
@@ -147,6 +151,21 @@ class Service:
             if close_backend:
                 self.backend.close()
         logger.info("Stopped")
+
+    def _answer_the_inbox(self) -> None:
+        """What arrived after the dispatcher stopped: requests and triggers get "cancelled" (the
+        capture pool and the scheduler are closed), settings are still taken."""
+        while (event := self.inbox.get(0)) is not None:
+            if isinstance(event, Received):
+                try:
+                    self._dispatch(event)
+                except Exception:
+                    logger.exception("Unexpected error while handling %s", event)
+
+    @property
+    def stopped(self) -> bool:
+        """Its threads have ended (after stop()): nothing of it uses the backend any more."""
+        return self._stopping.is_set() and not any(thread.is_alive() for thread in self._threads)
 
     def _join_worker(self, grace: float) -> None:
         for thread in self._threads[1:]:

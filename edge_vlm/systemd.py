@@ -136,6 +136,10 @@ def watchdog_interval(environ: Mapping[str, str]) -> float | None:
     return value / 1_000_000 if value > 0 else None
 
 
+PHASE_EXTENSION_S = 30.0  # more time asked of systemd for a start, reload or stop phase...
+PHASE_EXTEND_EVERY_S = 5.0  # ...this often, while the phase runs
+
+
 class Watchdog:
     """``WATCHDOG=1`` keep-alives, sent by ``beat()`` at most every half of the watchdog timeout."""
 
@@ -162,17 +166,20 @@ class Watchdog:
 
     @contextlib.contextmanager
     def covering(self, what: str) -> Iterator[None]:
-        """Keep-alives from a thread of their own while ``what`` runs without the loop (a reload
-        stopping one service and starting the next, which may load a model)."""
-        if self.every_s is None:
+        """While ``what`` runs without the dispatcher loop (loading the model at start, a reload, a
+        stop), a thread of its own sends the keep-alives and asks systemd for more time for the
+        phase (EXTEND_TIMEOUT_USEC): how long each may take is bounded by the daemon itself
+        (backend.load_timeout_s, the stop's grace), not by the unit's TimeoutStartSec/StopSec."""
+        if not self._notifier.enabled:
             yield
             return
         done = threading.Event()
-        pause = self.every_s / 4
+        pause = min(self.every_s / 4, PHASE_EXTEND_EVERY_S) if self.every_s else PHASE_EXTEND_EVERY_S
 
         def keep_alive() -> None:
             while True:
                 self.beat()
+                self._notifier.extend_timeout(PHASE_EXTENSION_S)
                 if done.wait(pause):
                     return
 

@@ -69,11 +69,15 @@ def test_stop_finishes_the_job_in_flight_and_cancels_the_waiting_ones(
     stopper = threading.Thread(target=service.stop)
     stopper.start()
     cancelled = recorder.wait_json(f"{config.base_topic}/driveway/error", id="late")
+    # One more while the job in flight finishes: the dispatcher has stopped, but it is answered too.
+    recorder.publish(f"{config.base_topic}/driveway/trigger", '{"id": "during"}')
+    wait_until(lambda: service.inbox.waiting == 1)
     backend.gate.set()
     stopper.join(10)
 
     assert not stopper.is_alive()
     assert cancelled["error"] == "cancelled"
+    assert recorder.wait_json(f"{config.base_topic}/driveway/error", id="during")["error"] == "cancelled"
     result = recorder.wait_for(f"{config.base_topic}/front_door/result").json()
     assert result["text"] == "1 person; 1 face visible; daylight"
     status = recorder.on(f"{config.base_topic}/{config.node_id}/status")[-1]

@@ -16,18 +16,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import edge_vlm.daemon
 from edge_vlm.__main__ import main
 from edge_vlm.backends.opencv import OpencvBackend
 from edge_vlm.config import load_checked, load_config_text, mqtt_password, preflight
 from edge_vlm.config.models import AppConfig, OpencvBackendConfig
 from edge_vlm.config.secrets import SecretUnavailable, read_credential
+from edge_vlm.daemon import Daemon
 from edge_vlm.errors import ConfigError
 from edge_vlm.frames import Frame
 from edge_vlm.service import Service
 from edge_vlm.systemd import Notifier, Watchdog, monotonic_usec, notify_address, watchdog_interval
 from tests.conftest import app_config
 from tests.support import images
-from tests.support.broker import Mosquitto
+from tests.support.broker import Mosquitto, free_port
 from tests.support.mqtt import Recorder
 from tests.support.notify import DaemonProcess, Notification, NotifySocket, write_config
 from tests.test_daemon import wait_until
@@ -230,6 +232,27 @@ def test_ready_only_after_the_broker_is_connected(tmp_path: Path, notify_socket:
     finally:
         broker.stop()
     assert "cannot reach MQTT broker" in daemon.text()
+
+
+def test_without_a_broker_ready_comes_after_a_bounded_wait(tmp_path: Path, notify_socket: NotifySocket,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """`systemctl start` and the boot must not wait forever for a broker that is down."""
+    monkeypatch.setattr(edge_vlm.daemon, "START_BROKER_WAIT_S", 1.0)
+    config = app_config(free_port())  # nothing listens there
+    environ = {"NOTIFY_SOCKET": notify_socket.address}
+    daemon = Daemon(tmp_path / "edge_vlm.yaml", config, environ)
+    exit_status: list[int] = []
+    runner = threading.Thread(target=lambda: exit_status.append(daemon.run()))
+    runner.start()
+    try:
+        got = notify_socket.wait_for(ready)
+        assert got.fields["STATUS"].startswith(f"MQTT broker 127.0.0.1:{config.mqtt.port} unreachable: serving once")
+        waiting = notify_socket.matching(lambda n: n.fields.get("STATUS", "").startswith("Waiting for MQTT broker"))
+        assert waiting and waiting[0].index < got.index
+    finally:
+        daemon.request_stop()
+        runner.join(30)
+    assert exit_status == [0]
 
 
 @pytest.mark.mqtt
