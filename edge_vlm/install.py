@@ -12,10 +12,13 @@ What it sets up, each step said as it is done (or found done):
 - ``/var/lib/edge-vlm/models`` (0750 edge-vlm), where models/README.md puts the model files;
 - the unit, ``/etc/systemd/system/edge-vlm.service``, from the packaged one with ``ExecStart=`` pointing
   at the ``edge-vlm`` of the Python environment this runs in; replaced when it differs (local changes
-  belong in a drop-in: ``systemctl edit edge-vlm``); then ``systemctl daemon-reload``.
+  belong in a drop-in: ``systemctl edit edge-vlm``); then ``systemctl daemon-reload``. Refused, before
+  anything is changed, when that environment (its script, interpreter, standard library or edge_vlm,
+  symlinks resolved) is under /home, /root or /run/user: the unit's ``ProtectHome=yes`` hides them.
 
 ``--root DIR`` does all of it inside a staging tree (``useradd --prefix``, no systemctl) and
-``--dry-run`` only says what it would do; both are how the tests run it.
+``--dry-run`` only says what it would do; both are how the tests run it. With ``--root`` a Python
+environment under /home or /root is only noted: the staged tree's system need not share this host's paths.
 """
 
 from __future__ import annotations
@@ -71,6 +74,43 @@ def service_command() -> str:
             raise InstallError(f"{part}: a path with spaces or special characters cannot go in ExecStart=; "
                                "install edge_vlm in a venv with a plain path, e.g. /opt/edge-vlm")
     return " ".join(parts)
+
+
+# What the unit's ProtectHome=yes hides from the service: a program, interpreter or library there cannot start.
+HIDDEN_BY_PROTECT_HOME = ("/home", "/root", "/run/user")
+
+
+def runtime_paths(command: str) -> dict[str, str]:
+    """What ExecStart=``command`` needs at run time in this Python environment, by description."""
+    return {"ExecStart's program": command.split(maxsplit=1)[0], "the Python interpreter": sys.executable,
+            "the Python standard library": sysconfig.get_path("stdlib"),
+            "the edge_vlm package": os.path.dirname(os.path.abspath(__file__))}
+
+
+def protect_home_problem(paths: dict[str, str]) -> str | None:
+    """Why the service could not start when one of ``paths`` (or what its symlinks resolve to) is under
+    /home, /root or /run/user, which ProtectHome=yes hides; None when none is."""
+    for what, path in paths.items():
+        for candidate in dict.fromkeys([path, os.path.realpath(path)]):
+            hidden = next((top for top in HIDDEN_BY_PROTECT_HOME
+                           if candidate == top or candidate.startswith(top + "/")), None)
+            if hidden is not None:
+                via = "" if candidate == path else f", which resolves to {candidate},"
+                return (f"{what} {path}{via} is under {hidden}: the unit's ProtectHome=yes hides {hidden} from "
+                        "the service, so it could not start (status 203/EXEC, or a failed import). Install "
+                        "edge_vlm into /opt/edge-vlm with a system Python (/usr/bin/python3, not pyenv's or uv's): "
+                        "sudo python3 -m venv /opt/edge-vlm && sudo /opt/edge-vlm/bin/pip install <edge_vlm "
+                        "checkout or wheel>, then run sudo /opt/edge-vlm/bin/edge-vlm install-service")
+    return None
+
+
+def refuse_hidden_by_protect_home(command: str, *, staging: bool) -> str | None:
+    """InstallError when ProtectHome=yes would hide this environment on the running system; on a staging
+    tree the problem is only returned, to be noted: the tree's system need not share this host's paths."""
+    problem = protect_home_problem(runtime_paths(command))
+    if problem is not None and not staging:
+        raise InstallError(problem)
+    return problem
 
 
 def render_unit(command: str) -> str:
@@ -321,7 +361,10 @@ def cmd_install_service(args: argparse.Namespace) -> int:
     installer = Installer(root, dry_run=args.dry_run)
     try:
         command = service_command()
+        problem = refuse_hidden_by_protect_home(command, staging=installer.staging)
         print(f"edge-vlm install-service{' (dry run)' if args.dry_run else ''}, into {root}:")
+        if problem is not None:
+            print(f"note: on this host {problem}")
         installer.run(command)
     except (InstallError, OSError) as exc:
         print(f"install-service stopped: {exc}", file=sys.stderr)

@@ -18,14 +18,13 @@ from edge_vlm.install import read_entries
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "edge_vlm.example.yaml"
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="install-service sets owners: it runs as root"),
-    pytest.mark.skipif(shutil.which("useradd") is None, reason="useradd (shadow) is not installed"),
-]
-
 
 @pytest.fixture
 def staging(tmp_path: Path) -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("install-service sets owners: it runs as root")
+    if shutil.which("useradd") is None:
+        pytest.skip("useradd (shadow) is not installed")
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     for name in ("passwd", "group"):
@@ -127,6 +126,10 @@ def test_a_dry_run_says_everything_and_changes_nothing(staging: Path) -> None:
     assert report["/etc/edge-vlm/edge_vlm.yaml"] == "would be installed from the example: edit it"
     assert f"$ useradd --system --user-group --home-dir /var/lib/edge-vlm --no-create-home --shell " \
            f"/usr/sbin/nologin --comment 'edge_vlm daemon' --prefix {staging} edge-vlm" in out
+    # A staging tree's system need not share this host's paths: a Python under /root here is only noted.
+    problem = install.protect_home_problem(install.runtime_paths(install.service_command()))
+    assert [line for line in out.splitlines() if line.startswith("note:")] == (
+        [] if problem is None else [f"note: on this host {problem}"])
 
 
 def test_without_root_it_stops_before_touching_anything(staging: Path) -> None:
@@ -139,3 +142,44 @@ def test_without_root_it_stops_before_touching_anything(staging: Path) -> None:
     assert done.returncode == 1
     assert "install-service must run as root" in done.stderr
     assert tree(staging) == before
+
+
+def test_a_python_environment_that_protect_home_hides_is_named_with_the_way_out(tmp_path: Path) -> None:
+    if install.protect_home_problem({"tmp": str(tmp_path)}) is not None:
+        pytest.skip(f"{tmp_path} is itself under /home, /root or /run/user")
+    venv = tmp_path / "venv/bin"
+    venv.mkdir(parents=True)
+    (venv / "pyenv").symlink_to("/root/.pyenv/versions/3.11.7/bin/python3.11")
+    (venv / "uv").symlink_to("/home/pi/.local/share/uv/python/cpython-3.11.7-linux-aarch64-gnu/bin/python3.11")
+    (venv / "system").symlink_to("/usr/bin/python3")
+
+    pyenv = install.protect_home_problem({"the edge-vlm program": "/opt/edge-vlm/bin/edge-vlm",
+                                          "the Python interpreter": str(venv / "pyenv")})
+    assert pyenv == (
+        f"the Python interpreter {venv}/pyenv, which resolves to /root/.pyenv/versions/3.11.7/bin/python3.11, "
+        "is under /root: the unit's ProtectHome=yes hides /root from the service, so it could not start (status "
+        "203/EXEC, or a failed import). Install edge_vlm into /opt/edge-vlm with a system Python (/usr/bin/python3, "
+        "not pyenv's or uv's): sudo python3 -m venv /opt/edge-vlm && sudo /opt/edge-vlm/bin/pip install <edge_vlm "
+        "checkout or wheel>, then run sudo /opt/edge-vlm/bin/edge-vlm install-service")
+    uv = install.protect_home_problem({"the Python interpreter": str(venv / "uv")})
+    assert uv is not None and "is under /home: the unit's ProtectHome=yes hides /home" in uv
+    home = install.protect_home_problem({"the edge-vlm program": "/home/pi/venv/bin/edge-vlm"})
+    assert home is not None and home.startswith("the edge-vlm program /home/pi/venv/bin/edge-vlm is under /home:")
+    run_user = install.protect_home_problem({"the edge_vlm package": "/run/user/1000/edge_vlm"})
+    assert run_user is not None and "is under /run/user" in run_user
+    assert install.protect_home_problem({"the edge-vlm program": "/opt/edge-vlm/bin/edge-vlm",
+                                         "the Python interpreter": str(venv / "system"),
+                                         "the Python standard library": "/usr/lib/python3.11",
+                                         "the edge_vlm package": "/homestead/edge_vlm"}) is None
+
+
+def test_install_service_refuses_this_environment_when_protect_home_hides_it() -> None:
+    """The real command on the running system (a dry run: it could only say what it would do)."""
+    problem = install.protect_home_problem(install.runtime_paths(install.service_command()))
+    if problem is None:
+        pytest.skip(f"this Python environment ({sys.executable}) is not under /home, /root or /run/user")
+
+    done = subprocess.run([sys.executable, "-m", "edge_vlm", "install-service", "--dry-run"],
+                          capture_output=True, text=True, check=False, timeout=60)
+
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", f"install-service stopped: {problem}\n")
