@@ -8,6 +8,9 @@ thread also waits for would deadlock). Both maps are keyed by message id: at mos
 
 MQTT 3.1.1 has no way to refuse a publish: Mosquitto drops a denied one silently (its log says
 "Denied PUBLISH"), so only MQTT 5 reports it.
+
+Requesters choose their reply topics, so the topics remembered as reported are capped (``LISTED``):
+past that, one line says so and further denials are only counted (``unlisted``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from collections.abc import Iterable
 
 logger = logging.getLogger(__name__)
 
+LISTED = 100  # topics (and filters) whose denial is logged and remembered; later ones are counted
+
 
 class Denials:
     def __init__(self, username: str | None) -> None:
@@ -26,6 +31,7 @@ class Denials:
         self._sent: dict[int, tuple[str, tuple[str, ...]]] = {}  # mid -> (kind, topics or filters)
         self._early: dict[int, list[tuple[int, str]]] = {}  # mid -> (value, name) per topic, before recorded
         self._reported: set[tuple[str, str]] = set()
+        self.unlisted = 0  # denials past LISTED topics: counted, not logged
 
     def sent(self, kind: str, mid: int, topics: Iterable[str]) -> None:
         """``kind`` ("subscribe" or "publish") packet ``mid`` went out for ``topics`` (any thread)."""
@@ -54,10 +60,21 @@ class Denials:
         for name, (value, given) in zip(names, reasons, strict=False):
             if value < 0x80:
                 continue
+            first_unlisted: bool | None  # None: listed; True: the first past the cap
             with self._lock:
                 if (kind, name) in self._reported:
                     continue
-                self._reported.add((kind, name))
+                if len(self._reported) >= LISTED:
+                    self.unlisted += 1
+                    first_unlisted = self.unlisted == 1
+                else:
+                    self._reported.add((kind, name))
+                    first_unlisted = None
+            if first_unlisted is not None:
+                if first_unlisted:
+                    logger.error("broker denied access to %d topics: further denials are counted, not listed",
+                                 LISTED)
+                continue
             reason = given
             if value == 0x80 and kind == "subscribe":  # all MQTT 3.1.1 can say
                 reason = "Failure (SUBACK 0x80; MQTT 3.1.1 gives no reason: usually not authorized)"

@@ -21,7 +21,7 @@ import pytest
 
 from edge_vlm.config.models import AppConfig
 from edge_vlm.errors import ConfigError
-from edge_vlm.mqtt.denials import Denials
+from edge_vlm.mqtt.denials import LISTED, Denials
 from edge_vlm.service import Service
 from tests.conftest import app_config
 from tests.reliability.conftest import SecretScan
@@ -337,6 +337,23 @@ def test_a_refusal_that_overtakes_its_record_is_still_reported_once(secret_scan:
 
     assert errors(secret_scan) == ["broker denied publish to a/image: Not authorized — check the broker ACL for "
                                    "user 'edge' (it needs write access there)"]
+
+
+def test_denials_past_the_cap_are_counted_not_listed(secret_scan: SecretScan) -> None:
+    """Requesters choose reply topics: the topics remembered (and logged) are capped."""
+    denials = Denials("edge")
+    for mid in range(1, LISTED + 6):  # 5 past the cap, the last one twice
+        denials.sent("publish", mid, [f"reply/{min(mid, LISTED + 4)}"])
+        denials.acknowledged("publish", mid, [(0x87, "Not authorized")])
+    denials.sent("publish", 1000, ["reply/1"])  # listed already: neither logged nor counted again
+    denials.acknowledged("publish", 1000, [(0x87, "Not authorized")])
+
+    logged = errors(secret_scan)
+    assert len(logged) == LISTED + 1
+    assert logged[0].startswith("broker denied publish to reply/1: Not authorized")
+    assert logged[LISTED - 1].startswith(f"broker denied publish to reply/{LISTED}: ")
+    assert logged[LISTED] == f"broker denied access to {LISTED} topics: further denials are counted, not listed"
+    assert denials.unlisted == 5
 
 
 @pytest.mark.parametrize(("files", "says"), [
