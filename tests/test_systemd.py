@@ -468,6 +468,33 @@ def test_check_reports_a_missing_credential(tmp_path: Path, capsys: pytest.Captu
     assert load_checked(config_file, os.environ).config.mqtt.password_credential == "mqtt_password"
 
 
+def test_an_empty_credential_is_reported_by_name_at_check_and_when_read(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """install-service creates /etc/edge-vlm/credentials/mqtt_password empty: that is no password."""
+    config_file = tmp_path / "edge_vlm.yaml"
+    config_file.write_text(CREDENTIAL_CONFIG)
+    (tmp_path / "mqtt_password").write_text("")
+    (tmp_path / "camera_b").write_text("\n")  # a lone newline is empty too
+    environ = {"CREDENTIALS_DIRECTORY": str(tmp_path)}
+    empty = ("credential {0!r} is empty: put the password in /etc/edge-vlm/credentials/{0} (or wherever the "
+             "unit's LoadCredential={0}: line points), then sudo systemctl restart edge-vlm (credentials are "
+             "copied at start only)")
+
+    assert preflight(load_config_text(CREDENTIAL_CONFIG), environ) == [
+        f"line 8: mqtt.password_credential: {empty.format('mqtt_password')}",
+        f"line 5: cameras[1].source.password_credential: {empty.format('camera_b')}",
+    ]
+    with pytest.raises(SecretUnavailable) as error:
+        mqtt_password(load_config_text(CREDENTIAL_CONFIG).config, environ)
+    assert str(error.value) == empty.format("mqtt_password")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    with pytest.raises(SystemExit) as exit_status:
+        main(["check", "-c", str(config_file)])
+    assert exit_status.value.code == 1
+    err = capsys.readouterr().err
+    assert "2 problem(s)" in err and empty.format("mqtt_password") in err
+
+
 def test_a_camera_password_variable_that_is_unset_is_reported() -> None:
     loaded = load_config_text("cameras:\n- id: a\n  source: {type: rtsp, url: 'rtsp://cam/s', username: u, "
                               "password_env: CAM_A_PASSWORD}\n")

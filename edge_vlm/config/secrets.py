@@ -36,7 +36,8 @@ def describe_source(env: str | None, credential: str | None) -> str:
 
 
 def read_credential(name: str, environ: Mapping[str, str]) -> str:
-    """The credential's text without its one trailing newline; SecretUnavailable says why not."""
+    """The credential's text without its one trailing newline; SecretUnavailable says why not (an empty
+    one too: a password left out, not a password)."""
     directory = environ.get(CREDENTIALS_DIRECTORY)
     if not directory:
         raise SecretUnavailable(f"credential {name!r}: ${CREDENTIALS_DIRECTORY} is not set (run under systemd "
@@ -53,6 +54,11 @@ def read_credential(name: str, environ: Mapping[str, str]) -> str:
         text = data.decode()
     except UnicodeDecodeError:
         raise SecretUnavailable(f"credential {name!r} in {directory} is not UTF-8 text") from None
+    if not text.removesuffix("\n"):  # install-service creates the file empty
+        raise SecretUnavailable(f"credential {name!r} is empty: put the password in "
+                                f"/etc/edge-vlm/credentials/{name} (or wherever the unit's LoadCredential={name}: "
+                                "line points), then sudo systemctl restart edge-vlm (credentials are copied at "
+                                "start only)")
     return text.removesuffix("\n")
 
 
