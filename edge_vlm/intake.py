@@ -12,7 +12,6 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 from paho.mqtt.client import topic_matches_sub
 
@@ -27,6 +26,7 @@ from edge_vlm.frames import Frame, decode_image
 from edge_vlm.jobs import Failure, Job, Reply, new_request_id
 from edge_vlm.mqtt.connection import Received
 from edge_vlm.mqtt.topics import SNAPSHOT, TRIGGER, Topics
+from edge_vlm.outcomes import Outcomes
 from edge_vlm.prompts import build_prompt, placeholder_values
 from edge_vlm.requests import IMAGE_REQUESTS, RetainedImages, read_request
 from edge_vlm.scenes import scene_hash, unchanged
@@ -38,13 +38,6 @@ from edge_vlm.triggers import Trigger, parse_trigger
 logger = logging.getLogger(__name__)
 
 UNASKED = AUTOMATIC | {"frigate"}  # triggers nobody waits for: a camera's cooldown holds them back
-
-class Outcomes(Protocol):
-    def refuse(self, failure: Failure) -> None: ...
-
-    def skip(self, job: Job, reason: str) -> None: ...
-
-    def accepted(self, job: Job, replaced: Job | None) -> None: ...
 
 
 class Intake:

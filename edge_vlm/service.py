@@ -6,9 +6,7 @@ Threads:
 - the worker: runs one job at a time on the backend and publishes its result;
 - capture threads (edge_vlm.capture), the alerts' timer (edge_vlm.alerts).
 
-A job's life on MQTT: ``pending`` on the camera's event topic (and its image) when accepted, then
-``described``, ``failed`` or ``superseded`` under the same id; a request's answer goes to its
-response topic only.
+What becomes of each input and job, on MQTT and in the log, is edge_vlm.outcomes.
 """
 
 from __future__ import annotations
@@ -34,20 +32,12 @@ from edge_vlm.diagnostics import Stats, diagnostics_message, model_state_message
 from edge_vlm.errors import BackendError
 from edge_vlm.frigate import FrigateEvents
 from edge_vlm.intake import Intake
-from edge_vlm.jobs import Failure, Job
+from edge_vlm.jobs import Job
 from edge_vlm.mqtt.connection import Connected, Event, Inbox, MqttConnection, Received
 from edge_vlm.mqtt.discovery import discovery_messages, removal_message
-from edge_vlm.mqtt.outputs import (
-    event_message,
-    failure_message,
-    image_message,
-    reply_message,
-    result_messages,
-    result_payload,
-    skip_message,
-)
 from edge_vlm.mqtt.publisher import Publisher
-from edge_vlm.mqtt.topics import IMAGE, Outbound, Topics
+from edge_vlm.mqtt.topics import Outbound, Topics
+from edge_vlm.outcomes import Outcomes
 from edge_vlm.requests import RetainedImages
 from edge_vlm.scheduler import Scheduler
 
@@ -56,7 +46,6 @@ logger = logging.getLogger(__name__)
 POLL_S = 0.2
 DIAGNOSTICS_EVERY_S = 1.0  # at most this often: a flood of bad input must not flood the broker
 STOP_GRACE_S = 10.0  # the job in flight may finish within this; after it, it is aborted
-ANNOUNCE_WAIT_S = 5.0  # a job's outcome waits at most this for its "pending" to be published
 
 
 class Service:
@@ -86,7 +75,9 @@ class Service:
         self._switches: dict[tuple[str, str], bool] = {}  # (camera, enabled|motion) -> on
         self.controls = Controls(config, self.publisher, self._apply_control)
         self.alerts = Alerts(config, self.publisher)
-        self.intake = Intake(config, self.scheduler, self, self.stats, backend=self.backend,
+        self.outcomes = Outcomes(config, self.publisher, self.stats, scheduler=self.scheduler, alerts=self.alerts,
+                                 diagnostics=self._publish_diagnostics)
+        self.intake = Intake(config, self.scheduler, self.outcomes, self.stats, backend=self.backend,
                              sources=self.cameras.sources, controls=self.controls, questions=self.alerts.questions,
                              images=RetainedImages(self.connection.subscribe, self.connection.unsubscribe))
         self.cameras.attach(self.intake)
@@ -98,7 +89,6 @@ class Service:
         self._diagnostics_sent = 0.0
         self._diagnostics_due = False
         self._sync_token = os.urandom(8).hex().encode()
-        self._image_shown: dict[str, str] = {}  # camera -> id of the job whose frame is on its image topic
         # Set once our sync message came back after the first connect: subscribed, the retained
         # settings read back, discovery sent. What is published to us from then on is heard.
         self.serving = threading.Event()
@@ -139,9 +129,9 @@ class Service:
             self.cameras.stop()
             self.intake.close()
             for job in self.scheduler.close():
-                self._job_failed(job, "cancelled", "the daemon stopped before this job ran")
+                self.outcomes.failed(job, "cancelled", "the daemon stopped before this job ran")
                 for failure in job.held:
-                    self._publish_failure(failure)
+                    self.outcomes.publish_failure(failure)
             self._join_worker(grace)
             self._answer_the_inbox()  # until the connection goes, right after this
             self.alerts.stop()
@@ -257,52 +247,6 @@ class Service:
             detector.enabled = self._switches.get((camera, "enabled"), True) and self._switches.get(
                 (camera, "motion"), False)
 
-    # Outcomes of the intake (dispatcher and capture threads)
-
-    def accepted(self, job: Job, replaced: Job | None) -> None:
-        """Notify fast: the image and a ``pending`` event at once; the description follows.
-        A job that joined one waiting (``replaced is job``) will not run: it is superseded at once."""
-        logger.debug("%s: accepted [%s, id %s, %s]", job.camera, job.origin, job.request_id,
-                     _timings_text(job.timings_ms))
-        try:
-            if replaced is not None:
-                logger.info("%s: superseded after %.0f ms [%s, id %s]: by id %s", replaced.camera,
-                            (time.monotonic() - replaced.received_at) * 1000, replaced.origin, replaced.request_id,
-                            replaced.superseded_by)
-                if replaced is not job:  # its "pending" may still be on its way, from another thread
-                    replaced.announced.wait(ANNOUNCE_WAIT_S)
-                self.publisher.send(event_message(replaced, "superseded", self.topics, by=replaced.superseded_by))
-            if job.reply is None and replaced is not job:
-                job.image = job.frame.jpeg(self.config.limits.max_published_image_bytes)
-                self._image_shown[job.camera] = job.request_id
-                self.publisher.send_all([
-                    image_message(job, job.image, self.topics),
-                    event_message(job, "pending", self.topics, image_topic=self.topics.camera(job.camera, IMAGE)),
-                ])
-        finally:
-            job.announced.set()  # the worker may publish its outcome now
-        self._publish_diagnostics()  # the queue depth
-
-    def refuse(self, failure: Failure) -> None:
-        """An input that could not become a job: one log line, one error message."""
-        self.stats.count("inputs_refused")
-        logger.warning("%s: refused [topic %s, id %s]: %s: %s", failure.camera, failure.topic, failure.request_id,
-                       failure.code, failure.message)
-        if failure.reply is not None and self.scheduler.hold(failure):
-            return  # answered after the camera's earlier requests
-        self._publish_failure(failure)
-
-    def skip(self, job: Job, reason: str) -> None:
-        """A frame not worth describing: one log line, and a result that says so."""
-        self.stats.count("jobs_skipped")
-        logger.info("%s: skipped [%s, id %s]: %s", job.camera, job.origin, job.request_id, reason)
-        self.publisher.send(skip_message(job, reason, self.topics))
-        self._publish_diagnostics()
-
-    def _publish_failure(self, failure: Failure) -> None:
-        self.publisher.send(failure_message(failure, self.topics))
-        self._publish_diagnostics()
-
     def _publish_diagnostics(self, *, now: bool = False) -> None:
         """Publish the counters, or leave it to the dispatcher if they went out less than 1 s ago."""
         if not now and time.monotonic() - self._diagnostics_sent < DIAGNOSTICS_EVERY_S:
@@ -336,52 +280,23 @@ class Service:
             except Exception:  # the worker must outlive any one job
                 logger.exception("Unexpected error while running job %s", job.request_id)
             for failure in self.scheduler.finished(job):  # later requests' errors, in their turn
-                self._publish_failure(failure)
+                self.outcomes.publish_failure(failure)
 
     def _run(self, job: Job) -> None:
         job.timings_ms["queued"] = round((time.monotonic() - job.queued_at) * 1000, 2)
         try:
             result = answer(self.backend, job)
         except BackendError as exc:
-            self._job_failed(job, exc.code, str(exc))
+            self.outcomes.failed(job, exc.code, str(exc))
             return
         except Exception as exc:
             logger.exception("Backend %s failed on job %s", self.backend.name, job.request_id)
-            self._job_failed(job, "backend_failed", f"{type(exc).__name__}: {exc}")
+            self.outcomes.failed(job, "backend_failed", f"{type(exc).__name__}: {exc}")
             return
-        latency_ms = (time.monotonic() - job.received_at) * 1000
-        job.announced.wait(ANNOUNCE_WAIT_S)
-        publishing = time.perf_counter()
-        if job.reply is not None:
-            self.publisher.send(reply_message(job.reply, result_payload(result, latency_ms=latency_ms)))
-        else:
+        if job.reply is None:
             # The camera's last description ({previous}, its cooldown) is this one before anyone hears of it.
             self.intake.described(job, result.text)
-            fired = self.alerts.check(result)
-            payload = result_payload(result, latency_ms=latency_ms, alerts=fired)
-            # A later job's frame went out when it was accepted: the description goes with its own frame.
-            image = []
-            if job.image is not None and self._image_shown.get(job.camera) != job.request_id:
-                self._image_shown[job.camera] = job.request_id
-                image = [image_message(job, job.image, self.topics)]
-            self.publisher.send_all([*image, *result_messages(payload, self.topics),
-                                     event_message(job, "described", self.topics, **_event_values(payload))])
-        timings = {**result.timings_ms, "publish": round((time.perf_counter() - publishing) * 1000, 2)}
-        self.stats.job_done(latency_ms, timings)
-        self._publish_diagnostics()
-        logger.info("%s: described in %.0f ms [%s, id %s, %s]: %s", job.camera or "request", latency_ms, job.origin,
-                    job.request_id, _timings_text(timings), result.description.text)
-
-    def _job_failed(self, job: Job, code: str, message: str) -> None:
-        job.announced.wait(ANNOUNCE_WAIT_S)  # "failed" never comes before "pending"
-        self.stats.count("jobs_failed")
-        logger.warning("%s: failed after %.0f ms [%s, id %s, %s]: %s: %s", job.camera or "request",
-                       (time.monotonic() - job.received_at) * 1000, job.origin, job.request_id,
-                       _timings_text(job.timings_ms), code, message)
-        failure = Failure(job.camera, code, message, job.request_id, None, job.reply, job.origin)
-        self._publish_failure(failure)
-        if job.reply is None:
-            self.publisher.send(event_message(job, "failed", self.topics, error=code, message=message))
+        self.outcomes.described(job, result)
 
 
 def _no_heartbeat() -> None:
@@ -397,13 +312,3 @@ def _weak_listener(method: Callable[[bool, str], None]) -> Callable[[bool, str],
             bound(available, reason)
 
     return listener
-
-
-def _event_values(payload: dict[str, Any]) -> dict[str, Any]:
-    """What a ``described`` event carries: enough for a notification, no more."""
-    keys = ("description", "text", "title", "fields", "alerts", "latency_ms", "frame_time", "superseded_ids")
-    return {key: payload[key] for key in keys}
-
-
-def _timings_text(timings: dict[str, float]) -> str:
-    return " ".join(f"{stage} {ms:.0f}" for stage, ms in timings.items()) + " ms"

@@ -197,7 +197,7 @@ def test_each_event_is_one_log_line_with_camera_id_and_timings(
 
     def logged() -> bool:
         lines.clear()
-        for record in (r for r in caplog.records if r.name == "edge_vlm.service"):
+        for record in (r for r in caplog.records if r.name == "edge_vlm.outcomes"):
             for request_id in ids:  # the event's own id, not the "by id" of the one that superseded it
                 if re.search(rf"(id|topic) {request_id}[],]", record.getMessage()):
                     lines.setdefault(request_id, []).append(f"{record.levelname} {record.getMessage()}")
