@@ -138,8 +138,9 @@ class Daemon:
         return service
 
     def _update(self, last_status: str) -> str:
-        """READY=1 once connected and subscribed (the service heard its own sync message back); STATUS=
-        when it changes; more start-up time while waiting."""
+        """READY=1 once connected and subscribed (the service heard its own sync message back), or
+        once the broker wait is over without it; STATUS= when it changes; more start-up time while
+        waiting."""
         assert self.service is not None
         connection = self.service.connection
         cameras = len(self.service.config.cameras)
