@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edge_vlm.config.base import (
     CLIENT_ID_PATTERN,
@@ -14,7 +14,7 @@ from edge_vlm.config.base import (
     TOPIC_PREFIX_PATTERN,
     StrictModel,
 )
-from edge_vlm.config.secrets import only_one_source
+from edge_vlm.config.secrets import PasswordSourced
 
 
 class TlsConfig(StrictModel):
@@ -36,7 +36,7 @@ class TlsConfig(StrictModel):
         return self
 
 
-class MqttConfig(StrictModel):
+class MqttConfig(PasswordSourced):
     host: str = Field("127.0.0.1", min_length=1, max_length=253, description="Broker host name or IP.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual for TLS).")
     client_id: str | None = Field(
@@ -92,11 +92,6 @@ class MqttConfig(StrictModel):
     def _protocol_as_text(cls, value: Any) -> Any:
         # YAML reads `protocol: 5` as an int; accept it rather than make users quote it.
         return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
-
-    @field_validator("password_credential")
-    @classmethod
-    def _one_password_source(cls, credential: str | None, info: ValidationInfo) -> str | None:
-        return only_one_source(credential, info)
 
     @model_validator(mode="after")
     def _delays_ordered(self) -> MqttConfig:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import ValidationInfo
+from pydantic import ValidationInfo, field_validator
 
+from edge_vlm.config.base import StrictModel
 from edge_vlm.errors import EdgeVlmError
 
 CREDENTIALS_DIRECTORY = "CREDENTIALS_DIRECTORY"
@@ -21,11 +22,16 @@ class SecretUnavailable(EdgeVlmError):
     """A configured secret cannot be read; the message says which and why, not its value."""
 
 
-def only_one_source(credential: str | None, info: ValidationInfo, env_field: str = "password_env") -> str | None:
-    """Field validator of ``password_credential``: it and ``password_env`` exclude each other."""
-    if credential is not None and info.data.get(env_field) is not None:
-        raise ValueError(f"set {env_field} or password_credential, not both")
-    return credential
+class PasswordSourced(StrictModel):
+    """A model with a ``password_env`` and a ``password_credential`` (declared by each with its own
+    description): they exclude each other."""
+
+    @field_validator("password_credential", check_fields=False)
+    @classmethod
+    def _one_password_source(cls, credential: str | None, info: ValidationInfo) -> str | None:
+        if credential is not None and info.data.get("password_env") is not None:
+            raise ValueError("set password_env or password_credential, not both")
+        return credential
 
 
 def describe_source(env: str | None, credential: str | None) -> str:

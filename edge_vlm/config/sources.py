@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from edge_vlm.config.automation import PromptText
 from edge_vlm.config.base import CREDENTIAL_NAME_PATTERN, ENV_NAME_PATTERN, StrictModel
-from edge_vlm.config.secrets import only_one_source
+from edge_vlm.config.secrets import PasswordSourced
 
 # Placeholders a Frigate prompt may use (filled from the event).
 
@@ -23,7 +23,7 @@ class MqttSourceConfig(StrictModel):
     )
 
 
-class RtspSourceConfig(StrictModel):
+class RtspSourceConfig(PasswordSourced):
     type: Literal["rtsp"] = Field(description="rtsp: frames from the camera's RTSP stream, read with OpenCV.")
     url: str = Field(min_length=8, max_length=2048, description="rtsp://host:port/path; credentials may be "
                      "in it (never logged) or in username / password_env.")
@@ -64,21 +64,15 @@ class RtspSourceConfig(StrictModel):
             raise ValueError("expected rtsp://[user:password@]host[:port]/path")
         return url
 
-    @field_validator("password_credential")
-    @classmethod
-    def _one_password_source(cls, credential: str | None, info: ValidationInfo) -> str | None:
-        return only_one_source(credential, info)
-
     @model_validator(mode="after")
     def _password_needs_user(self) -> RtspSourceConfig:
-        if self.password_env is not None and self.username is None:
-            raise ValueError("password_env needs username")
-        if self.password_credential is not None and self.username is None:
-            raise ValueError("password_credential needs username")
+        source = "password_env" if self.password_env is not None else "password_credential"
+        if (self.password_env or self.password_credential) is not None and self.username is None:
+            raise ValueError(f"{source} needs username")
         return self
 
 
-class HttpSourceConfig(StrictModel):
+class HttpSourceConfig(PasswordSourced):
     type: Literal["http"] = Field(description="http: the camera's snapshot URL (or Frigate's latest.jpg).")
     url: str = Field(min_length=8, max_length=2048, description="http(s)://... returning a JPEG or PNG.")
     auth: Literal["none", "basic", "digest", "bearer"] = Field("none", description="How to authenticate.")
@@ -102,11 +96,6 @@ class HttpSourceConfig(StrictModel):
         if parts.username or parts.password:
             raise ValueError("put credentials in username / password_env, not in the URL")
         return url
-
-    @field_validator("password_credential")
-    @classmethod
-    def _one_password_source(cls, credential: str | None, info: ValidationInfo) -> str | None:
-        return only_one_source(credential, info)
 
     @model_validator(mode="after")
     def _auth_complete(self) -> HttpSourceConfig:
