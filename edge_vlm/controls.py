@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge_vlm.config.models import AppConfig, CameraConfig
-from edge_vlm.mqtt.connection import Received
+from edge_vlm.mqtt.inbox import Received
 from edge_vlm.mqtt.publisher import Publisher
 from edge_vlm.mqtt.topics import Outbound, Topics
 

@@ -20,7 +20,7 @@ from edge_vlm.config.sources import FrigateCameraConfig, HttpSourceConfig
 from edge_vlm.errors import SourceError, TriggerError
 from edge_vlm.frames import Frame
 from edge_vlm.intake import Intake
-from edge_vlm.mqtt.connection import Received
+from edge_vlm.mqtt.inbox import Received
 from edge_vlm.triggers import Trigger
 
 logger = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from edge_vlm.diagnostics import Stats
 from edge_vlm.errors import BackendError, ImageError, InputError, TriggerError
 from edge_vlm.frames import Frame, decode_image
 from edge_vlm.jobs import Failure, Job, Reply, new_request_id
-from edge_vlm.mqtt.connection import Received
+from edge_vlm.mqtt.inbox import Received
 from edge_vlm.mqtt.topics import SNAPSHOT, TRIGGER, Topics
 from edge_vlm.outcomes import Outcomes
 from edge_vlm.prompts import build_prompt, placeholder_values

@@ -20,7 +20,7 @@ from edge_vlm.config.topic_rules import filter_matches
 from edge_vlm.errors import ImageError, InputError, TriggerError
 from edge_vlm.frames import Frame
 from edge_vlm.jobs import Failure, Reply, new_request_id
-from edge_vlm.mqtt.connection import Received
+from edge_vlm.mqtt.inbox import Received
 from edge_vlm.scheduler import REQUEST
 from edge_vlm.triggers import MAX_REPLY_TO, MAX_REQUEST_BYTES, AskRequest, Trigger, parse_request
 

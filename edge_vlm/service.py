@@ -33,8 +33,9 @@ from edge_vlm.errors import BackendError
 from edge_vlm.frigate import FrigateEvents
 from edge_vlm.intake import Intake
 from edge_vlm.jobs import Job
-from edge_vlm.mqtt.connection import Connected, Event, Inbox, MqttConnection, Received
+from edge_vlm.mqtt.connection import MqttConnection
 from edge_vlm.mqtt.discovery import discovery_messages, removal_message
+from edge_vlm.mqtt.inbox import Connected, Event, Inbox, Received
 from edge_vlm.mqtt.publisher import Publisher
 from edge_vlm.mqtt.topics import Outbound, Topics
 from edge_vlm.outcomes import Outcomes

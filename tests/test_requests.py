@@ -22,7 +22,7 @@ import edge_vlm.requests
 from edge_vlm.capture import CapturePool
 from edge_vlm.config.models import AppConfig
 from edge_vlm.diagnostics import Stats
-from edge_vlm.mqtt.connection import Inbox, Received
+from edge_vlm.mqtt.inbox import Inbox, Received
 from edge_vlm.scheduler import MAX_REQUESTS, REQUEST
 from edge_vlm.service import Service
 from edge_vlm.triggers import Trigger

@@ -20,8 +20,6 @@ import logging
 import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -39,6 +37,7 @@ from edge_vlm.mqtt.connect_problems import (
     reason_text,
 )
 from edge_vlm.mqtt.denials import Denials
+from edge_vlm.mqtt.inbox import Connected, Inbox, Received
 from edge_vlm.mqtt.tls import client_context
 from edge_vlm.mqtt.topics import Outbound, Topics
 
@@ -50,82 +49,6 @@ OFFLINE = b"offline"
 # A connection the broker drops sooner than this did not really work: the next reconnect waits
 # longer (twice each time, up to reconnect_max_delay), and the same reason is logged once.
 STABLE_S = 30.0
-
-
-@dataclass(frozen=True)
-class Received:
-    topic: str
-    payload: bytes = field(repr=False)  # never in log lines: it may be megabytes, or private
-    retain: bool
-    received_at: float  # time.monotonic()
-    wall_time: float  # time.time()
-    size: int  # bytes received; the payload is dropped (empty) when over limits.max_payload_bytes
-    response_topic: str | None = None  # MQTT 5: where the sender wants the answer
-    correlation: bytes | None = field(default=None, repr=False)  # MQTT 5: to echo with the answer
-
-
-@dataclass(frozen=True)
-class Connected:
-    pass
-
-
-Event = Received | Connected
-
-
-class Inbox:
-    """Events from paho's thread to the dispatcher, bounded in messages and in bytes.
-
-    Past either bound the oldest received message is dropped (and counted): under a flood the
-    newest snapshots matter most. Messages on ``precious`` topics (requests: someone waits for
-    each answer) go only when nothing else is left to drop. Connection events are never dropped.
-    """
-
-    def __init__(self, max_messages: int, max_bytes: int, precious: frozenset[str] = frozenset()) -> None:
-        self._precious = precious
-        self._events: deque[Event] = deque()
-        self._messages = 0
-        self._bytes = 0
-        self._max_messages = max_messages
-        self._max_bytes = max_bytes
-        self._ready = threading.Condition()
-        self.dropped = 0
-
-    def put(self, event: Event) -> None:
-        with self._ready:
-            self._events.append(event)
-            if isinstance(event, Received):
-                self._messages += 1
-                self._bytes += len(event.payload)
-                while self._messages > self._max_messages or self._bytes > self._max_bytes:
-                    self._drop_oldest_message()
-            self._ready.notify()
-
-    def _drop_oldest_message(self) -> None:
-        messages = [(i, e) for i, e in enumerate(self._events) if isinstance(e, Received)]
-        index, oldest = next(((i, e) for i, e in messages if e.topic not in self._precious), messages[0])
-        del self._events[index]
-        self._count_out(oldest)
-        self.dropped += 1
-        logger.warning("Inbox full (%d messages, %d MB at most): dropped the oldest, from %s",
-                       self._max_messages, self._max_bytes // 1_000_000, oldest.topic)
-
-    def _count_out(self, message: Received) -> None:
-        self._messages -= 1
-        self._bytes -= len(message.payload)
-
-    @property
-    def waiting(self) -> int:
-        """Received messages waiting to be handled."""
-        return self._messages
-
-    def get(self, timeout: float) -> Event | None:
-        with self._ready:
-            if not self._ready.wait_for(lambda: self._events, timeout):
-                return None
-            event = self._events.popleft()
-            if isinstance(event, Received):
-                self._count_out(event)
-            return event
 
 
 class MqttConnection:

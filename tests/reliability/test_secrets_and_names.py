@@ -23,7 +23,7 @@ from edge_vlm.config.models import AppConfig
 from edge_vlm.config.sources import HttpSourceConfig, RtspSourceConfig
 from edge_vlm.errors import ConfigError, InputError, SourceError
 from edge_vlm.jobs import Failure, Reply
-from edge_vlm.mqtt.connection import Received
+from edge_vlm.mqtt.inbox import Received
 from edge_vlm.redact import redact, redact_url
 from edge_vlm.requests import RetainedImages, read_request
 from edge_vlm.sources.http import HttpSnapshotSource
