@@ -153,16 +153,17 @@ class Daemon:
                 self.notifier.ready(status)
                 return status
         elif self._ready:
-            status = f"MQTT broker {connection.broker} unreachable: reconnecting"
+            status = f"MQTT broker {connection.broker} unreachable: reconnecting{_because(connection.problem)}"
         elif time.monotonic() >= self._ready_by:
             self._ready = True
-            status = f"MQTT broker {connection.broker} unreachable: serving once it answers (see the journal)"
+            status = (f"MQTT broker {connection.broker} unreachable: serving once it answers"
+                      f"{_because(connection.problem)}")
             logger.warning("Ready without the MQTT broker %s, which did not answer in time; still trying",
                            connection.broker)
             self.notifier.ready(status)
             return status
         else:
-            status = f"Waiting for MQTT broker {connection.broker} (see the journal if it takes long)"
+            status = f"Waiting for MQTT broker {connection.broker}{_because(connection.problem)}"
             if time.monotonic() - self._extended_at >= EXTEND_EVERY_S:
                 self._extended_at = time.monotonic()
                 self.notifier.extend_timeout(START_EXTENSION_S)
@@ -230,3 +231,8 @@ class Daemon:
             logger.error("The previous configuration cannot start again either: %s", exc)  # noqa: TRY400
             return False
         return True
+
+
+def _because(problem: str | None) -> str:
+    """The connection's current problem, for STATUS= (``systemctl status`` shows it)."""
+    return f" ({problem})" if problem else ""

@@ -247,6 +247,7 @@ def test_without_a_broker_ready_comes_after_a_bounded_wait(tmp_path: Path, notif
     try:
         got = notify_socket.wait_for(ready)
         assert got.fields["STATUS"].startswith(f"MQTT broker 127.0.0.1:{config.mqtt.port} unreachable: serving once")
+        assert "connection refused" in got.fields["STATUS"]  # systemctl status says why
         waiting = notify_socket.matching(lambda n: n.fields.get("STATUS", "").startswith("Waiting for MQTT broker"))
         assert waiting and waiting[0].index < got.index
     finally:
