@@ -136,6 +136,7 @@ class VlmBackend:
             self._closing = True
             self._changed.notify_all()
             worker, self._worker = self._worker, None
+            restarter = self._restarter
         if worker is not None:
             self._abort(worker, "cancelled", "the daemon is stopping")
             with contextlib.suppress(OSError, ValueError):  # a worker already gone needs no goodbye
@@ -143,8 +144,8 @@ class VlmBackend:
             if not worker.exited.wait(STOP_TIMEOUT_S):
                 logger.warning("The inference worker did not stop within %.0f s: killing it", STOP_TIMEOUT_S)
             worker.end()
-        if self._restarter is not None:
-            self._restarter.join(STOP_TIMEOUT_S + self.config.load_timeout_s)
+        if restarter is not None:
+            restarter.join(STOP_TIMEOUT_S + self.config.load_timeout_s)
 
     def _start_worker(self) -> _Worker:
         """Start a worker and wait until it has loaded both models; raise BackendError if it cannot."""
@@ -291,14 +292,17 @@ class VlmBackend:
             if self._worker is not worker:  # already handled, or stopping
                 return
             self._worker = None
-            restart = not self._closing
+            if self._closing:
+                restarter = None
+            else:  # started under the lock: close() either prevents it or sees it, and joins it
+                restarter = threading.Thread(target=self._restart_loop, name="edge_vlm-worker-restart", daemon=True)
+                restarter.start()  # its loop waits for the lock, then self._delay
+                self._restarter = restarter
         worker.end()
-        if not restart:
+        if restarter is None:
             return
         logger.error("The inference worker %s; restarting it", reason)
         self._announce(False, f"worker {reason}")
-        self._restarter = threading.Thread(target=self._restart_loop, name="edge_vlm-worker-restart", daemon=True)
-        self._restarter.start()
 
     def _restart_loop(self) -> None:
         while True:
