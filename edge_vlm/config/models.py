@@ -28,7 +28,15 @@ from edge_vlm.config.sources import (
     RtspSourceConfig,
     SourceConfig,
 )
-from edge_vlm.config.topic_rules import filter_matches, our_output_topics, takes_frigate_snapshots, topic_filter_problem
+from edge_vlm.config.topic_rules import (
+    covers_our_topic,
+    filter_matches,
+    filters_overlap,
+    our_input_topics,
+    our_output_topics,
+    takes_frigate_snapshots,
+    topic_filter_problem,
+)
 from edge_vlm.config.vlm import VlmBackendConfig, context_problem
 from edge_vlm.prompts import build_prompt
 
@@ -316,6 +324,22 @@ class AppConfig(StrictModel):
             if any(takes_frigate_snapshots(f, prefix, frigate_camera) for f in camera.snapshot_topics):
                 raise ValueError(f"cameras[{index}]: its snapshot_topics take Frigate's snapshots, which its "
                                  "frigate events describe already: remove one or the other")
+        return self
+
+    @model_validator(mode="after")
+    def _request_topics_stay_out_of_ours(self) -> AppConfig:
+        """A reply allowed on one of our topics would be taken for it (a status, a command); an image
+        topic on them would read our states as images. Our snapshot and image topics are images."""
+        cameras = [c.id for c in self.cameras]
+        ours = [*our_output_topics(self.base_topic, self.node_id, self.discovery.prefix, cameras),
+                *our_input_topics(self.base_topic, cameras)]
+        for name, leaves in (("reply_topics", ()), ("image_topics", ("snapshot", "image"))):
+            for topic_filter in getattr(self.mqtt, name) or []:
+                if filters_overlap(topic_filter, f"{self.discovery.prefix}/#"):
+                    raise ValueError(f"mqtt.{name}: {topic_filter!r} reaches into the discovery prefix "
+                                     f"{self.discovery.prefix}/")
+                if ours_too := covers_our_topic(topic_filter, ours, leaves):
+                    raise ValueError(f"mqtt.{name}: {topic_filter!r} matches {ours_too}, a topic of edge_vlm's own")
         return self
 
     def camera(self, camera_id: str) -> CameraConfig | None:

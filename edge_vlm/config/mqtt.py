@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -15,6 +15,9 @@ from edge_vlm.config.base import (
     StrictModel,
 )
 from edge_vlm.config.secrets import PasswordSourced
+from edge_vlm.config.topic_rules import request_filter_problem
+
+TopicFilter = Annotated[str, Field(min_length=1, max_length=256)]
 
 
 class TlsConfig(StrictModel):
@@ -76,6 +79,29 @@ class MqttConfig(PasswordSourced):
         "beyond this, new ones are dropped with a warning. Retained states are not counted: "
         "only the newest of each is kept and republished on reconnect.",
     )
+
+    reply_topics: list[TopicFilter] | None = Field(
+        None, max_length=32,
+        description="MQTT topic filters a request's reply topic (reply_to, or the MQTT 5 response topic) must "
+        "match; a request naming any other is answered on <base_topic>/response with the error bad_reply_topic. "
+        "Unset: <base_topic>/response/#, a subtree of its own. Never $ topics, homeassistant/…, or the daemon's "
+        "own state and command topics (a reply there would be taken for one of them).",
+    )
+    image_topics: list[TopicFilter] | None = Field(
+        None, max_length=32,
+        description="MQTT topic filters a request's image_topic must match (the daemon reads that topic's "
+        "retained message with its own broker rights); others are refused with bad_image_topic. Unset: "
+        "<base_topic>/images/#. The cameras' snapshot topics (<base_topic>/<camera>/snapshot and their "
+        "snapshot_topics) are always allowed: the daemon reads them anyway. Never $ topics or homeassistant/….",
+    )
+
+    @field_validator("reply_topics", "image_topics")
+    @classmethod
+    def _request_filters(cls, filters: list[str] | None) -> list[str] | None:
+        for topic_filter in filters or []:
+            if problem := request_filter_problem(topic_filter):
+                raise ValueError(f"{topic_filter!r}: {problem}")
+        return filters
 
     @field_validator("host")
     @classmethod

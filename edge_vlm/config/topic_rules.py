@@ -51,3 +51,59 @@ def takes_frigate_snapshots(topic_filter: str, prefix: str, camera: str) -> bool
     label_at = len(prefix.split("/")) + 1
     label = levels[label_at] if len(levels) > label_at and levels[label_at] not in ("+", "#") else "any"
     return filter_matches(topic_filter, f"{prefix}/{camera}/{label}/snapshot")
+
+
+HOME_ASSISTANT = "homeassistant/#"  # Home Assistant's own topics (its status, discovery), whatever our prefix
+_CAMERA_LEAVES = ("description", "attributes", "result", "image", "error", "stream", "event", "alerts", "fields",
+                  "configured", "snapshot", "trigger", *CONTROLS)
+
+
+def our_topic_filters(base: str, node: str, discovery_prefix: str) -> list[str]:
+    """Filters that cover every topic the daemon publishes or listens on under its base topic and
+    discovery prefix, for any camera id (configured or not). ``<base>/response`` is not among them:
+    that is where answers go."""
+    filters = [f"{base}/{node}/#", f"{base}/request", f"{base}/+/alert/+", f"{discovery_prefix}/#", HOME_ASSISTANT]
+    filters += [f"{base}/+/{leaf}" for leaf in _CAMERA_LEAVES]
+    filters += [f"{base}/+/{control}/set" for control in CONTROLS]
+    return filters
+
+
+def filters_overlap(first: str, second: str) -> bool:
+    """Whether some topic matches both filters (valid ones)."""
+    a, b = first.split("/"), second.split("/")
+    for x, y in zip(a, b, strict=False):
+        if "#" in (x, y):
+            return True
+        if x != y and "+" not in (x, y):
+            return False
+    longer = a if len(a) > len(b) else b
+    return len(a) == len(b) or longer[min(len(a), len(b))] == "#"  # "x/#" matches "x" too
+
+
+def request_filter_problem(topic_filter: str) -> str | None:
+    """Why ``topic_filter`` cannot allow a request's reply or image topic, on its own: not a valid
+    filter, a ``$`` topic (the broker's $SYS, $share), or one that reaches into Home Assistant's."""
+    if problem := topic_filter_problem(topic_filter):
+        return problem
+    if topic_filter.startswith("$"):
+        return "$ topics are the broker's ($SYS) or shared subscriptions, never a request's"
+    if filters_overlap(topic_filter, HOME_ASSISTANT):
+        return "it reaches into homeassistant/…, Home Assistant's topics"
+    return None
+
+
+def our_input_topics(base: str, cameras: list[str]) -> list[str]:
+    """One example of every topic the daemon listens on under its base topic (any camera id)."""
+    topics = [f"{base}/request"]
+    for camera in [*cameras, "any-camera"]:
+        topics += [f"{base}/{camera}/snapshot", f"{base}/{camera}/trigger"]
+        topics += [f"{base}/{camera}/{control}/set" for control in CONTROLS]
+    return topics
+
+
+def covers_our_topic(topic_filter: str, ours: list[str], leaves: tuple[str, ...] = ()) -> str | None:
+    """The first of ``ours`` (example topics: ``our_output_topics``, ``our_input_topics``) that
+    ``topic_filter`` matches, but for the default response topic ``<base>/response`` and topics
+    ending in one of ``leaves``."""
+    return next((t for t in ours if not t.endswith(("/response", *(f"/{leaf}" for leaf in leaves)))
+                 and filter_matches(topic_filter, t)), None)
