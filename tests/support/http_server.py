@@ -1,5 +1,9 @@
 """A camera's HTTP server for the tests: one JPEG behind each kind of auth, and each kind of failure.
 
+Slow cameras: ``/slowheaders.jpg`` sends its status line and headers a byte at a time (every
+``?every=`` seconds, default 1), ``/slowbody.jpg`` its headers at once and then the JPEG a byte at a
+time; each byte alone arrives well within any per-read timeout, the whole does not.
+
 Digest is the server side of RFC 7616 (MD5, qop=auth): a fresh nonce per challenge, and the client's
 response recomputed from the password, so a client that only looks right is refused.
 """
@@ -28,6 +32,9 @@ REALM = "camera"
 JPEG = images.jpeg(320, 240)
 HUGE_BYTES = 64_000_000
 CHUNK = b"\0" * 65_536
+TRICKLE_EVERY_S = 1.0  # the slow routes' default pace: a byte per second
+# The slow header's padding: at a byte per 0.1 s the headers alone take over a minute.
+PADDING = "x" * 600
 
 
 def _md5(text: str) -> str:
@@ -46,6 +53,9 @@ class CameraServer(ThreadingHTTPServer):
         self.nonces: set[str] = set()
         self.seen_auth: list[str | None] = []  # the Authorization header of each request
         self.sent_bytes = 0  # body bytes of the huge responses that made it out
+        self.stream_ended = threading.Event()  # set once a huge response stopped (done, or the client hung up)
+        self.trickling = threading.Event()  # set once a slow route has begun to answer
+        self.trickle_ended = threading.Event()  # and once it stopped (done, or the client hung up)
 
     @property
     def url(self) -> str:
@@ -114,6 +124,9 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if path in ("/huge.jpg", "/endless.jpg", "/dribble.jpg"):
             return self._stream(path)
+        if path in ("/slowheaders.jpg", "/slowbody.jpg"):
+            return self._trickle(path == "/slowheaders.jpg", float(parse_qs(urlsplit(self.path).query).get(
+                "every", [str(TRICKLE_EVERY_S)])[0]))
         return self._send(404, b"")
 
     def _send(self, status: int, body: bytes, challenge: str | None = None, content_type: str = "image/jpeg") -> None:
@@ -139,6 +152,26 @@ class _Handler(BaseHTTPRequestHandler):
                 self.server.sent_bytes += 1 if path == "/dribble.jpg" else len(CHUNK)
         except OSError:  # the client hung up, as it should
             pass
+        finally:
+            self.server.stream_ended.set()
+
+    def _trickle(self, headers_too: bool, every: float) -> None:
+        """The JPEG as a 200, a byte every ``every`` seconds: from the status line on, or after the headers."""
+        head = (f"HTTP/1.0 200 OK\r\nContent-Type: image/jpeg\r\nX-Padding: {PADDING}\r\n"
+                f"Content-Length: {len(JPEG)}\r\n\r\n").encode()
+        self.close_connection = True
+        try:
+            if not headers_too:
+                self.wfile.write(head)
+            self.server.trickling.set()
+            for byte in (head if headers_too else b"") + JPEG:
+                if self.server.stopping.wait(every):
+                    return
+                self.wfile.write(bytes([byte]))
+        except OSError:  # the client hung up, as it should
+            pass
+        finally:
+            self.server.trickle_ended.set()
 
     def _digest_ok(self, header: str | None) -> bool:
         if not header or not header.startswith("Digest "):
