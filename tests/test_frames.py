@@ -51,8 +51,8 @@ def test_png_of_any_mode_becomes_rgb(mode: str) -> None:
 
 @pytest.mark.parametrize(("data", "code", "says"), [
     (b"", "bad_image", "empty payload"),
-    (b"GIF89a" + bytes(100), "bad_image", "not a JPEG or PNG image (106 bytes starting with 47 49 46 38"),
-    (images.jpeg()[:3000], "bad_image", "could not be decoded: image file is truncated"),
+    (b"GIF89a" + bytes(100), "bad_image", "not a JPEG or PNG image (106 bytes): it is a GIF, which is not accepted"),
+    (images.jpeg()[:3000], "bad_image", "could not be decoded: image file is truncated"),  # no EOI: Pillow
     (images.png()[:60], "bad_image", "PNG"),
     (images.png_header_only(8000, 6000), "image_too_large", "48.0 megapixels is over the limit of 40.0"),
     (images.png_header_only(20000, 20000), "image_too_large", "decompression bomb"),
