@@ -28,7 +28,7 @@ from edge_vlm.mqtt.inbox import Received
 from edge_vlm.mqtt.topics import SNAPSHOT, TRIGGER, Topics
 from edge_vlm.outcomes import Outcomes
 from edge_vlm.prompts import build_prompt, placeholder_values
-from edge_vlm.requests import IMAGE_REQUESTS, RetainedImages, read_request
+from edge_vlm.requests import IMAGE_REQUESTS, RequestTopics, RetainedImages, read_request
 from edge_vlm.scenes import scene_hash, unchanged
 from edge_vlm.scheduler import AUTOMATIC, REQUEST, Scheduler, SchedulerClosed, SchedulerFull
 from edge_vlm.sources import Source
@@ -54,6 +54,7 @@ class Intake:
         self._controls = controls
         self._questions = questions
         self.images = images
+        self._request_topics = RequestTopics.from_config(config)
         self._capture = CapturePool(1 + sum(not s.instant for s in sources.values()), self._grab_and_submit,
                                     self._not_captured, stats)
         self._described: dict[str, tuple[float, int | None, str]] = {}  # camera -> (when, scene, text)
@@ -107,11 +108,7 @@ class Intake:
         if message.retain:  # it would be asked again at every start and reconnect
             logger.warning("Ignoring a retained request on %s: publish requests without retain", message.topic)
             return
-        frigate = [f"{self._config.frigate.topic_prefix}/#"] if self._config.frigate.enabled else []
-        forbidden = [*self.subscriptions(), self._topics.request, *frigate, self._config.discovery.ha_status_topic,
-                     f"{self._config.discovery.prefix}/#", f"{self._topics.base}/+/+/set"]
-        outcome = read_request(message, default_reply=self._topics.default_response, forbidden=forbidden,
-                               images=self.images, decode=self.decode)
+        outcome = read_request(message, topics=self._request_topics, images=self.images, decode=self.decode)
         if isinstance(outcome, Failure):
             self._outcomes.refuse(outcome)
         elif outcome.grab is None:

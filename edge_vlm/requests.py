@@ -2,7 +2,15 @@
 
 A request names a camera (its current frame), or brings its image (base64), or names a topic whose
 retained image to use. Whatever is wrong with it is answered, on its response topic, unless even
-that is unusable (then it is only logged).
+that is unusable: then on the default response topic.
+
+The daemon publishes and subscribes with its own broker rights, so a requester may not point it
+anywhere: a reply goes only to a topic under ``mqtt.reply_topics`` (default ``<base>/response/#``),
+never to one the daemon publishes or listens on (a status, a command: the answer would be taken for
+it), never to a ``$`` topic; an image is read only from the cameras' snapshot topics and
+``mqtt.image_topics`` (default ``<base>/images/#``), never from any retained topic the daemon can
+read (another integration's state, ``$SYS``). Both refusals are ours, answered with their own codes
+(``bad_reply_topic``, ``bad_image_topic``) before anything reaches the broker.
 """
 
 from __future__ import annotations
@@ -15,12 +23,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from edge_vlm.config.topic_rules import filter_matches
+from edge_vlm.config.models import AppConfig
+from edge_vlm.config.topic_rules import filter_matches, our_topic_filters
 from edge_vlm.errors import ImageError, InputError, TriggerError
 from edge_vlm.frames import Frame
 from edge_vlm.jobs import Failure, Reply, new_request_id
 from edge_vlm.mqtt.inbox import Received
+from edge_vlm.mqtt.topics import SNAPSHOT, Topics
 from edge_vlm.scheduler import REQUEST
 from edge_vlm.triggers import MAX_REPLY_TO, MAX_REQUEST_BYTES, AskRequest, Trigger, parse_request
 
@@ -32,31 +43,60 @@ IMAGE_REQUESTS = ""  # the "camera" of requests that bring their own image
 Decoder = Callable[[bytes, str, float], Frame]  # data, camera, captured_at
 
 
-def read_request(message: Received, *, default_reply: str, forbidden: list[str], images: RetainedImages,
+@dataclass(frozen=True)
+class RequestTopics:
+    """Where requests may have their answers sent and their images read from."""
+
+    default_reply: str  # <base>/response: answers to requests that name no usable reply topic
+    replies: tuple[str, ...]  # filters a reply topic must match
+    images: tuple[str, ...]  # filters an image topic must match
+    forbidden: tuple[str, ...]  # filters a reply never goes to, allowed or not: topics we publish or listen on
+
+    @classmethod
+    def from_config(cls, config: AppConfig) -> RequestTopics:
+        topics = Topics.from_config(config)
+        base = config.base_topic
+        cameras = config.cameras
+        listened = [t for c in cameras for t in c.snapshot_topics] + [config.discovery.ha_status_topic]
+        if config.frigate.enabled:
+            listened.append(f"{config.frigate.topic_prefix}/#")
+        snapshots = [topics.camera(c.id, SNAPSHOT) for c in cameras] + [t for c in cameras for t in c.snapshot_topics]
+        return cls(
+            default_reply=topics.default_response,
+            replies=tuple(config.mqtt.reply_topics or [f"{base}/response/#"]),
+            images=tuple(dict.fromkeys([*(config.mqtt.image_topics or [f"{base}/images/#"]), *snapshots])),
+            forbidden=tuple([*our_topic_filters(base, config.node_id, config.discovery.prefix), *listened]),
+        )
+
+
+def read_request(message: Received, *, topics: RequestTopics, images: RetainedImages,
                  decode: Decoder) -> Trigger | Failure:
     """The trigger ``message`` asks for, or a Failure to answer when it is bad. A request whose
-    reply topic cannot be used is answered on ``default_reply``, so that every request gets an
-    answer somewhere. ``forbidden``: filters a reply may not go to (see ``reply_for``)."""
+    reply topic cannot be used is answered on the default response topic (``bad_reply_topic`` if
+    nothing else is wrong with it), so that every request gets an answer somewhere, and never one
+    the requester had no right to point us at."""
     request = None
     try:
         if message.size > len(message.payload):  # paho's thread dropped a payload over the limit
             raise ImageError(f"request of {message.size} bytes is over limits.max_payload_bytes",
                              code="payload_too_large")
         request = parse_request(message.payload)
-        return _trigger(message, request, reply_for(message, request, default_reply, forbidden), images, decode)
+        return _trigger(message, request, reply_for(message, request, topics), topics, images=images, decode=decode)
     except InputError as error:
+        text = str(error)
         try:
-            reply = reply_for(message, request or _reply_to_in(message.payload), default_reply, forbidden)
+            reply = reply_for(message, request or _reply_to_in(message.payload), topics)
         except InputError as unusable:
-            logger.debug("Request on %s: %s; answering on %s", message.topic, unusable, default_reply)
-            reply = Reply(default_reply, message.correlation)
+            reply = Reply(topics.default_reply, message.correlation)
+            if unusable.code != error.code:  # the request's own problem comes first; say this one too
+                text = f"{text}; and {unusable}"
         camera = (request.camera or IMAGE_REQUESTS) if request else IMAGE_REQUESTS
         request_id = error.request_id or (request.id if request else None)
-        return Failure(camera, error.code, str(error), request_id, message.topic, reply, REQUEST)
+        return Failure(camera, error.code, text, request_id, message.topic, reply, REQUEST)
 
 
-def _trigger(message: Received, request: AskRequest, reply: Reply, images: RetainedImages,
-             decode: Decoder) -> Trigger:
+def _trigger(message: Received, request: AskRequest, reply: Reply, topics: RequestTopics, *,
+             images: RetainedImages, decode: Decoder) -> Trigger:
     trigger = Trigger(request.camera or IMAGE_REQUESTS, REQUEST, request.prompt, request.id or new_request_id(),
                       message.topic, message.received_at, profile=request.profile, reply=reply)
     if request.image is not None:
@@ -64,12 +104,24 @@ def _trigger(message: Received, request: AskRequest, reply: Reply, images: Retai
         return dataclasses.replace(trigger, grab=lambda: decode(_base64(data), IMAGE_REQUESTS, time.time()))
     if request.image_topic is not None:
         topic = request.image_topic
-        if "+" in topic or "#" in topic:
-            raise TriggerError(f"image_topic {topic!r} holds a wildcard")
-        if problem := _topic_problem(topic):
-            raise TriggerError(f"image_topic {topic!r} holds {problem}")
+        if problem := _image_topic_problem(topic, topics.images):
+            raise TriggerError(f"will not read image_topic {topic!r}: {problem}", code="bad_image_topic")
         return dataclasses.replace(trigger, grab=lambda: decode(images.fetch(topic), IMAGE_REQUESTS, time.time()))
     return trigger
+
+
+def _image_topic_problem(topic: str, allowed: tuple[str, ...]) -> str | None:
+    """Why the daemon will not read ``topic``'s retained message for a requester: it holds what the
+    broker refuses or a wildcard, or it is not an image topic the configuration allows (the daemon
+    can read more than the requester may: another integration's state, ``$SYS``)."""
+    if problem := _topic_problem(topic):
+        return f"it holds {problem}"
+    if "+" in topic or "#" in topic:
+        return "it holds a wildcard"
+    if topic.startswith("$") or not any(filter_matches(f, topic) for f in allowed):
+        return f"it is not an image topic requests may use (mqtt.image_topics, the cameras' snapshot topics: " \
+               f"{list(allowed)})"
+    return None
 
 
 def _base64(data: str) -> bytes:
@@ -89,21 +141,35 @@ def _reply_to_in(payload: bytes) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= MAX_REPLY_TO else None
 
 
-def reply_for(message: Received, request: AskRequest | str | None, default: str, forbidden: list[str]) -> Reply:
+def reply_for(message: Received, request: AskRequest | str | None, topics: RequestTopics) -> Reply:
     """The MQTT 5 response topic (with its correlation data), else ``reply_to`` (the request's, or
-    given), else ``default``.
+    given), else the default response topic; raises ``bad_reply_topic`` for one we will not use.
 
-    A reply may not go where it would be taken for something else: a topic we listen on (a
-    trigger, a command) or Home Assistant's discovery; nor hold wildcards, or characters the broker
-    refuses.
+    A reply goes only under the allowed reply topics, and never where it would be taken for
+    something else even then: a topic we publish (a status, a state) or listen on (a trigger, a
+    command), Home Assistant's; nor to a ``$`` topic, or with wildcards or characters the broker
+    refuses (and would drop our connection over).
     """
     reply_to = request.reply_to if isinstance(request, AskRequest) else request
-    topic = message.response_topic or reply_to or default
-    if problem := _topic_problem(topic):
-        raise TriggerError(f"cannot answer on {topic!r}: it holds {problem}")
-    if "+" in topic or "#" in topic or any(filter_matches(f, topic) for f in forbidden):
-        raise TriggerError(f"will not answer on {topic!r}: it is a topic edge_vlm listens on, or discovery")
+    topic = message.response_topic or reply_to or topics.default_reply
+    if topic != topics.default_reply and (problem := _reply_topic_problem(topic, topics)):
+        raise TriggerError(f"will not answer on {topic!r}: {problem}; answered on {topics.default_reply} instead",
+                           code="bad_reply_topic")
     return Reply(topic, message.correlation)
+
+
+def _reply_topic_problem(topic: str, topics: RequestTopics) -> str | None:
+    if problem := _topic_problem(topic):
+        return f"it holds {problem}"
+    if "+" in topic or "#" in topic:
+        return "it holds a wildcard"
+    if topic.startswith("$"):
+        return "it is a $ topic, the broker's"
+    if any(filter_matches(f, topic) for f in topics.forbidden):
+        return "it is a topic edge_vlm publishes or listens on, or Home Assistant's"
+    if not any(filter_matches(f, topic) for f in topics.replies):
+        return f"it is not under the reply topics requests may use (mqtt.reply_topics: {list(topics.replies)})"
+    return None
 
 
 def _topic_problem(topic: str) -> str | None:

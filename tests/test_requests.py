@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import threading
 import time
 from collections import Counter
@@ -61,12 +62,17 @@ def default_response(config: AppConfig) -> str:
 
 
 def replies(config: AppConfig) -> str:
-    """A prefix for this test's reply topics, outside the daemon's own topics."""
-    return f"replies/{config.node_id}"
+    """A prefix for this test's reply topics: under ``<base>/response/``, where replies may go by default."""
+    return f"{config.base_topic}/response/{config.node_id}"
+
+
+def pictures(config: AppConfig) -> str:
+    """A prefix for this test's image topics: under ``<base>/images/``, where requests may read images by default."""
+    return f"{config.base_topic}/images"
 
 
 def watch(make_recorder: Recorders, broker: Mosquitto, config: AppConfig, protocol: str = "5") -> Recorder:
-    filters = [f"{config.base_topic}/#", f"{config.discovery.prefix}/#", f"{replies(config)}/#"]
+    filters = [f"{config.base_topic}/#", f"{config.discovery.prefix}/#"]  # replies(config) and pictures(config) too
     return make_recorder(broker.port, filters, protocol=protocol)
 
 
@@ -183,10 +189,10 @@ def test_requests_about_images_and_what_is_wrong_with_them(
     make_daemon(config)
     started(recorder, config)
     mine = f"{replies(config)}/images"
-    picture = f"{replies(config)}/pictures/driveway"
+    picture = f"{pictures(config)}/driveway"
     recorder.publish(picture, images.jpeg(320, 200, seed=3), retain=True)
     big = images.jpeg(1600, 1200, seed=5, quality=95)  # over limits.max_payload_bytes
-    big_picture = f"{replies(config)}/pictures/big"
+    big_picture = f"{pictures(config)}/big"
     recorder.publish(big_picture, big, retain=True)
 
     ask(recorder, config, {"image": b64(images.sample("front_door")), "prompt": "Who?", "id": "i-1"},
@@ -204,7 +210,7 @@ def test_requests_about_images_and_what_is_wrong_with_them(
 
     # An image topic with nothing retained: no_frame once the wait is over, not before.
     asked = time.monotonic()
-    ask(recorder, config, {"image_topic": f"{replies(config)}/pictures/none", "id": "i-3"},
+    ask(recorder, config, {"image_topic": f"{pictures(config)}/none", "id": "i-3"},
         response_topic=mine, correlation=b"i-3")
     empty = answer_on(recorder, mine, "i-3")
     assert time.monotonic() - asked >= wait_s
@@ -220,9 +226,9 @@ def test_requests_about_images_and_what_is_wrong_with_them(
         ("unknown profile", {"image": b64(images.jpeg()), "profile": "nope", "id": "e-6"}, "bad_trigger", "e-6"),
         ("two images", {"camera": "front_door", "image_topic": picture, "id": "e-7"}, "bad_trigger", "e-7"),
         ("unknown key", {"camera": "front_door", "colour": "red", "id": "e-8"}, "bad_trigger", "e-8"),
-        ("wildcard image topic", {"image_topic": "pictures/+", "id": "e-9"}, "bad_trigger", "e-9"),
-        ("control character in the image topic", {"image_topic": "pictures/\u0001", "id": "e-10"}, "bad_trigger",
-         "e-10"),
+        ("wildcard image topic", {"image_topic": f"{pictures(config)}/+", "id": "e-9"}, "bad_image_topic", "e-9"),
+        ("control character in the image topic", {"image_topic": f"{pictures(config)}/\u0001", "id": "e-10"},
+         "bad_image_topic", "e-10"),
         ("retained image over the limit", {"image_topic": big_picture, "id": "e-11"}, "payload_too_large", "e-11"),
         ("request over the limit", {"image": b64(big), "id": "e-12"}, "payload_too_large", None),  # dropped unread
         ("malformed JSON", '{"camera": "front_door", "id": "e-13", ', "bad_trigger", None),
@@ -293,12 +299,127 @@ def test_replies_to_the_daemons_own_topics_go_to_the_default_response_topic(
     assert [m.topic for m in later if m.topic in forbidden or m.topic.startswith(replies(config))] == [
         f"{replies(config)}/ok"]
     refused = [m for m in later if m.topic == default_response(config)]
+    # A lone surrogate is refused by the request's own validation first (bad_trigger).
     assert [(m.json()["id"], m.json()["error"]) for m in refused] == [
-        *((f"f-{n}", "bad_trigger") for n in range(len(forbidden))), ("f-v5", "bad_trigger")]
+        *((f"f-{n}", "bad_trigger" if "\ud800" in reply_to else "bad_reply_topic")
+          for n, reply_to in enumerate(forbidden)),
+        ("f-v5", "bad_reply_topic")]
     assert "will not answer on" in refused[0].json()["message"] and refused[-1].correlation == b"x"
     assert not any(m.topic.endswith(("/error", "/result")) for m in later)
     assert [m.payload for m in recorder.on(f"{config.base_topic}/{config.node_id}/status")] == [b"online"]
     assert service.connection.connected
+
+
+@pytest.mark.parametrize("asked_with", ["response_topic", "reply_to"])
+def test_a_reply_topic_no_answer_may_go_to_is_refused_and_nothing_is_published_there(
+        broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders, caplog: pytest.LogCaptureFixture,
+        asked_with: str) -> None:
+    """Issue 10, 5 and 8: our state topics, another integration's command topic, $SYS. The daemon
+    publishes with its own broker rights: the answer went there (the status topic held JSON), and a
+    $SYS one was logged as the broker's ACL denial although it was ours to refuse."""
+    caplog.set_level(logging.INFO, logger="edge_vlm")
+    config = app_config(broker.port)
+    status = f"{config.base_topic}/{config.node_id}/status"
+    lock = f"zigbee2mqtt/{config.node_id}/front_door_lock/set"  # another integration's command topic
+    abused = [status, topic(config, "front_door", "alerts"), topic(config, "front_door", "enabled"),
+              topic(config, "driveway", "description"), lock, "$SYS/x", f"elsewhere/{config.node_id}/answers"]
+    # Subscribed before anything is asked: whatever the daemon publishes there, this recorder sees.
+    recorder = make_recorder(broker.port, [f"{config.base_topic}/#", f"{config.discovery.prefix}/#",
+                                           f"zigbee2mqtt/{config.node_id}/#", "$SYS/x",
+                                           f"elsewhere/{config.node_id}/#"],
+                             protocol="5" if asked_with == "response_topic" else "3.1.1")
+    make_daemon(config)
+    started(recorder, config)
+    recorder.publish(topic(config, "front_door", "snapshot"), images.sample("front_door"))
+    recorder.wait_for(topic(config, "front_door", "result"))  # the camera has a frame: requests about it work
+    seen = len(recorder.messages)
+
+    for n, reply_topic in enumerate(abused):
+        request = {"camera": "front_door", "id": f"a-{n}"}
+        if asked_with == "response_topic":
+            ask(recorder, config, request, response_topic=reply_topic, correlation=f"a-{n}".encode())
+        else:
+            ask(recorder, config, {**request, "reply_to": reply_topic})
+    ask(recorder, config, {"camera": "front_door", "id": "sync"})
+
+    # The camera's requests are answered in order on one connection, each QoS 1: once the last one's
+    # answer arrived, an answer of an earlier one published anywhere would have arrived before it.
+    answer_on(recorder, default_response(config), "sync")
+    later = recorder.messages[seen:]
+    assert [m for m in later if m.topic in abused] == []
+    refused = [m for m in later if m.topic == default_response(config) and m.json()["id"] != "sync"]
+    assert [(m.json()["id"], m.json()["error"]) for m in refused] == [
+        (f"a-{n}", "bad_reply_topic") for n in range(len(abused))]
+    if asked_with == "response_topic":
+        assert [m.correlation for m in refused] == [f"a-{n}".encode() for n in range(len(abused))]
+    assert all("will not answer on" in m.json()["message"] for m in refused)
+    assert "it is a $ topic" in refused[abused.index("$SYS/x")].json()["message"]
+    assert "not under the reply topics" in refused[abused.index(lock)].json()["message"]
+    # Logged as our refusal, once each (the answer went out after it), never as the broker's denial.
+    logged = [r.getMessage() for r in caplog.records]
+    assert [line for line in logged if "broker denied" in line] == []
+    assert [line for line in logged if "refused" in line and "bad_reply_topic" in line and "'$SYS/x'" in line]
+    assert [m.payload for m in recorder.on(status)] == [b"online"]
+
+
+def test_image_topic_is_read_only_from_snapshot_and_image_topics(
+        broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders) -> None:
+    """Issue 10, 6: the daemon read any retained topic it could (another application's secret
+    state, zigbee2mqtt's bridge config, $SYS) and its error showed the bytes."""
+    config = app_config(broker.port)
+    recorder = watch(make_recorder, broker, config)
+    secret = f"other_app/{config.node_id}/secret_state"
+    bridge = f"zigbee2mqtt/{config.node_id}/bridge/config"
+    mine = f"{replies(config)}/images"
+    retained = {secret: b"PASSWORD=correct horse battery staple", bridge: b'{"network_key": [1, 2, 3]}',
+                f"{pictures(config)}/door": images.sample("front_door"),
+                topic(config, "front_door", "snapshot"): images.sample("front_door")}
+    for name, payload in retained.items():
+        recorder.publish(name, payload, retain=True)
+    try:
+        make_daemon(config)
+        started(recorder, config)
+        refused = [secret, bridge, "$SYS/broker/version", f"{config.base_topic}/{config.node_id}/status",
+                   topic(config, "front_door", "attributes")]
+        for n, image_topic in enumerate(refused):
+            ask(recorder, config, {"image_topic": image_topic, "id": f"r-{n}"}, response_topic=mine)
+        for n, image_topic in enumerate(refused):
+            error = answer_on(recorder, mine, f"r-{n}").json()
+            assert error["error"] == "bad_image_topic", (image_topic, error)
+            assert "not an image topic requests may use" in error["message"]
+            assert "PASSWORD" not in error["message"] and "50 41 53 53" not in error["message"]
+
+        # The default: <base>/images/... and the cameras' snapshot topics.
+        for n, image_topic in enumerate([f"{pictures(config)}/door", topic(config, "front_door", "snapshot")]):
+            ask(recorder, config, {"image_topic": image_topic, "id": f"ok-{n}"}, response_topic=mine)
+            assert "error" not in answer_on(recorder, mine, f"ok-{n}").json()
+    finally:
+        for name in retained:
+            recorder.publish(name, b"", retain=True)
+
+
+def test_the_allowed_reply_and_image_topics_are_configurable(
+        broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders) -> None:
+    n = broker.port
+    config = app_config(broker.port, mqtt={"port": broker.port, "reply_topics": [f"answers/{n}/#"],
+                                           "image_topics": [f"pictures/{n}/+/latest"]})
+    recorder = make_recorder(broker.port, [f"{config.base_topic}/#", f"{config.discovery.prefix}/#", f"answers/{n}/#"],
+                             protocol="3.1.1")
+    make_daemon(config)
+    started(recorder, config)
+    picture = f"pictures/{n}/{config.node_id}/latest"
+    recorder.publish(picture, images.sample("front_door"), retain=True)
+    try:
+        ask(recorder, config, {"image_topic": picture, "id": "c-1", "reply_to": f"answers/{n}/{config.node_id}"})
+        assert "error" not in answer_on(recorder, f"answers/{n}/{config.node_id}", "c-1").json()
+        # The default subtrees are no longer allowed: only <base>/response itself, where refusals go.
+        ask(recorder, config, {"image_topic": f"{pictures(config)}/x", "id": "c-2",
+                               "reply_to": f"answers/{n}/{config.node_id}"})
+        assert answer_on(recorder, f"answers/{n}/{config.node_id}", "c-2").json()["error"] == "bad_image_topic"
+        ask(recorder, config, {"image_topic": picture, "id": "c-3", "reply_to": f"{replies(config)}/x"})
+        assert answer_on(recorder, default_response(config), "c-3").json()["error"] == "bad_reply_topic"
+    finally:
+        recorder.publish(picture, b"", retain=True)
 
 
 def test_answers_come_in_request_order_per_camera(

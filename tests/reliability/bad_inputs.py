@@ -212,7 +212,7 @@ def _not_base64(text: str) -> bool:
     return False
 
 
-def _request(kind: str, fields: dict[str, Any], code: str, reply: str = "replies/r") -> BadInput:
+def _request(kind: str, fields: dict[str, Any], code: str, reply: str = "response/r") -> BadInput:
     payload = {"reply_to": f"@BASE@/{reply}", **fields}
     queued = "image" in fields and code != "bad_trigger"
     return BadInput(kind, "request", json.dumps(payload).encode(), reply, code, request_id=True, queued=queued)
@@ -228,12 +228,13 @@ def answered_requests() -> st.SearchStrategy[BadInput]:
         st.from_regex(r"nocam[a-z0-9_-]{0,20}", fullmatch=True)
         .map(lambda c: _request("request_unknown_camera", {"camera": c}, "unknown_camera")),
         st.just(_request("request_no_image", {}, "bad_trigger")),
-        st.just(_request("request_two_images", {"camera": "front_door", "image_topic": "a/b"}, "bad_trigger")),
+        st.just(_request("request_two_images", {"camera": "front_door", "image_topic": "@BASE@/images/b"},
+                         "bad_trigger")),
         st.text(min_size=4, max_size=40).filter(_not_base64)
         .map(lambda t: _request("request_not_base64", {"image": t}, "bad_image")),
         image_request,
         st.tuples(_strange_text, st.sampled_from(["+", "#", "\x00", "\x1b"]), _strange_text)
-        .map(lambda t: _request("request_bad_image_topic", {"image_topic": "".join(t)}, "bad_trigger")),
+        .map(lambda t: _request("request_bad_image_topic", {"image_topic": "".join(t)}, "bad_image_topic")),
         st.dictionaries(st.text(min_size=1, max_size=20).filter(
             lambda k: k not in ("prompt", "profile", "id", "camera", "image", "image_topic", "reply_to")),
             _json_leaf, min_size=1, max_size=3)
@@ -241,7 +242,7 @@ def answered_requests() -> st.SearchStrategy[BadInput]:
         _not_an_id.map(lambda p: _request("request_bad_profile", {"camera": "front_door", "profile": p},
                                           "bad_trigger")),
         # a reply_to of Unicode levels is fine to answer on
-        _unknown_camera.map(lambda k: _request("request_unicode_reply_to", {}, "bad_trigger", reply=f"replies/u{k}")),
+        _unknown_camera.map(lambda k: _request("request_unicode_reply_to", {}, "bad_trigger", reply=f"response/u{k}")),
     )
 
 
@@ -251,11 +252,13 @@ def misdirected_requests() -> st.SearchStrategy[BadInput]:
         st.tuples(_strange_text, st.sampled_from(["+", "#", "\x00", "\x07", "\x9b", "\ufdd0", "\uffff"]),
                   _strange_text).map("".join),
         st.sampled_from(["@BASE@/front_door/trigger", "@BASE@/driveway/snapshot", "@BASE@/request",
-                         "@BASE@/front_door/enabled/set", "@HA@/sensor/x/config", "@HA@/status"]),
+                         "@BASE@/front_door/enabled/set", "@HA@/sensor/x/config", "@HA@/status",
+                         "@BASE@/front_door/enabled", "@BASE@/front_door/alerts", "$SYS/x",
+                         "zigbee2mqtt/front_door_lock/set"]),
     )
     return reply_to.map(lambda r: BadInput("request_bad_reply_to", "request",
                                            json.dumps({"camera": "front_door", "reply_to": r}).encode(), "response",
-                                           "bad_trigger", request_id=True))
+                                           "bad_reply_topic", request_id=True))
 
 
 def categories() -> dict[str, tuple[int, st.SearchStrategy[BadInput]]]:

@@ -98,12 +98,12 @@ def test_10000_bad_inputs_all_answered_daemon_alive_memory_bounded(
     base, prefix = config.base_topic, config.discovery.prefix
     status = f"{base}/{config.node_id}/status"
     recorder = secret_scan.watch(make_recorder(broker.port, [
-        f"{base}/+/error", f"{base}/response", f"{base}/replies/#", f"{base}/+/event", status,
+        f"{base}/+/error", f"{base}/response/#", f"{base}/+/event", status,
         f"{base}/{config.node_id}/diagnostics", f"{prefix}/#"]))
 
     def is_answer(message: Message) -> bool:
         return (message.topic.endswith("/error") or message.topic == f"{base}/response"
-                or message.topic.startswith(f"{base}/replies/"))
+                or message.topic.startswith(f"{base}/response/"))
 
     started = time.monotonic()
     kinds: Counter[str] = Counter()

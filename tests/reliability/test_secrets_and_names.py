@@ -25,7 +25,7 @@ from edge_vlm.errors import ConfigError, InputError, SourceError
 from edge_vlm.jobs import Failure, Reply
 from edge_vlm.mqtt.inbox import Received
 from edge_vlm.redact import redact, redact_url
-from edge_vlm.requests import RetainedImages, read_request
+from edge_vlm.requests import RequestTopics, RetainedImages, read_request
 from edge_vlm.sources.http import HttpSnapshotSource
 from edge_vlm.sources.rtsp import RtspSource
 from edge_vlm.triggers import parse_request, parse_trigger
@@ -165,26 +165,27 @@ def test_a_request_cannot_name_a_camera_with_topic_characters(camera: str) -> No
         parse_request(json.dumps({"camera": camera, "prompt": "Who?"}).encode())
 
 
-@pytest.mark.parametrize(("reply_to", "problem"), [
-    ("answers/#", "edge_vlm listens on"), ("answers/+/x", "edge_vlm listens on"),
-    ("edge_vlm/porch/trigger", "edge_vlm listens on"), ("homeassistant/sensor/x/config", "edge_vlm listens on"),
-    ("answers/\u0000", "control character"), ("answers/\ud800", "reply_to"),
+@pytest.mark.parametrize(("reply_to", "code", "problem"), [
+    ("answers/#", "bad_reply_topic", "wildcard"), ("answers/+/x", "bad_reply_topic", "wildcard"),
+    ("edge_vlm/porch/trigger", "bad_reply_topic", "edge_vlm publishes or listens on"),
+    ("homeassistant/sensor/x/config", "bad_reply_topic", "Home Assistant's"),
+    ("answers/x", "bad_reply_topic", "not under the reply topics"), ("$SYS/x", "bad_reply_topic", "$ topic"),
+    ("answers/\u0000", "bad_reply_topic", "control character"), ("answers/\ud800", "bad_trigger", "reply_to"),
 ])
-def test_a_reply_cannot_go_to_a_wildcard_or_one_of_our_inputs(reply_to: str, problem: str,
+def test_a_reply_cannot_go_to_a_wildcard_or_one_of_our_inputs(reply_to: str, code: str, problem: str,
                                                               secret_scan: SecretScan) -> None:
     config = AppConfig.model_validate(config_with())
     message = Received(f"{config.base_topic}/request",
                        json.dumps({"camera": "porch", "prompt": "Who?", "reply_to": reply_to}).encode(),
                        retain=False, received_at=0.0, wall_time=0.0, size=0)
     images = RetainedImages(lambda topic: None, lambda topic: None)
-    forbidden = [f"{config.base_topic}/+/trigger", f"{config.base_topic}/+/snapshot", "homeassistant/#"]
 
-    outcome = read_request(message, default_reply=f"{config.base_topic}/response", forbidden=forbidden,
-                           images=images, decode=lambda data, camera, at: pytest.fail("nothing to decode"))
+    outcome = read_request(message, topics=RequestTopics.from_config(config), images=images,
+                           decode=lambda data, camera, at: pytest.fail("nothing to decode"))
 
     # Refused, and answered on the default response topic instead of where it asked.
     assert isinstance(outcome, Failure)
-    assert (outcome.code, outcome.reply) == ("bad_trigger", Reply(f"{config.base_topic}/response"))
+    assert (outcome.code, outcome.reply) == (code, Reply(f"{config.base_topic}/response"))
     assert problem in outcome.message
 
 
