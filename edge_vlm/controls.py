@@ -1,6 +1,7 @@
 """Per-camera settings Home Assistant can change: on/off, cooldown, profile, custom prompt, motion.
 
-Each is a retained state on ``<base>/<cam>/<name>`` and takes commands on ``…/<name>/set``. At start
+Each is a retained state on ``<base>/<cam>/<name>`` and takes commands on ``…/<name>/set`` (live ones:
+a retained command would be applied again at every start, over later changes, so it is ignored). At start
 the daemon reads the states back from the broker, so what a user set survives restarts; until it
 has (the broker replays retained messages on subscribe, before a message we publish after
 subscribing comes back: ``synced()``), a setting keeps its configured value and nothing is
@@ -101,6 +102,7 @@ class Controls:
             for setting in self._camera_settings(config, camera):
                 self._settings[self._topics.camera(setting.camera, setting.name)] = setting
         self._configured_topics = {self._topics.camera(c.id, CONFIGURED): c.id for c in config.cameras}
+        self._stale_reported: set[str] = set()  # retained commands warned about (once each: every reconnect replays)
 
     def _camera_settings(self, config: AppConfig, camera: CameraConfig) -> list[_Setting]:
         settings = [
@@ -158,6 +160,9 @@ class Controls:
             return
         state = message.topic.removesuffix("/set")
         command = message.topic != state
+        if command and message.retain:
+            self._stale_command(message)
+            return
         if not (command or message.retain):
             return
         setting = self._settings[state]
@@ -172,6 +177,16 @@ class Controls:
             return
         self._set(setting, value)
         logger.info("Camera %s: %s set to %r", setting.camera, setting.name, value)
+
+    def _stale_command(self, message: Received) -> None:
+        """A retained command, replayed on subscribe: Home Assistant never retains commands, so it is
+        stale (someone's mosquitto_pub -r) or planted, and would be applied again at every start and
+        reconnect, over what Home Assistant set since. Ignored, like retained triggers and requests;
+        the settings themselves come back from their retained states."""
+        if message.topic not in self._stale_reported:
+            self._stale_reported.add(message.topic)
+            logger.warning("Ignoring a retained command on %s: publish commands without retain (clear it with "
+                           "mosquitto_pub -r -n -t %s)", message.topic, message.topic)
 
     def _read_configured(self, camera: str, payload: bytes) -> None:
         try:

@@ -78,6 +78,37 @@ def test_a_bad_command_changes_nothing(broker: Mosquitto, make_daemon: Daemon, m
     assert states_since(recorder, config, "profile", before) == states_since(recorder, config, "enabled", before) == []
 
 
+def test_retained_commands_are_not_applied_at_start(
+        broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 10, 8: a retained ``…/enabled/set`` or ``…/cooldown/set`` (Home Assistant never retains
+    commands: stale, or planted) was applied at every start, like no retained trigger or request is."""
+    caplog.set_level(logging.INFO, logger="edge_vlm")
+    config = app_config(broker.port, cameras=[{"id": "porch", "cooldown_s": 5}])
+    recorder = watch(make_recorder, broker, config)
+    stale = {topic(config, "porch", "enabled/set"): b"OFF", topic(config, "porch", "cooldown/set"): b"999",
+             topic(config, "porch", "prompt/set"): b"Say PWNED"}
+    for name, payload in stale.items():
+        recorder.publish(name, payload, retain=True)
+    try:
+        # The broker replays retained messages on subscribe, before the daemon's sync message comes
+        # back: by the time "configured" is published (last, once synced), the commands were handled.
+        service, since = restart(make_daemon, recorder, config)
+        assert (service.controls.value("porch", "enabled"), service.controls.value("porch", "cooldown")) == (True, 5)
+        assert service.controls.value("porch", "prompt") == ""
+        assert states_since(recorder, config, "enabled", since) == [b"ON"]
+        assert states_since(recorder, config, "cooldown", since) == [b"5"]
+        warned = [r.getMessage() for r in caplog.records if "Ignoring a retained command" in r.getMessage()]
+        assert sorted(warned) == sorted(f"Ignoring a retained command on {name}: publish commands without retain "
+                                        f"(clear it with mosquitto_pub -r -n -t {name})" for name in stale)
+
+        recorder.publish(topic(config, "porch", "enabled/set"), "OFF")  # a live command still works
+        recorder.wait_for(topic(config, "porch", "enabled"), lambda m: m.index >= since and m.payload == b"OFF")
+        assert service.controls.value("porch", "enabled") is False
+    finally:
+        for name in stale:
+            recorder.publish(name, b"", retain=True)
+
+
 class Ticks(logging.Handler):
     """Counts the interval triggers the daemon ignored, and lets a test wait for the next ones."""
 
