@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,12 +18,18 @@ from edge_vlm.config.sources import RtspSourceConfig
 from edge_vlm.errors import SourceError
 from edge_vlm.frames import Frame
 from edge_vlm.sources.mqtt_snapshot import LatestSnapshot
-from edge_vlm.sources.rtsp import RtspSource, stream_url
-from tests.conftest import ServerFactory
+from edge_vlm.sources.rtsp import STOP_WAIT_S, RtspSource, stream_url
+from tests.conftest import ServerFactory, app_config
+from tests.support.broker import Mosquitto
+from tests.support.mqtt import Recorder
+from tests.support.notify import DaemonProcess, write_config
 from tests.support.rtsp import decode_blocks, open_capture
+from tests.test_daemon import started
 
 FPS = 15
 INTERVAL_MS = 1000 / FPS
+MARGIN_S = 10.0  # a bound on waiting on a busy machine, not a measure of speed
+STOP_BOUND_S = 30.0  # systemd/edge-vlm.service: TimeoutStopSec=45, then SIGKILL
 
 
 def config(url: str, **overrides: object) -> RtspSourceConfig:
@@ -197,3 +208,137 @@ def test_a_reader_that_falls_behind_hands_out_frames_as_old_as_they_are(rtsp_ser
         assert stale.code == "stale_frame"
     finally:
         source.stop()
+
+
+class MuteCamera:
+    """An RTSP port that accepts connections and then says nothing (``trickle=False``: a camera
+    hung mid-boot) or answers a byte every 0.1 s (each read quick, the answer never complete)."""
+
+    def __init__(self, *, trickle: bool) -> None:
+        self._trickle = trickle
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"rtsp://127.0.0.1:{self._listener.getsockname()[1]}/live"
+        self.connected = threading.Event()
+        self._closed = threading.Event()
+        self._clients: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            self._clients.append(client)
+            self.connected.set()
+            if self._trickle:
+                threading.Thread(target=self._answer, args=(client,), daemon=True).start()
+
+    def _answer(self, client: socket.socket) -> None:
+        reply = b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nX-Padding: " + b"x" * 1000 + b"\r\n\r\n"
+        try:
+            for byte in reply:
+                if self._closed.wait(0.1):
+                    return
+                client.sendall(bytes([byte]))
+        except OSError:  # the client hung up
+            pass
+
+    def close(self) -> None:
+        self._closed.set()
+        self._listener.close()
+        for client in self._clients:
+            client.close()
+
+
+@contextmanager
+def mute_camera(*, trickle: bool = False) -> Iterator[MuteCamera]:
+    camera = MuteCamera(trickle=trickle)
+    try:
+        yield camera
+    finally:
+        camera.close()
+
+
+class Background:
+    """``call()`` on a thread of its own, so that a test can bound its wait for the outcome."""
+
+    def __init__(self, call: Callable[[], object]) -> None:
+        self.done = threading.Event()
+        self.outcome: object = None
+        threading.Thread(target=self._run, args=(call,), daemon=True).start()
+
+    def _run(self, call: Callable[[], object]) -> None:
+        try:
+            self.outcome = call()
+        except Exception as exc:  # handed to the test
+            self.outcome = exc
+        finally:
+            self.done.set()
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["silent", "trickling"])
+def test_an_on_demand_grab_from_a_mute_camera_ends_after_open_timeout_s(trickle: bool) -> None:
+    with mute_camera(trickle=trickle) as camera:
+        grab = Background(RtspSource("cam", config(camera.url, mode="on_demand", open_timeout_s=1),
+                                     password=None).grab)
+        assert grab.done.wait(1 + MARGIN_S), "the open is not bounded"
+        assert camera.connected.is_set()
+        assert isinstance(grab.outcome, SourceError), grab.outcome
+        assert grab.outcome.code == "camera_unavailable" and "cannot connect" in str(grab.outcome)
+
+
+def test_stop_does_not_wait_for_a_reader_stuck_in_its_open() -> None:
+    with mute_camera() as camera:
+        # The reader is in OpenCV's open for up to a minute; stop() must not be.
+        source = RtspSource("cam", config(camera.url, open_timeout_s=60), password=None)
+        source.start()
+        assert camera.connected.wait(MARGIN_S)
+        assert Background(source.stop).done.wait(STOP_WAIT_S + MARGIN_S), "stop() waits for the open"
+        with pytest.raises(SourceError) as caught:
+            source.grab()
+        assert caught.value.code == "camera_unavailable"
+
+
+def test_stop_ends_a_grab_waiting_for_the_next_frame(rtsp_server: ServerFactory) -> None:
+    server = rtsp_server(fps=FPS)
+    states = States()
+    source = RtspSource("cam", config(server.url, read_timeout_s=60), password=None, on_state=states)
+    source.start()
+    states.wait(True)
+    server.pause()  # the reader now waits in OpenCV's read for up to a minute, and a grab with it
+    try:
+        for _ in range(20):  # the frames already on their way are handed out first
+            grab = Background(source.grab)
+            if not grab.done.wait(1):
+                break
+        else:
+            pytest.fail("the stream never stalled")
+        assert Background(source.stop).done.wait(STOP_WAIT_S + MARGIN_S), "stop() waits for the reader's read"
+        assert grab.done.wait(MARGIN_S), "the grab waits on after stop()"
+        assert isinstance(grab.outcome, SourceError) and grab.outcome.code == "cancelled", grab.outcome
+    finally:
+        server.resume()
+        source.stop()
+
+
+@pytest.mark.mqtt
+def test_sigterm_ends_the_daemon_while_an_rtsp_camera_hangs_in_its_open(
+        tmp_path: Path, broker: Mosquitto, make_recorder: Callable[..., Recorder]) -> None:
+    with mute_camera() as camera:
+        # on_demand: the capture thread itself is in OpenCV's open, for up to open_timeout_s = 60 s.
+        cameras = [{"id": "front_door", "source": {"type": "rtsp", "url": camera.url, "mode": "on_demand",
+                                                   "open_timeout_s": 60}}]
+        config = app_config(broker.port, cameras=cameras)
+        write_config(tmp_path / "edge_vlm.yaml", config)
+        recorder = make_recorder(broker.port, [f"{config.base_topic}/#", f"{config.discovery.prefix}/#"])
+        daemon = DaemonProcess(tmp_path / "edge_vlm.yaml", tmp_path / "daemon.log")
+        try:
+            started(recorder, config)
+            recorder.publish(f"{config.base_topic}/front_door/trigger", b'{"id": "hung-1"}')
+            assert camera.connected.wait(MARGIN_S), "the daemon did not connect to the camera"
+            daemon.signal(signal.SIGTERM)
+            assert daemon.wait(STOP_BOUND_S) == 0, daemon.text()
+            assert "Still capturing for front_door" in daemon.text()
+        finally:
+            daemon.close()

@@ -13,6 +13,14 @@ hands out frames that look as old as they are; one older than ``max_frame_age_s`
 A stream that stalls (a hung server keeps the TCP connection open and sends nothing; OpenCV then
 returns stale frames after its read timeout) is detected by timing each grab, and reconnected
 with a doubling delay, reset only once frames have flowed for a while.
+
+Bounds: OpenCV's FFmpeg backend ends an open after ``open_timeout_s`` and each read after
+``read_timeout_s`` in total (an interrupt callback on the clock, so a server that trickles bytes
+is cut off too). A persistent source's ``grab()`` waits ``read_timeout_s`` at most; an on-demand
+one ``open_timeout_s`` plus ``2 * read_timeout_s`` at most (reads until the live edge, the last one
+started before ``read_timeout_s`` ran out). ``stop()`` wakes a ``grab()`` waiting for a frame
+(``cancelled``) and waits ``STOP_WAIT_S`` at most for the reader: one OpenCV call cannot be
+interrupted, and a daemon thread stuck in one must not hold up the daemon's stop.
 """
 
 from __future__ import annotations
@@ -37,6 +45,9 @@ logger = logging.getLogger(__name__)
 STALL_SHARE = 0.9  # a grab this close to the read timeout means the stream stalled
 HEALTHY_S = 10.0  # frames flowing this long after a connect reset the reconnect delay
 DEFAULT_FPS = 15.0
+# stop() waits this long at most, from the first request_stop(), for the reader thread to let go of
+# its stream; sources stopped together (request_stop() on all, then stop() on each) share the wait.
+STOP_WAIT_S = 2.0
 
 StateListener = Callable[[bool, str], None]
 FrameListener = Callable[[np.ndarray], None]  # a sampled BGR frame; must return at once
@@ -131,6 +142,7 @@ class RtspSource:
         self._shown_url = redact_url(self._url)
         self._on_state = on_state
         self._stop = threading.Event()
+        self._stop_requested_at: float | None = None
         self._thread: threading.Thread | None = None
         self._want = threading.Event()
         self._fresh = threading.Condition()
@@ -145,15 +157,21 @@ class RtspSource:
             self._thread.start()
 
     def request_stop(self) -> None:
-        """Ask the reader to stop; ``stop()`` waits for it (stop many sources at once this way)."""
-        self._stop.set()
+        """Ask the reader to stop and end grabs in flight; ``stop()`` waits for the reader (stop many
+        sources at once this way: their waits run together)."""
+        with self._fresh:
+            if self._stop_requested_at is None:
+                self._stop_requested_at = time.monotonic()
+            self._stop.set()
+            self._fresh.notify_all()
 
     def stop(self) -> None:
         self.request_stop()
-        if self._thread is not None:
-            self._thread.join(self.config.open_timeout_s + self.config.read_timeout_s + 1)
-            if self._thread.is_alive():
-                logger.warning("Camera %s: the stream reader is still blocked in OpenCV", self.camera)
+        if self._thread is not None and self._stop_requested_at is not None:
+            self._thread.join(max(0.0, self._stop_requested_at + STOP_WAIT_S - time.monotonic()))
+            if self._thread.is_alive():  # a daemon thread: it ends by itself, within OpenCV's timeouts
+                logger.warning("Camera %s: the stream reader is still in an OpenCV call after %g s; not "
+                               "waiting for it (open_timeout_s and read_timeout_s end it)", self.camera, STOP_WAIT_S)
 
     def grab(self) -> Frame:
         frame = self._next_frame() if self.config.mode == "persistent" else self._grab_once()
@@ -172,11 +190,18 @@ class RtspSource:
         with self._fresh:
             seen = self._latest
             self._want.set()
-            if not self._fresh.wait_for(lambda: self._latest is not seen, self.config.read_timeout_s):
+            if not self._fresh.wait_for(lambda: self._latest is not seen or self._stop.is_set(),
+                                        self.config.read_timeout_s):
                 raise SourceError(f"camera {self.camera!r} is unavailable: no frame for "
                                   f"{self.config.read_timeout_s:g} s")
+            if self._latest is seen:
+                raise self._cancelled()
             assert self._latest is not None
             return self._latest
+
+    def _cancelled(self) -> SourceError:
+        return SourceError(f"camera {self.camera!r}: the source was stopped (the daemon is stopping, or "
+                           "reloading its configuration)", code="cancelled")
 
     def _read_forever(self) -> None:
         delay = 1.0
@@ -239,6 +264,8 @@ class RtspSource:
 
     def _grab_once(self) -> Frame:
         with self._on_demand_lock:
+            if self._stop.is_set():
+                raise self._cancelled()
             capture = open_capture(self.config, self._url)
             if capture is None:
                 raise SourceError(f"camera {self.camera!r} is unavailable: cannot connect to {self._shown_url}")
@@ -253,6 +280,8 @@ class RtspSource:
         waiting = 0.5 / (fps if 1 <= fps <= 240 else DEFAULT_FPS)
         deadline = time.monotonic() + self.config.read_timeout_s
         while True:
+            if self._stop.is_set():
+                raise self._cancelled()
             started = time.monotonic()
             if not capture.grab():
                 raise SourceError(f"camera {self.camera!r} is unavailable: the stream ended")
