@@ -12,10 +12,14 @@ from __future__ import annotations
 import re
 import socket
 import ssl
+import threading
 from typing import Any
 
 from edge_vlm.config.mqtt import MqttConfig
 
+# How long the probe after a drop waits for the broker to accept a TCP connection (less than the
+# shortest wait before the reconnect it informs: reconnect_min_delay, doubled after a short connection).
+PROBE_TIMEOUT_S = 1.0
 # A CONNACK reason code that means: these credentials are not accepted.
 BAD_CREDENTIALS = (0x86, 0x87, 0x8C)  # bad user name or password, not authorized, bad authentication method
 _SSL_REASON = re.compile(r"\[SSL: ([A-Z0-9_]+)\]")
@@ -157,3 +161,38 @@ def dropped_problem(reason_value: int, reason_name: str, config: MqttConfig, cli
 def reason_text(reason: Any) -> str:
     """The name of a paho ReasonCode (or whatever paho passed)."""
     return str(getattr(reason, "getName", lambda: reason)())
+
+
+class ListeningProbe:
+    """Whether the broker still took TCP connections right after it dropped ours.
+
+    A broker that dropped just us (another client took our client id's session; a broker that
+    disconnects clients on ACL denials) is still listening; one that restarted, or went away, is
+    not. The drop itself cannot tell: MQTT 3.1.1 gives no reason, and Mosquitto 2.0 gives none in
+    MQTT 5 either (no DISCONNECT 0x8E "Session taken over", nor 0x8B "Server shutting down"). So
+    the "same client id?" hint needs this evidence, else plain broker restarts in a row got it.
+
+    Runs in a thread of its own (paho's network thread must not wait on a connect); ``listening``
+    is None until known. ``address``: the peer of the dropped connection (no name to resolve).
+    """
+
+    def __init__(self, address: tuple[str, int] | None) -> None:
+        self.listening: bool | None = None
+        if address is not None:
+            threading.Thread(target=self._probe, args=(address,), name="mqtt-drop-probe", daemon=True).start()
+
+    def _probe(self, address: tuple[str, int]) -> None:
+        try:
+            with socket.create_connection(address, timeout=PROBE_TIMEOUT_S):
+                self.listening = True
+        except OSError:  # refused (nothing listens: a restart), or no answer in time
+            self.listening = False
+
+
+def peer_address(sock: Any) -> tuple[str, int] | None:
+    """The broker's address of a connected socket (paho's ``Client.socket()``), None if unknown."""
+    try:
+        peer = sock.getpeername()
+    except (AttributeError, OSError):
+        return None
+    return (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) and len(peer) >= 2 else None

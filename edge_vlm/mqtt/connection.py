@@ -30,10 +30,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_vlm.config.models import AppConfig
 from edge_vlm.mqtt.connect_problems import (
+    ListeningProbe,
     closed_before_connack_problem,
     connack_problem,
     connect_failure_problem,
     dropped_problem,
+    peer_address,
     reason_text,
 )
 from edge_vlm.mqtt.denials import Denials
@@ -69,6 +71,8 @@ class MqttConnection:
         self._connected_at = 0.0  # time.monotonic() of the last CONNACK
         self._short_connections = 0  # in a row, each dropped within STABLE_S, and the broker took us back at once
         self._last_drop: tuple[int, str] = (0, "")  # reason code and name of the last drop
+        self._drop_probe = ListeningProbe(None)  # whether the broker still listened after the last drop
+        self._peer: tuple[str, int] | None = None  # the broker's address on the current connection
         self._attempt_reported = False  # this connection attempt's failure was reported already
         self._socket_error: str | None = None  # the last socket error paho logged in this attempt
         self._denials = Denials(self._config.username)
@@ -193,7 +197,10 @@ class MqttConnection:
         if self._stopping:
             return
         self._connected_at = time.monotonic()
+        self._peer = peer_address(client.socket())
         logger.info("Connected to MQTT broker %s", self.broker)
+        if self._drop_probe.listening is False:  # it was away after the last drop: a restart, not a clash
+            self._short_connections = 0
         if self._short_connections > 1:  # it keeps taking us and dropping us
             self._report_problem(dropped_problem(*self._last_drop, self._config, self._client_id, repeated=True)
                                  or f"broker {self.broker} keeps dropping the connection")
@@ -236,6 +243,7 @@ class MqttConnection:
         # each accepted connection: raise the minimum so that a broker that keeps dropping us (a
         # client with the same id, an ACL that disconnects) is not hammered every second.
         self._short_connections += 1
+        self._drop_probe = ListeningProbe(self._peer)
         delay = min(self._config.reconnect_min_delay * 2 ** self._short_connections, self._config.reconnect_max_delay)
         self._client.reconnect_delay_set(delay, self._config.reconnect_max_delay)
         self._last_drop = (reason.value, reason_text(reason))
