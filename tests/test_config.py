@@ -323,3 +323,42 @@ def test_every_prompt_in_the_file_has_its_placeholders_checked() -> None:
         f"line 1: profiles.p.prompt: '{{zz}}': {use.format('zz')}"]
     assert problems('frigate: {enabled: true}\ncameras: [{id: a, frigate: {prompts: {person: "{q}"}}}]\n') == [
         f"line 2: cameras[0].frigate.prompts.person: '{{q}}': {use.format('q')}"]
+
+
+@pytest.mark.parametrize(("setting", "topic_filter", "problem"), [
+    ("reply_topics", "$SYS/#", "$ topics are the broker's ($SYS) or shared subscriptions, never a request's"),
+    ("reply_topics", "#", "it reaches into homeassistant/…, Home Assistant's topics"),
+    ("image_topics", "+/status", "it reaches into homeassistant/…, Home Assistant's topics"),
+    ("reply_topics", "answers/#/x", "# must be a whole level and the last one"),
+    ("image_topics", "pictures/a+", "+ must be a whole level"),
+])
+def test_request_topic_filters_must_be_valid_and_stay_out_of_the_broker_and_home_assistant(
+        setting: str, topic_filter: str, problem: str) -> None:
+    assert problems(f"cameras: [{{id: yard}}]\nmqtt:\n  {setting}: ['{topic_filter}']\n") == [
+        f"line 3: mqtt.{setting}: {topic_filter!r}: {problem}"]
+
+
+@pytest.mark.parametrize(("setting", "topic_filter", "ours"), [
+    ("reply_topics", "edge_vlm/#", "edge_vlm/board/status"),
+    ("reply_topics", "edge_vlm/+/enabled", "edge_vlm/yard/enabled"),
+    ("reply_topics", "edge_vlm/+/+/set", "edge_vlm/yard/enabled/set"),
+    ("reply_topics", "edge_vlm/+/snapshot", "edge_vlm/yard/snapshot"),
+    ("reply_topics", "edge_vlm/request", "edge_vlm/request"),
+    ("image_topics", "edge_vlm/+/attributes", "edge_vlm/yard/attributes"),
+])
+def test_request_topic_filters_may_not_cover_the_daemons_own_topics(setting: str, topic_filter: str,
+                                                                     ours: str) -> None:
+    """A reply there would be taken for the daemon's status, a state or a command."""
+    assert problems(f"cameras: [{{id: yard}}]\nmqtt:\n  {setting}: ['{topic_filter}']\n") == [
+        f"line 1: (top level): mqtt.{setting}: {topic_filter!r} matches {ours}, a topic of edge_vlm's own"]
+
+
+def test_request_topic_filters_may_name_their_own_subtrees() -> None:
+    text = ("cameras: [{id: yard}]\ndiscovery: {prefix: ha}\nmqtt:\n"
+            "  reply_topics: [edge_vlm/response/#, answers/+/edge]\n"
+            "  image_topics: [edge_vlm/images/#, edge_vlm/+/image, edge_vlm/yard/snapshot, cams/#]\n")
+    mqtt = load_config_text(text).config.mqtt
+    assert mqtt.reply_topics == ["edge_vlm/response/#", "answers/+/edge"]
+    assert mqtt.image_topics == ["edge_vlm/images/#", "edge_vlm/+/image", "edge_vlm/yard/snapshot", "cams/#"]
+    assert problems(text.replace("cams/#", "ha/#")) == [
+        "line 1: (top level): mqtt.image_topics: 'ha/#' reaches into the discovery prefix ha/"]
