@@ -119,8 +119,8 @@ def _image_topic_problem(topic: str, allowed: tuple[str, ...]) -> str | None:
     if "+" in topic or "#" in topic:
         return "it holds a wildcard"
     if topic.startswith("$") or not any(filter_matches(f, topic) for f in allowed):
-        return f"it is not an image topic requests may use (mqtt.image_topics, the cameras' snapshot topics: " \
-               f"{list(allowed)})"
+        # The allowed ones are not listed: a camera's snapshot topics may be another integration's.
+        return "it is not an image topic requests may use (mqtt.image_topics, the cameras' snapshot topics)"
     return None
 
 

@@ -6,7 +6,8 @@ and ``id`` (echoed in the result, so the requester can find its answer).
 
 ``<base>/request`` ("ask anything"): a JSON object with the image (``camera``, base64 ``image`` or
 ``image_topic``, exactly one), the question (``prompt`` or ``profile``) and an ``id``; the answer goes
-to the MQTT 5 response topic, or ``reply_to`` for MQTT 3.1.1 clients.
+to the MQTT 5 response topic, or ``reply_to`` for MQTT 3.1.1 clients (where either may point, and which
+image topics may be read, is checked in edge_vlm.requests).
 """
 
 from __future__ import annotations
@@ -68,9 +69,11 @@ class AskRequest(_Payload):
     camera: str | None = Field(None, pattern=ID_PATTERN, description="Ask about this camera's current frame.")
     image: str | None = Field(None, min_length=4, description="...or about this image (base64 JPEG or PNG).")
     image_topic: str | None = Field(None, min_length=1, max_length=1024,
-                                    description="...or about the retained image on this topic.")
+                                    description="...or about the retained image on this topic: a camera's snapshot "
+                                    "topic or one under mqtt.image_topics.")
     reply_to: str | None = Field(None, min_length=1, max_length=MAX_REPLY_TO,
-                                 description="Where to answer (MQTT 3.1.1); MQTT 5 clients set a response topic.")
+                                 description="Where to answer (MQTT 3.1.1), under mqtt.reply_topics; MQTT 5 clients "
+                                 "set a response topic.")
 
     @model_validator(mode="after")
     def _one_image(self) -> AskRequest:
