@@ -2,7 +2,10 @@
 
 ``grab()`` returns the camera's current frame or raises ``SourceError`` saying why it cannot;
 it may block (an HTTP request, an RTSP connection), so the daemon calls it off its dispatcher
-thread. ``start()`` and ``stop()`` bracket a source's life (a persistent stream's reader thread).
+thread. Each source bounds a grab in total time (its timeouts, whatever the camera does). ``start()``
+and ``stop()`` bracket a source's life (a persistent stream's reader thread); ``stop()`` ends a grab in
+flight where it can (``cancelled``) and waits seconds at most, so the daemon's stop stays within
+systemd's TimeoutStopSec.
 """
 
 from __future__ import annotations
