@@ -32,9 +32,11 @@ image is refused; a JPEG cut off and given a new end marker at 80 % of its data 
 
 Memory. A decode holds the decoded source image (Pillow: 1 byte per pixel for 1/L/P, 2 for 16-bit
 grey, 4 for the others), the RGB result (3 bytes per pixel, written in place in its upright
-orientation) and one band of rows being converted (about 4 MB of source and its temporaries), so
-the peak is at most 7 bytes x limits.max_image_pixels + about 30 MB: 280 MB + 30 MB at the
-default 40 megapixels. The JPEG reduced decode only holds the reduced image.
+orientation) and one band of rows being converted (1 MB of source and its temporaries, about 10 MB),
+so the peak is at most 7 bytes x limits.max_image_pixels + 16 MB: 283 MB at the default 40
+megapixels (it was up to 14 bytes a pixel: Pillow's RGB copy and numpy's copy of that by way of
+``tobytes``). Measured for a 16-bit RGBA PNG of 6300x6300: +274 MiB, was +531 MiB. The JPEG
+reduced decode only holds the reduced image. The PNG completeness check inflates in 1 MB steps.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ log = logging.getLogger(__name__)
 
 ACCEPTED_FORMATS = ("JPEG", "PNG")
 PUBLISHED_JPEG_QUALITY = 85
-BAND_BYTES = 4 << 20  # source bytes converted at a time (Pillow stores at most 4 bytes per pixel)
+BAND_BYTES = 1 << 20  # source bytes converted at a time (Pillow stores at most 4 bytes per pixel)
 INFLATE_CHUNK = 1 << 20  # output bytes per zlib call while measuring a PNG's image data
 GREY16_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
@@ -142,11 +144,14 @@ def decode_image(
             code="payload_too_large",
         )
     image = _open(data)
-    with image:
+    try:
         width, height = image.size
         fmt = str(image.format)
         _check_pixel_count(width, height, max_pixels)
-        _check_complete(data, fmt, width, height)
+        strict = _check_complete(data, fmt, width, height)
+        if strict is not data:
+            image.close()
+            image = _open(strict)
         request = _reduced_request(width, height, min_long_side)
         if request is not None and fmt == "JPEG":
             image.draft("RGB", request)
@@ -156,6 +161,8 @@ def decode_image(
             pixels = _upright_rgb(image, orientation)
         except (OSError, SyntaxError, ValueError, struct.error) as exc:
             raise ImageError(f"{fmt} image {width}x{height} could not be decoded: {_reason(exc)}") from None
+    finally:
+        image.close()
     return Frame(
         camera=camera,
         pixels=pixels,
@@ -213,11 +220,33 @@ def _check_pixel_count(width: int, height: int, max_pixels: int) -> None:
         raise ImageError(f"image has no pixels ({width}x{height})")
 
 
-def _check_complete(data: bytes, fmt: str, width: int, height: int) -> None:
-    """Refuse data too short for the pixels its header announces (libjpeg and zlib would pad it)."""
-    shortfall = _jpeg_shortfall(data) if fmt == "JPEG" else _png_shortfall(data)
+def _check_complete(data: bytes, fmt: str, width: int, height: int) -> bytes:
+    """Refuse data too short for the pixels its header announces (libjpeg and zlib would pad it);
+    return the bytes to decode: ``data``, or for a single-scan sequential JPEG its scan followed by
+    zero bytes instead of the end marker, so that libjpeg cannot pad it (see _strict_jpeg)."""
+    if fmt == "JPEG":
+        layout = _jpeg_layout(data)
+        shortfall = layout.shortfall
+    else:
+        layout, shortfall = None, _png_shortfall(data)
     if shortfall is not None:
         raise ImageError(f"{fmt} image {width}x{height} is truncated: {shortfall}")
+    return _strict_jpeg(data, layout) if layout is not None else data
+
+
+def _strict_jpeg(data: bytes, layout: _JpegLayout) -> bytes:
+    """A single-scan sequential Huffman JPEG with the end marker replaced by 8 zero bytes.
+
+    libjpeg pads a scan that meets a marker early, but it cannot pad one that runs out of bytes:
+    it suspends, waiting for more, and Pillow reports "image file is truncated" (unless something
+    set ImageFile.LOAD_TRUNCATED_IMAGES). A complete scan needs at most 4 bytes of look-ahead
+    after its last block, which the zeros give; a scan that lacks more than a few blocks' worth
+    of data is refused. (Progressive and multi-scan JPEGs are read whole into libjpeg's
+    coefficient buffer before any output, so they need their end marker: for those the lower
+    bounds and the scan coverage are the check.)"""
+    if layout.frame is None or layout.frame.progressive or not layout.frame.huffman or layout.scans != 1:
+        return data
+    return data[:layout.scan_end] + bytes(8)
 
 
 # --- JPEG completeness ---------------------------------------------------------------------------
@@ -255,36 +284,43 @@ class _JpegFrame:
         return mcus * sum(self.components[c][0] * self.components[c][1] for c in scan_components)
 
 
-def _jpeg_shortfall(data: bytes) -> str | None:
-    """What the JPEG's data lacks for its header's size, or None (also when it is too odd to tell:
-    Pillow's decode then has the last word)."""
+@dataclass
+class _JpegLayout:
     frame: _JpegFrame | None = None
-    pos, scans = 2, 0
-    while True:
+    scans: int = 0
+    scan_end: int = 0  # where the last scan's coded data ends
+    shortfall: str | None = None  # what the data lacks for the header's size
+
+
+def _jpeg_layout(data: bytes) -> _JpegLayout:
+    """The JPEG's frame and scans, measured. ``frame`` is None when the file is too odd to tell
+    (no end marker, broken segments, no frame header): Pillow's decode then has the last word."""
+    layout = _JpegLayout()
+    pos = 2
+    while layout.shortfall is None:
         found = _next_marker(data, pos)
         if found is None:
-            return None
+            return _JpegLayout()
         marker, pos = found
         if marker == _EOI:
-            return _jpeg_uncovered(frame)
+            layout.shortfall = _jpeg_uncovered(layout.frame)
+            break
         if marker in _STANDALONE:
             continue
-        if pos + 2 > len(data):
-            return None
         length = int.from_bytes(data[pos:pos + 2], "big")
         segment = data[pos + 2:pos + length]
         if length < 2 or len(segment) != length - 2:
-            return None
+            return _JpegLayout()
         pos += length
         if marker in _SOF_MARKERS:
-            frame = _parse_sof(marker, segment)
+            layout.frame = _parse_sof(marker, segment)
         elif marker == _SOS:
-            if frame is None:
-                return None
-            scans += 1
-            pos, shortfall = _check_scan(data, pos, segment, frame, scans)
-            if shortfall is not None:
-                return shortfall
+            if layout.frame is None:
+                return _JpegLayout()
+            layout.scans += 1
+            pos, layout.shortfall = _check_scan(data, pos, segment, layout.frame, layout.scans)
+            layout.scan_end = pos
+    return layout
 
 
 def _next_marker(data: bytes, pos: int) -> tuple[int, int] | None:
