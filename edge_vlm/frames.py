@@ -256,7 +256,6 @@ _ARITHMETIC = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 _SOS, _EOI = 0xDA, 0xD9
-_SCAN_END = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")  # the first marker that is no stuffing or RSTn
 _RESTART = re.compile(rb"\xff[\xd0-\xd7]")
 ALL_COEFFICIENTS = (1 << 64) - 1
 
@@ -353,8 +352,7 @@ def _parse_sof(marker: int, segment: bytes) -> _JpegFrame | None:
 
 def _check_scan(data: bytes, pos: int, header: bytes, frame: _JpegFrame, number: int) -> tuple[int, str | None]:
     """Measure one scan's entropy-coded data against the blocks it codes; return where it ends."""
-    match = _SCAN_END.search(data, pos)
-    end = match.start() if match else len(data)
+    end = _scan_end(data, pos)
     if not header or len(header) < 1 + 2 * header[0] + 3:
         return end, None
     count = header[0]
@@ -374,6 +372,19 @@ def _check_scan(data: bytes, pos: int, header: bytes, frame: _JpegFrame, number:
         return end, (f"scan {number} holds {coded} bytes of coded data where the {frame.width}x{frame.height} "
                      f"header needs at least {math.ceil(needed_bits / 8)}")
     return end, None
+
+
+def _scan_end(data: bytes, pos: int) -> int:
+    """Where the coded data from ``pos`` ends: at the first marker that is no stuffed 0xFF00 or
+    RSTn (bytes.find runs in C; a regular expression took 2 ms on a 1080p JPEG)."""
+    while True:
+        pos = data.find(b"\xff", pos)
+        if pos < 0 or pos + 1 >= len(data):
+            return len(data)
+        following = data[pos + 1]
+        if following != 0x00 and not 0xD0 <= following <= 0xD7:
+            return pos
+        pos += 2
 
 
 def _min_bits_per_block(frame: _JpegFrame, start: int) -> int:
