@@ -319,6 +319,8 @@ def _jpeg_layout(data: bytes) -> _JpegLayout:
             layout.scans += 1
             pos, layout.shortfall = _check_scan(data, pos, segment, layout.frame, layout.scans)
             layout.scan_end = pos
+            if pos >= len(data):
+                return _JpegLayout()  # no end marker: libjpeg runs dry and Pillow says "truncated"
     return layout
 
 
