@@ -26,9 +26,13 @@ used to be described as 36 megapixels of invented grey. Before decoding, the com
 measured against the header: every Huffman-coded block of a JPEG needs at least one bit per
 symbol it must hold (two in a sequential scan: DC and AC; one in a progressive DC scan), every
 component needs its DC and (progressive) all 63 AC coefficients covered by some scan, and a PNG's
-image data must inflate to the bytes its IHDR requires. These are lower bounds, so no complete
-image is refused; a JPEG cut off and given a new end marker at 80 % of its data can still pass
-(arithmetic-coded JPEGs get only the coverage check).
+image data must inflate to the bytes its IHDR requires (exact; it costs a second inflate, about
++50 % on a PNG decode). The JPEG bounds are lower bounds, so no complete image is refused. Then a
+single-scan baseline JPEG (what cameras send) is decoded with 8 zero bytes in place of its end
+marker: libjpeg cannot pad a scan that runs out of bytes, so one cut short anywhere but in its last
+few bytes is refused as truncated (see _strict_jpeg). A progressive or multi-scan JPEG cut inside
+an AC scan and given a new end marker still passes, blurred; arithmetic-coded JPEGs get only the
+coverage check.
 
 Memory. A decode holds the decoded source image (Pillow: 1 byte per pixel for 1/L/P, 2 for 16-bit
 grey, 4 for the others), the RGB result (3 bytes per pixel, written in place in its upright
