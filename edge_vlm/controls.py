@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 ON, OFF = b"ON", b"OFF"
 CONFIGURED = "configured"  # the file's values the states were stored under
 TEXT_MAX = 255  # Home Assistant's limit for a text entity
+CONFIGURED_MAX_BYTES = 16_384  # ours is five short values, the prompt at most TEXT_MAX
 COOLDOWN_MAX_S = 86_400
 
 Applier = Callable[[str, str, Any], None]  # camera, setting, value
@@ -189,12 +190,22 @@ class Controls:
                            "mosquitto_pub -r -n -t %s)", message.topic, message.topic)
 
     def _read_configured(self, camera: str, payload: bytes) -> None:
-        try:
-            values = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
-            values = None
-        if isinstance(values, dict):
-            self._configured_before[camera] = {str(k): str(v) for k, v in values.items()}
+        """The values the stored states were set under, as we published them: a flat JSON object of
+        a few short strings. Anything else on the topic (anyone may publish there) is ignored, with
+        one line; json.loads would recurse once per ``[`` (a RecursionError) and read megabytes."""
+        values = None
+        if len(payload) <= CONFIGURED_MAX_BYTES:
+            try:
+                values = json.loads(payload)
+            except (RecursionError, ValueError):  # UnicodeDecodeError is a ValueError
+                values = None
+        if not isinstance(values, dict):
+            logger.warning("Ignoring the stored configured values of camera %s: not what this daemon publishes "
+                           "(%d bytes)", camera, len(payload))
+            return
+        # Only plain values: str() of a list 900 deep is a RecursionError too.
+        self._configured_before[camera] = {str(k): str(v) for k, v in values.items()
+                                           if not isinstance(v, dict | list)}
 
     def _set(self, setting: _Setting, value: Any) -> None:
         with self._lock:

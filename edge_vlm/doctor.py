@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 from edge_vlm.config import load_config
+from edge_vlm.config.files import file_problem, not_there
 from edge_vlm.config.models import OpencvBackendConfig
 from edge_vlm.config.vlm import ImgencEncoderConfig, RkllmConfig, RknnEncoderConfig, VlmBackendConfig
 from edge_vlm.errors import ConfigError
@@ -124,9 +125,9 @@ def check_runtime(llm: RkllmConfig, root: Path) -> Check:
     shown = f"backend.llm.library {llm.library}"
     try:
         blob = git_blob_id(on_board(root, llm.library))
-    except FileNotFoundError:
-        return Check("rkllm runtime", "FAIL", f"{shown}: file not found", f"{RUNTIME_FIX}, at {llm.library}")
     except OSError as exc:
+        if (problem := not_there(exc)) is not None:
+            return Check("rkllm runtime", "FAIL", f"{shown}: {problem}", f"{RUNTIME_FIX}, at {llm.library}")
         return Check("rkllm runtime", "FAIL", f"{shown}: cannot read it: {exc.strerror}",
                      f"chmod a+r {llm.library}")
     return identify_runtime(shown, blob, llm.runtime_version)
@@ -154,12 +155,12 @@ def identify_runtime(shown: str, blob: str, configured: str) -> Check:
 def check_file(key: str, configured: Path, root: Path) -> tuple[Check, int | None]:
     """A model file's check, and its size when it is there."""
     path, name, shown = on_board(root, configured), key.replace(".", " "), f"backend.{key} {configured}"
-    if not path.is_file():
-        problem = "not a regular file" if path.exists() else "file not found"
+    problem = file_problem(path)
+    if problem == "not readable by this user":
+        return Check(name, "FAIL", f"{shown}: {problem}", f"chmod a+r {configured}"), None
+    if problem is not None:
         return Check(name, "FAIL", f"{shown}: {problem}",
                      f"download it (see models/README.md) to {configured}, or point backend.{key} at it"), None
-    if not os.access(path, os.R_OK):
-        return Check(name, "FAIL", f"{shown}: not readable by this user", f"chmod a+r {configured}"), None
     size = path.stat().st_size
     return Check(name, "PASS", f"{shown}: {size_text(size)}"), size
 
@@ -231,8 +232,8 @@ def check_rknnlite() -> Check:
 
 def check_imgenc(configured: Path, root: Path) -> Check:
     path, shown = on_board(root, configured), f"backend.encoder.executable {configured}"
-    if not path.is_file():
-        return Check("imgenc", "FAIL", f"{shown}: file not found", "build imgenc with build-linux.sh in rknn-llm's "
+    if (problem := file_problem(path)) not in (None, "not readable by this user"):
+        return Check("imgenc", "FAIL", f"{shown}: {problem}", "build imgenc with build-linux.sh in rknn-llm's "
                      "examples/multimodal_model_demo/deploy and point backend.encoder.executable at it")
     if not os.access(path, os.X_OK):
         return Check("imgenc", "FAIL", f"{shown}: not executable", f"chmod +x {configured}")

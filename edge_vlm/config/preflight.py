@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from edge_vlm.config.files import file_problem
 from edge_vlm.config.loader import ConfigFile, load_config
 from edge_vlm.config.models import AppConfig
 from edge_vlm.config.mqtt import MqttConfig
@@ -18,16 +19,6 @@ from edge_vlm.config.secrets import read_secret, secret_problem
 from edge_vlm.config.sources import HttpSourceConfig, RtspSourceConfig
 from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.errors import ConfigError
-
-
-def _file_problem(path: Path) -> str | None:
-    if not path.exists():
-        return "file not found"
-    if not path.is_file():
-        return "not a regular file"
-    if not os.access(path, os.R_OK):
-        return "not readable by this user"
-    return None
 
 
 def preflight(loaded: ConfigFile, environ: Mapping[str, str]) -> list[str]:
@@ -38,12 +29,12 @@ def preflight(loaded: ConfigFile, environ: Mapping[str, str]) -> list[str]:
     if tls.enabled:
         for name in ("ca_file", "cert_file", "key_file"):
             path = getattr(tls, name)
-            if path is not None and (problem := _file_problem(path)):
+            if path is not None and (problem := file_problem(path)):
                 problems.append(f"{loaded.where('mqtt', 'tls', name)}: {str(path)!r}: {problem}")
     backend = config.backend
     if isinstance(backend, VlmBackendConfig):
         for key, path in backend.files.items():
-            if problem := _file_problem(path):
+            if problem := file_problem(path):
                 problems.append(f"{loaded.where('backend', *key)}: {str(path)!r}: {problem}")
             elif key[-1] == "executable" and not os.access(path, os.X_OK):
                 problems.append(f"{loaded.where('backend', *key)}: {str(path)!r}: not executable")
