@@ -27,9 +27,9 @@ import numpy as np
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_vlm.backends.vlm import VlmBackend
 from edge_vlm.config.models import AppConfig
 from edge_vlm.service import Service
-from edge_vlm.worker.supervisor import VlmBackend
 from tests.support import images
 from tests.support.broker import Mosquitto
 from tests.support.imgenc_standin import write_model

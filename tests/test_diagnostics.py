@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edge_vlm.backends.vlm import VlmBackend
 from edge_vlm.board import BoardMonitor
 from edge_vlm.config.models import AppConfig
 from edge_vlm.diagnostics import STAGES
@@ -19,7 +20,6 @@ from edge_vlm.errors import BackendError
 from edge_vlm.frames import Frame
 from edge_vlm.jobs import Description
 from edge_vlm.service import Service
-from edge_vlm.worker.supervisor import VlmBackend
 from tests.conftest import app_config
 from tests.support import images
 from tests.support.backends import GatedBackend
@@ -90,7 +90,7 @@ def test_a_described_snapshot_updates_counters_and_stage_latencies_in_the_retain
     assert diagnostics["last_latency_ms"] >= stages["capture"] + stages["preprocess"] + stages["queued"]
     assert (diagnostics["queue_depth"], diagnostics["inbox_waiting"]) == (0, 0)
     assert 10 < diagnostics["memory_mib"] < 4096  # this test process's RSS: the daemon runs in it
-    assert diagnostics["worker_memory_mib"] is None  # opencv has no inference worker
+    assert 10 < diagnostics["worker_memory_mib"] < 4096  # the opencv analyzer runs in a worker process too
 
     # Every sensor announced on the daemon's device reads a key that the diagnostics JSON has.
     node = recorder.wait_for(f"{config.discovery.prefix}/device/edge_vlm_{config.node_id}/config").json()

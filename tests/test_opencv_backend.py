@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+from collections.abc import Iterator
+
+import cv2
 import numpy as np
 import pytest
 
@@ -15,10 +21,11 @@ from tests.support import images
 
 
 @pytest.fixture(scope="module")
-def backend() -> OpencvBackend:
+def backend() -> Iterator[OpencvBackend]:
     backend = OpencvBackend(OpencvBackendConfig())
     backend.load()
-    return backend
+    yield backend
+    backend.close()
 
 
 def frame(data: bytes, camera: str = "cam") -> Frame:
@@ -80,3 +87,55 @@ def test_sentence_wording() -> None:
 def test_describe_before_load_is_an_error() -> None:
     with pytest.raises(BackendError, match="not loaded"):
         describe(OpencvBackend(OpencvBackendConfig()), frame(images.jpeg()), "")
+
+
+# Valid frames that crashed OpenCV's HOG (a glibc abort inside detectMultiScale) when it ran in the
+# daemon: smaller than the detector's 64x128 window, or thin enough to become so when scaled.
+SMALL_AND_THIN = [(1, 1), (2, 2), (8, 8), (50, 50), (128, 64), (1600, 200), (1920, 200), (1, 10000), (10000, 1)]
+
+
+@pytest.mark.parametrize(("width", "height"), SMALL_AND_THIN)
+def test_small_and_thin_frames_are_described(backend: OpencvBackend, width: int, height: int) -> None:
+    worker = backend.worker_pid
+    described = describe(backend, frame(images.encode(images.scene(width, height)), f"thin{width}x{height}"), "")
+    assert described.details["people"] >= 0 and described.text.endswith(("daylight", "dusk light", "dark scene"))
+    assert backend.worker_pid == worker  # described by the same worker: nothing crashed
+
+
+@pytest.mark.parametrize("name", ["front_door", "driveway", "garden_night"])
+def test_the_same_scene_gets_the_same_answer_at_any_resolution(backend: OpencvBackend, name: str) -> None:
+    original = images.sample(name)
+    expected = describe(backend, frame(original, f"{name}-original"), "").text
+    source = frame(original, "").pixels
+    for long_side, fmt in [(320, "JPEG"), (1280, "JPEG"), (4000, "JPEG"), (4000, "PNG")]:
+        height, width = source.shape[:2]
+        scale = long_side / max(width, height)
+        resized = cv2.resize(source, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_CUBIC)
+        text = describe(backend, frame(images.encode(resized, fmt), f"{name}-{long_side}-{fmt}"), "").text
+        assert text == expected, f"{name} at {long_side} px ({fmt})"
+
+
+def test_a_crash_in_the_analyzer_takes_down_its_worker_only_and_the_worker_comes_back() -> None:
+    backend = OpencvBackend(OpencvBackendConfig(restart_max_delay_s=1))
+    availability: list[tuple[bool, str]] = []
+    lost = threading.Event()
+
+    def listener(available: bool, reason: str) -> None:
+        availability.append((available, reason))
+        if not available:
+            lost.set()
+
+    backend.on_availability(listener)
+    backend.load()
+    try:
+        first = backend.worker_pid
+        assert first is not None
+        os.kill(first, signal.SIGSEGV)  # what OpenCV did on a 1x1 frame, done by hand
+        assert lost.wait(30)
+        # The next job waits for the restarted worker (bounded by job_timeout_s) and is described.
+        described = describe(backend, frame(images.sample("front_door")), "")
+        assert described.text == "1 person; 1 face visible; daylight"
+        assert backend.worker_pid not in (None, first)
+        assert availability == [(True, "ready"), (False, "worker was killed by SIGSEGV"), (True, "ready")]
+    finally:
+        backend.close()

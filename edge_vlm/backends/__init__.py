@@ -45,9 +45,9 @@ def create_backend(config: OpencvBackendConfig | VlmBackendConfig, log_level: st
     """The backend that ``config`` asks for, not loaded yet."""
     # Imported here so that a backend's heavy imports happen only when it is used.
     if isinstance(config, VlmBackendConfig):
-        from edge_vlm.worker.supervisor import VlmBackend  # noqa: PLC0415
+        from edge_vlm.backends.vlm import VlmBackend  # noqa: PLC0415
 
         return VlmBackend(config, log_level)
     from edge_vlm.backends.opencv import OpencvBackend  # noqa: PLC0415
 
-    return OpencvBackend(config)
+    return OpencvBackend(config, log_level)

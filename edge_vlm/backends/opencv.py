@@ -4,6 +4,13 @@ People come from OpenCV's HOG pedestrian detector, faces from the Haar cascade t
 opencv-python, light level from the mean luma, and motion from the difference with the previous
 frame of the same camera. It ignores the prompt: it answers the same questions for every frame.
 It runs on any CPU, is the default when no NPU model is configured, and is a useful gate.
+
+The detectors are native code that a frame can crash (OpenCV's HOG aborts on frames smaller than
+its window), so they run in a supervised worker process like the vlm backend's runtimes:
+``OpencvBackend`` is the daemon's side (it scales the frame, overlapping the worker's current
+job), ``OpencvAnalyzer`` the worker's. Every frame is analysed at ``analysis_size`` on its long
+side, scaled up or down, so that a scene gets the same answer whatever the camera's resolution,
+and padded to at least the people detector's window.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -19,12 +27,19 @@ import numpy as np
 from edge_vlm.config.models import OpencvBackendConfig
 from edge_vlm.errors import BackendError
 from edge_vlm.frames import Frame
-from edge_vlm.jobs import Description
 from edge_vlm.motion import changed_share, small_grey
+from edge_vlm.worker.messages import JobDone, RunJob
+from edge_vlm.worker.supervisor import WorkerBackend
 
 logger = logging.getLogger(__name__)
 
 FACE_CASCADE = "haarcascade_frontalface_default.xml"
+# The HOG people detector's window (width, height); a smaller image crashes detectMultiScale.
+HOG_WINDOW = (64, 128)
+PAD_GREY = 128
+# The face cascade's last-stage weight below which a face is not counted: real faces in the samples
+# score 3.7-4.5 at every scale, the false ones that come and go with resampling 0.7-0.9.
+MIN_FACE_WEIGHT = 2.0
 # Mean luma thresholds (0-255) between night, dusk and day.
 DUSK_LUMA = 35.0
 DAY_LUMA = 90.0
@@ -61,17 +76,53 @@ def sentence(people: int, faces: int, light: str, motion: str | None) -> str:
     return text[0].upper() + text[1:]
 
 
-class OpencvBackend:
-    name = "opencv"
+class OpencvBackend(WorkerBackend):
+    """The daemon's side: frames are scaled here, analysed in the worker."""
+
+    config: OpencvBackendConfig
+
+    def __init__(self, config: OpencvBackendConfig, log_level: str = "INFO") -> None:
+        super().__init__(config, log_level, config.analysis_size)
+        self.name = "opencv"
+        self.min_long_side = config.analysis_size
+
+    def prepare(self, frame: Frame) -> np.ndarray:
+        """The frame scaled to ``analysis_size`` on its long side, up or down."""
+        return analysis_input(frame.pixels, self.config.analysis_size)
+
+
+def analysis_input(rgb: np.ndarray, size: int) -> np.ndarray:
+    """``rgb`` scaled to ``size`` pixels on its long side (at least 1 on the short one)."""
+    height, width = rgb.shape[:2]
+    scale = size / max(width, height)
+    if scale == 1:
+        return rgb
+    scaled = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(rgb, scaled, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
+def _padded(rgb: np.ndarray, minimum: tuple[int, int]) -> np.ndarray:
+    """``rgb`` centred on grey to at least ``minimum`` (width, height): thin and tiny frames."""
+    height, width = rgb.shape[:2]
+    if width >= minimum[0] and height >= minimum[1]:
+        return rgb
+    padded = np.full((max(height, minimum[1]), max(width, minimum[0]), 3), PAD_GREY, dtype=np.uint8)
+    top, left = (padded.shape[0] - height) // 2, (padded.shape[1] - width) // 2
+    padded[top : top + height, left : left + width] = rgb
+    return padded
+
+
+class OpencvAnalyzer:
+    """The detectors, loaded once in the worker process."""
 
     def __init__(self, config: OpencvBackendConfig) -> None:
         self.config = config
-        self.min_long_side: int | None = config.analysis_size
+        self.input_size = config.analysis_size
         self._hog: cv2.HOGDescriptor | None = None
         self._faces: cv2.CascadeClassifier | None = None
         self._previous: dict[str, np.ndarray] = {}  # camera -> small blurred grey frame
 
-    def load(self) -> None:
+    def load(self) -> str:
         hog = cv2.HOGDescriptor()
         hog.setSVMDetector(np.asarray(cv2.HOGDescriptor.getDefaultPeopleDetector(), dtype=np.float32))
         self._hog = hog
@@ -81,36 +132,31 @@ class OpencvBackend:
             if faces.empty():
                 raise BackendError(f"OpenCV's face cascade could not be loaded from {path}")
             self._faces = faces
+        return f"OpenCV {cv2.__version__}, analysis size {self.input_size} px"
 
     def close(self) -> None:
         self._hog = None
         self._faces = None
         self._previous.clear()
 
-    def on_availability(self, listener: Callable[[bool, str], None]) -> None:
-        pass  # always available once loaded
-
     def abort(self) -> None:
-        pass  # a frame takes a fraction of a second: it is let finish
+        pass  # a frame takes a fraction of a second; a stuck one is killed by the supervisor
 
-    def prepare(self, frame: Frame) -> np.ndarray:
-        """The frame scaled to ``analysis_size`` on its long side."""
-        height, width = frame.pixels.shape[:2]
-        scale = self.config.analysis_size / max(width, height)
-        if scale >= 1:
-            return frame.pixels
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        return cv2.resize(frame.pixels, size, interpolation=cv2.INTER_AREA)
+    def run(self, job: RunJob, aborted: Callable[[], bool]) -> JobDone:
+        started = time.monotonic()
+        text, timings, details = self.analyze(job.pixels, job.camera)
+        return JobDone(job.job_id, text, timings, details, started=started, finished=time.monotonic())
 
-    def describe(self, prepared: np.ndarray, frame: Frame, prompt: str) -> Description:
+    def analyze(self, rgb: np.ndarray, camera: str) -> tuple[str, dict[str, float], dict[str, Any]]:
+        """The sentence, stage timings and details for one prepared frame of ``camera``."""
         if self._hog is None:
             raise BackendError("the opencv backend is not loaded")
         timings: dict[str, float] = {}
-        rgb = prepared
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
         start = time.perf_counter()
-        bodies, weights = self._hog.detectMultiScale(rgb, winStride=(8, 8), padding=(8, 8), scale=1.05)
+        detected = _padded(rgb, HOG_WINDOW)
+        bodies, weights = self._hog.detectMultiScale(detected, winStride=(8, 8), padding=(8, 8), scale=1.05)
         minimum = self.config.people_min_confidence
         confident = [box for box, w in zip(bodies, np.ravel(weights), strict=True) if w >= minimum]
         timings["people"] = _ms_since(start)
@@ -118,8 +164,9 @@ class OpencvBackend:
         faces: list[Sequence[int]] = []
         if self._faces is not None:
             start = time.perf_counter()
-            found = self._faces.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
-            faces = list(found)
+            found, _, weights = self._faces.detectMultiScale3(
+                grey, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24), outputRejectLevels=True)
+            faces = [face for face, weight in zip(found, np.ravel(weights), strict=True) if weight >= MIN_FACE_WEIGHT]
             timings["faces"] = _ms_since(start)
         # A face outside every detected body is one more person (HOG needs the whole figure).
         lone_faces = [f for f in faces if not any(_inside((f[0] + f[2] / 2, f[1] + f[3] / 2), b) for b in confident)]
@@ -127,23 +174,19 @@ class OpencvBackend:
 
         start = time.perf_counter()
         luma = float(grey.mean())
-        motion_fraction = self._motion_fraction(frame.camera, grey)
+        motion_fraction = self._motion_fraction(camera, grey)
         timings["light_motion"] = _ms_since(start)
 
         light = _light(luma)
         motion = None if motion_fraction is None else _motion(motion_fraction)
-        return Description(
-            text=sentence(people, len(faces), light, motion),
-            timings_ms=timings,
-            details={
-                "people": people,
-                "faces": len(faces),
-                "light": light,
-                "brightness": round(luma, 1),
-                "motion": motion,
-                "motion_fraction": None if motion_fraction is None else round(motion_fraction, 4),
-            },
-        )
+        return sentence(people, len(faces), light, motion), timings, {
+            "people": people,
+            "faces": len(faces),
+            "light": light,
+            "brightness": round(luma, 1),
+            "motion": motion,
+            "motion_fraction": None if motion_fraction is None else round(motion_fraction, 4),
+        }
 
     def _motion_fraction(self, camera: str, grey: np.ndarray) -> float | None:
         small = small_grey(grey)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 # Camera and node ids become MQTT topic levels and Home Assistant ids: nothing that can inject a
 # topic level or a wildcard, nothing HA's discovery topic matcher refuses.
@@ -37,3 +37,18 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+
+
+class WorkerSupervision(StrictModel):
+    """How the daemon supervises a backend's worker process (both backends run in one: native code
+    that a frame can crash, OpenCV's detectors or a vendor runtime, never runs in the daemon)."""
+
+    job_timeout_s: float = Field(120.0, ge=1, le=3600, description="A job still running after this is aborted.")
+    abort_grace_s: float = Field(
+        10.0, ge=1, le=300, description="After an abort, the worker is killed if it has not stopped within this "
+        "(rkllm_abort takes effect late: rknn-llm#400).",
+    )
+    load_timeout_s: float = Field(300.0, ge=5, le=3600, description="Longest wait for the models to load.")
+    restart_max_delay_s: float = Field(
+        60.0, ge=1, le=3600, description="Longest wait between restarts of a crashed worker (doubles from 1 s).",
+    )

@@ -18,6 +18,7 @@ from edge_vlm.config.base import (
     TOPIC_PREFIX_PATTERN,
     LogLevel,
     StrictModel,
+    WorkerSupervision,
 )
 from edge_vlm.config.mqtt import DiscoveryConfig, MqttConfig
 from edge_vlm.config.sources import (
@@ -132,7 +133,7 @@ class CameraConfig(StrictModel):
         return self.name or self.id.replace("_", " ").replace("-", " ").capitalize()
 
 
-class OpencvBackendConfig(StrictModel):
+class OpencvBackendConfig(WorkerSupervision):
     type: Literal["opencv"] = Field(
         "opencv", description="opencv: built-in analyzer (people, faces, light, motion); no model files.",
     )
@@ -142,7 +143,8 @@ class OpencvBackendConfig(StrictModel):
         "people shorter than a fifth of it are not found.",
     )
     people_min_confidence: float = Field(
-        0.9, ge=0.0, le=5.0, description="Minimum HOG detector score to count a person.",
+        1.2, ge=0.0, le=5.0, description="Minimum HOG detector score to count a person (false detections "
+        "score up to about 0.9, varying with the frame's resolution).",
     )
     detect_faces: bool = Field(True, description="Count frontal faces (Haar cascade).")
 

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from edge_vlm.config.base import StrictModel
+from edge_vlm.config.base import StrictModel, WorkerSupervision
 from edge_vlm.config.presets import PRESETS
 from edge_vlm.prompts import estimate_tokens
 
@@ -118,7 +118,7 @@ class ModelSpec:
     std: tuple[float, float, float]
 
 
-class VlmBackendConfig(StrictModel):
+class VlmBackendConfig(WorkerSupervision):
     type: Literal["vlm"] = Field(
         description="vlm: a vision encoder, then a language model, in a supervised worker process.",
     )
@@ -129,15 +129,6 @@ class VlmBackendConfig(StrictModel):
     image_tokens: int | None = Field(None, ge=1, le=16384, description="Override the preset's tokens per image.")
     floats_per_token: int | None = Field(
         None, ge=1, le=65536, description="Override the preset's embedding floats per token.",
-    )
-    job_timeout_s: float = Field(120.0, ge=1, le=3600, description="A job still running after this is aborted.")
-    abort_grace_s: float = Field(
-        10.0, ge=1, le=300, description="After an abort, the worker is killed if it has not stopped within this "
-        "(rkllm_abort takes effect late: rknn-llm#400).",
-    )
-    load_timeout_s: float = Field(300.0, ge=5, le=3600, description="Longest wait for the models to load.")
-    restart_max_delay_s: float = Field(
-        60.0, ge=1, le=3600, description="Longest wait between restarts of a crashed worker (doubles from 1 s).",
     )
 
     @field_validator("family")

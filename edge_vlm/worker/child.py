@@ -1,9 +1,9 @@
-"""The inference worker process: loads the language model, then the encoder, keeps both resident,
-and runs one job at a time: encoder, then LLM, never both at once (rockchip.md §4.4).
+"""The worker process: loads the backend's engine once, keeps it resident, and runs one job at a time.
 
-It is a separate process so that a crash or a hang inside a vendor runtime takes down only this
-process; the daemon's supervisor reports the job, restarts the worker and goes on. A reader thread
-takes messages while a job runs, so that an Abort reaches ``rkllm_abort`` mid-generation.
+It is a separate process so that a crash or a hang in native code (a vendor runtime, OpenCV's
+detectors on a hostile frame) takes down only this process; the daemon's supervisor reports the
+job, restarts the worker and goes on. A reader thread takes messages while a job runs, so that an
+Abort reaches the engine (``rkllm_abort``) mid-generation.
 """
 
 from __future__ import annotations
@@ -16,39 +16,61 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from multiprocessing.connection import Connection
+from typing import Protocol
 
-import numpy as np
+from pydantic import TypeAdapter
 
-from edge_vlm.config.vlm import OnnxEncoderConfig, VlmBackendConfig
+from edge_vlm.config.models import BackendConfig, OpencvBackendConfig
+from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.errors import BackendError
-from edge_vlm.llm.rkllm import RkllmModel
-from edge_vlm.vision import Encoder, create_encoder
-from edge_vlm.worker.messages import (
-    Abort,
-    JobDone,
-    JobFailed,
-    LoadFailed,
-    Ready,
-    RunJob,
-    Shutdown,
-    ToWorker,
-)
+from edge_vlm.worker.messages import Abort, JobDone, JobFailed, LoadFailed, Ready, RunJob, Shutdown, ToWorker
 
 logger = logging.getLogger(__name__)
 
 _IOLBF = 1  # setvbuf's line-buffered mode (stdio.h)
 
 
+class Engine(Protocol):
+    """What a backend runs inside the worker."""
+
+    input_size: int
+
+    def load(self) -> str:
+        """Load the models; return what was loaded, for the log. Raise BackendError if it cannot."""
+        ...
+
+    def run(self, job: RunJob, aborted: Callable[[], bool]) -> JobDone: ...
+
+    def abort(self) -> None:
+        """Stop the job in flight as soon as possible; called from the inbox thread."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def create_engine(config: OpencvBackendConfig | VlmBackendConfig) -> Engine:
+    # Imported here: each engine's native libraries load only in the worker that uses them.
+    if isinstance(config, OpencvBackendConfig):
+        from edge_vlm.backends.opencv import OpencvAnalyzer  # noqa: PLC0415
+
+        return OpencvAnalyzer(config)
+    from edge_vlm.backends.vlm import VlmEngine  # noqa: PLC0415
+
+    return VlmEngine(config)
+
+
 class _Inbox:
     """Reads the pipe on its own thread: jobs queue up, aborts act at once."""
 
-    def __init__(self, conn: Connection, llm: RkllmModel) -> None:
+    def __init__(self, conn: Connection, engine: Engine) -> None:
         self.jobs: queue.Queue[RunJob | None] = queue.Queue()
         self.current: int | None = None
         self.aborted: dict[int, Abort] = {}
         self._conn = conn
-        self._llm = llm
+        self._engine = engine
         threading.Thread(target=self._read, name="edge_vlm-worker-inbox", daemon=True).start()
 
     def _read(self) -> None:
@@ -64,46 +86,17 @@ class _Inbox:
                 self.aborted[message.job_id] = message
                 if self.current == message.job_id:
                     logger.warning("Aborting job %d: %s", message.job_id, message.message)
-                    self._llm.abort()
+                    self._engine.abort()
             elif isinstance(message, Shutdown):
                 self.jobs.put(None)
                 return
 
 
-def _run(job: RunJob, inbox: _Inbox, encoder: Encoder, llm: RkllmModel) -> JobDone:
-    started = time.monotonic()
-    embeddings = encoder.encode(job.pixels)
-    encoded = time.monotonic()
-    if not np.isfinite(embeddings).all():
-        raise BackendError("the encoder produced values that are not finite numbers (NaN or infinity)")
-    if job.job_id in inbox.aborted:  # aborted while encoding: no rkllm_run was there to stop
-        raise BackendError("aborted before the language model started")
-    generation = llm.generate(job.prompt, embeddings, encoder.input_size)
-    finished = time.monotonic()
-    return JobDone(
-        job.job_id,
-        generation.text,
-        timings_ms={
-            "encoder": round((encoded - started) * 1000, 1),
-            "prefill": round(generation.prefill_ms, 1),
-            "decode": round(generation.decode_ms, 1),
-        },
-        details={
-            "image_tokens": int(embeddings.shape[0]),
-            "prefill_tokens": generation.prefill_tokens,
-            "generated_tokens": generation.generated_tokens,
-            "llm_memory_mb": round(generation.memory_mb, 1),
-        },
-        started=started,
-        finished=finished,
-    )
-
-
-def _serve(conn: Connection, inbox: _Inbox, encoder: Encoder, llm: RkllmModel) -> None:
+def _serve(conn: Connection, inbox: _Inbox, engine: Engine) -> None:
     while (job := inbox.jobs.get()) is not None:
         inbox.current = job.job_id
         try:
-            reply: JobDone | JobFailed = _run(job, inbox, encoder, llm)
+            reply: JobDone | JobFailed = engine.run(job, partial(inbox.aborted.__contains__, job.job_id))
         except BackendError as exc:
             reply = JobFailed(job.job_id, exc.code, str(exc))
         except Exception as exc:
@@ -133,22 +126,17 @@ def worker_main(conn: Connection, config_json: str, log_level: str, workdir: str
     # the job in flight and then stops us in order. If the daemon dies, our pipe closes and we end.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    config = VlmBackendConfig.model_validate_json(config_json)
-    spec = config.spec
+    config = TypeAdapter(BackendConfig).validate_json(config_json)
     started = time.monotonic()
-    # The language model first, then the encoder, as every Rockchip demo does.
-    llm = RkllmModel(config.llm, spec, encoder_on_npu=not isinstance(config.encoder, OnnxEncoderConfig))
-    encoder = create_encoder(config.encoder, spec)
+    engine = create_engine(config)
     try:
-        llm.load()
-        encoder.load()
+        loaded = engine.load()
     except BackendError as exc:
         conn.send(LoadFailed(str(exc)))
-        llm.close()
+        engine.close()
         return
     try:
-        conn.send(Ready(encoder.input_size, spec.image_tokens, llm.abi_name, (time.monotonic() - started) * 1000))
-        _serve(conn, _Inbox(conn, llm), encoder, llm)
+        conn.send(Ready(engine.input_size, loaded, (time.monotonic() - started) * 1000))
+        _serve(conn, _Inbox(conn, engine), engine)
     finally:
-        encoder.close()
-        llm.close()
+        engine.close()

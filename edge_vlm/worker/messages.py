@@ -11,8 +11,9 @@ import numpy as np
 @dataclass(frozen=True)
 class RunJob:
     job_id: int
-    pixels: np.ndarray  # the encoder's input: uint8 RGB, input_size x input_size x 3
-    prompt: str  # with <image> where the image goes
+    camera: str
+    pixels: np.ndarray  # the backend's prepared input, uint8 RGB
+    prompt: str  # for the vlm backend with <image> where the image goes
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,8 @@ class Shutdown:
 
 @dataclass(frozen=True)
 class Ready:
-    input_size: int
-    image_tokens: int | None  # None until the encoder has run once (imgenc)
-    runtime_abi: str
+    input_size: int  # the vlm encoder's input side; the opencv analysis size
+    loaded: str  # what was loaded, for the log: "RKLLM ABI 1.3, encoder input 448 px"
     load_ms: float
 
 

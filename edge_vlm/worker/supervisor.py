@@ -1,9 +1,13 @@
-"""The ``vlm`` backend as the daemon sees it: a supervised inference worker process.
+"""A backend as the daemon sees it: a supervised worker process that runs the backend's engine.
 
-- ``load()`` starts the worker and returns once both models are loaded (the daemon goes online
+Both backends run this way (``backends/vlm.py`` on the NPU, ``backends/opencv.py`` on the CPU):
+native code that reads a frame's pixels, a vendor runtime or OpenCV's detectors, never runs in the
+daemon, whose MQTT session must outlive any frame.
+
+- ``load()`` starts the worker and returns once its engine is loaded (the daemon goes online
   only then), or raises with the worker's reason.
 - ``describe()`` sends one job and waits up to ``job_timeout_s``; past that it asks the worker to
-  abort (``rkllm_abort``), and if the worker does not answer within ``abort_grace_s`` it is killed.
+  abort (``rkllm_abort`` for the vlm), and if the worker does not answer within ``abort_grace_s`` it is killed.
 - A worker that dies (a segfault in a vendor library), busy or idle, or that is killed, fails the
   job in flight with a clear code, is restarted in the background with a doubling delay (1 s up to
   ``restart_max_delay_s``), and the model shows as unavailable until it is back.
@@ -31,12 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_vlm.config.models import OpencvBackendConfig
 from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.errors import BackendError
 from edge_vlm.frames import Frame
 from edge_vlm.jobs import Description
-from edge_vlm.prompts import IMAGE_PLACEHOLDER, multimodal_prompt
-from edge_vlm.vision.preprocess import encoder_input
 from edge_vlm.worker.child import worker_main
 from edge_vlm.worker.messages import Abort, FromWorker, JobDone, JobFailed, LoadFailed, Ready, RunJob, Shutdown
 
@@ -98,20 +101,25 @@ class _Worker:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-class VlmBackend:
-    def __init__(self, config: VlmBackendConfig, log_level: str = "INFO") -> None:
+class WorkerBackend:
+    """The daemon's side of a backend whose engine runs in a worker; subclasses say how a frame is
+    prepared (in the daemon, overlapping the worker's current job) and what the job's prompt is."""
+
+    name: str
+    min_long_side: int | None
+
+    def __init__(self, config: OpencvBackendConfig | VlmBackendConfig, log_level: str, input_size: int) -> None:
         self.config = config
-        self.name = config.family
-        self.min_long_side: int | None = None  # full-size decode: preprocess exactly as the demo
         #: (start, end) in time.monotonic() of the worker's recent jobs: how busy the NPU is
         self.busy: deque[tuple[float, float]] = deque(maxlen=1024)
         self._log_level = log_level
-        self._input_size = config.spec.input_size
+        self._input_size = input_size
         self._context = multiprocessing.get_context("spawn")
         self._worker: _Worker | None = None
         self._changed = threading.Condition()
         self._closing = False
         self._restarter: threading.Thread | None = None
+        self._failed_restarts = 0  # jobs waiting for a restart fail when one fails
         self._delay = 1.0
         self._job_ids = itertools.count(1)
         self._current_job: int | None = None
@@ -172,8 +180,7 @@ class VlmBackend:
                 raise BackendError(f"the models did not load: {message.message}")
             raise BackendError("the inference worker did not load the models within "
                                f"{self.config.load_timeout_s:.0f} s (backend.load_timeout_s)")
-        logger.info("Inference worker ready in %.1f s: %s, RKLLM ABI %s, encoder input %d px",
-                    message.load_ms / 1000, self.config.family, message.runtime_abi, message.input_size)
+        logger.info("Inference worker ready in %.1f s: %s, %s", message.load_ms / 1000, self.name, message.loaded)
         self._input_size = message.input_size
         return worker
 
@@ -207,14 +214,17 @@ class VlmBackend:
     # Jobs
 
     def prepare(self, frame: Frame) -> np.ndarray:
-        return encoder_input(frame.pixels, self._input_size)
+        raise NotImplementedError
+
+    def job_prompt(self, prompt: str) -> str:
+        """The prompt as the engine takes it; raise BackendError(code="bad_trigger") if it cannot be used."""
+        return prompt
 
     def describe(self, prepared: np.ndarray, frame: Frame, prompt: str) -> Description:
-        if prompt.count(IMAGE_PLACEHOLDER) > 1:  # one image is encoded: the runtime would read past it
-            raise BackendError(f"the prompt may hold {IMAGE_PLACEHOLDER} once at most", code="bad_trigger")
+        job = RunJob(next(self._job_ids), frame.camera, prepared, self.job_prompt(prompt))
         worker = self._wait_available()
         try:
-            reply = self._exchange(worker, RunJob(next(self._job_ids), prepared, multimodal_prompt(prompt)))
+            reply = self._exchange(worker, job)
         except BackendError as exc:
             if exc.code == "worker_crashed":
                 self._worker_lost(worker, str(exc).removeprefix("the inference worker "))
@@ -224,8 +234,7 @@ class VlmBackend:
             raise BackendError(reply.message, code=reply.code)
         self._delay = 1.0
         self.busy.append((reply.started, reply.finished))
-        details = {**reply.details, "worker_ms": round((reply.finished - reply.started) * 1000, 1)}
-        return Description(reply.text, reply.timings_ms, details)
+        return Description(reply.text, reply.timings_ms, reply.details)
 
     def abort(self) -> None:
         if (worker := self._worker) is not None:
@@ -267,9 +276,16 @@ class VlmBackend:
         return None
 
     def _wait_available(self) -> _Worker:
-        """The running worker; while it restarts, wait for it up to the job timeout."""
+        """The running worker. While one restarts, wait for that restart's outcome (bounded by the
+        restart delay and backend.load_timeout_s): a job fails only if the restart fails, not
+        because loading took longer on a busy board."""
         with self._changed:
-            self._changed.wait_for(lambda: self._worker is not None or self._closing, self.config.job_timeout_s)
+            if self._worker is None and self._restarter is None and not self._closing:
+                raise BackendError(f"the {self.name} backend is not loaded")
+            failures = self._failed_restarts
+            self._changed.wait_for(
+                lambda: self._worker is not None or self._closing or self._failed_restarts != failures,
+                self._delay + self.config.load_timeout_s)
             if self._closing:
                 raise BackendError("the daemon is stopping", code="cancelled")
             if self._worker is None:
@@ -316,6 +332,9 @@ class VlmBackend:
             except BackendError as exc:
                 logger.error(  # noqa: TRY400 - the reason is in the message; no traceback to show
                     "Restarting the inference worker failed: %s; next try in %.0f s", exc, self._delay)
+                with self._changed:
+                    self._failed_restarts += 1
+                    self._changed.notify_all()
                 self._announce(False, str(exc))
                 continue
             self._install(worker)
