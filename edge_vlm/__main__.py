@@ -101,12 +101,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+GIL_SWITCH_INTERVAL_S = 0.0005
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from edge_vlm.daemon import Daemon  # noqa: PLC0415 - keeps `check` free of OpenCV imports
 
     config = _load(args.config, environ_checks=True, status=EXIT_CONFIG).config
     setup_logging(config.logging)
     logger.info("edge_vlm %s starting with %s", __version__, args.config)
+    # paho's network thread must read the socket as fast as the broker sends, or the broker drops what
+    # it queues for us (QoS 1 triggers and requests among it). Each of its reads gives up the GIL, and
+    # with the default 5 ms switch interval a busy dispatcher thread held it back to a few hundred
+    # messages a second (a 1000/s snapshot flood wedged delivery); 0.5 ms lets it keep up.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     daemon = Daemon(args.config, config, os.environ, setup_logging)
     daemon.install_signal_handlers()
     return daemon.run()

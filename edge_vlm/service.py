@@ -37,7 +37,7 @@ from edge_vlm.mqtt.connection import MqttConnection
 from edge_vlm.mqtt.discovery import discovery_messages, removal_message
 from edge_vlm.mqtt.inbox import Connected, Event, Inbox, Received
 from edge_vlm.mqtt.publisher import Publisher
-from edge_vlm.mqtt.topics import Outbound, Topics
+from edge_vlm.mqtt.topics import SNAPSHOT, TRIGGER, Outbound, Topics
 from edge_vlm.outcomes import Outcomes
 from edge_vlm.requests import RetainedImages
 from edge_vlm.scheduler import Scheduler
@@ -67,7 +67,8 @@ class Service:
         self.stats.backend = self.backend.name
         self.board = BoardMonitor()
         limits = config.limits
-        self.inbox = Inbox(limits.inbound_queue, limits.inbound_queue_mb * 1_000_000, frozenset({self.topics.request}))
+        self.inbox = Inbox(limits.inbound_queue, limits.inbound_queue_mb * 1_000_000,
+                           precious=self._asked_for, latest_wins=self._is_snapshot)
         self.scheduler = Scheduler()
         self.connection = MqttConnection(config, password, self.inbox)
         self.publisher = Publisher(self.connection, config.mqtt.max_queued_messages)
@@ -172,13 +173,17 @@ class Service:
 
     def _dispatch_loop(self) -> None:
         while not self._stopping.is_set():
-            self.heartbeat()
+            if not self.connection.stuck():  # else systemd's watchdog restarts the daemon
+                self.heartbeat()
             event = self.inbox.get(POLL_S)
             if event is not None and not self._stopping.is_set():
                 try:
                     self._dispatch(event)
                 except Exception:  # one bad event must not stop the daemon
                     logger.exception("Unexpected error while handling %s", event)
+            self.inbox.summary()
+            self.connection.check_acknowledgements()
+            self.publisher.flush()
             if self._diagnostics_due or self._diagnostics_stale():
                 self._publish_diagnostics()
 
@@ -207,6 +212,16 @@ class Service:
                 self.intake.handle(event)
         else:
             self.intake.handle(event)
+
+    # paho's network thread: which messages the inbox keeps longest, and which it coalesces.
+
+    def _asked_for(self, topic: str) -> bool:
+        """A request or a trigger: someone waits for its answer."""
+        return topic == self.topics.request or self.topics.camera_of(topic, TRIGGER) is not None
+
+    def _is_snapshot(self, topic: str) -> bool:
+        return self.topics.camera_of(topic, SNAPSHOT) is not None or any(
+            topic_matches_sub(f, topic) for camera in self.config.cameras for f in camera.snapshot_topics)
 
     def _subscriptions(self) -> list[str]:
         # Shared with the other boards of the group: the broker hands each message to one of them.
@@ -258,7 +273,8 @@ class Service:
         worker_pid = getattr(self.backend, "worker_pid", None)  # the vlm backend's inference worker
         values = self.stats.values(
             queue_depth=self.scheduler.depth, inbox_waiting=self.inbox.waiting, inbox_dropped=self.inbox.dropped,
-            outbox_dropped=self.publisher.dropped, motion_cpu_s=self.cameras.motion_cpu(),
+            inbox_replaced=self.inbox.replaced, outbox_dropped=self.publisher.dropped,
+            broker_ack_timeouts=self.connection.ack_timeouts, motion_cpu_s=self.cameras.motion_cpu(),
             **self.board.values(worker_pid if isinstance(worker_pid, int) else None),
         )
         self.publisher.send(diagnostics_message(self.topics, values))

@@ -75,9 +75,22 @@ class MqttConfig(PasswordSourced):
     )
     max_queued_messages: int = Field(
         500, ge=10, le=100_000,
-        description="Results and errors kept for delivery while the broker is unreachable; "
-        "beyond this, new ones are dropped with a warning. Retained states are not counted: "
-        "only the newest of each is kept and republished on reconnect.",
+        description="Results and events kept for delivery while the broker is unreachable or has not "
+        "acknowledged the messages before them; beyond this the oldest are dropped, counted in the diagnostics "
+        "(outbox_dropped). Retained states are not counted: only the newest of each is kept.",
+    )
+    max_unacked_messages: int = Field(
+        100, ge=10, le=10_000,
+        description="Messages handed to the broker and not acknowledged yet, at most (and 16 MB of them); "
+        "the rest wait here under max_queued_messages, so a broker that stops acknowledging costs bounded "
+        "memory.",
+    )
+    ack_timeout_s: int = Field(
+        10, ge=5, le=600,
+        description="A broker that acknowledges none of our messages for this long while connected is "
+        "reconnected to, once nothing has come in for a second (at the latest after four times this): "
+        "mosquitto drops even acknowledgements for a client whose queue is full. Counted in the "
+        "diagnostics (broker_ack_timeouts).",
     )
 
     reply_topics: list[TopicFilter] | None = Field(

@@ -10,13 +10,20 @@
 - paho's callbacks run on its network thread and must never block it: apart from queueing those
   packets, each one only puts an event into the ``Inbox``; the daemon's dispatcher thread does the
   work (announcing discovery, decoding images...).
-- Everything is published with QoS 1. What waits while the broker is unreachable is bounded by
-  the Publisher, not here.
+- Everything is published with QoS 1. What waits while the broker is unreachable, or while it has
+  not acknowledged ``max_unacked_messages`` messages, is bounded by the Publisher, not here.
+- Acknowledgements that do not come are noticed (``check_acknowledgements``, from the dispatcher):
+  mosquitto drops even PUBACKs for a client whose queue is full, and the keep-alive still works, so
+  without this nothing would ever be delivered again while the daemon logs "described". After
+  ``ack_timeout_s`` the connection is dropped and paho reconnects (and sends again what was not
+  acknowledged); if even that does not help, ``stuck`` stops the systemd watchdog's keep-alives.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import sys
 import threading
 import time
@@ -51,6 +58,15 @@ OFFLINE = b"offline"
 # A connection the broker drops sooner than this did not really work: the next reconnect waits
 # longer (twice each time, up to reconnect_max_delay), and the same reason is logged once.
 STABLE_S = 30.0
+# Bytes handed to paho and not acknowledged yet, at most (and mqtt.max_unacked_messages messages).
+MAX_UNACKED_BYTES = 16_000_000
+# Past ack_timeout_s the connection is dropped once nothing has come in for QUIET_S (the broker's
+# queue for us is drained: a clean reconnect loses nothing it held, a trigger sent right after a
+# flood among it), or after FORCE_AFTER_TIMEOUTS ack timeouts whatever comes in.
+QUIET_S = 1.0
+FORCE_AFTER_TIMEOUTS = 4
+# Unacknowledged this many ack timeouts although the connection was dropped: the publishing path is stuck.
+STUCK_AFTER_TIMEOUTS = 6
 
 
 class MqttConnection:
@@ -76,6 +92,17 @@ class MqttConnection:
         self._attempt_reported = False  # this connection attempt's failure was reported already
         self._socket_error: str | None = None  # the last socket error paho logged in this attempt
         self._denials = Denials(self._config.username)
+        # mid -> (time.monotonic() handed to paho, bytes), until its PUBACK; an acknowledgement that
+        # overtakes the bookkeeping of its publish (paho's thread is faster) waits in _early_acks.
+        self._unacked: dict[int, tuple[float, int]] = {}
+        self._unacked_bytes = 0
+        self._early_acks: set[int] = set()
+        self._acks_lock = threading.Lock()
+        self._ack_timeout_reported = False
+        self.ack_timeouts = 0  # connections dropped because the broker stopped acknowledging
+        self._dropped_for_acks_at = -1.0  # _connected_at of the connection last dropped for that
+        self._stuck_reported = False
+        self._last_received = 0.0  # time.monotonic() of the last message received
         v5 = self._config.protocol == "5"
         self._v5 = v5
         self._client = paho.Client(
@@ -179,7 +206,71 @@ class MqttConnection:
         info = self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         if self._v5:  # MQTT 3.1.1 cannot tell a refused publish: nothing to match
             self._denials.sent("publish", info.mid, [topic])
+        # Not under the lock while in paho: paho calls on_publish holding its own lock.
+        with self._acks_lock:
+            if info.mid in self._early_acks:
+                self._early_acks.discard(info.mid)
+            else:
+                self._unacked[info.mid] = (time.monotonic(), len(payload))
+                self._unacked_bytes += len(payload)
         return info
+
+    # Acknowledgements
+
+    @property
+    def has_room(self) -> bool:
+        """Fewer than max_unacked_messages (and MAX_UNACKED_BYTES) wait for the broker's acknowledgement."""
+        with self._acks_lock:
+            return len(self._unacked) < self._config.max_unacked_messages and self._unacked_bytes < MAX_UNACKED_BYTES
+
+    @property
+    def unacked(self) -> int:
+        with self._acks_lock:
+            return len(self._unacked)
+
+    def _waiting_for_ack_s(self, now: float) -> float:
+        """How long the oldest unacknowledged message has waited while connected (0: none waits)."""
+        with self._acks_lock:
+            oldest = min((sent for sent, _ in self._unacked.values()), default=None)
+        if oldest is None or not self.connected:
+            return 0.0
+        return now - max(oldest, self._connected_at)
+
+    def check_acknowledgements(self, now: float | None = None) -> None:
+        """Drop the connection (paho reconnects) if the broker has acknowledged nothing for
+        ack_timeout_s; called by the dispatcher, not by paho's thread."""
+        now = time.monotonic() if now is None else now
+        waited = self._waiting_for_ack_s(now)
+        if waited < self._config.ack_timeout_s or self._stopping:
+            return
+        if now - self._last_received < QUIET_S and waited < FORCE_AFTER_TIMEOUTS * self._config.ack_timeout_s:
+            return  # still receiving: the broker's queue for us may hold triggers a reconnect would lose
+        if self._dropped_for_acks_at == self._connected_at:  # done already for this connection
+            return
+        self._dropped_for_acks_at = self._connected_at
+        self.ack_timeouts += 1
+        log = logger.debug if self._ack_timeout_reported else logger.warning
+        self._ack_timeout_reported = True
+        log("MQTT broker %s acknowledged none of %d messages for %.0f s (mqtt.ack_timeout_s; a broker whose "
+            "queue for this client is full may drop acknowledgements): reconnecting", self.broker, self.unacked,
+            waited)
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket):  # paho sees the connection end, reconnects and sends them again
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def stuck(self) -> bool:
+        """Nothing acknowledged for several ack timeouts although the connection was dropped: the
+        publishing path is dead (paho's thread?); the systemd watchdog should restart the daemon."""
+        waited = self._waiting_for_ack_s(time.monotonic())
+        if waited < STUCK_AFTER_TIMEOUTS * self._config.ack_timeout_s:
+            return False
+        if not self._stuck_reported:
+            self._stuck_reported = True
+            logger.error("Nothing published has been acknowledged by MQTT broker %s for %.0f s, even after "
+                         "dropping the connection: no more watchdog keep-alives (systemd restarts the service)",
+                         self.broker, waited)
+        return True
 
     # paho callbacks: network thread, must not block.
 
@@ -259,6 +350,13 @@ class MqttConnection:
         self._denials.acknowledged("subscribe", mid, [(r.value, reason_text(r)) for r in reasons])
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any) -> None:
+        with self._acks_lock:
+            entry = self._unacked.pop(mid, None)
+            if entry is None:
+                self._early_acks.add(mid)
+            else:
+                self._unacked_bytes -= entry[1]
+                self._ack_timeout_reported = False
         if self._v5:
             self._denials.acknowledged("publish", mid, [(reason.value, reason_text(reason))])
 
@@ -274,6 +372,7 @@ class MqttConnection:
             paho_logger.log(logging.ERROR if bug else logging.DEBUG, "%s", text)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self._last_received = time.monotonic()
         if not message.retain and any(paho.topic_matches_sub(f, message.topic) for f in self._replay_only):
             return
         size = len(message.payload)

@@ -21,9 +21,12 @@ STOP_TIMEOUT_S = 20.0
 
 
 class DaemonProcess:
-    def __init__(self, config: AppConfig, secrets: DaemonSecrets, directory: Path, scan: SecretScan) -> None:
+    def __init__(self, config: AppConfig, secrets: DaemonSecrets, directory: Path, scan: SecretScan,
+                 log_level: str = "DEBUG") -> None:
+        """``log_level``: DEBUG by default, so that everything the daemon can say is scanned for
+        secrets; a load test sets INFO (paho's DEBUG log of every packet would be what it measures)."""
         data = json.loads(config.model_dump_json(exclude_defaults=True))
-        data["logging"] = {"level": "DEBUG"}  # everything the daemon can say is scanned for secrets
+        data["logging"] = {"level": log_level}
         self.config_file = directory / "edge_vlm.yaml"
         self.config_file.write_text(yaml.safe_dump(data, allow_unicode=True))
         self.log_file = directory / "daemon.log"
