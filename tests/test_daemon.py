@@ -301,7 +301,9 @@ def test_results_from_a_long_outage_are_bounded_and_status_comes_back(
     broker.stop()
     wait_until(lambda: not service.connection.connected)
     backend.gate.set()  # twelve results while the broker is down: ten may wait
-    wait_until(lambda: service.publisher.dropped == 2)
+    # All twelve done: 24 events, 20 kept. (Restarted at the first drop, the broker came back before
+    # the last jobs ended when they were slow, and fewer were dropped.)
+    wait_until(lambda: service.publisher.dropped == 4)
     broker.start()
 
     after = recorder.since(before)

@@ -557,19 +557,20 @@ def test_requests_waiting_for_a_capture_are_bounded() -> None:
 def test_a_newer_snapshot_replaces_the_one_waiting_on_its_topic_and_triggers_are_kept(
         caplog: pytest.LogCaptureFixture) -> None:
     snapshot = {"cam/snapshot", "other/snapshot"}.__contains__
-    inbox = Inbox(max_messages=10, max_bytes=10_000, precious="cam/trigger".__eq__, latest_wins=snapshot)
-    for topic_name, size in [("cam/snapshot", 1), ("cam/trigger", 2), ("cam/snapshot", 3), ("other/snapshot", 4),
-                             ("cam/trigger", 5), ("cam/snapshot", 6)]:
+    inbox = Inbox(max_messages=8, max_bytes=10_000, precious="cam/trigger".__eq__, latest_wins=snapshot)
+    for topic_name, size in [("cam/snapshot", 1), ("cam/snapshot", 2), ("cam/trigger", 3), ("cam/snapshot", 4),
+                             ("other/snapshot", 5), ("cam/trigger", 6), ("cam/snapshot", 7)]:
         inbox.put(received(topic_name, size))
     kept = [(e.topic, e.size) for e in iter(lambda: inbox.get(0), None) if isinstance(e, Received)]
-    assert kept == [("cam/trigger", 2), ("other/snapshot", 4), ("cam/trigger", 5), ("cam/snapshot", 6)]
-    assert (inbox.replaced, inbox.dropped) == (2, 0)
+    # Until 2 (a quarter of 8) wait, each is kept; from then on a snapshot replaces its topic's.
+    assert kept == [("cam/trigger", 3), ("other/snapshot", 5), ("cam/trigger", 6), ("cam/snapshot", 7)]
+    assert (inbox.replaced, inbox.dropped) == (3, 0)
     # Shedding is never logged by paho's thread; the dispatcher's summary says it once a minute.
     assert not caplog.records
     with caplog.at_level(logging.WARNING, logger="edge_vlm.mqtt.inbox"):
         inbox.summary(now=1000.0)
-        inbox.put(received("cam/snapshot"))
-        inbox.put(received("cam/snapshot"))
+        for _ in range(3):
+            inbox.put(received("cam/snapshot"))
         inbox.summary(now=1030.0)  # within the minute: nothing
         inbox.summary(now=1061.0)
-    assert [r.getMessage().split(": ")[1].split(" snapshot")[0] for r in caplog.records] == ["2", "1"]
+    assert [r.getMessage().split(": ")[1].split(" snapshot")[0] for r in caplog.records] == ["3", "2"]

@@ -50,8 +50,9 @@ def _never(topic: str) -> bool:
 class Inbox:
     """Events from paho's thread to the dispatcher, bounded in messages and in bytes.
 
-    - Latest wins on ``latest_wins`` topics (snapshots): a new one replaces the one still waiting
-      on the same topic; only the newest frame of a camera is worth describing.
+    - Latest wins on ``latest_wins`` topics (snapshots) once a quarter of ``max_messages`` wait: a
+      new one replaces the one still waiting on the same topic; only the newest frame of a camera
+      is worth describing.
     - Past either bound the oldest received message is dropped: under a flood the newest matter
       most. Messages on ``precious`` topics (requests, triggers: someone waits for each answer) go
       only when nothing else is left to drop. Connection events are never dropped.
@@ -65,6 +66,9 @@ class Inbox:
         self._messages = 0
         self._bytes = 0
         self._max_messages = max_messages
+        # Snapshots are coalesced only once this many messages wait (the dispatcher fell behind):
+        # until then each one is accepted and answered, as a burst of a few is.
+        self._pressure = max(1, max_messages // 4)
         self._max_bytes = max_bytes
         self._ready = threading.Condition()
         self.dropped = 0  # full: the oldest dropped
@@ -75,7 +79,7 @@ class Inbox:
     def put(self, event: Event) -> None:
         with self._ready:
             if isinstance(event, Received):
-                if not event.retain and self._latest_wins(event.topic):
+                if self._messages >= self._pressure and not event.retain and self._latest_wins(event.topic):
                     self._replace_waiting(event.topic)
                 self._messages += 1
                 self._bytes += len(event.payload)
@@ -85,12 +89,11 @@ class Inbox:
             self._ready.notify()
 
     def _replace_waiting(self, topic: str) -> None:
-        for index, waiting in enumerate(self._events):
-            if isinstance(waiting, Received) and waiting.topic == topic and not waiting.retain:
-                del self._events[index]
-                self._count_out(waiting)
-                self.replaced += 1
-                return
+        replaced = [e for e in self._events if isinstance(e, Received) and e.topic == topic and not e.retain]
+        for waiting in replaced:
+            self._events.remove(waiting)
+            self._count_out(waiting)
+        self.replaced += len(replaced)
 
     def _drop_oldest_message(self) -> None:
         oldest: tuple[int, Received] | None = None
