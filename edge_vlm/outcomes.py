@@ -139,4 +139,6 @@ def _event_values(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def timings_text(timings: dict[str, float]) -> str:
-    return " ".join(f"{stage} {ms:.0f}" for stage, ms in timings.items()) + " ms"
+    # A copy first: the worker thread may add its stages to a job's timings while the dispatcher
+    # logs its acceptance (dict() copies in one step under the GIL; iterating did not: RuntimeError).
+    return " ".join(f"{stage} {ms:.0f}" for stage, ms in dict(timings).items()) + " ms"
