@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_vlm import frames
 from edge_vlm.errors import ImageError
+from edge_vlm.frames import decode as frames
 from edge_vlm.frames import decode_image
 from tests.support import images
 
@@ -221,7 +221,7 @@ print(len(data), before, peak_kb(), *frame.pixels.shape)
 
 
 def test_memory_per_decode_stays_within_the_stated_bound() -> None:
-    """frames.py states at most 7 bytes a pixel (decoded source <= 4, RGB result 3) + 16 MB; asserted
+    """frames/pixels.py states at most 7 bytes a pixel (decoded source <= 4, RGB result 3) + 16 MB; asserted
     with 32 MB more for the allocator. A 16-bit RGBA PNG of 6300x6300 (372 KB) grew the peak by
     531 MiB before (627 MB peak in the daemon), 274 MiB after."""
     probe = subprocess.run([sys.executable, "-c", RSS_PROBE], capture_output=True, text=True, check=True,
