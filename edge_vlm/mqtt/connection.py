@@ -36,6 +36,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_vlm.config.models import AppConfig
+from edge_vlm.mqtt.acks import Unacknowledged
 from edge_vlm.mqtt.connect_problems import (
     ListeningProbe,
     closed_before_connack_problem,
@@ -92,12 +93,7 @@ class MqttConnection:
         self._attempt_reported = False  # this connection attempt's failure was reported already
         self._socket_error: str | None = None  # the last socket error paho logged in this attempt
         self._denials = Denials(self._config.username)
-        # mid -> (time.monotonic() handed to paho, bytes), until its PUBACK; an acknowledgement that
-        # overtakes the bookkeeping of its publish (paho's thread is faster) waits in _early_acks.
-        self._unacked: dict[int, tuple[float, int]] = {}
-        self._unacked_bytes = 0
-        self._early_acks: set[int] = set()
-        self._acks_lock = threading.Lock()
+        self._unacked = Unacknowledged(self._config.max_unacked_messages, MAX_UNACKED_BYTES)
         self._ack_timeout_reported = False
         self.ack_timeouts = 0  # connections dropped because the broker stopped acknowledging
         self._dropped_for_acks_at = -1.0  # _connected_at of the connection last dropped for that
@@ -206,13 +202,7 @@ class MqttConnection:
         info = self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         if self._v5:  # MQTT 3.1.1 cannot tell a refused publish: nothing to match
             self._denials.sent("publish", info.mid, [topic])
-        # Not under the lock while in paho: paho calls on_publish holding its own lock.
-        with self._acks_lock:
-            if info.mid in self._early_acks:
-                self._early_acks.discard(info.mid)
-            else:
-                self._unacked[info.mid] = (time.monotonic(), len(payload))
-                self._unacked_bytes += len(payload)
+        self._unacked.sent(info.mid, len(payload))
         return info
 
     # Acknowledgements
@@ -220,18 +210,11 @@ class MqttConnection:
     @property
     def has_room(self) -> bool:
         """Fewer than max_unacked_messages (and MAX_UNACKED_BYTES) wait for the broker's acknowledgement."""
-        with self._acks_lock:
-            return len(self._unacked) < self._config.max_unacked_messages and self._unacked_bytes < MAX_UNACKED_BYTES
-
-    @property
-    def unacked(self) -> int:
-        with self._acks_lock:
-            return len(self._unacked)
+        return self._unacked.has_room
 
     def _waiting_for_ack_s(self, now: float) -> float:
         """How long the oldest unacknowledged message has waited while connected (0: none waits)."""
-        with self._acks_lock:
-            oldest = min((sent for sent, _ in self._unacked.values()), default=None)
+        oldest = self._unacked.oldest()
         if oldest is None or not self.connected:
             return 0.0
         return now - max(oldest, self._connected_at)
@@ -252,7 +235,7 @@ class MqttConnection:
         log = logger.debug if self._ack_timeout_reported else logger.warning
         self._ack_timeout_reported = True
         log("MQTT broker %s acknowledged none of %d messages for %.0f s (mqtt.ack_timeout_s; a broker whose "
-            "queue for this client is full may drop acknowledgements): reconnecting", self.broker, self.unacked,
+            "queue for this client is full may drop acknowledgements): reconnecting", self.broker, len(self._unacked),
             waited)
         sock = self._client.socket()
         if isinstance(sock, socket.socket):  # paho sees the connection end, reconnects and sends them again
@@ -350,13 +333,8 @@ class MqttConnection:
         self._denials.acknowledged("subscribe", mid, [(r.value, reason_text(r)) for r in reasons])
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any) -> None:
-        with self._acks_lock:
-            entry = self._unacked.pop(mid, None)
-            if entry is None:
-                self._early_acks.add(mid)
-            else:
-                self._unacked_bytes -= entry[1]
-                self._ack_timeout_reported = False
+        self._unacked.acknowledged(mid)
+        self._ack_timeout_reported = False
         if self._v5:
             self._denials.acknowledged("publish", mid, [(reason.value, reason_text(reason))])
 
