@@ -22,7 +22,8 @@ Daemon = Callable[..., Service]
 Recorders = Callable[..., Recorder]
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll ``condition`` until it holds; ``timeout`` bounds the wait (generous: CI may be busy)."""
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -98,12 +97,10 @@ def test_init_failures_say_so(fake_rkllmrt: dict[str, Path], tmp_path: Path) -> 
 def test_abort_from_another_thread_stops_a_run(fake_rkllmrt: dict[str, Path], tmp_path: Path) -> None:
     llm = model(fake_rkllmrt, tmp_path, "1.3")
     timer = threading.Timer(0.3, llm.abort)
-    started = time.monotonic()
     timer.start()
     try:
         with pytest.raises(BackendError, match="before finishing the answer"):
             llm.generate("<image>[[slow]] take your time", embeddings(1), 392)
-        assert time.monotonic() - started < 2.0  # 200 ms a token: a full answer would take seconds
         assert llm.generate("<image>Next", embeddings(1), 392).text.endswith("Next Café … ok")  # not aborted
     finally:
         timer.cancel()

@@ -121,8 +121,9 @@ def test_a_hung_server_is_noticed_within_the_read_timeout(rtsp_server: ServerFac
         states.wait(True)
         server.pause()
         started = time.monotonic()
-        states.wait(False, timeout=5)
-        assert time.monotonic() - started < 2.5  # the read timeout, plus a frame or two
+        states.wait(False, timeout=30)
+        # The read timeout (1 s) ends the wait, not OpenCV's default of 30 s; a bound, not a speed.
+        assert time.monotonic() - started < 15
         with pytest.raises(SourceError, match="unavailable"):
             source.grab()  # never the stale frames OpenCV still holds
         server.resume()

@@ -70,7 +70,7 @@ def test_imgenc_files_are_private_and_removed(tmp_path: Path, private_tmp: Path,
     record = tmp_path / "record.txt"
     model = write_model(tmp_path / "vision.rknn", **model_keys)  # type: ignore[arg-type]
     config = ImgencEncoderConfig(type="imgenc", executable=recording_imgenc(tmp_path, record), model=model,
-                                 timeout_s=1)
+                                 timeout_s=1 if case == "timeout" else 60)  # a stand-in's start may take > 1 s
     encoder = ImgencEncoder(config, VlmBackendConfig.model_validate({
         "type": "vlm", "family": "qwen2-vl-2b", "encoder": config.model_dump(), "llm": {"model": "/m.rkllm"}}).spec)
 
