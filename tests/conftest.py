@@ -13,6 +13,7 @@ from edge_vlm.service import Service
 from tests.support.broker import Mosquitto
 from tests.support.mqtt import Recorder
 from tests.support.native import ABIS, build_fake_rkllmrt
+from tests.support.notify import DaemonProcess, NotifySocket
 from tests.support.rtsp import RtspServer, rtsp_unavailable
 
 _unique = itertools.count(1)
@@ -106,3 +107,26 @@ def make_recorder() -> Iterator[Callable[..., Recorder]]:
     yield make
     for recorder in recorders:
         recorder.close()
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
+    """systemd's notify socket, as a test reads it."""
+    sock = NotifySocket(tmp_path)
+    yield sock
+    sock.close()
+
+
+@pytest.fixture
+def daemons() -> Iterator[Callable[..., DaemonProcess]]:
+    """Start ``edge-vlm run`` processes (config file, log file, environment); closed when the test ends."""
+    started: list[DaemonProcess] = []
+
+    def start(config_file: Path, log: Path, **environment: str) -> DaemonProcess:
+        daemon = DaemonProcess(config_file, log, **environment)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.close()

@@ -14,7 +14,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,7 +29,7 @@ from tests.conftest import app_config
 from tests.support import images
 from tests.support.broker import Mosquitto
 from tests.support.mqtt import Recorder
-from tests.support.notify import DaemonProcess, Notification, NotifySocket, write_config
+from tests.support.notify import DaemonProcess, Notification, NotifySocket, ready, reloading, write_config
 
 CHECK_BOUND_S = 120.0  # far above what any of these takes: only a hang would reach it
 VALID = "cameras: [{id: a}]\n"
@@ -213,55 +213,30 @@ def test_a_missing_file_is_still_not_found(tmp_path: Path) -> None:
 # The daemon: a reload with a hostile file, a hostile retained value
 
 
-@pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
-    sock = NotifySocket(tmp_path)
-    yield sock
-    sock.close()
-
-
-@pytest.fixture
-def daemon_process(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
-    started: list[DaemonProcess] = []
-
-    def start(config_file: Path, **environment: str) -> DaemonProcess:
-        started.append(DaemonProcess(config_file, tmp_path / "daemon.log", **environment))
-        return started[-1]
-
-    yield start
-    for daemon in started:
-        daemon.close()
-
-
-def ready(n: Notification) -> bool:
-    return n.has("READY")
-
-
-def reloading(n: Notification) -> bool:
-    return n.has("RELOADING")
+def reload(daemon: DaemonProcess, notify_socket: NotifySocket, last: Notification) -> Notification:
+    """SIGHUP, then the READY=1 that ends the reload (refused or done)."""
+    daemon.signal(signal.SIGHUP)
+    started = notify_socket.wait_for(reloading, after=last.index + 1, timeout=CHECK_BOUND_S)
+    return notify_socket.wait_for(ready, after=started.index, timeout=CHECK_BOUND_S)
 
 
 @pytest.mark.mqtt
 def test_reloads_of_hostile_files_are_refused_and_the_daemon_serves_on(
         tmp_path: Path, broker: Mosquitto, make_recorder: Callable[..., Recorder], notify_socket: NotifySocket,
-        daemon_process: Callable[..., DaemonProcess]) -> None:
+        daemons: Callable[..., DaemonProcess]) -> None:
     config = app_config(broker.port)
     config_file = tmp_path / "edge_vlm.yaml"
     write_config(config_file, config)
     recorder = make_recorder(broker.port, [f"{config.base_topic}/#"])
-    daemon = daemon_process(config_file, NOTIFY_SOCKET=notify_socket.address)
+    daemon = daemons(config_file, tmp_path / "daemon.log", NOTIFY_SOCKET=notify_socket.address)
     last = notify_socket.wait_for(ready)
 
     for name in ("recursive alias in a list", "billion laughs", "200,000 [", "a value of 900,000 characters"):
         config_file.write_text(HOSTILE[name][0])
-        daemon.signal(signal.SIGHUP)
-        started = notify_socket.wait_for(reloading, after=last.index + 1, timeout=CHECK_BOUND_S)
-        last = notify_socket.wait_for(ready, after=started.index, timeout=CHECK_BOUND_S)
+        last = reload(daemon, notify_socket, last)
         assert "Reload refused" in last.fields["STATUS"], name
     write_hundred_megabytes(config_file)
-    daemon.signal(signal.SIGHUP)
-    started = notify_socket.wait_for(reloading, after=last.index + 1, timeout=CHECK_BOUND_S)
-    last = notify_socket.wait_for(ready, after=started.index, timeout=CHECK_BOUND_S)
+    last = reload(daemon, notify_socket, last)
     assert "Reload refused" in last.fields["STATUS"]
 
     since = len(recorder.messages)
@@ -270,9 +245,7 @@ def test_reloads_of_hostile_files_are_refused_and_the_daemon_serves_on(
     assert description.payload == b"1 person; 1 face visible; daylight"  # served all along
 
     write_config(config_file, config.model_copy(update={"cameras": config.cameras[:1]}))
-    daemon.signal(signal.SIGHUP)  # a later reload of a good file takes effect
-    started = notify_socket.wait_for(reloading, after=last.index + 1, timeout=CHECK_BOUND_S)
-    last = notify_socket.wait_for(ready, after=started.index, timeout=CHECK_BOUND_S)
+    last = reload(daemon, notify_socket, last)  # a later reload of a good file takes effect
     assert last.fields["STATUS"].startswith("Serving 1 camera(s)")
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(CHECK_BOUND_S) == 0
@@ -289,7 +262,7 @@ def test_reloads_of_hostile_files_are_refused_and_the_daemon_serves_on(
 @pytest.mark.mqtt
 def test_a_hostile_retained_configured_value_is_ignored_with_one_line(
         tmp_path: Path, broker: Mosquitto, make_recorder: Callable[..., Recorder], notify_socket: NotifySocket,
-        daemon_process: Callable[..., DaemonProcess]) -> None:
+        daemons: Callable[..., DaemonProcess]) -> None:
     config = app_config(broker.port)
     config_file = tmp_path / "edge_vlm.yaml"
     write_config(config_file, config)
@@ -297,7 +270,7 @@ def test_a_hostile_retained_configured_value_is_ignored_with_one_line(
     configured = f"{config.base_topic}/front_door/configured"
     recorder.publish(configured, "[" * 200_000, retain=True)
     recorder.publish(f"{config.base_topic}/driveway/configured", json.dumps({"enabled": [[[1]]]}), retain=True)
-    daemon = daemon_process(config_file, NOTIFY_SOCKET=notify_socket.address)
+    daemon = daemons(config_file, tmp_path / "daemon.log", NOTIFY_SOCKET=notify_socket.address)
     notify_socket.wait_for(ready, timeout=CHECK_BOUND_S)
     recorder.wait_for(configured, lambda m: m.payload.startswith(b"{"))  # ours, replacing it
 

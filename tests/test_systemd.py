@@ -10,7 +10,7 @@ import signal
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,40 +31,11 @@ from tests.conftest import app_config
 from tests.support import images
 from tests.support.broker import Mosquitto, free_port
 from tests.support.mqtt import Recorder
-from tests.support.notify import DaemonProcess, Notification, NotifySocket, write_config
+from tests.support.notify import DaemonProcess, Notification, NotifySocket, ready, reloading, write_config
 from tests.test_daemon import wait_until
 
 Recorders = Callable[..., Recorder]
 SECRET = "s3cr3t-Pa55word"
-
-
-@pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
-    sock = NotifySocket(tmp_path)
-    yield sock
-    sock.close()
-
-
-@pytest.fixture
-def daemons() -> Iterator[Callable[..., DaemonProcess]]:
-    started: list[DaemonProcess] = []
-
-    def start(config_file: Path, log: Path, **environment: str) -> DaemonProcess:
-        daemon = DaemonProcess(config_file, log, **environment)
-        started.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in started:
-        daemon.close()
-
-
-def ready(n: Notification) -> bool:
-    return n.has("READY")
-
-
-def reloading(n: Notification) -> bool:
-    return n.has("RELOADING")
 
 
 def keep_alive(n: Notification) -> bool:

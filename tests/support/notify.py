@@ -139,3 +139,11 @@ class DaemonProcess:
             self.process.kill()
             self.process.wait(TIMEOUT_S)
         self._log_file.close()
+
+
+def ready(n: Notification) -> bool:
+    return n.has("READY")
+
+
+def reloading(n: Notification) -> bool:
+    return n.has("RELOADING")
