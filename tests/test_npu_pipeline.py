@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from edge_vlm.backends.vlm import VlmBackend
 from edge_vlm.config.models import AppConfig
 from edge_vlm.errors import BackendError
 from edge_vlm.frames import decode_image
@@ -197,8 +197,11 @@ def test_a_prompt_with_two_images_is_refused(npu: Callable[..., Npu]) -> None:
 
 def test_a_worker_that_dies_while_idle_is_noticed_and_restarted(npu: Callable[..., Npu]) -> None:
     daemon = npu()
-    (worker,) = multiprocessing.active_children()
-    os.kill(worker.pid or 0, signal.SIGKILL)
+    backend = daemon.service.backend
+    assert isinstance(backend, VlmBackend)
+    worker = backend.worker_pid  # not active_children(): other tests' workers may be there
+    assert worker is not None
+    os.kill(worker, signal.SIGKILL)
     daemon.recorder.wait_for(daemon.model_topic, lambda m: m.json()["state"] == "unavailable")
     daemon.recorder.wait_for(daemon.model_topic, lambda m: len(daemon.model_states()) == 3)
     assert daemon.model_states() == ["ready", "unavailable", "ready"]

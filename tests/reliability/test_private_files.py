@@ -9,7 +9,6 @@ frame it is given), then runs as usual.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shlex
 import signal
@@ -129,8 +128,9 @@ def test_a_killed_worker_leaves_no_files(tmp_path: Path, private_tmp: Path, fake
         job = threading.Thread(target=describe)
         job.start()
         wait_until(lambda: len(seen(record)) == 2, timeout=30)  # imgenc runs for the job
-        (worker,) = multiprocessing.active_children()
-        os.kill(worker.pid or 0, signal.SIGKILL)
+        worker = backend.worker_pid  # not active_children(): other tests' workers may be there
+        assert worker is not None
+        os.kill(worker, signal.SIGKILL)
         job.join(30)
         assert [getattr(e, "code", None) for e in failed] == ["worker_crashed"]
         wait_until(lambda: worker_dir not in list(private_tmp.iterdir()), timeout=30)
