@@ -273,7 +273,8 @@ class Service:
         worker_pid = getattr(self.backend, "worker_pid", None)  # the vlm backend's inference worker
         values = self.stats.values(
             queue_depth=self.scheduler.depth, inbox_waiting=self.inbox.waiting, inbox_dropped=self.inbox.dropped,
-            inbox_replaced=self.inbox.replaced, outbox_dropped=self.publisher.dropped,
+            inbox_replaced=self.inbox.replaced, outbox_waiting=self.publisher.backlog,
+            outbox_dropped=self.publisher.dropped,
             broker_ack_timeouts=self.connection.ack_timeouts, motion_cpu_s=self.cameras.motion_cpu(),
             **self.board.values(worker_pid if isinstance(worker_pid, int) else None),
         )
