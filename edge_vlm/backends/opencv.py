@@ -28,6 +28,7 @@ from edge_vlm.config.models import OpencvBackendConfig
 from edge_vlm.errors import BackendError
 from edge_vlm.frames import Frame
 from edge_vlm.motion import changed_share, small_grey
+from edge_vlm.vision.preprocess import centred_on_grey
 from edge_vlm.worker.messages import JobDone, RunJob
 from edge_vlm.worker.supervisor import WorkerBackend
 
@@ -36,7 +37,6 @@ logger = logging.getLogger(__name__)
 FACE_CASCADE = "haarcascade_frontalface_default.xml"
 # The HOG people detector's window (width, height); a smaller image crashes detectMultiScale.
 HOG_WINDOW = (64, 128)
-PAD_GREY = 128
 # The face cascade's last-stage weight below which a face is not counted: real faces in the samples
 # score 3.7-4.5 at every scale, the false ones that come and go with resampling 0.7-0.9.
 MIN_FACE_WEIGHT = 2.0
@@ -101,17 +101,6 @@ def analysis_input(rgb: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(rgb, scaled, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
 
-def _padded(rgb: np.ndarray, minimum: tuple[int, int]) -> np.ndarray:
-    """``rgb`` centred on grey to at least ``minimum`` (width, height): thin and tiny frames."""
-    height, width = rgb.shape[:2]
-    if width >= minimum[0] and height >= minimum[1]:
-        return rgb
-    padded = np.full((max(height, minimum[1]), max(width, minimum[0]), 3), PAD_GREY, dtype=np.uint8)
-    top, left = (padded.shape[0] - height) // 2, (padded.shape[1] - width) // 2
-    padded[top : top + height, left : left + width] = rgb
-    return padded
-
-
 class OpencvAnalyzer:
     """The detectors, loaded once in the worker process."""
 
@@ -155,7 +144,7 @@ class OpencvAnalyzer:
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
         start = time.perf_counter()
-        detected = _padded(rgb, HOG_WINDOW)
+        detected = centred_on_grey(rgb, *HOG_WINDOW)  # thin and tiny frames
         bodies, weights = self._hog.detectMultiScale(detected, winStride=(8, 8), padding=(8, 8), scale=1.05)
         minimum = self.config.people_min_confidence
         confident = [box for box, w in zip(bodies, np.ravel(weights), strict=True) if w >= minimum]

@@ -10,15 +10,20 @@ import numpy as np
 PAD_GREY = 128  # expand2square's Scalar(127.5) stored in a uint8 image
 
 
+def centred_on_grey(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``rgb`` centred on a grey canvas of at least ``width`` x ``height`` (itself if it is as large)."""
+    rows, columns = rgb.shape[:2]
+    if columns >= width and rows >= height:
+        return rgb
+    canvas = np.full((max(rows, height), max(columns, width), 3), PAD_GREY, dtype=np.uint8)
+    top, left = (canvas.shape[0] - rows) // 2, (canvas.shape[1] - columns) // 2
+    canvas[top : top + rows, left : left + columns] = rgb
+    return canvas
+
+
 def encoder_input(rgb: np.ndarray, size: int) -> np.ndarray:
-    height, width = rgb.shape[:2]
-    side = max(height, width)
-    if height == width:
-        square = rgb
-    else:
-        square = np.full((side, side, 3), PAD_GREY, dtype=np.uint8)
-        top, left = (side - height) // 2, (side - width) // 2
-        square[top : top + height, left : left + width] = rgb
+    side = max(rgb.shape[:2])
+    square = centred_on_grey(rgb, side, side)
     if side == size:
         return np.ascontiguousarray(square)
     return cv2.resize(square, (size, size), interpolation=cv2.INTER_LINEAR)
