@@ -8,6 +8,8 @@ import numpy as np
 
 from edge_vlm.frames import Frame
 from edge_vlm.jobs import Description, Failure, Job, Reply, Result
+from edge_vlm.mqtt.connection import MqttConnection
+from edge_vlm.mqtt.inbox import Inbox
 from edge_vlm.mqtt.outputs import (
     HA_STATE_MAX,
     event_message,
@@ -16,7 +18,10 @@ from edge_vlm.mqtt.outputs import (
     result_payload,
     shorten,
 )
+from edge_vlm.mqtt.publisher import Publisher
 from edge_vlm.mqtt.topics import Topics
+from tests.conftest import app_config
+from tests.support.broker import free_port
 
 TOPICS = Topics("edge_vlm", "board", "homeassistant")
 
@@ -116,3 +121,19 @@ def test_failure_message() -> None:
         "camera": "porch", "id": "r1", "error": "bad_image", "message": "not a JPEG",
         "topic": "edge_vlm/porch/snapshot", "time": "2023-11-14T22:13:20.000+00:00",
     }
+
+
+def test_events_someone_asked_for_are_the_last_the_outbox_drops() -> None:
+    # A connection that never connected: every event waits, as while the broker does not acknowledge.
+    config = app_config(free_port())
+    publisher = Publisher(MqttConnection(config, None, Inbox(10, 10_000)), max_waiting_events=3)
+    topics = Topics.from_config(config)
+    frame = Frame("cam", np.zeros((2, 2, 3), np.uint8), (2, 2), b"", "JPEG", 0.0)
+    jobs = {origin: Job("cam", frame, frame.pixels, "p", origin, origin, received_at=0.0)
+            for origin in ("trigger", "request")}
+    snapshots = [Job("cam", frame, frame.pixels, "p", f"s{n}", "snapshot", received_at=0.0) for n in range(3)]
+    for job in [snapshots[0], jobs["trigger"], snapshots[1], jobs["request"], snapshots[2]]:
+        publisher.send(event_message(job, "pending", topics))
+    kept = [json.loads(m.payload)["id"] for m in publisher._waiting]
+    assert kept == ["trigger", "request", "s2"]  # the snapshots' oldest went first
+    assert publisher.dropped == 2

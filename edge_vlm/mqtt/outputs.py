@@ -9,6 +9,7 @@ from typing import Any
 
 from edge_vlm.jobs import Failure, Job, Reply, Result
 from edge_vlm.mqtt.topics import ATTRIBUTES, DESCRIPTION, ERROR, EVENT, FIELDS, IMAGE, RESULT, Outbound, Topics
+from edge_vlm.scheduler import AUTOMATIC
 
 # Home Assistant refuses a sensor state longer than 255 characters (core#117861).
 HA_STATE_MAX = 255
@@ -81,7 +82,8 @@ def result_messages(payload: dict[str, Any], topics: Topics) -> list[Outbound]:
     ]
     if payload["fields"] is not None:
         messages.append(Outbound(topics.camera(camera, FIELDS), _json(payload["fields"]), retain=True))
-    messages.append(Outbound(topics.camera(camera, RESULT), _json(payload), retain=False))
+    messages.append(Outbound(topics.camera(camera, RESULT), _json(payload), retain=False,
+                             asked=payload["origin"] not in AUTOMATIC))
     return messages
 
 
@@ -94,11 +96,12 @@ def event_message(job: Job, event_type: str, topics: Topics, **values: Any) -> O
     at once, then described, failed or superseded, all with the same id."""
     payload = {"event_type": event_type, "id": job.request_id, "camera": job.camera, "origin": job.origin,
                "time": iso_time(time.time()), **values, "event": job.event}
-    return Outbound(topics.camera(job.camera, EVENT), _json(payload), retain=False)
+    return Outbound(topics.camera(job.camera, EVENT), _json(payload), retain=False,
+                    asked=job.origin not in AUTOMATIC)
 
 
 def reply_message(reply: Reply, payload: dict[str, Any]) -> Outbound:
-    return Outbound(reply.topic, _json(payload), retain=False, correlation=reply.correlation)
+    return Outbound(reply.topic, _json(payload), retain=False, correlation=reply.correlation, asked=True)
 
 
 def failure_payload(failure: Failure, *, now: float | None = None) -> dict[str, Any]:
@@ -115,7 +118,8 @@ def failure_payload(failure: Failure, *, now: float | None = None) -> dict[str, 
 def failure_message(failure: Failure, topics: Topics, *, now: float | None = None) -> Outbound:
     if failure.reply is not None:
         return reply_message(failure.reply, failure_payload(failure, now=now))
-    return Outbound(topics.camera(failure.camera, ERROR), _json(failure_payload(failure, now=now)), retain=False)
+    return Outbound(topics.camera(failure.camera, ERROR), _json(failure_payload(failure, now=now)), retain=False,
+                    asked=failure.origin is not None and failure.origin not in AUTOMATIC)
 
 
 def skip_message(job: Job, reason: str, topics: Topics, *, now: float | None = None) -> Outbound:

@@ -4,8 +4,9 @@ Retained states (descriptions, images, diagnostics) are kept here, newest per to
 again after every reconnect; while they cannot be sent only the newest of each waits, so a long
 outage costs no memory. Events (results, errors) wait here while the broker is unreachable or has
 ``mqtt.max_unacked_messages`` of ours unacknowledged: at most ``mqtt.max_queued_messages`` of them
-(beyond that the oldest are dropped and counted in ``dropped``), and go out in order, after the
-states, once there is room (``flush``, called by the dispatcher each turn).
+(beyond that the oldest are dropped and counted in ``dropped``, those of snapshots before those of
+triggers and requests, which someone waits for), and go out in order, after the states, once there
+is room (``flush``, called by the dispatcher each turn).
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ class Publisher:
     def _wait(self, message: Outbound) -> None:
         self._waiting.append(message)
         if len(self._waiting) > self._max_waiting:
-            dropped = self._waiting.popleft()
+            # The oldest that nobody asked for (a snapshot's pending or superseded), else the oldest.
+            dropped = next((m for m in self._waiting if not m.asked), self._waiting[0])
+            self._waiting.remove(dropped)
             self.dropped += 1
             if not self._drop_reported:  # once until the backlog clears; the count is in the diagnostics
                 self._drop_reported = True

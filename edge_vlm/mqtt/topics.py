@@ -29,6 +29,7 @@ class Outbound:
     payload: bytes
     retain: bool
     correlation: bytes | None = None  # MQTT 5 correlation data, echoed in a reply
+    asked: bool = False  # an event someone waits for (a trigger's, a request's): dropped last
 
 
 @dataclass(frozen=True)
