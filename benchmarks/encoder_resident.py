@@ -26,8 +26,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edge_vlm.config.vlm import OnnxEncoderConfig, VlmBackendConfig
 from edge_vlm.frames import decode_image
-from edge_vlm.vision.onnx import OnnxEncoder
-from edge_vlm.vision.preprocess import encoder_input
+from edge_vlm.inference.vision.onnx import OnnxEncoder
+from edge_vlm.inference.vision.preprocess import encoder_input
 from tests.support import images
 
 SIZE, TOKENS, DIM = 392, 196, 1536

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from edge_vlm.config.sources import MotionConfig, RtspSourceConfig
-from edge_vlm.motion import MotionDetector
-from edge_vlm.sources.rtsp import RtspSource
+from edge_vlm.frames.sources.rtsp import RtspSource
+from edge_vlm.ingest.motion import MotionDetector
 from tests.support.rtsp import RtspServer, frame_age_ms, open_capture
 
 FPS = 15

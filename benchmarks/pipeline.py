@@ -27,8 +27,8 @@ import numpy as np
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_vlm.backends.vlm import VlmBackend
 from edge_vlm.config.models import AppConfig
+from edge_vlm.inference.backends.vlm import VlmBackend
 from edge_vlm.service import Service
 from tests.support import images
 from tests.support.broker import Mosquitto

@@ -121,8 +121,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    from edge_vlm.backends import create_backend  # noqa: PLC0415
     from edge_vlm.frames import decode_image  # noqa: PLC0415
+    from edge_vlm.inference.backends import create_backend  # noqa: PLC0415
 
     # Without a file: the defaults, as a config with one camera would have them.
     config = (_load(args.config, environ_checks=False).config if args.config

@@ -1,5 +1,5 @@
 """The cameras' own machinery: their sources, motion detectors and interval timers, and the
-stream-connected state that goes with them. (Home Assistant's switches: edge_vlm.controls.)"""
+stream-connected state that goes with them. (Home Assistant's switches: edge_vlm.ingest.controls.)"""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import time
 from collections.abc import Mapping
 
 from edge_vlm.config.models import AppConfig
+from edge_vlm.frames.sources import Source, create_source
+from edge_vlm.frames.sources.rtsp import RtspSource
+from edge_vlm.ingest.motion import MotionDetector
+from edge_vlm.ingest.triggers import Trigger
 from edge_vlm.intake import Intake
-from edge_vlm.motion import MotionDetector
-from edge_vlm.mqtt.publisher import Publisher
-from edge_vlm.mqtt.topics import STREAM, Outbound, Topics
-from edge_vlm.sources import Source, create_source
-from edge_vlm.sources.rtsp import RtspSource
-from edge_vlm.triggers import Trigger
+from edge_vlm.publish.publisher import Publisher
+from edge_vlm.topics import STREAM, Outbound, Topics
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from edge_vlm.config.files import file_problem, not_there
 from edge_vlm.config.models import OpencvBackendConfig
 from edge_vlm.config.vlm import ImgencEncoderConfig, RkllmConfig, RknnEncoderConfig, VlmBackendConfig
 from edge_vlm.errors import ConfigError
-from edge_vlm.llm.runtime import RELEASES, SUPPORTED, git_blob_id
+from edge_vlm.inference.llm.runtime import RELEASES, SUPPORTED, git_blob_id
 
 Status = Literal["PASS", "FAIL", "WARN", "SKIP"]
 FindLibrary = Callable[[str], str | None]
@@ -191,7 +191,7 @@ def check_memory(root: Path, needed: int) -> Check:
 
 def check_cpus(llm: RkllmConfig, soc: str, affinity: frozenset[int]) -> Check:
     npu = NPU_CORES[soc]
-    # The runtime's default when llm.cpus is unset (edge_vlm.llm.rkllm.default_cpus).
+    # The runtime's default when llm.cpus is unset (edge_vlm.inference.llm.rkllm.default_cpus).
     cpus = llm.cpus or ([4, 5, 6, 7] if soc in ("rk3588", "rk3576") else [0, 1, 2, 3])
     found = f"{'backend.llm.cpus' if llm.cpus else 'default CPUs'} {cpus}: {len(cpus)} for {npu} NPU cores"
     if len(cpus) < npu:

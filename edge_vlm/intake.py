@@ -15,25 +15,25 @@ from collections.abc import Callable
 
 from paho.mqtt.client import topic_matches_sub
 
-from edge_vlm.backends import Backend
-from edge_vlm.capture import CapturePool
 from edge_vlm.config.automation import ProfileConfig
 from edge_vlm.config.models import AppConfig, CameraConfig
-from edge_vlm.controls import Controls
-from edge_vlm.diagnostics import Stats
 from edge_vlm.errors import BackendError, ImageError, InputError, TriggerError
 from edge_vlm.frames import Frame, decode_image
+from edge_vlm.frames.capture import CapturePool
+from edge_vlm.frames.sources import Source
+from edge_vlm.frames.sources.mqtt_snapshot import LatestSnapshot
+from edge_vlm.gate import scene_hash, unchanged
+from edge_vlm.inference.backends import Backend
+from edge_vlm.inference.prompts import build_prompt, placeholder_values
+from edge_vlm.ingest.controls import Controls
+from edge_vlm.ingest.requests import IMAGE_REQUESTS, RequestTopics, RetainedImages, read_request
+from edge_vlm.ingest.triggers import Trigger, parse_trigger
 from edge_vlm.jobs import Failure, Job, Reply, new_request_id
 from edge_vlm.mqtt.inbox import Received
-from edge_vlm.mqtt.topics import SNAPSHOT, TRIGGER, Topics
-from edge_vlm.outcomes import Outcomes
-from edge_vlm.prompts import build_prompt, placeholder_values
-from edge_vlm.requests import IMAGE_REQUESTS, RequestTopics, RetainedImages, read_request
-from edge_vlm.scenes import scene_hash, unchanged
-from edge_vlm.scheduler import AUTOMATIC, REQUEST, Scheduler, SchedulerClosed, SchedulerFull
-from edge_vlm.sources import Source
-from edge_vlm.sources.mqtt_snapshot import LatestSnapshot
-from edge_vlm.triggers import Trigger, parse_trigger
+from edge_vlm.publish.outcomes import Outcomes
+from edge_vlm.schedule.scheduler import AUTOMATIC, REQUEST, Scheduler, SchedulerClosed, SchedulerFull
+from edge_vlm.stats import Stats
+from edge_vlm.topics import SNAPSHOT, TRIGGER, Topics
 
 logger = logging.getLogger(__name__)
 

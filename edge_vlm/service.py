@@ -4,9 +4,9 @@ Threads:
 - paho's network thread: callbacks only put events into the inbox;
 - the dispatcher: handles events in order (connect → subscribe and announce; messages → intake);
 - the worker: runs one job at a time on the backend and publishes its result;
-- capture threads (edge_vlm.capture), the alerts' timer (edge_vlm.alerts).
+- capture threads (edge_vlm.frames.capture), the alerts' timer (edge_vlm.publish.alerts).
 
-What becomes of each input and job, on MQTT and in the log, is edge_vlm.outcomes.
+What becomes of each input and job, on MQTT and in the log, is edge_vlm.publish.outcomes.
 """
 
 from __future__ import annotations
@@ -21,26 +21,26 @@ from typing import Any
 
 from paho.mqtt.client import topic_matches_sub
 
-from edge_vlm.alerts import Alerts
-from edge_vlm.answers import answer
-from edge_vlm.backends import Backend, create_backend
 from edge_vlm.board import BoardMonitor
 from edge_vlm.cameras import Cameras
 from edge_vlm.config.models import AppConfig
-from edge_vlm.controls import Controls
-from edge_vlm.diagnostics import Stats, diagnostics_message, model_state_message
 from edge_vlm.errors import BackendError
-from edge_vlm.frigate import FrigateEvents
+from edge_vlm.inference.answers import answer
+from edge_vlm.inference.backends import Backend, create_backend
+from edge_vlm.ingest.controls import Controls
+from edge_vlm.ingest.frigate import FrigateEvents
+from edge_vlm.ingest.requests import RetainedImages
 from edge_vlm.intake import Intake
 from edge_vlm.jobs import Job
 from edge_vlm.mqtt.connection import MqttConnection
-from edge_vlm.mqtt.discovery import discovery_messages, removal_message
 from edge_vlm.mqtt.inbox import Connected, Event, Inbox, Received
-from edge_vlm.mqtt.publisher import Publisher
-from edge_vlm.mqtt.topics import SNAPSHOT, TRIGGER, Outbound, Topics
-from edge_vlm.outcomes import Outcomes
-from edge_vlm.requests import RetainedImages
-from edge_vlm.scheduler import Scheduler
+from edge_vlm.publish.alerts import Alerts
+from edge_vlm.publish.discovery import discovery_messages, removal_message
+from edge_vlm.publish.outcomes import Outcomes
+from edge_vlm.publish.publisher import Publisher
+from edge_vlm.schedule.scheduler import Scheduler
+from edge_vlm.stats import Stats, diagnostics_message, model_state_message
+from edge_vlm.topics import SNAPSHOT, TRIGGER, Outbound, Topics
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from edge_vlm.backends import Backend
 from edge_vlm.config.models import AppConfig
+from edge_vlm.inference.backends import Backend
 from edge_vlm.service import Service
 from tests.support.broker import Mosquitto
 from tests.support.mqtt import Recorder

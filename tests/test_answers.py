@@ -8,14 +8,14 @@ import time
 import numpy as np
 import pytest
 
-from edge_vlm.answers import AnswerError, answer, structured
-from edge_vlm.backends.opencv import OpencvBackend
 from edge_vlm.config.automation import FieldSpec
 from edge_vlm.config.models import OpencvBackendConfig
 from edge_vlm.errors import BackendError
 from edge_vlm.frames import Frame, decode_image
+from edge_vlm.inference.answers import AnswerError, answer, structured
+from edge_vlm.inference.backends.opencv import OpencvBackend
+from edge_vlm.inference.prompts import YES_NO
 from edge_vlm.jobs import Description, Job
-from edge_vlm.prompts import YES_NO
 from tests.support import images
 
 COUNT = {"people": FieldSpec(type="integer", description="how many people", minimum=0, maximum=20)}

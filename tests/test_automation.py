@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from edge_vlm.backends import Backend
 from edge_vlm.config.automation import DEFAULT_RETRY_PROMPT
 from edge_vlm.config.models import AppConfig
+from edge_vlm.inference.backends import Backend
 from edge_vlm.service import Service
 from tests.conftest import app_config
 from tests.support import images

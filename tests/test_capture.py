@@ -8,11 +8,11 @@ import threading
 
 import pytest
 
-from edge_vlm.capture import CLOSE_WAIT_S, CapturePool
-from edge_vlm.diagnostics import Stats
 from edge_vlm.errors import InputError
-from edge_vlm.scheduler import REQUEST
-from edge_vlm.triggers import Trigger
+from edge_vlm.frames.capture import CLOSE_WAIT_S, CapturePool
+from edge_vlm.ingest.triggers import Trigger
+from edge_vlm.schedule.scheduler import REQUEST
+from edge_vlm.stats import Stats
 
 MARGIN_S = 10.0  # a bound on waiting on a busy machine, not a measure of speed
 
@@ -62,7 +62,7 @@ def test_close_does_not_wait_for_a_grab_stuck_in_its_source(caplog: pytest.LogCa
     pool.submit("front_door", Trigger("front_door", REQUEST, request_id="r1"))  # waits behind r0
     assert grabs.wait_started("r0")
     closing = threading.Thread(target=pool.close, daemon=True)
-    with caplog.at_level(logging.WARNING, logger="edge_vlm.capture"):
+    with caplog.at_level(logging.WARNING, logger="edge_vlm.frames.capture"):
         closing.start()
         closing.join(CLOSE_WAIT_S + MARGIN_S)
         assert not closing.is_alive(), "close() waits for the stuck grab"

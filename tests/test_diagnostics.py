@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_vlm.backends.vlm import VlmBackend
 from edge_vlm.board import BoardMonitor
 from edge_vlm.config.models import AppConfig
-from edge_vlm.diagnostics import STAGES
 from edge_vlm.errors import BackendError
 from edge_vlm.frames import Frame
+from edge_vlm.inference.backends.vlm import VlmBackend
 from edge_vlm.jobs import Description
 from edge_vlm.service import Service
+from edge_vlm.stats import STAGES
 from tests.conftest import app_config
 from tests.support import images
 from tests.support.backends import GatedBackend
@@ -197,7 +197,7 @@ def test_each_event_is_one_log_line_with_camera_id_and_timings(
 
     def logged() -> bool:
         lines.clear()
-        for record in (r for r in caplog.records if r.name == "edge_vlm.outcomes"):
+        for record in (r for r in caplog.records if r.name == "edge_vlm.publish.outcomes"):
             for request_id in ids:  # the event's own id, not the "by id" of the one that superseded it
                 if re.search(rf"(id|topic) {request_id}[],]", record.getMessage()):
                     lines.setdefault(request_id, []).append(f"{record.levelname} {record.getMessage()}")

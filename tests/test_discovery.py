@@ -10,7 +10,7 @@ import pytest
 
 from edge_vlm import __version__
 from edge_vlm.config.models import AppConfig
-from edge_vlm.mqtt.discovery import (
+from edge_vlm.publish.discovery import (
     camera_device_payload,
     control_components,
     discovery_messages,
@@ -18,8 +18,8 @@ from edge_vlm.mqtt.discovery import (
     field_components,
     node_device_payload,
 )
-from edge_vlm.mqtt.topics import Topics
 from edge_vlm.service import Service
+from edge_vlm.topics import Topics
 from tests.conftest import app_config
 from tests.support.broker import Mosquitto
 from tests.support.mqtt import Recorder

@@ -10,7 +10,7 @@ import pytest
 
 from edge_vlm.__main__ import main
 from edge_vlm.doctor import Check, doctor, run_checks
-from edge_vlm.llm import runtime
+from edge_vlm.inference.llm import runtime
 
 MODELS = "/var/lib/edge-vlm/models"
 IMGENC = "/opt/rknn-llm/imgenc"

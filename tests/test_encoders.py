@@ -12,10 +12,10 @@ import pytest
 from edge_vlm.config.vlm import ImgencEncoderConfig, OnnxEncoderConfig, RknnEncoderConfig, VlmBackendConfig
 from edge_vlm.errors import BackendError
 from edge_vlm.frames import decode_image
-from edge_vlm.vision.imgenc import ImgencEncoder, output_shape
-from edge_vlm.vision.onnx import OnnxEncoder
-from edge_vlm.vision.preprocess import PAD_GREY, encoder_input
-from edge_vlm.vision.rknn import RknnEncoder
+from edge_vlm.inference.vision.imgenc import ImgencEncoder, output_shape
+from edge_vlm.inference.vision.onnx import OnnxEncoder
+from edge_vlm.inference.vision.preprocess import PAD_GREY, encoder_input
+from edge_vlm.inference.vision.rknn import RknnEncoder
 from tests.support import images
 from tests.support.imgenc_standin import embeddings_from_pixels, write_imgenc_wrapper, write_model
 from tests.support.onnx_models import build_encoder, reference_output

@@ -19,7 +19,7 @@ from PIL import Image
 from edge_vlm.config.sources import HttpSourceConfig
 from edge_vlm.errors import ImageError, SourceError
 from edge_vlm.frames import Frame
-from edge_vlm.sources.http import HttpSnapshotSource
+from edge_vlm.frames.sources.http import HttpSnapshotSource
 from tests.conftest import app_config
 from tests.support import http_server as cam
 from tests.support.broker import Mosquitto

@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 import yaml
 
-from edge_vlm.backends.vlm import VlmBackend
 from edge_vlm.config.models import AppConfig
 from edge_vlm.errors import BackendError
 from edge_vlm.frames import decode_image
+from edge_vlm.inference.backends.vlm import VlmBackend
+from edge_vlm.inference.vision.preprocess import encoder_input
 from edge_vlm.service import Service
-from edge_vlm.vision.preprocess import encoder_input
 from tests.conftest import app_config
 from tests.support import images
 from tests.support.broker import Mosquitto

@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_vlm.backends.opencv import OpencvBackend, sentence
 from edge_vlm.config.automation import OPENCV_DETAILS
 from edge_vlm.config.models import OpencvBackendConfig
 from edge_vlm.errors import BackendError
 from edge_vlm.frames import Frame, decode_image
+from edge_vlm.inference.backends.opencv import OpencvBackend, sentence
 from edge_vlm.jobs import Description
 from tests.support import images
 

@@ -10,7 +10,7 @@ from edge_vlm.frames import Frame
 from edge_vlm.jobs import Description, Failure, Job, Reply, Result
 from edge_vlm.mqtt.connection import MqttConnection
 from edge_vlm.mqtt.inbox import Inbox
-from edge_vlm.mqtt.outputs import (
+from edge_vlm.publish.messages import (
     HA_STATE_MAX,
     event_message,
     failure_message,
@@ -18,8 +18,8 @@ from edge_vlm.mqtt.outputs import (
     result_payload,
     shorten,
 )
-from edge_vlm.mqtt.publisher import Publisher
-from edge_vlm.mqtt.topics import Topics
+from edge_vlm.publish.publisher import Publisher
+from edge_vlm.topics import Topics
 from tests.conftest import app_config
 from tests.support.broker import free_port
 

@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 
-import edge_vlm.requests
-from edge_vlm.capture import CapturePool
+import edge_vlm.ingest.requests
 from edge_vlm.config.models import AppConfig
-from edge_vlm.diagnostics import Stats
+from edge_vlm.frames.capture import CapturePool
+from edge_vlm.ingest.triggers import Trigger
 from edge_vlm.mqtt.inbox import Inbox, Received
-from edge_vlm.scheduler import MAX_REQUESTS, REQUEST
+from edge_vlm.schedule.scheduler import MAX_REQUESTS, REQUEST
 from edge_vlm.service import Service
-from edge_vlm.triggers import Trigger
+from edge_vlm.stats import Stats
 from tests.conftest import app_config
 from tests.support import images
 from tests.support.backends import GatedBackend
@@ -183,7 +183,7 @@ def test_mqtt5_request_to_an_mqtt311_daemon_falls_back_to_reply_to(
 def test_requests_about_images_and_what_is_wrong_with_them(
         broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders, monkeypatch: pytest.MonkeyPatch) -> None:
     wait_s = 1.0
-    monkeypatch.setattr(edge_vlm.requests, "IMAGE_TOPIC_WAIT_S", wait_s)
+    monkeypatch.setattr(edge_vlm.ingest.requests, "IMAGE_TOPIC_WAIT_S", wait_s)
     config = app_config(broker.port, limits={"max_payload_bytes": 200_000})
     recorder = watch(make_recorder, broker, config)
     make_daemon(config)

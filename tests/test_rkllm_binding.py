@@ -11,8 +11,8 @@ import pytest
 
 from edge_vlm.config.vlm import ImageTags, ModelSpec, RkllmConfig
 from edge_vlm.errors import BackendError
-from edge_vlm.llm import abi, runtime
-from edge_vlm.llm.rkllm import RkllmModel
+from edge_vlm.inference.llm import abi, runtime
+from edge_vlm.inference.llm.rkllm import RkllmModel
 from tests.support.native import LOG_ENV, write_model_file
 from tests.support.npu import QWEN_TAGS, signature
 

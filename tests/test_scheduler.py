@@ -9,7 +9,7 @@ import pytest
 
 from edge_vlm.frames import Frame
 from edge_vlm.jobs import Failure, Job, Reply
-from edge_vlm.scheduler import Scheduler, SchedulerClosed
+from edge_vlm.schedule.scheduler import Scheduler, SchedulerClosed
 
 
 def job(camera: str, request_id: str) -> Job:

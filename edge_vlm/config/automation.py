@@ -9,7 +9,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from edge_vlm.config.base import ID_PATTERN, StrictModel
 
-# Placeholders a prompt may use; each is filled when the prompt is asked (edge_vlm.prompts).
+# Placeholders a prompt may use; each is filled when the prompt is asked (edge_vlm.inference.prompts).
 PLACEHOLDERS = ("camera", "time", "label", "sub_label", "zones", "previous", "language")
 FIELD_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
 
@@ -30,7 +30,7 @@ def _known_placeholders(prompt: str) -> str:
 PromptText = Annotated[str, AfterValidator(_known_placeholders)]
 
 
-# What the built-in opencv backend reports besides its sentence (edge_vlm/backends/opencv.py), for field rules.
+# What the built-in opencv backend reports besides its sentence (inference/backends/opencv.py), for field rules.
 OPENCV_DETAILS = {"people": "number", "faces": "number", "light": "string", "brightness": "number",
                   "motion": "string", "motion_fraction": "number"}
 

@@ -39,7 +39,7 @@ from edge_vlm.config.topic_rules import (
     topic_filter_problem,
 )
 from edge_vlm.config.vlm import VlmBackendConfig, context_problem
-from edge_vlm.prompts import build_prompt
+from edge_vlm.inference.prompts import build_prompt
 
 
 class CameraConfig(StrictModel):

@@ -3,7 +3,7 @@ its own output."""
 
 from __future__ import annotations
 
-CONTROLS = ("enabled", "cooldown", "profile", "prompt", "motion")  # retained states (edge_vlm.controls)
+CONTROLS = ("enabled", "cooldown", "profile", "prompt", "motion")  # retained states (edge_vlm.ingest.controls)
 
 
 def topic_filter_problem(topic: str) -> str | None:

@@ -49,7 +49,7 @@ from edge_vlm.mqtt.connect_problems import (
 from edge_vlm.mqtt.denials import Denials
 from edge_vlm.mqtt.inbox import Connected, Inbox, Received
 from edge_vlm.mqtt.tls import client_context
-from edge_vlm.mqtt.topics import Outbound, Topics
+from edge_vlm.topics import Outbound, Topics
 
 logger = logging.getLogger(__name__)
 paho_logger = logging.getLogger("edge_vlm.mqtt.paho")  # paho's own log, at DEBUG: for debugging only

@@ -51,7 +51,7 @@ class BadInput:
     code: str | None  # the error code it must get
     request_id: bool = False  # a request: gets an id, which its answer must carry
     # A request with an image waits for a capture thread; when 32 requests already wait there it is
-    # answered "busy" instead (edge_vlm/capture.py), which is as good an answer.
+    # answered "busy" instead (edge_vlm/frames/capture.py), which is as good an answer.
     queued: bool = False
 
     def filled(self, base: str, discovery: str, request_id: str) -> bytes:

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from edge_vlm.backends import Backend
 from edge_vlm.config.models import AppConfig
+from edge_vlm.inference.backends import Backend
 from edge_vlm.service import Service
 from tests.conftest import app_config
 from tests.support.mqtt import Recorder

@@ -7,7 +7,7 @@ design: no backlog of stale frames) and are not part of the claim; the count of 
 
 How nothing is lost between the daemon and the recorder:
 - the daemon publishes with QoS 1; what paho had in flight when the link dropped is sent again after
-  the reconnect, and events made while disconnected wait in the Publisher (edge_vlm/mqtt/publisher.py);
+  the reconnect, and events made while disconnected wait in the Publisher (edge_vlm/publish/publisher.py);
 - the recorder has a persistent session (MQTT 3.1.1, clean_session false) with QoS 1 subscriptions,
   so the broker queues for it while it is away;
 - mosquitto runs with ``persistence true`` and is stopped with SIGTERM, on which it writes its
@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_vlm.backends.opencv import OpencvBackend
 from edge_vlm.config.models import CameraConfig, OpencvBackendConfig
 from edge_vlm.frames import Frame
+from edge_vlm.inference.backends.opencv import OpencvBackend
 from edge_vlm.jobs import Description
 from edge_vlm.service import Service
 from tests.reliability.conftest import DaemonSecrets, SecretScan, secret_config

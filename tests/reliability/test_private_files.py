@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_vlm.backends.vlm import VlmBackend
 from edge_vlm.config.vlm import ImgencEncoderConfig, VlmBackendConfig
 from edge_vlm.errors import BackendError
 from edge_vlm.frames import Frame
-from edge_vlm.vision.imgenc import ImgencEncoder
+from edge_vlm.inference.backends.vlm import VlmBackend
+from edge_vlm.inference.vision.imgenc import ImgencEncoder
 from tests.support.imgenc_standin import write_imgenc_wrapper, write_model
 from tests.support.npu import vlm_backend
 from tests.test_daemon import wait_until

@@ -22,13 +22,13 @@ from edge_vlm.config.loader import load_config_text
 from edge_vlm.config.models import AppConfig
 from edge_vlm.config.sources import HttpSourceConfig, RtspSourceConfig
 from edge_vlm.errors import ConfigError, InputError, SourceError
+from edge_vlm.frames.sources.http import HttpSnapshotSource
+from edge_vlm.frames.sources.rtsp import RtspSource
+from edge_vlm.ingest.requests import RequestTopics, RetainedImages, read_request
+from edge_vlm.ingest.triggers import parse_request, parse_trigger
 from edge_vlm.jobs import Failure, Reply
 from edge_vlm.mqtt.inbox import Received
 from edge_vlm.redact import redact, redact_url
-from edge_vlm.requests import RequestTopics, RetainedImages, read_request
-from edge_vlm.sources.http import HttpSnapshotSource
-from edge_vlm.sources.rtsp import RtspSource
-from edge_vlm.triggers import parse_request, parse_trigger
 from tests.reliability.conftest import SecretScan
 
 SECRET = "hunter2-Zq8x"

@@ -1,0 +1,128 @@
+"""Reading what the model answered: a JSON object checked against the profile's fields, or yes/no.
+
+Small models wrap JSON in prose or code fences, write numbers as strings and booleans as words;
+those are accepted. A missing field, a wrong type or a value out of bounds is not: the answer is
+asked for again once, then reported.
+
+``answer()`` runs a job on the backend: the description, the structured answer checked (and asked
+again once), then each alert rule's yes/no question.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from edge_vlm.config.automation import FieldSpec
+from edge_vlm.errors import BackendError
+from edge_vlm.inference.backends import Backend
+from edge_vlm.inference.prompts import question_prompt
+from edge_vlm.jobs import Job, Result
+
+logger = logging.getLogger(__name__)
+
+_WORDS_TRUE = {"yes", "true", "y", "1"}
+_WORDS_FALSE = {"no", "false", "n", "0", "none"}
+
+
+class AnswerError(ValueError):
+    """The answer is not the JSON asked for; the message says what is wrong, briefly."""
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    start = text.find("{")
+    if start < 0:
+        raise AnswerError("no JSON object in the answer")
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text[start:])
+    except json.JSONDecodeError as exc:
+        raise AnswerError(f"invalid JSON: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise AnswerError("the answer is not a JSON object")
+    return value
+
+
+def _typed(name: str, value: Any, spec: FieldSpec) -> Any:
+    if spec.type == "string":
+        if not isinstance(value, str | int | float):
+            raise AnswerError(f"{name} should be text")
+        return str(value)[: spec.max_length]
+    if spec.type == "boolean":
+        word = str(value).strip().lower()
+        if isinstance(value, bool) or word in _WORDS_TRUE | _WORDS_FALSE:
+            return value if isinstance(value, bool) else word in _WORDS_TRUE
+        raise AnswerError(f"{name} should be true or false")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise AnswerError(f"{name} should be a number") from None
+    if not math.isfinite(number):  # Python's JSON reads NaN and 1e999; Home Assistant cannot
+        raise AnswerError(f"{name} should be a finite number")
+    if spec.type == "integer":
+        if number != int(number):
+            raise AnswerError(f"{name} should be a whole number")
+        number = int(number)
+    if (spec.minimum is not None and number < spec.minimum) or (spec.maximum is not None and number > spec.maximum):
+        raise AnswerError(f"{name} = {number:g} is out of bounds")
+    return number
+
+
+def structured(text: str, fields: Mapping[str, FieldSpec]) -> dict[str, Any]:
+    """The fields of a JSON answer, typed and checked; AnswerError when it will not do."""
+    data = _json_object(text)
+    missing = [name for name in fields if name not in data]
+    if missing:
+        raise AnswerError(f"missing {', '.join(missing)}")
+    return {name: _typed(name, data[name], spec) for name, spec in fields.items()}
+
+
+def yes_or_no(text: str) -> bool | None:
+    """True for yes, False for no, None when the answer is neither."""
+    words = re.findall(r"[a-z]+", text.lower())
+    if not words:
+        return None
+    if words[0] in _WORDS_TRUE:
+        return True
+    if words[0] in _WORDS_FALSE:
+        return False
+    return None
+
+
+def answer(backend: Backend, job: Job) -> Result:
+    """Ask the backend about ``job``; BackendError (code ``bad_answer``) when a structured answer
+    is still invalid after asking again."""
+    description = backend.describe(job.prepared, job.frame, job.prompt)
+    fields = None
+    extra_ms: dict[str, float] = {}
+    if job.fields:
+        try:
+            fields = structured(description.text, job.fields)
+        except AnswerError as first:
+            started = time.perf_counter()
+            retry = job.retry_prompt.replace("{prompt}", job.prompt).replace("{error}", str(first))
+            again = backend.describe(job.prepared, job.frame, retry)
+            extra_ms["retry"] = round((time.perf_counter() - started) * 1000, 2)
+            try:
+                fields = structured(again.text, job.fields)
+            except AnswerError as second:
+                raise BackendError(f"the model's answer is not the JSON asked for, twice: {first}; then {second} "
+                                   f"(answer: {again.text[:200]!r})", code="bad_answer") from None
+            description = again
+    answers: dict[str, bool | None] = {}
+    if job.questions:
+        started = time.perf_counter()
+        for rule, question in job.questions.items():
+            try:
+                answers[rule] = yes_or_no(backend.describe(job.prepared, job.frame, question_prompt(question)).text)
+            except BackendError as exc:  # the description stands; this rule just gets no answer
+                if exc.code == "cancelled":
+                    raise
+                logger.warning("%s: alert question %r failed (%s): %s", job.camera or "request", rule, exc.code, exc)
+                answers[rule] = None
+        extra_ms["questions"] = round((time.perf_counter() - started) * 1000, 2)
+    return Result(job, description, backend.name, time.time(), fields, answers, extra_ms)

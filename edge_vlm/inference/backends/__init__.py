@@ -1,0 +1,53 @@
+"""Backends turn a frame and a prompt into text, chosen by ``backend.type``.
+
+A backend has a small lifecycle: ``load()`` once (vendor libraries are imported there, never at
+module import, so the package runs anywhere), ``prepare()`` a frame (CPU work, done on the
+dispatcher thread while the backend is still busy with the previous frame), ``describe()`` one
+prepared frame at a time, ``close()`` once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from edge_vlm.config.models import OpencvBackendConfig
+from edge_vlm.config.vlm import VlmBackendConfig
+from edge_vlm.frames import Frame
+from edge_vlm.jobs import Description
+
+
+class Backend(Protocol):
+    name: str
+    #: decode frames to at least this many pixels on the long side (None: full size)
+    min_long_side: int | None
+
+    def load(self) -> None: ...
+
+    def prepare(self, frame: Frame) -> np.ndarray: ...
+
+    def describe(self, prepared: np.ndarray, frame: Frame, prompt: str) -> Description: ...
+
+    def abort(self) -> None:
+        """Stop the job in flight as soon as possible; called from another thread."""
+        ...
+
+    def on_availability(self, listener: Callable[[bool, str], None]) -> None:
+        """Call ``listener(available, reason)`` whenever the model comes or goes."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def create_backend(config: OpencvBackendConfig | VlmBackendConfig, log_level: str = "INFO") -> Backend:
+    """The backend that ``config`` asks for, not loaded yet."""
+    # Imported here so that a backend's heavy imports happen only when it is used.
+    if isinstance(config, VlmBackendConfig):
+        from edge_vlm.inference.backends.vlm import VlmBackend  # noqa: PLC0415
+
+        return VlmBackend(config, log_level)
+    from edge_vlm.inference.backends.opencv import OpencvBackend  # noqa: PLC0415
+
+    return OpencvBackend(config, log_level)

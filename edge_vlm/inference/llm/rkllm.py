@@ -1,0 +1,225 @@
+"""The ``rkllm`` language model: a ctypes binding of ``librkllmrt.so`` (runtime 1.2.1+ and 1.3.x).
+
+It takes a finished prompt and the image embeddings and returns text; it knows nothing of cameras.
+What the runtime demands (rockchip.md §7, §8):
+- one run at a time per handle (a lock); ``rkllm_abort`` from another thread stops a run;
+- the callback always returns an int and never raises, text may be NULL, RKLLM_RUN_WAITING means
+  "an incomplete UTF-8 character, wait", and the perf figures are valid only at FINISH;
+- everything the runtime may touch (callback, prompt, tags, embeddings) stays referenced until
+  ``rkllm_run`` returns; the callback object lives as long as the handle;
+- ``keep_history = 0`` and the KV cache cleared after each frame (rknn-llm#529).
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import logging
+import threading
+from ctypes import POINTER, byref, c_float, c_int, c_void_p
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_vlm.config.vlm import ModelSpec, RkllmConfig
+from edge_vlm.errors import BackendError
+from edge_vlm.inference.llm import abi
+from edge_vlm.inference.llm.runtime import resolve_abi
+
+logger = logging.getLogger(__name__)
+
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    prefill_ms: float
+    decode_ms: float
+    prefill_tokens: int
+    generated_tokens: int
+    memory_mb: float
+
+
+@dataclass
+class _Run:
+    """What the callback gathers during one rkllm_run."""
+
+    decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+    pieces: list[str] = field(default_factory=list)
+    perf: tuple[float, float, int, int, float] | None = None
+    error: bool = False
+
+
+def default_cpus() -> list[int]:
+    """The board's big cores for the runtime's threads, as Rockchip's server demo chooses them."""
+    try:
+        compatible = Path("/proc/device-tree/compatible").read_bytes()
+    except OSError:
+        compatible = b""
+    if b"rk3588" in compatible or b"rk3576" in compatible:
+        return [4, 5, 6, 7]
+    return [0, 1, 2, 3]
+
+
+def _declare(lib: ctypes.CDLL, types: abi.Abi) -> None:
+    handle_p = POINTER(abi.LLMHandle)
+    lib.rkllm_createDefaultParam.restype = types.param
+    lib.rkllm_createDefaultParam.argtypes = []
+    third = POINTER(types.callback_struct) if types.callback_struct else abi.ResultCallback
+    lib.rkllm_init.argtypes = [handle_p, POINTER(types.param), third]
+    lib.rkllm_run.argtypes = [abi.LLMHandle, POINTER(types.input), POINTER(types.infer_param), c_void_p]
+    lib.rkllm_clear_kv_cache.argtypes = [abi.LLMHandle, c_int, POINTER(c_int), POINTER(c_int)]
+    lib.rkllm_set_chat_template.argtypes = [abi.LLMHandle, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p]
+    for name in ("rkllm_abort", "rkllm_destroy"):
+        getattr(lib, name).argtypes = [abi.LLMHandle]
+    for name in ("rkllm_init", "rkllm_run", "rkllm_clear_kv_cache", "rkllm_set_chat_template",
+                 "rkllm_abort", "rkllm_destroy"):
+        getattr(lib, name).restype = c_int
+
+
+class RkllmModel:
+    def __init__(self, config: RkllmConfig, spec: ModelSpec, *, encoder_on_npu: bool) -> None:
+        self.config = config
+        self.spec = spec
+        self.encoder_on_npu = encoder_on_npu
+        self.abi_name = ""
+        self._types: abi.Abi | None = None
+        self._lib: ctypes.CDLL | None = None
+        self._handle = abi.LLMHandle()
+        self._lock = threading.Lock()
+        self._run: _Run | None = None
+        # Created once, kept for the handle's lifetime: the runtime calls it from its own threads.
+        self._callback = abi.ResultCallback(self._on_result)
+        self._keep: list[Any] = []
+
+    def load(self) -> None:
+        problems = abi.layout_problems()
+        if problems:
+            raise BackendError("edge_vlm's RKLLM structs disagree with the documented layout: " + "; ".join(problems))
+        library = self.config.library.resolve()
+        self.abi_name = resolve_abi(library, self.config.runtime_version)
+        types = abi.ABIS[self.abi_name]
+        try:
+            lib = ctypes.CDLL(str(library))
+        except OSError as exc:
+            raise BackendError(f"cannot load {self.config.library}: {exc}") from None
+        _declare(lib, types)
+        param = self._param(lib, types)
+        third: Any = self._callback
+        if types.callback_struct is not None:
+            third = types.callback_struct(result_callback=self._callback)
+            self._keep.append(third)
+        if lib.rkllm_init(byref(self._handle), byref(param), byref(third) if types.callback_struct else third) != 0:
+            raise BackendError(
+                f"rkllm_init failed for {self.config.model} with runtime {self.abi_name} ({self.config.library}); "
+                "the runtime's own messages above say why (model converted for another runtime version? "
+                "too few CPUs for the model's NPU cores? NPU memory?)",
+            )
+        self._lib, self._types = lib, types
+        template = self.config.chat_template
+        if template is not None and lib.rkllm_set_chat_template(
+                self._handle, template.system.encode(), template.prefix.encode(), template.postfix.encode()) != 0:
+            raise BackendError("rkllm_set_chat_template refused backend.llm.chat_template")
+        logger.info("RKLLM %s loaded: %s (ABI %s)", self.config.library, self.config.model, self.abi_name)
+
+    def _param(self, lib: ctypes.CDLL, types: abi.Abi) -> Any:
+        config = self.config
+        param = lib.rkllm_createDefaultParam()
+        model_path = str(config.model.resolve()).encode()
+        self._keep.append(model_path)
+        param.model_path = model_path
+        param.max_context_len = config.max_context_len
+        param.max_new_tokens = config.max_new_tokens
+        param.top_k = config.top_k
+        param.top_p = config.top_p
+        param.temperature = config.temperature
+        param.repeat_penalty = config.repeat_penalty
+        param.skip_special_token = True
+        param.is_async = False
+        cpus = config.cpus or default_cpus()
+        extend = param.extend_param
+        extend.base_domain_id = (1 if self.encoder_on_npu else 0) if config.base_domain_id is None \
+            else config.base_domain_id
+        extend.embed_flash = 1 if config.embed_flash else 0
+        extend.enabled_cpus_num = len(cpus)
+        extend.enabled_cpus_mask = sum(1 << cpu for cpu in cpus)
+        extend.n_batch = 1
+        if types.name == "1.2":  # the image tags are init parameters before 1.3
+            tags = [t.encode() for t in (self.spec.image_tags.start, self.spec.image_tags.end,
+                                         self.spec.image_tags.content)]
+            self._keep.extend(tags)
+            param.img_start, param.img_end, param.img_content = tags
+        return param
+
+    def generate(self, prompt: str, embeddings: np.ndarray, image_size: int) -> Generation:
+        """Run the model on ``prompt`` (with ``<image>`` where the image goes) and the embeddings."""
+        if self._lib is None or self._types is None:
+            raise BackendError("the RKLLM model is not loaded")
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        prompt_bytes = prompt.encode()
+        image_tags = self.spec.image_tags
+        tags = [t.encode() for t in (image_tags.start, image_tags.end, image_tags.content)]
+        rk_input = self._types.input()
+        rk_input.role = b"user"
+        rk_input.enable_thinking = False
+        rk_input.input_type = abi.INPUT_MULTIMODAL
+        multimodal = rk_input.multimodal_input
+        multimodal.prompt = prompt_bytes
+        image = multimodal.image if self._types.name == "1.3" else multimodal
+        image.image_embed = embeddings.ctypes.data_as(POINTER(c_float))
+        image.n_image_tokens = embeddings.shape[0]
+        image.n_image = 1  # the embeddings hold one image; the prompt holds one placeholder
+        image.image_width = image.image_height = image_size
+        if self._types.name == "1.3":
+            image.image_start, image.image_end, image.image_content = tags
+        infer = self._types.infer_param()
+        infer.mode = abi.INFER_GENERATE
+        infer.keep_history = 0
+        with self._lock:
+            run = self._run = _Run()
+            try:
+                status = self._lib.rkllm_run(self._handle, byref(rk_input), byref(infer), None)
+            finally:
+                self._run = None
+                self._lib.rkllm_clear_kv_cache(self._handle, 0, None, None)
+        run.pieces.append(run.decoder.decode(b"", final=True))
+        if status != 0 or run.error:
+            raise BackendError(f"rkllm_run failed (status {status}); the runtime's messages above say why")
+        if run.perf is None:
+            raise BackendError("rkllm_run returned before finishing the answer (aborted?)")
+        prefill_ms, decode_ms, prefill_tokens, generated, memory = run.perf
+        return Generation("".join(run.pieces).strip(), prefill_ms, decode_ms, prefill_tokens, generated, memory)
+
+    def abort(self) -> None:
+        """Stop the run in progress, from any thread (takes effect after up to ~1 s: rknn-llm#400)."""
+        if self._lib is not None:
+            self._lib.rkllm_abort(self._handle)
+
+    def close(self) -> None:
+        if self._lib is not None:
+            self._lib.rkllm_destroy(self._handle)
+            self._lib = None
+
+    def _on_result(self, result: int | None, userdata: int | None, state: int) -> int:
+        # Called by the runtime from its own thread: must return an int and must never raise.
+        try:
+            run = self._run
+            if run is None:
+                return 0
+            if state == abi.RUN_ERROR:
+                run.error = True
+            elif result and state in (abi.RUN_NORMAL, abi.RUN_FINISH):
+                contents = ctypes.cast(result, POINTER(abi.RKLLMResult)).contents
+                if state == abi.RUN_NORMAL and contents.text is not None:
+                    # A character may arrive split over two tokens: decode incrementally.
+                    run.pieces.append(run.decoder.decode(contents.text))
+                elif state == abi.RUN_FINISH:
+                    perf = contents.perf
+                    run.perf = (perf.prefill_time_ms, perf.generate_time_ms, perf.prefill_tokens,
+                                perf.generate_tokens, perf.memory_usage_mb)
+            # RKLLM_RUN_WAITING: the runtime holds an incomplete character; nothing to take yet.
+        except BaseException:
+            logger.exception("Error in the RKLLM result callback")
+        return 0

@@ -1,0 +1,231 @@
+"""Ask anything: a request on ``<base>/request`` becomes a trigger, with where its answer goes.
+
+A request names a camera (its current frame), or brings its image (base64), or names a topic whose
+retained image to use. Whatever is wrong with it is answered, on its response topic, unless even
+that is unusable: then on the default response topic.
+
+The daemon publishes and subscribes with its own broker rights, so a requester may not point it
+anywhere: a reply goes only to a topic under ``mqtt.reply_topics`` (default ``<base>/response/#``),
+never to one the daemon publishes or listens on (a status, a command: the answer would be taken for
+it), never to a ``$`` topic; an image is read only from the cameras' snapshot topics and
+``mqtt.image_topics`` (default ``<base>/images/#``), never from any retained topic the daemon can
+read (another integration's state, ``$SYS``). Both refusals are ours, answered with their own codes
+(``bad_reply_topic``, ``bad_image_topic``) before anything reaches the broker.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edge_vlm.config.models import AppConfig
+from edge_vlm.config.topic_rules import filter_matches, our_topic_filters
+from edge_vlm.errors import ImageError, InputError, TriggerError
+from edge_vlm.frames import Frame
+from edge_vlm.ingest.triggers import MAX_REPLY_TO, MAX_REQUEST_BYTES, AskRequest, Trigger, parse_request
+from edge_vlm.jobs import Failure, Reply, new_request_id
+from edge_vlm.mqtt.inbox import Received
+from edge_vlm.schedule.scheduler import REQUEST
+from edge_vlm.topics import SNAPSHOT, Topics
+
+logger = logging.getLogger(__name__)
+
+IMAGE_TOPIC_WAIT_S = 5.0
+IMAGE_REQUESTS = ""  # the "camera" of requests that bring their own image
+
+Decoder = Callable[[bytes, str, float], Frame]  # data, camera, captured_at
+
+
+@dataclass(frozen=True)
+class RequestTopics:
+    """Where requests may have their answers sent and their images read from."""
+
+    default_reply: str  # <base>/response: answers to requests that name no usable reply topic
+    replies: tuple[str, ...]  # filters a reply topic must match
+    images: tuple[str, ...]  # filters an image topic must match
+    forbidden: tuple[str, ...]  # filters a reply never goes to, allowed or not: topics we publish or listen on
+
+    @classmethod
+    def from_config(cls, config: AppConfig) -> RequestTopics:
+        topics = Topics.from_config(config)
+        base = config.base_topic
+        cameras = config.cameras
+        listened = [t for c in cameras for t in c.snapshot_topics] + [config.discovery.ha_status_topic]
+        if config.frigate.enabled:
+            listened.append(f"{config.frigate.topic_prefix}/#")
+        snapshots = [topics.camera(c.id, SNAPSHOT) for c in cameras] + [t for c in cameras for t in c.snapshot_topics]
+        return cls(
+            default_reply=topics.default_response,
+            replies=tuple(config.mqtt.reply_topics or [f"{base}/response/#"]),
+            images=tuple(dict.fromkeys([*(config.mqtt.image_topics or [f"{base}/images/#"]), *snapshots])),
+            forbidden=tuple([*our_topic_filters(base, config.node_id, config.discovery.prefix), *listened]),
+        )
+
+
+def read_request(message: Received, *, topics: RequestTopics, images: RetainedImages,
+                 decode: Decoder) -> Trigger | Failure:
+    """The trigger ``message`` asks for, or a Failure to answer when it is bad. A request whose
+    reply topic cannot be used is answered on the default response topic (``bad_reply_topic`` if
+    nothing else is wrong with it), so that every request gets an answer somewhere, and never one
+    the requester had no right to point us at."""
+    request = None
+    try:
+        if message.size > len(message.payload):  # paho's thread dropped a payload over the limit
+            raise ImageError(f"request of {message.size} bytes is over limits.max_payload_bytes",
+                             code="payload_too_large")
+        request = parse_request(message.payload)
+        return _trigger(message, request, reply_for(message, request, topics), topics, images=images, decode=decode)
+    except InputError as error:
+        text = str(error)
+        try:
+            reply = reply_for(message, request or _reply_to_in(message.payload), topics)
+        except InputError as unusable:
+            reply = Reply(topics.default_reply, message.correlation)
+            if unusable.code != error.code:  # the request's own problem comes first; say this one too
+                text = f"{text}; and {unusable}"
+        camera = (request.camera or IMAGE_REQUESTS) if request else IMAGE_REQUESTS
+        request_id = error.request_id or (request.id if request else None)
+        return Failure(camera, error.code, text, request_id, message.topic, reply, REQUEST)
+
+
+def _trigger(message: Received, request: AskRequest, reply: Reply, topics: RequestTopics, *,
+             images: RetainedImages, decode: Decoder) -> Trigger:
+    trigger = Trigger(request.camera or IMAGE_REQUESTS, REQUEST, request.prompt, request.id or new_request_id(),
+                      message.topic, message.received_at, profile=request.profile, reply=reply)
+    if request.image is not None:
+        data = request.image
+        return dataclasses.replace(trigger, grab=lambda: decode(_base64(data), IMAGE_REQUESTS, time.time()))
+    if request.image_topic is not None:
+        topic = request.image_topic
+        if problem := _image_topic_problem(topic, topics.images):
+            raise TriggerError(f"will not read image_topic {topic!r}: {problem}", code="bad_image_topic")
+        return dataclasses.replace(trigger, grab=lambda: decode(images.fetch(topic), IMAGE_REQUESTS, time.time()))
+    return trigger
+
+
+def _image_topic_problem(topic: str, allowed: tuple[str, ...]) -> str | None:
+    """Why the daemon will not read ``topic``'s retained message for a requester: it holds what the
+    broker refuses or a wildcard, or it is not an image topic the configuration allows (the daemon
+    can read more than the requester may: another integration's state, ``$SYS``)."""
+    if problem := _topic_problem(topic):
+        return f"it holds {problem}"
+    if "+" in topic or "#" in topic:
+        return "it holds a wildcard"
+    if topic.startswith("$") or not any(filter_matches(f, topic) for f in allowed):
+        # The allowed ones are not listed: a camera's snapshot topics may be another integration's.
+        return "it is not an image topic requests may use (mqtt.image_topics, the cameras' snapshot topics)"
+    return None
+
+
+def _base64(data: str) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageError("image is not valid base64") from None
+
+
+def _reply_to_in(payload: bytes) -> str | None:
+    """The ``reply_to`` of a request refused as invalid, so that its error still goes there."""
+    try:
+        data = json.loads(payload) if len(payload) <= MAX_REQUEST_BYTES else None
+    except (RecursionError, ValueError):  # not JSON (UnicodeDecodeError is a ValueError)
+        return None
+    value = data.get("reply_to") if isinstance(data, dict) else None
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_REPLY_TO else None
+
+
+def reply_for(message: Received, request: AskRequest | str | None, topics: RequestTopics) -> Reply:
+    """The MQTT 5 response topic (with its correlation data), else ``reply_to`` (the request's, or
+    given), else the default response topic; raises ``bad_reply_topic`` for one we will not use.
+
+    A reply goes only under the allowed reply topics, and never where it would be taken for
+    something else even then: a topic we publish (a status, a state) or listen on (a trigger, a
+    command), Home Assistant's; nor to a ``$`` topic, or with wildcards or characters the broker
+    refuses (and would drop our connection over).
+    """
+    reply_to = request.reply_to if isinstance(request, AskRequest) else request
+    topic = message.response_topic or reply_to or topics.default_reply
+    if topic != topics.default_reply and (problem := _reply_topic_problem(topic, topics)):
+        raise TriggerError(f"will not answer on {topic!r}: {problem}; answered on {topics.default_reply} instead",
+                           code="bad_reply_topic")
+    return Reply(topic, message.correlation)
+
+
+def _reply_topic_problem(topic: str, topics: RequestTopics) -> str | None:
+    if problem := _topic_problem(topic):
+        return f"it holds {problem}"
+    if "+" in topic or "#" in topic:
+        return "it holds a wildcard"
+    if topic.startswith("$"):
+        return "it is a $ topic, the broker's"
+    if any(filter_matches(f, topic) for f in topics.forbidden):
+        return "it is a topic edge_vlm publishes or listens on, or Home Assistant's"
+    if not any(filter_matches(f, topic) for f in topics.replies):
+        return f"it is not under the reply topics requests may use (mqtt.reply_topics: {list(topics.replies)})"
+    return None
+
+
+def _topic_problem(topic: str) -> str | None:
+    """What in ``topic`` the broker refuses, and drops our connection over (for good: paho sends
+    the message again on each reconnect): MQTT forbids NUL and surrogates, Mosquitto also control
+    characters and Unicode noncharacters."""
+    for char in topic:
+        code = ord(char)
+        if code < 0x20 or 0x7F <= code <= 0x9F:
+            return f"the control character U+{code:04X}"
+        if 0xD800 <= code <= 0xDFFF:
+            return f"the lone surrogate U+{code:04X}"
+        if 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE:
+            return f"the noncharacter U+{code:04X}"
+    return None
+
+
+class RetainedImages:
+    """Reads the retained message of a topic once: subscribe, take it, unsubscribe."""
+
+    def __init__(self, subscribe: Callable[[str], None], unsubscribe: Callable[[str], None]) -> None:
+        self._subscribe = subscribe
+        self._unsubscribe = unsubscribe
+        self._waiting: dict[str, list[tuple[threading.Event, list[bytes]]]] = {}
+        self._lock = threading.Lock()
+
+    def fetch(self, topic: str) -> bytes:
+        """The retained payload of ``topic``; blocks (a capture thread) up to a few seconds."""
+        arrived, box = threading.Event(), list[bytes]()
+        with self._lock:
+            first = topic not in self._waiting
+            self._waiting.setdefault(topic, []).append((arrived, box))
+        if first:
+            self._subscribe(topic)
+        try:
+            if not arrived.wait(IMAGE_TOPIC_WAIT_S):
+                raise TriggerError(f"no retained image on {topic!r} within {IMAGE_TOPIC_WAIT_S:g} s", code="no_frame")
+            if not box[0]:
+                raise ImageError(f"the image on {topic!r} is over limits.max_payload_bytes", code="payload_too_large")
+            return box[0]
+        finally:
+            with self._lock:
+                waiters = self._waiting.get(topic, [])
+                waiters[:] = [w for w in waiters if w[0] is not arrived]
+                last = not waiters
+                if last:
+                    self._waiting.pop(topic, None)
+            if last:
+                self._unsubscribe(topic)
+
+    def offer(self, message: Received) -> None:
+        """Hand ``message`` to the requests waiting for its topic, if any (dispatcher thread). It is
+        not taken away: the topic may also be one the daemon listens on."""
+        if message.size == 0:  # no retained message (or its removal)
+            return
+        with self._lock:
+            for arrived, box in self._waiting.get(message.topic, []):
+                box.append(message.payload)  # empty when over limits.max_payload_bytes
+                arrived.set()

@@ -1,0 +1,71 @@
+"""Counters of what the daemon did, published retained on ``<base>/<node>/diagnostics``."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from edge_vlm import __version__
+from edge_vlm.topics import Outbound, Topics
+
+COUNTERS = ("jobs_done", "jobs_failed", "jobs_coalesced", "jobs_skipped", "inputs_refused")
+# The stages of the last described job, in ``stages_ms`` (None: the backend has no such stage).
+# capture: getting the frame (an MQTT snapshot: decoding it); preprocess: making the backend's
+# input of it; queued: waiting for the backend; encoder, prefill, decode: the vlm backend's (opencv
+# has stages of its own, in each result's timings_ms); publish: building the result messages and
+# handing them to the MQTT client.
+STAGES = ("capture", "preprocess", "queued", "encoder", "prefill", "decode", "publish")
+
+
+class Stats:
+    """Thread-safe counters; the dispatcher and the worker both count."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.started_at = time.time()
+        self._counts: Counter[str] = Counter()
+        self._last_latency_ms: float | None = None
+        self._last_stages_ms: dict[str, float | None] = dict.fromkeys(STAGES)
+        self._lock = threading.Lock()
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += n
+
+    def job_done(self, latency_ms: float, timings_ms: Mapping[str, float] | None = None) -> None:
+        with self._lock:
+            self._counts["jobs_done"] += 1
+            self._last_latency_ms = latency_ms
+            if timings_ms is not None:
+                self._last_stages_ms = {stage: timings_ms.get(stage) for stage in STAGES}
+
+    def values(self, **extra: Any) -> dict[str, Any]:
+        with self._lock:
+            counts = {name: self._counts[name] for name in COUNTERS}
+            latency = self._last_latency_ms
+            stages = dict(self._last_stages_ms)
+        return {
+            "backend": self.backend,
+            "version": __version__,
+            **counts,
+            "last_latency_ms": None if latency is None else round(latency, 1),
+            "stages_ms": {stage: None if ms is None else round(ms, 1) for stage, ms in stages.items()},
+            "uptime_s": round(time.time() - self.started_at),
+            **extra,
+        }
+
+
+def diagnostics_message(topics: Topics, values: dict[str, Any]) -> Outbound:
+    return Outbound(topics.diagnostics, json.dumps(values, separators=(",", ":")).encode(), retain=True)
+
+
+def model_state_message(topics: Topics, *, available: bool, reason: str) -> Outbound:
+    """Whether the backend's model can describe frames now (retained)."""
+    payload = {"state": "ready" if available else "unavailable", "reason": reason,
+               "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return Outbound(topics.model, json.dumps(payload, separators=(",", ":")).encode(), retain=True)
