@@ -1,0 +1,25 @@
+"""What every Home Assistant discovery payload shares: the device-based frame and entity ids.
+
+A device-based payload (Home Assistant 2024.11 and later) is the device, the origin (required for
+this kind of discovery), the QoS of every topic it names, and its components keyed by id.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from edge_vlm import __version__
+
+ORIGIN = {"name": "edge_vlm", "sw": __version__}
+MANUFACTURER = "edge_vlm"
+
+
+def entity_id(platform: str, name: str) -> str:
+    """A ``default_entity_id`` Home Assistant accepts: ids may hold ``-``, entity ids only ``[a-z0-9_]``
+    (no ``__``, no ``_`` at either end)."""
+    return f"{platform}.{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}"
+
+
+def device_payload(device: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    return {"dev": device, "o": ORIGIN, "qos": 1, "cmps": components}
