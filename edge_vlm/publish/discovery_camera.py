@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from edge_vlm.camera_state import COOLDOWN_MAX_S, TEXT_MAX
 from edge_vlm.config.automation import FieldSpec
 from edge_vlm.config.models import AppConfig, CameraConfig
-from edge_vlm.ingest.controls import COOLDOWN_MAX_S, TEXT_MAX
 from edge_vlm.publish.discovery_device import MANUFACTURER, device_payload, entity_id
 from edge_vlm.topics import ALERTS, ATTRIBUTES, DESCRIPTION, EVENT, FIELDS, IMAGE, MOTION, STREAM, TRIGGER, Topics
 
