@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge_vlm.config import load_config, load_config_text, preflight
-from edge_vlm.config.loader import MAX_DEPTH, MAX_FILE_BYTES, MAX_VALUES, ConfigFile
+from edge_vlm.config.loader import ConfigFile
+from edge_vlm.config.yaml_reader import MAX_DEPTH, MAX_FILE_BYTES, MAX_VALUES
 from edge_vlm.doctor import check_file, check_imgenc
 from edge_vlm.errors import ConfigError
 from tests.conftest import app_config

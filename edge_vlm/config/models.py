@@ -1,5 +1,7 @@
-"""The configuration file's schema: pydantic v2 models, every field bounded and described.
+"""The top of the configuration file's schema: AppConfig, the backend it picks, and its small sections.
 
+pydantic v2 models, every field bounded and described. A camera's settings are in
+``edge_vlm.config.camera``, each backend's in ``edge_vlm.config.opencv`` and ``edge_vlm.config.vlm``.
 Validators here are pure: they look only at the values. Whether a file exists or an environment
 variable is set is checked at start-up by ``edge_vlm.config.preflight``.
 """
@@ -7,28 +9,17 @@ variable is set is checked at start-up by ``edge_vlm.config.preflight``.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 
-from edge_vlm.config.automation import OPENCV_DETAILS, AlertRule, ProfileConfig, PromptText
-from edge_vlm.config.base import (
-    DEFAULT_PROMPT,
-    ID_PATTERN,
-    TOPIC_PREFIX_PATTERN,
-    LogLevel,
-    StrictModel,
-    WorkerSupervision,
-)
+from edge_vlm.config.automation import OPENCV_DETAILS, ProfileConfig, PromptText
+from edge_vlm.config.base import DEFAULT_PROMPT, ID_PATTERN, TOPIC_PREFIX_PATTERN, LogLevel, StrictModel
+from edge_vlm.config.camera import CameraConfig
 from edge_vlm.config.mqtt import DiscoveryConfig, MqttConfig
-from edge_vlm.config.sources import (
-    FrigateCameraConfig,
-    FrigateConfig,
-    MotionConfig,
-    MqttSourceConfig,
-    RtspSourceConfig,
-    SourceConfig,
-)
+from edge_vlm.config.opencv import OpencvBackendConfig
+from edge_vlm.config.prompt_text import build_prompt
+from edge_vlm.config.sources import FrigateConfig
 from edge_vlm.config.topic_rules import (
     covers_our_topic,
     filter_matches,
@@ -36,117 +27,19 @@ from edge_vlm.config.topic_rules import (
     our_input_topics,
     our_output_topics,
     takes_frigate_snapshots,
-    topic_filter_problem,
 )
 from edge_vlm.config.vlm import VlmBackendConfig, context_problem
-from edge_vlm.inference.prompts import build_prompt
 
-
-class CameraConfig(StrictModel):
-    id: str = Field(
-        pattern=ID_PATTERN,
-        description="Camera id: lower-case letters, digits, _ and -. Used in topics and entity ids; "
-        "changing it makes new entities in Home Assistant.",
-    )
-    name: str | None = Field(
-        None, min_length=1, max_length=64, description="Friendly name; default from the id.",
-    )
-    enabled: bool = Field(True, description="A disabled camera keeps its entities but describes nothing.")
-    prompt: PromptText | None = Field(
-        None, min_length=1, max_length=4000, description="Prompt for this camera, instead of a profile; default: the "
-        "camera's profile, else the 'default' one.",
-    )
-    source: SourceConfig = Field(
-        default_factory=MqttSourceConfig, description="Where a trigger takes its frame from: mqtt (the last "
-        "snapshot received, the default), rtsp or http.",
-    )
-    snapshot_topics: list[str] = Field(
-        default_factory=list, max_length=16,
-        description="Extra topics carrying raw JPEG/PNG snapshots for this camera, e.g. "
-        "frigate/front_door/person/snapshot (wildcards + and # allowed).",
-    )
-    accept_retained: bool = Field(
-        False, description="Describe retained snapshots delivered on subscribe. Off by default: "
-        "Frigate's snapshots are retained and would be stale at start-up.",
-    )
-    motion: MotionConfig = Field(default_factory=MotionConfig, description="The built-in motion trigger.")
-    interval_s: float | None = Field(
-        None, ge=1, le=86_400, description="Describe the camera's source every this many seconds; unset: never.",
-    )
-    skip_unchanged: bool = Field(
-        False, description="Skip a motion, interval or snapshot description whose frame looks like the last "
-        "one described (perceptual hash); the result says it was skipped.",
-    )
-    unchanged_distance: int = Field(
-        4, ge=0, le=32, description="How many of the 64 hash bits may differ for a frame to count as unchanged.",
-    )
-    frigate: FrigateCameraConfig | None = Field(
-        None, description="Describe this camera's Frigate events (needs frigate.enabled).",
-    )
-    profile: str | None = Field(
-        None, pattern=ID_PATTERN, description="The prompt profile it uses; unset: its prompt, else 'default'. "
-        "Home Assistant can pick another at run time.",
-    )
-    cooldown_s: float = Field(
-        0.0, ge=0, le=86_400, description="At least this long between two descriptions that came by themselves "
-        "(snapshots, motion, intervals, Frigate events); requests and triggers are never held back. Home Assistant "
-        "can change it.",
-    )
-    alerts: list[AlertRule] = Field(default_factory=list, max_length=16, description="What to alert on.")
-
-    @model_validator(mode="after")
-    def _prompt_or_profile(self) -> CameraConfig:
-        if self.prompt is not None and self.profile is not None:
-            raise ValueError("give prompt or profile, not both")
-        return self
-
-    @field_validator("alerts")
-    @classmethod
-    def _alert_names_unique(cls, alerts: list[AlertRule]) -> list[AlertRule]:
-        names = [a.name for a in alerts]
-        if len(names) != len(set(names)):
-            raise ValueError(f"alert names must be unique: {names}")
-        return alerts
-
-    @model_validator(mode="after")
-    def _motion_needs_a_stream(self) -> CameraConfig:
-        if self.motion.enabled and not self.watches_stream:
-            raise ValueError("motion.enabled needs a persistent rtsp source (it watches the stream)")
-        return self
-
-    @field_validator("snapshot_topics")
-    @classmethod
-    def _topic_filters_valid(cls, topics: list[str]) -> list[str]:
-        for topic in topics:
-            problem = topic_filter_problem(topic)
-            if problem:
-                raise ValueError(f"{topic!r}: {problem}")
-        return topics
-
-    @property
-    def watches_stream(self) -> bool:
-        """A persistent RTSP camera: it has a stream state and can detect motion."""
-        return isinstance(self.source, RtspSourceConfig) and self.source.mode == "persistent"
-
-    @property
-    def display_name(self) -> str:
-        return self.name or self.id.replace("_", " ").replace("-", " ").capitalize()
-
-
-class OpencvBackendConfig(WorkerSupervision):
-    type: Literal["opencv"] = Field(
-        "opencv", description="opencv: built-in analyzer (people, faces, light, motion); no model files.",
-    )
-    analysis_size: int = Field(
-        640, ge=160, le=1920,
-        description="Frames are scaled down to this many pixels on their long side before analysis; "
-        "people shorter than a fifth of it are not found.",
-    )
-    people_min_confidence: float = Field(
-        1.2, ge=0.0, le=5.0, description="Minimum HOG detector score to count a person (false detections "
-        "score up to about 0.9, varying with the frame's resolution).",
-    )
-    detect_faces: bool = Field(True, description="Count frontal faces (Haar cascade).")
+# The schema's names are imported from here; CameraConfig and OpencvBackendConfig are defined in modules of their own.
+__all__ = [
+    "AppConfig",
+    "BackendConfig",
+    "CameraConfig",
+    "DiagnosticsConfig",
+    "LimitsConfig",
+    "LoggingConfig",
+    "OpencvBackendConfig",
+]
 
 
 def _backend_type(value: Any) -> str:

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from edge_vlm.config.base import StrictModel, WorkerSupervision
 from edge_vlm.config.presets import PRESETS
-from edge_vlm.inference.prompts import estimate_tokens
+from edge_vlm.config.prompt_text import estimate_tokens
 
 CORE_MASKS = {"auto": 0, "0": 1, "1": 2, "2": 4, "0_1": 3, "0_1_2": 7, "all": 0xFFFF}
 
