@@ -28,8 +28,12 @@ def sent(connection: FakeConnection) -> list[tuple[str, bytes]]:
     return [(message.topic, message.payload) for message in connection.published]
 
 
-def publisher_on(connection: FakeConnection, max_waiting_events: int = 10) -> Publisher:
-    return Publisher(connection.as_mqtt(), max_waiting_events)
+def outbox(*, connected: bool = True, room: bool = True,
+           max_waiting_events: int = 10) -> tuple[FakeConnection, Publisher]:
+    """A publisher on a fake connection, as connected and with as much room as asked."""
+    connection = FakeConnection(connected=connected)
+    connection.has_room = room
+    return connection, Publisher(connection.as_mqtt(), max_waiting_events)
 
 
 # The fake itself
@@ -79,16 +83,14 @@ def test_the_fake_records_and_runs_out_of_room() -> None:
 
 
 def test_states_are_sent_at_once_while_the_broker_has_room() -> None:
-    connection = FakeConnection()
-    publisher = publisher_on(connection)
+    connection, publisher = outbox()
     publisher.send_all([state("cam/description", b"a cat"), event("cam/result", b"{}"), state("cam/image", b"jpg")])
     assert sent(connection) == [("cam/description", b"a cat"), ("cam/result", b"{}"), ("cam/image", b"jpg")]
     assert publisher.backlog == 0
 
 
 def test_only_the_newest_state_of_each_topic_waits_and_all_go_on_republish() -> None:
-    connection = FakeConnection(connected=False)
-    publisher = publisher_on(connection)
+    connection, publisher = outbox(connected=False)
     publisher.send(state("cam/description", b"first"))
     publisher.send(state("cam/image", b"jpg 1"))
     publisher.send(state("cam/description", b"second"))
@@ -104,8 +106,7 @@ def test_only_the_newest_state_of_each_topic_waits_and_all_go_on_republish() -> 
 
 
 def test_republish_sends_every_state_again_after_a_reconnect() -> None:
-    connection = FakeConnection()
-    publisher = publisher_on(connection)
+    connection, publisher = outbox()
     publisher.send_all([state("n/status", b"online"), state("cam/enabled", b"ON"), event("cam/result", b"r")])
     connection.published.clear()
     connection.connected = False
@@ -114,7 +115,7 @@ def test_republish_sends_every_state_again_after_a_reconnect() -> None:
 
     publisher.republish()
 
-    # The broker forgot nothing retained, but a clean session means we send all of it again; never events.
+    # Every state again, the one changed while away as it is now; never an event that went out already.
     assert sent(connection) == [("n/status", b"online"), ("cam/enabled", b"OFF")]
 
 
@@ -122,9 +123,7 @@ def test_republish_sends_every_state_again_after_a_reconnect() -> None:
 
 
 def test_events_wait_in_order_while_the_broker_has_no_room_and_go_after_the_states() -> None:
-    connection = FakeConnection()
-    connection.has_room = False
-    publisher = publisher_on(connection)
+    connection, publisher = outbox(room=False)
     publisher.send(event("cam/event", b"pending"))
     publisher.send(state("cam/description", b"a dog"))
     publisher.send(event("cam/result", b"described"))
@@ -139,8 +138,7 @@ def test_events_wait_in_order_while_the_broker_has_no_room_and_go_after_the_stat
 
 
 def test_flush_sends_only_as_much_as_the_broker_has_room_for() -> None:
-    connection = FakeConnection(connected=False)
-    publisher = publisher_on(connection)
+    connection, publisher = outbox(connected=False)
     publisher.send_all([event("e", b"1"), state("s", b"a"), state("t", b"b"), event("e", b"2"), event("e", b"3")])
     connection.connected = True
     connection.room = 1
@@ -159,9 +157,7 @@ def test_flush_sends_only_as_much_as_the_broker_has_room_for() -> None:
 
 
 def test_while_the_broker_has_no_room_a_changed_state_waits_as_its_newest_value_behind_the_others() -> None:
-    connection = FakeConnection()
-    connection.has_room = False
-    publisher = publisher_on(connection)
+    connection, publisher = outbox(room=False)
     publisher.send_all([state("cam/description", b"first"), state("cam/image", b"jpg"),
                         state("cam/description", b"second")])
     assert publisher.backlog == 2
@@ -173,9 +169,7 @@ def test_while_the_broker_has_no_room_a_changed_state_waits_as_its_newest_value_
 
 
 def test_an_event_made_while_others_wait_goes_behind_them() -> None:
-    connection = FakeConnection()
-    connection.has_room = False
-    publisher = publisher_on(connection)
+    connection, publisher = outbox(room=False)
     publisher.send(event("cam/event", b"pending"))
     connection.has_room = True  # room again, but the dispatcher has not flushed yet
 
@@ -187,8 +181,7 @@ def test_an_event_made_while_others_wait_goes_behind_them() -> None:
 
 
 def test_an_event_made_while_a_state_waits_goes_behind_it_but_a_state_does_not_wait() -> None:
-    connection = FakeConnection(connected=False)
-    publisher = publisher_on(connection)
+    connection, publisher = outbox(connected=False)
     publisher.send(state("cam/image", b"jpg"))
     connection.connected = True  # reconnected; the dispatcher has not republished yet
 
@@ -205,8 +198,7 @@ def test_an_event_made_while_a_state_waits_goes_behind_it_but_a_state_does_not_w
 
 
 def test_over_the_limit_events_nobody_asked_for_are_dropped_first() -> None:
-    connection = FakeConnection(connected=False)
-    publisher = publisher_on(connection, max_waiting_events=3)
+    connection, publisher = outbox(connected=False, max_waiting_events=3)
     publisher.send_all([event("e", b"trigger 1", asked=True), event("e", b"snapshot 1"),
                         event("e", b"request 1", asked=True), event("e", b"snapshot 2"),
                         event("e", b"snapshot 3")])
@@ -219,8 +211,7 @@ def test_over_the_limit_events_nobody_asked_for_are_dropped_first() -> None:
 
 
 def test_when_every_waiting_event_was_asked_for_the_oldest_is_dropped() -> None:
-    connection = FakeConnection(connected=False)
-    publisher = publisher_on(connection, max_waiting_events=2)
+    connection, publisher = outbox(connected=False, max_waiting_events=2)
     publisher.send_all([event("e", f"request {n}".encode(), asked=True) for n in range(1, 5)])
     assert publisher.dropped == 2
 
@@ -231,8 +222,7 @@ def test_when_every_waiting_event_was_asked_for_the_oldest_is_dropped() -> None:
 
 
 def test_states_are_never_dropped() -> None:
-    connection = FakeConnection(connected=False)
-    publisher = publisher_on(connection, max_waiting_events=1)
+    connection, publisher = outbox(connected=False, max_waiting_events=1)
     publisher.send_all([state(f"cam{n}/description", b"text") for n in range(5)])
     publisher.send_all([event("e", b"1"), event("e", b"2")])
     assert publisher.dropped == 1
@@ -245,8 +235,7 @@ def test_states_are_never_dropped() -> None:
 
 
 def test_drops_are_reported_once_until_the_backlog_clears(caplog: pytest.LogCaptureFixture) -> None:
-    connection = FakeConnection(connected=False)
-    publisher = publisher_on(connection, max_waiting_events=1)
+    connection, publisher = outbox(connected=False, max_waiting_events=1)
     with caplog.at_level(logging.WARNING, "edge_vlm.publish.publisher"):
         publisher.send_all([event("a", b"1"), event("b", b"2"), event("c", b"3")])
         connection.connected = True
