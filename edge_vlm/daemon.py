@@ -55,7 +55,6 @@ class Daemon:
         self.notifier = Notifier(environ)
         self.watchdog = Watchdog(self.notifier)
         self.service: Service | None = None
-        self.reloads = 0  # reloads that replaced the service
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._reload = threading.Event()
@@ -204,7 +203,6 @@ class Daemon:
                 if keep_backend:
                     old.backend.close()
                 return self._restore(old)
-        self.reloads += 1
         self.config = config
         logger.info("Reloaded %s: %d camera(s)%s", self.path, len(config.cameras),
                     ", backend kept loaded" if keep_backend else ", backend loaded anew")

@@ -5,14 +5,54 @@
     ├── InputError           one message from outside is unusable; the daemon answers it and goes on
     │   ├── ImageError       not an image, truncated, too many pixels, too many bytes
     │   ├── TriggerError     malformed trigger JSON, unknown or disabled camera, no frame yet
-    │   └── SourceError      the camera cannot give a frame now: unreachable, refused, stale
+    │   ├── SourceError      the camera cannot give a frame now: unreachable, refused, stale
+    │   └── Refused          the daemon cannot take it now: stopping (``cancelled``), too many waiting (``busy``)
+    ├── AnswerError          the model's answer is not the JSON asked for (it is asked again once)
     └── BackendError         the model could not be loaded or could not describe a frame
 
-Every ``InputError`` has a short machine-readable ``code`` that goes into the error result on MQTT,
-so an automation can branch on it without parsing English.
+Every ``InputError`` and ``BackendError`` has an ``ErrorCode`` that goes into the error result on
+MQTT, so an automation can branch on it without parsing English: the codes are part of the API.
 """
 
 from __future__ import annotations
+
+from enum import Enum
+
+
+class WireValue(str, Enum):
+    """A string enum whose members are their values wherever they go: JSON, f-strings, MQTT."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class ErrorCode(WireValue):
+    """Why an input or a job could not be described: the ``error`` of an error result on MQTT."""
+
+    BAD_INPUT = "bad_input"
+    BAD_IMAGE = "bad_image"
+    IMAGE_TOO_LARGE = "image_too_large"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    BAD_TRIGGER = "bad_trigger"
+    BAD_REPLY_TOPIC = "bad_reply_topic"
+    BAD_IMAGE_TOPIC = "bad_image_topic"
+    UNKNOWN_CAMERA = "unknown_camera"
+    CAMERA_DISABLED = "camera_disabled"
+    CAMERA_UNAVAILABLE = "camera_unavailable"
+    AUTH_FAILED = "auth_failed"
+    NO_FRAME = "no_frame"
+    STALE_FRAME = "stale_frame"
+    BUSY = "busy"
+    CANCELLED = "cancelled"
+    INTERNAL_ERROR = "internal_error"
+    BACKEND_FAILED = "backend_failed"
+    BAD_ANSWER = "bad_answer"
+    MODEL_UNAVAILABLE = "model_unavailable"
+    TIMED_OUT = "timed_out"
+    WORKER_CRASHED = "worker_crashed"
 
 
 class EdgeVlmError(Exception):
@@ -30,30 +70,40 @@ class ConfigError(EdgeVlmError):
 class InputError(EdgeVlmError):
     """An input that cannot be used; ``code`` names the kind of problem."""
 
-    code = "bad_input"
+    code = ErrorCode.BAD_INPUT
 
-    def __init__(self, message: str, *, code: str | None = None, request_id: str | None = None) -> None:
+    def __init__(self, message: str, *, code: ErrorCode | str | None = None, request_id: str | None = None) -> None:
         super().__init__(message)
         if code is not None:
-            self.code = code
+            self.code = ErrorCode(code)  # ValueError for a code that is not part of the API
         self.request_id = request_id  # the requester's id, when the bad input carried one
 
 
 class ImageError(InputError):
-    code = "bad_image"
+    code = ErrorCode.BAD_IMAGE
 
 
 class TriggerError(InputError):
-    code = "bad_trigger"
+    code = ErrorCode.BAD_TRIGGER
 
 
 class SourceError(InputError):
-    code = "camera_unavailable"
+    code = ErrorCode.CAMERA_UNAVAILABLE
+
+
+class Refused(InputError):
+    """The daemon cannot take the input now: it is stopping, or too many already wait."""
+
+    code = ErrorCode.BUSY
+
+
+class AnswerError(EdgeVlmError, ValueError):
+    """The model's answer is not the JSON asked for; the message says what is wrong, briefly."""
 
 
 class BackendError(EdgeVlmError):
     """The backend failed to load or to describe a frame; ``code`` goes into the error result."""
 
-    def __init__(self, message: str, *, code: str = "backend_failed") -> None:
+    def __init__(self, message: str, *, code: ErrorCode | str = ErrorCode.BACKEND_FAILED) -> None:
         super().__init__(message)
-        self.code = code
+        self.code = ErrorCode(code)

@@ -1,13 +1,26 @@
-"""Has the scene changed? A 64-bit difference hash (dHash) of a frame, compared bit by bit.
+"""Admit or skip, before any work is done for a frame.
 
-Robust to JPEG noise and small light changes, cheap (a 9x8 grey thumbnail), and blind to what a
-person would not call a change. Used to skip describing the same scene again.
+A trigger is checked before its frame is grabbed: the camera exists, is on (in the file and in
+Home Assistant), and its settings were read back from the broker (an automatic trigger only: until
+then Home Assistant may have switched it off, unknown to us). A frame that came by itself is then
+checked before anything is made of it: the camera's cooldown, and whether the scene changed since
+the last description (a 64-bit difference hash of the frame, compared bit by bit: robust to JPEG
+noise and small light changes, cheap, and blind to what a person would not call a change).
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
+
+from edge_vlm.camera_state import CameraStates
+from edge_vlm.config.models import AppConfig, CameraConfig
+from edge_vlm.contracts import AUTOMATIC, UNASKED, Origin
+from edge_vlm.errors import ErrorCode, TriggerError
+from edge_vlm.frames import Frame
 
 
 def scene_hash(rgb: np.ndarray) -> int:
@@ -20,3 +33,49 @@ def scene_hash(rgb: np.ndarray) -> int:
 def unchanged(previous: int, current: int, max_distance: int) -> bool:
     """Whether at most ``max_distance`` of the 64 bits differ."""
     return (previous ^ current).bit_count() <= max_distance
+
+
+@dataclass(frozen=True)
+class Verdict:
+    skip: str | None  # why the frame is not worth describing; None: describe it
+    scene: int | None = None  # the frame's scene hash, when the camera skips unchanged scenes
+
+
+class Gate:
+    def __init__(self, config: AppConfig, states: CameraStates) -> None:
+        self._config = config
+        self._states = states
+
+    def camera(self, camera_id: str) -> CameraConfig:
+        """The camera a trigger is for; TriggerError when it is unknown or switched off."""
+        camera = self._config.camera(camera_id)
+        if camera is None:
+            known = ", ".join(c.id for c in self._config.cameras)
+            raise TriggerError(f"unknown camera {camera_id!r} (configured: {known})", code=ErrorCode.UNKNOWN_CAMERA)
+        if not camera.enabled:
+            raise TriggerError(f"camera {camera_id!r} is disabled in the configuration",
+                               code=ErrorCode.CAMERA_DISABLED)
+        if not self._states[camera.id].enabled:
+            raise TriggerError(f"camera {camera_id!r} is switched off in Home Assistant",
+                               code=ErrorCode.CAMERA_DISABLED)
+        return camera
+
+    def settled(self, camera_id: str) -> bool:
+        """Whether Home Assistant's settings for the camera were read back (unknown cameras: yes)."""
+        return camera_id not in self._states or self._states[camera_id].settled
+
+    def frame(self, camera: CameraConfig, origin: Origin, frame: Frame) -> Verdict:
+        """Whether a frame for ``camera`` is worth describing: one that came by itself is not within
+        the camera's cooldown, nor when its scene looks the same as the last one described."""
+        if origin not in UNASKED:
+            return Verdict(None)
+        state = self._states[camera.id]
+        if state.described_at is not None and time.monotonic() - state.described_at < state.cooldown_s:
+            return Verdict(f"within the camera's cooldown of {state.cooldown_s:g} s")
+        if not (camera.skip_unchanged and origin in AUTOMATIC):
+            return Verdict(None)
+        scene = scene_hash(frame.pixels)
+        if state.described_at is not None and state.scene is not None and unchanged(
+                state.scene, scene, camera.unchanged_distance):
+            return Verdict("the scene looks the same as the last frame described", scene)
+        return Verdict(None, scene)

@@ -1,17 +1,14 @@
-"""Counters of what the daemon did, published retained on ``<base>/<node>/diagnostics``."""
+"""Counters of what the daemon did, kept by every stage (published by edge_vlm.publish.diagnostics)."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from typing import Any
 
 from edge_vlm import __version__
-from edge_vlm.topics import Outbound, Topics
 
 COUNTERS = ("jobs_done", "jobs_failed", "jobs_coalesced", "jobs_skipped", "inputs_refused")
 # The stages of the last described job, in ``stages_ms`` (None: the backend has no such stage).
@@ -58,14 +55,3 @@ class Stats:
             "uptime_s": round(time.time() - self.started_at),
             **extra,
         }
-
-
-def diagnostics_message(topics: Topics, values: dict[str, Any]) -> Outbound:
-    return Outbound(topics.diagnostics, json.dumps(values, separators=(",", ":")).encode(), retain=True)
-
-
-def model_state_message(topics: Topics, *, available: bool, reason: str) -> Outbound:
-    """Whether the backend's model can describe frames now (retained)."""
-    payload = {"state": "ready" if available else "unavailable", "reason": reason,
-               "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    return Outbound(topics.model, json.dumps(payload, separators=(",", ":")).encode(), retain=True)

@@ -10,12 +10,14 @@ import pytest
 
 from edge_vlm.config.automation import FieldSpec
 from edge_vlm.config.models import OpencvBackendConfig
-from edge_vlm.errors import BackendError
+from edge_vlm.contracts import Origin
+from edge_vlm.errors import AnswerError, BackendError
 from edge_vlm.frames import Frame, decode_image
-from edge_vlm.inference.answers import AnswerError, answer, structured
+from edge_vlm.inference.answers import answer, structured
 from edge_vlm.inference.backends.opencv import OpencvBackend
 from edge_vlm.inference.prompts import YES_NO
-from edge_vlm.jobs import Description, Job
+from edge_vlm.inference.results import Description
+from edge_vlm.schedule.job import Job
 from tests.support import images
 
 COUNT = {"people": FieldSpec(type="integer", description="how many people", minimum=0, maximum=20)}
@@ -57,8 +59,8 @@ class QuestionsFail(OpencvBackend):
 def job(backend: OpencvBackend) -> Job:
     frame = decode_image(images.sample("front_door"), camera="porch", captured_at=time.time(),
                          max_bytes=10_000_000, max_pixels=50_000_000, min_long_side=None)
-    return Job("porch", frame, backend.prepare(frame), "Describe.", "j1", "trigger", received_at=time.monotonic(),
-               questions={"parcel": "Is someone holding a parcel?"})
+    return Job("porch", frame, backend.prepare(frame), "Describe.", "j1", Origin.TRIGGER,
+               received_at=time.monotonic(), questions={"parcel": "Is someone holding a parcel?"})
 
 
 def test_a_failed_question_leaves_the_description_and_no_answer_for_its_rule() -> None:

@@ -102,7 +102,7 @@ def test_motion_describes_once_per_episode_within_the_cooldown(
     recorder = watch(make_recorder, broker, config)
     service = make_daemon(config)
     recorder.wait_for(f"{config.base_topic}/gate/stream", lambda m: m.payload == b"ON")
-    detector = service.cameras.detectors["gate"]
+    detector = service.detectors["gate"]
 
     server.start_motion()
     result = recorder.wait_for(f"{config.base_topic}/gate/result").json()
@@ -130,14 +130,14 @@ def test_the_motion_switch_and_its_state_survive_a_restart(
 
     recorder.publish(f"{state}/set", "OFF")
     recorder.wait_for(state, lambda m: m.payload == b"OFF")
-    assert first.cameras.detectors["gate"].enabled is False
+    assert first.detectors["gate"].enabled is False
     first.stop()
 
     restarted = len(recorder.messages)
     second = make_daemon(config)  # configured on, but Home Assistant switched it off
     recorder.wait_for(f"{config.base_topic}/{config.node_id}/sync", recorder.since(restarted))
     wait_until(lambda: recorder.on(state)[-1].index >= restarted)
-    assert second.cameras.detectors["gate"].enabled is False
+    assert second.detectors["gate"].enabled is False
     assert [m.payload for m in recorder.on(state) if m.index >= restarted] == [b"OFF"]  # never flipped on
     recorder.publish(state, b"", retain=True)
 

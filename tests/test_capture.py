@@ -8,10 +8,10 @@ import threading
 
 import pytest
 
+from edge_vlm.contracts import Origin
 from edge_vlm.errors import InputError
 from edge_vlm.frames.capture import CLOSE_WAIT_S, CapturePool
-from edge_vlm.ingest.triggers import Trigger
-from edge_vlm.schedule.scheduler import REQUEST
+from edge_vlm.ingest.trigger import Trigger
 from edge_vlm.stats import Stats
 
 MARGIN_S = 10.0  # a bound on waiting on a busy machine, not a measure of speed
@@ -42,10 +42,10 @@ def test_cameras_are_captured_for_side_by_side_up_to_the_limit() -> None:
     grabs = Grabs()
     pool = CapturePool(2, grabs, grabs.refuse, Stats("test"))
     try:
-        pool.submit("a", Trigger("a", REQUEST, request_id="a1"))
-        pool.submit("b", Trigger("b", REQUEST, request_id="b1"))
+        pool.submit("a", Trigger("a", Origin.REQUEST, request_id="a1"))
+        pool.submit("b", Trigger("b", Origin.REQUEST, request_id="b1"))
         assert grabs.wait_started("a1") and grabs.wait_started("b1")  # both at once
-        pool.submit("c", Trigger("c", REQUEST, request_id="c1"))
+        pool.submit("c", Trigger("c", Origin.REQUEST, request_id="c1"))
         assert "c1" not in grabs.started  # no third thread
         grabs.release.set()
         assert grabs.wait_started("c1")  # served once a thread is free
@@ -58,8 +58,8 @@ def test_cameras_are_captured_for_side_by_side_up_to_the_limit() -> None:
 def test_close_does_not_wait_for_a_grab_stuck_in_its_source(caplog: pytest.LogCaptureFixture) -> None:
     grabs = Grabs()  # never released: a source stuck in a call nothing can interrupt
     pool = CapturePool(2, grabs, grabs.refuse, Stats("test"))
-    pool.submit("front_door", Trigger("front_door", REQUEST, request_id="r0"))
-    pool.submit("front_door", Trigger("front_door", REQUEST, request_id="r1"))  # waits behind r0
+    pool.submit("front_door", Trigger("front_door", Origin.REQUEST, request_id="r0"))
+    pool.submit("front_door", Trigger("front_door", Origin.REQUEST, request_id="r1"))  # waits behind r0
     assert grabs.wait_started("r0")
     closing = threading.Thread(target=pool.close, daemon=True)
     with caplog.at_level(logging.WARNING, logger="edge_vlm.frames.capture"):

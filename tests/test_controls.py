@@ -45,18 +45,18 @@ def test_a_setting_from_home_assistant_survives_restarts_until_the_file_changes_
     recorder.wait_for(topic(config, "porch", "cooldown"), lambda m: m.payload == b"30")
     recorder.publish(topic(config, "porch", "enabled/set"), "OFF")
     recorder.wait_for(topic(config, "porch", "enabled"), lambda m: m.payload == b"OFF")
-    assert first.controls.value("porch", "cooldown") == 30
+    assert first.camera_states["porch"].cooldown_s == 30
     first.stop()
 
     second, since = restart(make_daemon, recorder, config)  # the same file: Home Assistant's values stay
-    assert (second.controls.value("porch", "cooldown"), second.controls.value("porch", "enabled")) == (30, False)
+    assert (second.camera_states["porch"].cooldown_s, second.camera_states["porch"].enabled) == (30, False)
     assert states_since(recorder, config, "cooldown", since) == [b"30"]
     assert states_since(recorder, config, "enabled", since) == [b"OFF"]  # never flipped on
     second.stop()
 
     edited = config.model_copy(update={"cameras": [config.cameras[0].model_copy(update={"cooldown_s": 45})]})
     third, since = restart(make_daemon, recorder, edited)  # the file changed the cooldown since: it wins
-    assert (third.controls.value("porch", "cooldown"), third.controls.value("porch", "enabled")) == (45, False)
+    assert (third.camera_states["porch"].cooldown_s, third.camera_states["porch"].enabled) == (45, False)
     assert states_since(recorder, config, "cooldown", since) == [b"45"]
 
 
@@ -72,8 +72,8 @@ def test_a_bad_command_changes_nothing(broker: Mosquitto, make_daemon: Daemon, m
     recorder.publish(topic(config, "porch", "cooldown/set"), "12")  # handled in order, after the bad ones
     recorder.wait_for(topic(config, "porch", "cooldown"), lambda m: m.index >= before and m.payload == b"12")
 
-    assert service.controls.value("porch", "profile") == "default"
-    assert service.controls.value("porch", "enabled") is True
+    assert service.camera_states["porch"].profile == "default"
+    assert service.camera_states["porch"].enabled is True
     assert states_since(recorder, config, "cooldown", before) == [b"12"]
     assert states_since(recorder, config, "profile", before) == states_since(recorder, config, "enabled", before) == []
 
@@ -93,8 +93,8 @@ def test_retained_commands_are_not_applied_at_start(
         # The broker replays retained messages on subscribe, before the daemon's sync message comes
         # back: by the time "configured" is published (last, once synced), the commands were handled.
         service, since = restart(make_daemon, recorder, config)
-        assert (service.controls.value("porch", "enabled"), service.controls.value("porch", "cooldown")) == (True, 5)
-        assert service.controls.value("porch", "prompt") == ""
+        assert (service.camera_states["porch"].enabled, service.camera_states["porch"].cooldown_s) == (True, 5)
+        assert service.camera_states["porch"].prompt == ""
         assert states_since(recorder, config, "enabled", since) == [b"ON"]
         assert states_since(recorder, config, "cooldown", since) == [b"5"]
         warned = [r.getMessage() for r in caplog.records if "Ignoring a retained command" in r.getMessage()]
@@ -103,7 +103,7 @@ def test_retained_commands_are_not_applied_at_start(
 
         recorder.publish(topic(config, "porch", "enabled/set"), "OFF")  # a live command still works
         recorder.wait_for(topic(config, "porch", "enabled"), lambda m: m.index >= since and m.payload == b"OFF")
-        assert service.controls.value("porch", "enabled") is False
+        assert service.camera_states["porch"].enabled is False
     finally:
         for name in stale:
             recorder.publish(name, b"", retain=True)
@@ -118,7 +118,7 @@ class Ticks(logging.Handler):
         self.changed = threading.Condition()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.name == "edge_vlm.intake" and "interval trigger ignored" in record.getMessage():
+        if record.name == "edge_vlm.schedule.admission" and "interval trigger ignored" in record.getMessage():
             with self.changed:
                 self.count += 1
                 self.changed.notify_all()
@@ -136,7 +136,7 @@ def test_a_camera_switched_off_is_not_described_by_its_interval_while_the_broker
     recorder.publish(topic(config, "porch", "enabled"), b"OFF", retain=True)  # switched off in HA before
     restartable_broker.stop()
     ticks = Ticks()
-    logger = logging.getLogger("edge_vlm.intake")
+    logger = logging.getLogger("edge_vlm.schedule.admission")
     logger.addHandler(ticks)
     level = logger.level
     logger.setLevel(logging.DEBUG)

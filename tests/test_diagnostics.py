@@ -17,7 +17,7 @@ from edge_vlm.config.models import AppConfig
 from edge_vlm.errors import BackendError
 from edge_vlm.frames import Frame
 from edge_vlm.inference.backends.vlm import VlmBackend
-from edge_vlm.jobs import Description
+from edge_vlm.inference.results import Description
 from edge_vlm.service import Service
 from edge_vlm.stats import STAGES
 from tests.conftest import app_config
@@ -50,7 +50,7 @@ def diagnostics_where(recorder: Recorder, config: AppConfig, condition: Callable
 def ready(recorder: Recorder, config: AppConfig, service: Service) -> None:
     """Announced, and each camera's settings read back from the broker: a snapshot is taken now."""
     started(recorder, config)
-    wait_until(lambda: all(service.controls.settled(camera.id) for camera in config.cameras))
+    wait_until(lambda: all(service.camera_states[camera.id].settled for camera in config.cameras))
 
 
 def template_path(template: str) -> list[str]:
@@ -128,7 +128,7 @@ def test_board_values_are_published_and_refreshed_while_nothing_happens(
     zone(tmp_path, 0, "soc-thermal", "47250")
     put(tmp_path, "proc/self/status", "VmRSS:\t  102400 kB\n")
     service = make_daemon(config)
-    service.board = BoardMonitor(tmp_path)  # a fake RK3588 (this machine has no NPU)
+    service.diagnostics.board = BoardMonitor(tmp_path)  # a fake RK3588 (this machine has no NPU)
     ready(recorder, config, service)
 
     first = diagnostics_where(recorder, config, lambda d: d["npu_load"] is not None)

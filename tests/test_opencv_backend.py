@@ -16,7 +16,7 @@ from edge_vlm.config.models import OpencvBackendConfig
 from edge_vlm.errors import BackendError
 from edge_vlm.frames import Frame, decode_image
 from edge_vlm.inference.backends.opencv import OpencvBackend, sentence
-from edge_vlm.jobs import Description
+from edge_vlm.inference.results import Description
 from tests.support import images
 
 

@@ -6,8 +6,10 @@ import json
 
 import numpy as np
 
+from edge_vlm.contracts import Failure, Origin, Reply
+from edge_vlm.errors import ErrorCode
 from edge_vlm.frames import Frame
-from edge_vlm.jobs import Description, Failure, Job, Reply, Result
+from edge_vlm.inference.results import Description, Result
 from edge_vlm.mqtt.connection import MqttConnection
 from edge_vlm.mqtt.inbox import Inbox
 from edge_vlm.publish.messages import (
@@ -19,6 +21,7 @@ from edge_vlm.publish.messages import (
     shorten,
 )
 from edge_vlm.publish.publisher import Publisher
+from edge_vlm.schedule.job import Job
 from edge_vlm.topics import Topics
 from tests.conftest import app_config
 from tests.support.broker import free_port
@@ -48,7 +51,7 @@ def test_one_endless_word_is_cut_hard() -> None:
 
 def test_result_messages() -> None:
     frame = Frame("porch", np.zeros((4, 6, 3), np.uint8), (1920, 1080), b"jpeg", "JPEG", 1_700_000_000.0)
-    job = Job("porch", frame, frame.pixels, "What is there?", "id-1", "trigger", received_at=0.0,
+    job = Job("porch", frame, frame.pixels, "What is there?", "id-1", Origin.TRIGGER, received_at=0.0,
               event={"source": "frigate", "id": "ev1"}, accepted_wall=1_700_000_000.25)
     job.timings_ms.update(capture=2.0, queued=1.0)
     job.superseded_ids = ["id-0"]
@@ -76,7 +79,7 @@ def test_result_messages() -> None:
 
 def test_a_structured_result_publishes_its_fields_and_summary() -> None:
     frame = Frame("porch", np.zeros((4, 6, 3), np.uint8), (6, 4), b"jpeg", "JPEG", 1_700_000_000.0)
-    job = Job("porch", frame, frame.pixels, "JSON please", "id-2", "motion", received_at=0.0)
+    job = Job("porch", frame, frame.pixels, "JSON please", "id-2", Origin.MOTION, received_at=0.0)
     fields = {"title": "Parcel", "summary": "A courier leaves a parcel.", "people": 1}
     answer = '{"title": "Parcel", "summary": "A courier leaves a parcel.", "people": 1}'
     result = Result(job, Description(answer, {"generate": 900.0}), "rkllm", 1_700_000_001.0, fields,
@@ -96,7 +99,7 @@ def test_a_structured_result_publishes_its_fields_and_summary() -> None:
 
 def test_event_messages_share_the_id_and_are_never_retained() -> None:
     frame = Frame("porch", np.zeros((4, 6, 3), np.uint8), (6, 4), b"jpeg", "JPEG", 1_700_000_000.0)
-    job = Job("porch", frame, frame.pixels, "?", "id-3", "motion", received_at=0.0)
+    job = Job("porch", frame, frame.pixels, "?", "id-3", Origin.MOTION, received_at=0.0)
     pending = event_message(job, "pending", TOPICS, image_topic="edge_vlm/porch/image")
     failed = event_message(job, "failed", TOPICS, error="backend_timeout", message="too slow")
     assert pending.topic == failed.topic == "edge_vlm/porch/event"
@@ -107,14 +110,14 @@ def test_event_messages_share_the_id_and_are_never_retained() -> None:
 
 
 def test_a_reply_carries_the_correlation_data() -> None:
-    failure = Failure("", "bad_image", "not an image", "q1", "edge_vlm/request", Reply("me/answers", b"\x01c"))
+    failure = Failure("", ErrorCode.BAD_IMAGE, "not an image", "q1", "edge_vlm/request", Reply("me/answers", b"\x01c"))
     message = failure_message(failure, TOPICS)
     assert (message.topic, message.retain, message.correlation) == ("me/answers", False, b"\x01c")
     assert json.loads(message.payload)["error"] == "bad_image"
 
 
 def test_failure_message() -> None:
-    message = failure_message(Failure("porch", "bad_image", "not a JPEG", "r1", "edge_vlm/porch/snapshot"),
+    message = failure_message(Failure("porch", ErrorCode.BAD_IMAGE, "not a JPEG", "r1", "edge_vlm/porch/snapshot"),
                               TOPICS, now=1_700_000_000.0)
     assert (message.topic, message.retain) == ("edge_vlm/porch/error", False)
     assert json.loads(message.payload) == {
@@ -129,9 +132,9 @@ def test_events_someone_asked_for_are_the_last_the_outbox_drops() -> None:
     publisher = Publisher(MqttConnection(config, None, Inbox(10, 10_000)), max_waiting_events=3)
     topics = Topics.from_config(config)
     frame = Frame("cam", np.zeros((2, 2, 3), np.uint8), (2, 2), b"", "JPEG", 0.0)
-    jobs = {origin: Job("cam", frame, frame.pixels, "p", origin, origin, received_at=0.0)
+    jobs = {origin: Job("cam", frame, frame.pixels, "p", origin, Origin(origin), received_at=0.0)
             for origin in ("trigger", "request")}
-    snapshots = [Job("cam", frame, frame.pixels, "p", f"s{n}", "snapshot", received_at=0.0) for n in range(3)]
+    snapshots = [Job("cam", frame, frame.pixels, "p", f"s{n}", Origin.SNAPSHOT, received_at=0.0) for n in range(3)]
     for job in [snapshots[0], jobs["trigger"], snapshots[1], jobs["request"], snapshots[2]]:
         publisher.send(event_message(job, "pending", topics))
     kept = [json.loads(m.payload)["id"] for m in publisher._waiting]

@@ -19,13 +19,14 @@ from typing import Any
 
 import pytest
 
-import edge_vlm.ingest.requests
+import edge_vlm.frames.sources.retained
 from edge_vlm.config.models import AppConfig
+from edge_vlm.contracts import Origin
 from edge_vlm.frames.capture import CapturePool
-from edge_vlm.ingest.triggers import Trigger
+from edge_vlm.ingest.trigger import Trigger
 from edge_vlm.mqtt.inbox import Inbox, Received
-from edge_vlm.schedule.scheduler import MAX_REQUESTS, REQUEST
 from edge_vlm.service import Service
+from edge_vlm.slots import MAX_REQUESTS
 from edge_vlm.stats import Stats
 from tests.conftest import app_config
 from tests.support import images
@@ -183,7 +184,7 @@ def test_mqtt5_request_to_an_mqtt311_daemon_falls_back_to_reply_to(
 def test_requests_about_images_and_what_is_wrong_with_them(
         broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders, monkeypatch: pytest.MonkeyPatch) -> None:
     wait_s = 1.0
-    monkeypatch.setattr(edge_vlm.ingest.requests, "IMAGE_TOPIC_WAIT_S", wait_s)
+    monkeypatch.setattr(edge_vlm.frames.sources.retained, "IMAGE_TOPIC_WAIT_S", wait_s)
     config = app_config(broker.port, limits={"max_payload_bytes": 200_000})
     recorder = watch(make_recorder, broker, config)
     make_daemon(config)
@@ -544,10 +545,10 @@ def test_requests_waiting_for_a_capture_are_bounded() -> None:
 
     pool = CapturePool(1, capture, lambda t, e: refused.append((t.request_id, e.code)), Stats("test"))
     try:
-        pool.submit("cam", Trigger("cam", REQUEST, request_id="r0"))
+        pool.submit("cam", Trigger("cam", Origin.REQUEST, request_id="r0"))
         assert running.wait(10)  # r0 is being captured for, held
         for n in range(1, MAX_REQUESTS + 2):  # MAX_REQUESTS wait, one is too many
-            pool.submit("cam", Trigger("cam", REQUEST, request_id=f"r{n}"))
+            pool.submit("cam", Trigger("cam", Origin.REQUEST, request_id=f"r{n}"))
         assert refused == [(f"r{MAX_REQUESTS + 1}", "busy")]
     finally:
         release.set()

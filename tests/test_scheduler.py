@@ -1,4 +1,5 @@
-"""Scheduling: latest wins per camera, cameras in arrival order, nothing runs after close."""
+"""Scheduling: latest wins per camera, cameras in arrival order, nothing runs after close, and a
+job's acceptance is announced before the worker can take it."""
 
 from __future__ import annotations
 
@@ -7,22 +8,40 @@ import threading
 import numpy as np
 import pytest
 
+from edge_vlm.contracts import Failure, Origin, Reply
+from edge_vlm.errors import ErrorCode, Refused
 from edge_vlm.frames import Frame
-from edge_vlm.jobs import Failure, Job, Reply
-from edge_vlm.schedule.scheduler import Scheduler, SchedulerClosed
+from edge_vlm.schedule.job import Job
+from edge_vlm.schedule.scheduler import Scheduler
+from edge_vlm.stats import Stats
 
 
-def job(camera: str, request_id: str) -> Job:
+def job(camera: str, request_id: str, origin: Origin = Origin.SNAPSHOT) -> Job:
     frame = Frame(camera, np.zeros((1, 1, 3), np.uint8), (1, 1), b"", "JPEG", 0.0)
-    return Job(camera, frame, frame.pixels, "prompt", request_id, "snapshot", received_at=0.0)
+    return Job(camera, frame, frame.pixels, "prompt", request_id, origin, received_at=0.0)
+
+
+class Announced:
+    """The scheduler's ``accepted`` callback: (job id, id of the job that will not run)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str | None]] = []
+
+    def __call__(self, accepted: Job, dropped: Job | None) -> None:
+        self.calls.append((accepted.request_id, None if dropped is None else dropped.request_id))
+
+
+def scheduler_with(announced: Announced | None = None) -> Scheduler:
+    return Scheduler(Stats("test"), announced or Announced())
 
 
 def test_newer_job_replaces_the_waiting_one_and_keeps_its_turn() -> None:
-    scheduler = Scheduler()
-    assert scheduler.submit(job("a", "a1")) is None
+    announced = Announced()
+    scheduler = scheduler_with(announced)
+    scheduler.submit(job("a", "a1"))
     scheduler.submit(job("b", "b1"))
-    replaced = scheduler.submit(job("a", "a2"))
-    assert replaced is not None and replaced.request_id == "a1"
+    scheduler.submit(job("a", "a2"))
+    assert announced.calls == [("a1", None), ("b1", None), ("a2", "a1")]
     scheduler.submit(job("a", "a3"))
     assert scheduler.depth == 2
     first, second = scheduler.next(0), scheduler.next(0)
@@ -33,7 +52,7 @@ def test_newer_job_replaces_the_waiting_one_and_keeps_its_turn() -> None:
 
 
 def test_a_busy_camera_does_not_starve_the_others() -> None:
-    scheduler = Scheduler()
+    scheduler = scheduler_with()
     order = []
     scheduler.submit(job("busy", "x0"))
     for n in range(1, 50):
@@ -46,7 +65,7 @@ def test_a_busy_camera_does_not_starve_the_others() -> None:
 
 
 def test_next_waits_for_a_job_and_close_wakes_it() -> None:
-    scheduler = Scheduler()
+    scheduler = scheduler_with()
     got: list[Job | None] = []
     waiter = threading.Thread(target=lambda: got.append(scheduler.next(10)))
     waiter.start()
@@ -60,41 +79,67 @@ def test_next_waits_for_a_job_and_close_wakes_it() -> None:
     waiter.join(10)
     assert [j.request_id for j in left] == ["b1"]
     assert got[1] is None
-    with pytest.raises(SchedulerClosed):
+    with pytest.raises(Refused) as refused:
         scheduler.submit(job("c", "c1"))
+    assert refused.value.code == ErrorCode.CANCELLED
 
 
 def test_an_automatic_job_never_replaces_one_that_was_asked_for() -> None:
-    scheduler = Scheduler()
-    asked = job("a", "t1")
-    asked.origin = "trigger"
-    scheduler.submit(asked)
-    motion = job("a", "m1")
-    motion.origin = "motion"
-    assert scheduler.submit(motion) is motion  # it joins the waiting trigger
-    later = job("a", "t2")
-    later.origin = "frigate"
-    assert scheduler.submit(later) is asked  # a request replaces a request
+    announced = Announced()
+    scheduler = scheduler_with(announced)
+    scheduler.submit(job("a", "t1", Origin.TRIGGER))
+    scheduler.submit(job("a", "m1", Origin.MOTION))
+    scheduler.submit(job("a", "t2", Origin.FRIGATE))
+    # The motion job joins the waiting trigger (it will not run); a trigger replaces a trigger.
+    assert announced.calls == [("t1", None), ("m1", "m1"), ("t2", "t1")]
     taken = scheduler.next(0)
     assert taken is not None
     assert (taken.request_id, taken.superseded_ids) == ("t2", ["m1", "t1"])
 
 
 def request(camera: str, request_id: str) -> Job:
-    asked = job(camera, request_id)
-    asked.origin = "request"
-    return asked
+    return job(camera, request_id, Origin.REQUEST)
 
 
 def test_a_refused_request_is_answered_after_the_earlier_ones_of_its_camera() -> None:
-    scheduler = Scheduler()
-    refused = [Failure("a", "bad_trigger", "no profile", f"r{n}", reply=Reply(topic="x")) for n in range(3)]
+    scheduler = scheduler_with()
+    refused = [Failure("a", ErrorCode.BAD_TRIGGER, "no profile", f"r{n}", reply=Reply(topic="x"))
+               for n in range(3)]
     assert not scheduler.hold(refused[0])  # nothing before it: answered at once
     scheduler.submit(request("a", "a1"))
     assert scheduler.hold(refused[1])  # after a1
     running = scheduler.next(0)
     assert running is not None
     assert scheduler.hold(refused[2])  # after a1, which runs now
-    assert not scheduler.hold(Failure("b", "unknown_camera", "?", "b1", reply=Reply(topic="x")))  # other camera
+    assert not scheduler.hold(Failure("b", ErrorCode.UNKNOWN_CAMERA, "?", "b1", reply=Reply(topic="x")))
     assert scheduler.finished(running) == [refused[1], refused[2]]
     assert not scheduler.hold(refused[0])  # a1 is answered: nothing to wait for
+
+
+def test_requests_wait_in_order_and_too_many_are_refused_busy() -> None:
+    scheduler = scheduler_with()
+    for n in range(32):
+        scheduler.submit(request("a", f"r{n}"))
+    with pytest.raises(Refused) as refused:
+        scheduler.submit(request("a", "r32"))
+    assert refused.value.code == ErrorCode.BUSY
+    scheduler.submit(job("a", "s1"))  # the camera's latest-wins slot is not counted with its requests
+    taken = [scheduler.next(0) for _ in range(34)]
+    assert [t.request_id if t else None for t in taken] == [*(f"r{n}" for n in range(32)), "s1", None]
+
+
+def test_the_worker_cannot_take_a_job_before_its_acceptance_is_announced() -> None:
+    taken: list[Job | None] = []
+    worker = threading.Thread(target=lambda: taken.append(scheduler.next(5)))
+    blocked_while_announcing: list[bool] = []
+
+    def announce(accepted: Job, dropped: Job | None) -> None:
+        worker.start()
+        worker.join(0.2)  # it waits for the scheduler's lock, which the announcement holds
+        blocked_while_announcing.append(worker.is_alive())
+
+    scheduler = Scheduler(Stats("test"), announce)
+    scheduler.submit(job("a", "a1"))
+    worker.join(5)
+    assert blocked_while_announcing == [True]
+    assert [t.request_id if t else None for t in taken] == ["a1"]

@@ -20,11 +20,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from edge_vlm.errors import InputError
-from edge_vlm.ingest.triggers import Trigger
-from edge_vlm.schedule.scheduler import AUTOMATIC, MAX_REQUESTS, REQUEST
+from edge_vlm.errors import ErrorCode, InputError, Refused
+from edge_vlm.ingest.trigger import Trigger
+from edge_vlm.slots import Slots
 from edge_vlm.stats import Stats
 
 logger = logging.getLogger(__name__)
@@ -35,17 +34,8 @@ MAX_THREADS = 16
 CLOSE_WAIT_S = 3.0
 
 
-@dataclass
-class _Slot:
-    requests: deque[Trigger] = field(default_factory=deque)
-    latest: Trigger | None = None
-    busy: bool = False
-
-    def take(self) -> Trigger | None:
-        if self.requests:
-            return self.requests.popleft()
-        latest, self.latest = self.latest, None
-        return latest
+def _superseding(new: Trigger, waiting: Trigger) -> Trigger:
+    return dataclasses.replace(new, superseded=(*waiting.superseded, str(waiting.request_id)))
 
 
 class CapturePool:
@@ -55,10 +45,10 @@ class CapturePool:
         self._limit = min(MAX_THREADS, max(1, threads))
         self._run = run
         self._refuse = refuse
-        self._stats = stats
-        self._slots: dict[str, _Slot] = {}
+        self._slots: Slots[Trigger] = Slots(lambda trigger: trigger.origin, stats, supersede=_superseding)
         self._lock = threading.Condition()  # guards all below; threads wait on it for keys to serve
         self._closed = False
+        self._busy: set[str] = set()  # keys a thread serves or is due to
         self._due: deque[str] = deque()  # keys to serve, for the next free thread
         self._threads: list[threading.Thread] = []
         self._idle = 0  # threads waiting for a key
@@ -66,16 +56,20 @@ class CapturePool:
 
     def submit(self, key: str, trigger: Trigger) -> None:
         """Grab for ``trigger`` on a capture thread, after what is already waiting for ``key``."""
+        refusal: InputError | None = None
         with self._lock:
-            slot = self._slots.setdefault(key, _Slot())
-            closed = self._closed
-            full = trigger.origin == REQUEST and len(slot.requests) >= MAX_REQUESTS
-            if not (closed or full) and self._enqueue(slot, trigger):
-                self._dispatch(key)
-        if closed:
-            self._refuse(trigger, InputError("the daemon is stopping", code="cancelled"))
-        elif full:
-            self._refuse(trigger, InputError(f"{MAX_REQUESTS} requests already wait here", code="busy"))
+            if self._closed:
+                refusal = Refused("the daemon is stopping", code=ErrorCode.CANCELLED)
+            else:
+                try:
+                    self._slots.put(key, trigger)
+                except Refused as full:
+                    refusal = full
+                if refusal is None and key not in self._busy:
+                    self._busy.add(key)
+                    self._dispatch(key)
+        if refusal is not None:
+            self._refuse(trigger, refusal)
 
     def _dispatch(self, key: str) -> None:
         """Hand ``key`` to an idle thread, or a new one while under the limit (the lock is held)."""
@@ -102,31 +96,12 @@ class CapturePool:
                 with self._lock:
                     self._serving.discard(key)
 
-    def _enqueue(self, slot: _Slot, trigger: Trigger) -> bool:
-        """Put ``trigger`` in the slot; True when no capture runs for it yet."""
-        if trigger.origin == REQUEST:
-            slot.requests.append(trigger)
-        elif slot.latest is not None and trigger.origin in AUTOMATIC and slot.latest.origin not in AUTOMATIC:
-            self._stats.count("jobs_coalesced")  # the trigger someone asked for will describe it
-        else:
-            if slot.latest is not None:
-                self._stats.count("jobs_coalesced")
-                trigger = dataclasses.replace(
-                    trigger, superseded=(*slot.latest.superseded, str(slot.latest.request_id)))
-            slot.latest = trigger
-        if slot.busy:
-            return False
-        slot.busy = True
-        return True
-
     def _serve(self, key: str) -> None:
         while True:
             with self._lock:
-                slot = self._slots.get(key)  # gone once closed
-                trigger = None if slot is None else slot.take()
-                if slot is None or trigger is None:
-                    if slot is not None:
-                        slot.busy = False
+                trigger = None if self._closed else self._slots.take(key)
+                if trigger is None:
+                    self._busy.discard(key)
                     return
             try:
                 self._run(trigger)
@@ -138,13 +113,12 @@ class CapturePool:
         ``wait_s`` to end (their sources were stopped), after which they are not waited for."""
         with self._lock:
             self._closed = True
-            waiting = [t for slot in self._slots.values() for t in (*slot.requests, slot.latest) if t is not None]
-            self._slots.clear()
+            waiting = self._slots.drain()
             self._due.clear()
             self._lock.notify_all()
             threads = list(self._threads)
         for trigger in waiting:
-            self._refuse(trigger, InputError("the daemon is stopping", code="cancelled"))
+            self._refuse(trigger, Refused("the daemon is stopping", code=ErrorCode.CANCELLED))
         until = time.monotonic() + wait_s
         for thread in threads:
             thread.join(max(0.0, until - time.monotonic()))

@@ -19,19 +19,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from edge_vlm.config.automation import FieldSpec
-from edge_vlm.errors import BackendError
+from edge_vlm.errors import AnswerError, BackendError, ErrorCode
 from edge_vlm.inference.backends import Backend
 from edge_vlm.inference.prompts import question_prompt
-from edge_vlm.jobs import Job, Result
+from edge_vlm.inference.results import Result
+from edge_vlm.schedule.job import Job
 
 logger = logging.getLogger(__name__)
 
 _WORDS_TRUE = {"yes", "true", "y", "1"}
 _WORDS_FALSE = {"no", "false", "n", "0", "none"}
-
-
-class AnswerError(ValueError):
-    """The answer is not the JSON asked for; the message says what is wrong, briefly."""
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -93,9 +90,9 @@ def yes_or_no(text: str) -> bool | None:
     return None
 
 
-def answer(backend: Backend, job: Job) -> Result:
-    """Ask the backend about ``job``; BackendError (code ``bad_answer``) when a structured answer
-    is still invalid after asking again."""
+def answer(backend: Backend, job: Job, queued_ms: float = 0.0) -> Result:
+    """Ask the backend about ``job`` (which waited ``queued_ms`` for it); BackendError (code
+    ``bad_answer``) when a structured answer is still invalid after asking again."""
     description = backend.describe(job.prepared, job.frame, job.prompt)
     fields = None
     extra_ms: dict[str, float] = {}
@@ -111,7 +108,7 @@ def answer(backend: Backend, job: Job) -> Result:
                 fields = structured(again.text, job.fields)
             except AnswerError as second:
                 raise BackendError(f"the model's answer is not the JSON asked for, twice: {first}; then {second} "
-                                   f"(answer: {again.text[:200]!r})", code="bad_answer") from None
+                                   f"(answer: {again.text[:200]!r})", code=ErrorCode.BAD_ANSWER) from None
             description = again
     answers: dict[str, bool | None] = {}
     if job.questions:
@@ -120,9 +117,9 @@ def answer(backend: Backend, job: Job) -> Result:
             try:
                 answers[rule] = yes_or_no(backend.describe(job.prepared, job.frame, question_prompt(question)).text)
             except BackendError as exc:  # the description stands; this rule just gets no answer
-                if exc.code == "cancelled":
+                if exc.code == ErrorCode.CANCELLED:
                     raise
                 logger.warning("%s: alert question %r failed (%s): %s", job.camera or "request", rule, exc.code, exc)
                 answers[rule] = None
         extra_ms["questions"] = round((time.perf_counter() - started) * 1000, 2)
-    return Result(job, description, backend.name, time.time(), fields, answers, extra_ms)
+    return Result(job, description, backend.name, time.time(), fields, answers, extra_ms, queued_ms)

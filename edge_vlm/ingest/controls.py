@@ -1,4 +1,5 @@
 """Per-camera settings Home Assistant can change: on/off, cooldown, profile, custom prompt, motion.
+They take effect in the camera's ``CameraState``; this is their MQTT side (dispatcher thread only).
 
 Each is a retained state on ``<base>/<cam>/<name>`` and takes commands on ``…/<name>/set`` (live ones:
 a retained command would be applied again at every start, over later changes, so it is ignored). At start
@@ -16,25 +17,22 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from edge_vlm.camera_state import COOLDOWN_MAX_S, TEXT_MAX, CameraStates
 from edge_vlm.config.models import AppConfig, CameraConfig
 from edge_vlm.mqtt.inbox import Received
-from edge_vlm.publish.publisher import Publisher
 from edge_vlm.topics import Outbound, Topics
 
 logger = logging.getLogger(__name__)
 
 ON, OFF = b"ON", b"OFF"
 CONFIGURED = "configured"  # the file's values the states were stored under
-TEXT_MAX = 255  # Home Assistant's limit for a text entity
 CONFIGURED_MAX_BYTES = 16_384  # ours is five short values, the prompt at most TEXT_MAX
-COOLDOWN_MAX_S = 86_400
-
-Applier = Callable[[str, str, Any], None]  # camera, setting, value
+# The field of CameraState each setting is.
+FIELDS = {"enabled": "enabled", "cooldown": "cooldown_s", "profile": "profile", "prompt": "prompt", "motion": "motion"}
 
 
 @dataclass
@@ -92,11 +90,12 @@ def _plain(value: Any) -> bytes:
 
 
 class Controls:
-    def __init__(self, config: AppConfig, publisher: Publisher, apply: Applier) -> None:
-        self._topics = Topics.from_config(config)
-        self._publisher = publisher
-        self._apply = apply
-        self._lock = threading.Lock()
+    def __init__(self, config: AppConfig, topics: Topics, states: CameraStates,
+                 send: Callable[[Outbound], None]) -> None:
+        """``states``: where the settings take effect; ``send``: publishes their states."""
+        self._topics = topics
+        self._states = states
+        self._send = send
         self._settings: dict[str, _Setting] = {}  # by state topic
         self._configured_before: dict[str, dict[str, str]] = {}  # camera -> setting -> the file's value then
         for camera in config.cameras:
@@ -116,31 +115,22 @@ class Controls:
             settings.append(_Setting(camera.id, "motion", camera.motion.enabled, _switch, _flag, unsettled=False))
         return settings
 
-    def value(self, camera: str, name: str) -> Any:
-        """The setting now; before synced(), what it will be from what has been read back so far
-        (the broker replays retained states before any live message on our subscriptions)."""
-        with self._lock:
-            setting = self._settings[self._topics.camera(camera, name)]
-            return setting.value if setting.settled else self._decided(setting)
+    def _take_effect(self, setting: _Setting) -> None:
+        """Put the setting into the camera's state: its value once settled; before synced(), what it
+        will be from what has been read back so far (the broker replays retained states before any
+        live message on our subscriptions), except motion detection, which stays off until then."""
+        if setting.settled:
+            value = setting.value
+        else:
+            value = self._decided(setting) if setting.unsettled is None else setting.unsettled
+        settled = all(s.settled for s in self._settings.values() if s.camera == setting.camera)
+        self._states.update(setting.camera, **{FIELDS[setting.name]: value, "settled": settled})
 
     def _decided(self, setting: _Setting) -> Any:
         """The stored state, unless there is none or the file's value changed since it was stored."""
         before = self._configured_before.get(setting.camera, {}).get(setting.name)
         file_changed = before is not None and before != setting.show(setting.configured).decode()
         return setting.configured if setting.stored is None or file_changed else setting.stored
-
-    def settled(self, camera: str) -> bool:
-        """Whether the camera's settings were read back from the broker: until then (the broker may
-        be down at boot) Home Assistant may have switched it off, unknown to us."""
-        with self._lock:
-            return all(s.settled for s in self._settings.values() if s.camera == camera)
-
-    def configured(self) -> None:
-        """Apply what runs until the retained states are read back: the configured values, but no
-        motion detection (Home Assistant may have switched it off)."""
-        for setting in self._settings.values():
-            self._apply(setting.camera, setting.name,
-                        setting.value if setting.unsettled is None else setting.unsettled)
 
     # MQTT
 
@@ -175,6 +165,7 @@ class Controls:
         if not command:  # a retained state replayed: read at start, decided in synced(); ours after that
             if not setting.settled:
                 setting.stored = value
+                self._take_effect(setting)
             return
         self._set(setting, value)
         logger.info("Camera %s: %s set to %r", setting.camera, setting.name, value)
@@ -206,12 +197,14 @@ class Controls:
         # Only plain values: str() of a list 900 deep is a RecursionError too.
         self._configured_before[camera] = {str(k): str(v) for k, v in values.items()
                                            if not isinstance(v, dict | list)}
+        for setting in self._settings.values():
+            if setting.camera == camera and not setting.settled:
+                self._take_effect(setting)
 
     def _set(self, setting: _Setting, value: Any) -> None:
-        with self._lock:
-            setting.value, setting.settled = value, True
-        self._apply(setting.camera, setting.name, value)
-        self._publisher.send(self._state(setting))
+        setting.value, setting.settled = value, True
+        self._take_effect(setting)
+        self._send(self._state(setting))
 
     def synced(self) -> None:
         """Everything retained has been read back: each setting takes its stored state, unless the
@@ -225,7 +218,7 @@ class Controls:
             self._set(setting, value)
         for topic, camera in self._configured_topics.items():
             values = {s.name: s.show(s.configured).decode() for s in self._settings.values() if s.camera == camera}
-            self._publisher.send(Outbound(topic, json.dumps(values).encode(), retain=True))
+            self._send(Outbound(topic, json.dumps(values).encode(), retain=True))
 
     def _state(self, setting: _Setting) -> Outbound:
         return Outbound(self._topics.camera(setting.camera, setting.name), setting.show(setting.value), True)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from edge_vlm.camera_state import CameraState
 from edge_vlm.config.sources import MotionConfig
 
 WIDTH = 160
@@ -86,6 +87,10 @@ class MotionDetector:
         if on and not self._enabled:  # a fresh start: no episode carried over from before
             self._previous, self._moving_since, self._in_episode = None, None, False
         self._enabled = on
+
+    def follow(self, state: CameraState) -> None:
+        """Run while the camera is switched on and its motion detection too."""
+        self.enabled = state.watches_motion
 
     def start(self, name: str) -> None:
         self._thread = threading.Thread(target=self._run, name=f"edge_vlm-motion-{name}", daemon=True)

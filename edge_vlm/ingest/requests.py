@@ -17,30 +17,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import json
-import logging
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from edge_vlm.config.models import AppConfig
 from edge_vlm.config.topic_rules import filter_matches, our_topic_filters
-from edge_vlm.errors import ImageError, InputError, TriggerError
-from edge_vlm.frames import Frame
-from edge_vlm.ingest.triggers import MAX_REPLY_TO, MAX_REQUEST_BYTES, AskRequest, Trigger, parse_request
-from edge_vlm.jobs import Failure, Reply, new_request_id
+from edge_vlm.contracts import Failure, Origin, Reply, new_request_id
+from edge_vlm.errors import ErrorCode, ImageError, InputError, TriggerError
+from edge_vlm.ingest.trigger import IMAGE_REQUESTS, Trigger
+from edge_vlm.ingest.triggers import MAX_REPLY_TO, MAX_REQUEST_BYTES, AskRequest, parse_request
 from edge_vlm.mqtt.inbox import Received
-from edge_vlm.schedule.scheduler import REQUEST
 from edge_vlm.topics import SNAPSHOT, Topics
-
-logger = logging.getLogger(__name__)
-
-IMAGE_TOPIC_WAIT_S = 5.0
-IMAGE_REQUESTS = ""  # the "camera" of requests that bring their own image
-
-Decoder = Callable[[bytes, str, float], Frame]  # data, camera, captured_at
 
 
 @dataclass(frozen=True)
@@ -53,8 +40,7 @@ class RequestTopics:
     forbidden: tuple[str, ...]  # filters a reply never goes to, allowed or not: topics we publish or listen on
 
     @classmethod
-    def from_config(cls, config: AppConfig) -> RequestTopics:
-        topics = Topics.from_config(config)
+    def from_config(cls, config: AppConfig, topics: Topics) -> RequestTopics:
         base = config.base_topic
         cameras = config.cameras
         listened = [t for c in cameras for t in c.snapshot_topics] + [config.discovery.ha_status_topic]
@@ -69,8 +55,7 @@ class RequestTopics:
         )
 
 
-def read_request(message: Received, *, topics: RequestTopics, images: RetainedImages,
-                 decode: Decoder) -> Trigger | Failure:
+def read_request(message: Received, topics: RequestTopics) -> Trigger | Failure:
     """The trigger ``message`` asks for, or a Failure to answer when it is bad. A request whose
     reply topic cannot be used is answered on the default response topic (``bad_reply_topic`` if
     nothing else is wrong with it), so that every request gets an answer somewhere, and never one
@@ -79,9 +64,9 @@ def read_request(message: Received, *, topics: RequestTopics, images: RetainedIm
     try:
         if message.size > len(message.payload):  # paho's thread dropped a payload over the limit
             raise ImageError(f"request of {message.size} bytes is over limits.max_payload_bytes",
-                             code="payload_too_large")
+                             code=ErrorCode.PAYLOAD_TOO_LARGE)
         request = parse_request(message.payload)
-        return _trigger(message, request, reply_for(message, request, topics), topics, images=images, decode=decode)
+        return _trigger(message, request, reply_for(message, request, topics), topics)
     except InputError as error:
         text = str(error)
         try:
@@ -92,22 +77,16 @@ def read_request(message: Received, *, topics: RequestTopics, images: RetainedIm
                 text = f"{text}; and {unusable}"
         camera = (request.camera or IMAGE_REQUESTS) if request else IMAGE_REQUESTS
         request_id = error.request_id or (request.id if request else None)
-        return Failure(camera, error.code, text, request_id, message.topic, reply, REQUEST)
+        return Failure(camera, error.code, text, request_id, message.topic, reply, Origin.REQUEST)
 
 
-def _trigger(message: Received, request: AskRequest, reply: Reply, topics: RequestTopics, *,
-             images: RetainedImages, decode: Decoder) -> Trigger:
-    trigger = Trigger(request.camera or IMAGE_REQUESTS, REQUEST, request.prompt, request.id or new_request_id(),
-                      message.topic, message.received_at, profile=request.profile, reply=reply)
-    if request.image is not None:
-        data = request.image
-        return dataclasses.replace(trigger, grab=lambda: decode(_base64(data), IMAGE_REQUESTS, time.time()))
-    if request.image_topic is not None:
-        topic = request.image_topic
-        if problem := _image_topic_problem(topic, topics.images):
-            raise TriggerError(f"will not read image_topic {topic!r}: {problem}", code="bad_image_topic")
-        return dataclasses.replace(trigger, grab=lambda: decode(images.fetch(topic), IMAGE_REQUESTS, time.time()))
-    return trigger
+def _trigger(message: Received, request: AskRequest, reply: Reply, topics: RequestTopics) -> Trigger:
+    if request.image_topic is not None and (problem := _image_topic_problem(request.image_topic, topics.images)):
+        raise TriggerError(f"will not read image_topic {request.image_topic!r}: {problem}",
+                           code=ErrorCode.BAD_IMAGE_TOPIC)
+    return Trigger(request.camera or IMAGE_REQUESTS, Origin.REQUEST, request.prompt, request.id or new_request_id(),
+                   message.topic, message.received_at, message.wall_time, profile=request.profile, reply=reply,
+                   image=None if request.image is None else _base64(request.image), image_topic=request.image_topic)
 
 
 def _image_topic_problem(topic: str, allowed: tuple[str, ...]) -> str | None:
@@ -154,7 +133,7 @@ def reply_for(message: Received, request: AskRequest | str | None, topics: Reque
     topic = message.response_topic or reply_to or topics.default_reply
     if topic != topics.default_reply and (problem := _reply_topic_problem(topic, topics)):
         raise TriggerError(f"will not answer on {topic!r}: {problem}; answered on {topics.default_reply} instead",
-                           code="bad_reply_topic")
+                           code=ErrorCode.BAD_REPLY_TOPIC)
     return Reply(topic, message.correlation)
 
 
@@ -185,47 +164,3 @@ def _topic_problem(topic: str) -> str | None:
         if 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE:
             return f"the noncharacter U+{code:04X}"
     return None
-
-
-class RetainedImages:
-    """Reads the retained message of a topic once: subscribe, take it, unsubscribe."""
-
-    def __init__(self, subscribe: Callable[[str], None], unsubscribe: Callable[[str], None]) -> None:
-        self._subscribe = subscribe
-        self._unsubscribe = unsubscribe
-        self._waiting: dict[str, list[tuple[threading.Event, list[bytes]]]] = {}
-        self._lock = threading.Lock()
-
-    def fetch(self, topic: str) -> bytes:
-        """The retained payload of ``topic``; blocks (a capture thread) up to a few seconds."""
-        arrived, box = threading.Event(), list[bytes]()
-        with self._lock:
-            first = topic not in self._waiting
-            self._waiting.setdefault(topic, []).append((arrived, box))
-        if first:
-            self._subscribe(topic)
-        try:
-            if not arrived.wait(IMAGE_TOPIC_WAIT_S):
-                raise TriggerError(f"no retained image on {topic!r} within {IMAGE_TOPIC_WAIT_S:g} s", code="no_frame")
-            if not box[0]:
-                raise ImageError(f"the image on {topic!r} is over limits.max_payload_bytes", code="payload_too_large")
-            return box[0]
-        finally:
-            with self._lock:
-                waiters = self._waiting.get(topic, [])
-                waiters[:] = [w for w in waiters if w[0] is not arrived]
-                last = not waiters
-                if last:
-                    self._waiting.pop(topic, None)
-            if last:
-                self._unsubscribe(topic)
-
-    def offer(self, message: Received) -> None:
-        """Hand ``message`` to the requests waiting for its topic, if any (dispatcher thread). It is
-        not taken away: the topic may also be one the daemon listens on."""
-        if message.size == 0:  # no retained message (or its removal)
-            return
-        with self._lock:
-            for arrived, box in self._waiting.get(message.topic, []):
-                box.append(message.payload)  # empty when over limits.max_payload_bytes
-                arrived.set()

@@ -1,4 +1,4 @@
-"""A trigger, and what arrives on the trigger and request topics, checked.
+"""What arrives on the trigger and request topics, checked.
 
 ``<base>/<camera>/trigger``: an empty payload asks for a description of the camera's current frame
 with its usual prompt; a JSON object may add ``prompt`` or ``profile`` (for this one description)
@@ -13,39 +13,17 @@ image topics may be read, is checked in edge_vlm.ingest.requests).
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge_vlm.config.base import ID_PATTERN
 from edge_vlm.errors import TriggerError
-from edge_vlm.frames import Frame
-from edge_vlm.jobs import Reply
 
 MAX_ID_LENGTH = 128
 MAX_TRIGGER_BYTES = 16_384
 MAX_REQUEST_BYTES = 16_000_000  # a request may carry an image, base64
 MAX_REPLY_TO = 1024
-
-
-@dataclass(frozen=True)
-class Trigger:
-    """A request to describe a camera's current frame."""
-
-    camera: str
-    origin: str  # trigger, motion, interval, frigate, request
-    prompt: str | None = None  # None: the profile's
-    request_id: str | None = None
-    topic: str | None = None  # where it came from, for error messages
-    received_at: float = field(default_factory=time.monotonic)
-    event: dict[str, Any] | None = None  # what started it (a Frigate event), published with the result
-    grab: Callable[[], Frame] | None = None  # instead of the camera's source (an event's snapshot)
-    superseded: tuple[str, ...] = ()  # triggers this one replaced while they waited for a frame
-    profile: str | None = None  # asked for by the trigger
-    reply: Reply | None = None  # a request's answer goes here
 
 
 class _Payload(BaseModel):

@@ -20,7 +20,7 @@ from typing import Any
 
 from edge_vlm.config.automation import AlertRule
 from edge_vlm.config.models import AppConfig
-from edge_vlm.jobs import Result
+from edge_vlm.inference.results import Result
 from edge_vlm.publish.messages import iso_time
 from edge_vlm.publish.publisher import Publisher
 from edge_vlm.topics import ALERTS, Outbound, Topics
@@ -59,8 +59,8 @@ class _State:
 
 
 class Alerts:
-    def __init__(self, config: AppConfig, publisher: Publisher) -> None:
-        self._topics = Topics.from_config(config)
+    def __init__(self, config: AppConfig, topics: Topics, publisher: Publisher) -> None:
+        self._topics = topics
         self._publisher = publisher
         self._rules = {camera.id: camera.alerts for camera in config.cameras}
         self._states = {(c, rule.name): _State() for c, rules in self._rules.items() for rule in rules}
@@ -80,9 +80,6 @@ class Alerts:
             self._changed.notify()
         if self._thread.is_alive():
             self._thread.join()
-
-    def questions(self, camera: str) -> dict[str, str]:
-        return {rule.name: rule.question for rule in self._rules.get(camera, []) if rule.question is not None}
 
     def check(self, result: Result) -> list[str]:
         """Fire the camera's rules that match this description; return the names of those sent."""

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from edge_vlm.jobs import Failure, Job, Reply, Result
-from edge_vlm.schedule.scheduler import AUTOMATIC
-from edge_vlm.topics import ATTRIBUTES, DESCRIPTION, ERROR, EVENT, FIELDS, IMAGE, RESULT, Outbound, Topics
+from edge_vlm.contracts import AUTOMATIC, Failure, Origin, Reply
+from edge_vlm.frames import Frame
+from edge_vlm.inference.results import Result
+from edge_vlm.ingest.trigger import Trigger
+from edge_vlm.schedule.job import Job
+from edge_vlm.topics import ATTRIBUTES, DESCRIPTION, ERROR, EVENT, FIELDS, IMAGE, RESULT, STREAM, Outbound, Topics
 
 # Home Assistant refuses a sensor state longer than 255 characters (core#117861).
 HA_STATE_MAX = 255
@@ -38,52 +43,74 @@ def _json(value: dict[str, Any]) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def result_payload(result: Result, *, latency_ms: float, alerts: list[str] | None = None) -> dict[str, Any]:
-    """Everything about a description: the result event, and a request's answer."""
+@dataclass(frozen=True)
+class ResultPayload:
+    """Everything about a description: the result event, and a request's answer (in this order)."""
+
+    camera: str
+    text: str
+    description: str  # the text cut for Home Assistant's state
+    title: Any
+    fields: dict[str, Any] | None
+    answers: dict[str, bool | None] | None
+    alerts: list[str] | None
+    id: str
+    prompt: str
+    backend: str
+    frame_time: str
+    frame_age_ms: float
+    described_at: str
+    latency_ms: float
+    coalesced: int
+    origin: Origin
+    superseded_ids: list[str]
+    timings_ms: dict[str, float]
+    image_size: list[int]
+    details: dict[str, Any]
+    event: dict[str, Any] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def attributes(self) -> dict[str, Any]:
+        """The description sensor's attributes: under Home Assistant's recorder limit."""
+        return {"text": self.text[:ATTRIBUTE_TEXT_MAX], "title": self.title, "fields": self.fields, "id": self.id,
+                "prompt": self.prompt, "backend": self.backend, "frame_time": self.frame_time,
+                "frame_age_ms": self.frame_age_ms, "described_at": self.described_at, "latency_ms": self.latency_ms,
+                "coalesced": self.coalesced, "origin": self.origin}
+
+    def event_values(self) -> dict[str, Any]:
+        """What a ``described`` event carries: enough for a notification, no more."""
+        return {"description": self.description, "text": self.text, "title": self.title, "fields": self.fields,
+                "alerts": self.alerts, "latency_ms": self.latency_ms, "frame_time": self.frame_time,
+                "superseded_ids": self.superseded_ids}
+
+
+def result_payload(result: Result, *, latency_ms: float, alerts: list[str] | None = None) -> ResultPayload:
     job = result.job
     text = result.text
-    return {
-        "camera": job.camera,
-        "text": text,
-        "description": shorten(text) or "(no text)",
-        "title": (result.fields or {}).get("title"),
-        "fields": result.fields,
-        "answers": result.answers or None,
-        "alerts": alerts or None,
-        "id": job.request_id,
-        "prompt": job.prompt,
-        "backend": result.backend,
-        "frame_time": iso_time(job.frame.captured_at),
-        "frame_age_ms": round(job.frame_age_ms, 1),
-        "described_at": iso_time(result.finished_at),
-        "latency_ms": round(latency_ms, 1),
-        "coalesced": job.coalesced,
-        "origin": job.origin,
-        "superseded_ids": job.superseded_ids,
-        "timings_ms": result.timings_ms,
-        "image_size": list(job.frame.source_size),
-        "details": result.description.details,
-        "event": job.event,
-    }
+    return ResultPayload(
+        camera=job.camera, text=text, description=shorten(text) or "(no text)",
+        title=(result.fields or {}).get("title"), fields=result.fields, answers=result.answers or None,
+        alerts=alerts or None, id=job.request_id, prompt=job.prompt, backend=result.backend,
+        frame_time=iso_time(job.frame.captured_at), frame_age_ms=round(job.frame_age_ms, 1),
+        described_at=iso_time(result.finished_at), latency_ms=round(latency_ms, 1), coalesced=job.coalesced,
+        origin=job.origin, superseded_ids=job.superseded_ids, timings_ms=result.timings_ms,
+        image_size=list(job.frame.source_size), details=result.description.details, event=job.event)
 
 
-ATTRIBUTE_KEYS = ("title", "fields", "id", "prompt", "backend", "frame_time", "frame_age_ms", "described_at",
-                  "latency_ms", "coalesced", "origin")
-
-
-def result_messages(payload: dict[str, Any], topics: Topics) -> list[Outbound]:
+def result_messages(payload: ResultPayload, topics: Topics) -> list[Outbound]:
     """The description and attributes (retained), the structured fields (retained), the result.
     (The image went out when the job was accepted: ``image_message``.)"""
-    camera = payload["camera"]
-    attributes = {"text": payload["text"][:ATTRIBUTE_TEXT_MAX], **{k: payload[k] for k in ATTRIBUTE_KEYS}}
+    camera = payload.camera
     messages = [
-        Outbound(topics.camera(camera, DESCRIPTION), payload["description"].encode(), retain=True),
-        Outbound(topics.camera(camera, ATTRIBUTES), _json(attributes), retain=True),
+        Outbound(topics.camera(camera, DESCRIPTION), payload.description.encode(), retain=True),
+        Outbound(topics.camera(camera, ATTRIBUTES), _json(payload.attributes()), retain=True),
     ]
-    if payload["fields"] is not None:
-        messages.append(Outbound(topics.camera(camera, FIELDS), _json(payload["fields"]), retain=True))
-    messages.append(Outbound(topics.camera(camera, RESULT), _json(payload), retain=False,
-                             asked=payload["origin"] not in AUTOMATIC))
+    if payload.fields is not None:
+        messages.append(Outbound(topics.camera(camera, FIELDS), _json(payload.fields), retain=True))
+    messages.append(Outbound(topics.camera(camera, RESULT), _json(payload.as_dict()), retain=False,
+                             asked=payload.origin not in AUTOMATIC))
     return messages
 
 
@@ -100,8 +127,9 @@ def event_message(job: Job, event_type: str, topics: Topics, **values: Any) -> O
                     asked=job.origin not in AUTOMATIC)
 
 
-def reply_message(reply: Reply, payload: dict[str, Any]) -> Outbound:
-    return Outbound(reply.topic, _json(payload), retain=False, correlation=reply.correlation, asked=True)
+def reply_message(reply: Reply, payload: ResultPayload | dict[str, Any]) -> Outbound:
+    body = payload.as_dict() if isinstance(payload, ResultPayload) else payload
+    return Outbound(reply.topic, _json(body), retain=False, correlation=reply.correlation, asked=True)
 
 
 def failure_payload(failure: Failure, *, now: float | None = None) -> dict[str, Any]:
@@ -122,11 +150,17 @@ def failure_message(failure: Failure, topics: Topics, *, now: float | None = Non
                     asked=failure.origin is not None and failure.origin not in AUTOMATIC)
 
 
-def skip_message(job: Job, reason: str, topics: Topics, *, now: float | None = None) -> Outbound:
+def skip_message(trigger: Trigger, frame: Frame, reason: str, topics: Topics, *,
+                 now: float | None = None) -> Outbound:
     """A result that says the frame was not described, and why (nothing else changes)."""
     payload = {
-        "camera": job.camera, "id": job.request_id, "skipped": True, "reason": reason, "origin": job.origin,
-        "frame_time": iso_time(job.frame.captured_at), "time": iso_time(time.time() if now is None else now),
-        "event": job.event,
+        "camera": trigger.camera, "id": trigger.request_id, "skipped": True, "reason": reason,
+        "origin": trigger.origin, "frame_time": iso_time(frame.captured_at),
+        "time": iso_time(time.time() if now is None else now), "event": trigger.event,
     }
-    return Outbound(topics.camera(job.camera, RESULT), _json(payload), retain=False)
+    return Outbound(topics.camera(trigger.camera, RESULT), _json(payload), retain=False)
+
+
+def stream_message(camera: str, connected: bool, topics: Topics) -> Outbound:
+    """Whether the camera's stream is connected (retained)."""
+    return Outbound(topics.camera(camera, STREAM), b"ON" if connected else b"OFF", retain=True)

@@ -33,7 +33,7 @@ import pytest
 from edge_vlm.config.models import CameraConfig, OpencvBackendConfig
 from edge_vlm.frames import Frame
 from edge_vlm.inference.backends.opencv import OpencvBackend
-from edge_vlm.jobs import Description
+from edge_vlm.inference.results import Description
 from edge_vlm.service import Service
 from tests.reliability.conftest import DaemonSecrets, SecretScan, secret_config
 from tests.reliability.figures import report, spread

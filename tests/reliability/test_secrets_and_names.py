@@ -21,14 +21,15 @@ import yaml
 from edge_vlm.config.loader import load_config_text
 from edge_vlm.config.models import AppConfig
 from edge_vlm.config.sources import HttpSourceConfig, RtspSourceConfig
+from edge_vlm.contracts import Failure, Reply
 from edge_vlm.errors import ConfigError, InputError, SourceError
 from edge_vlm.frames.sources.http import HttpSnapshotSource
 from edge_vlm.frames.sources.rtsp import RtspSource
-from edge_vlm.ingest.requests import RequestTopics, RetainedImages, read_request
+from edge_vlm.ingest.requests import RequestTopics, read_request
 from edge_vlm.ingest.triggers import parse_request, parse_trigger
-from edge_vlm.jobs import Failure, Reply
 from edge_vlm.mqtt.inbox import Received
 from edge_vlm.redact import redact, redact_url
+from edge_vlm.topics import Topics
 from tests.reliability.conftest import SecretScan
 
 SECRET = "hunter2-Zq8x"
@@ -178,10 +179,7 @@ def test_a_reply_cannot_go_to_a_wildcard_or_one_of_our_inputs(reply_to: str, cod
     message = Received(f"{config.base_topic}/request",
                        json.dumps({"camera": "porch", "prompt": "Who?", "reply_to": reply_to}).encode(),
                        retain=False, received_at=0.0, wall_time=0.0, size=0)
-    images = RetainedImages(lambda topic: None, lambda topic: None)
-
-    outcome = read_request(message, topics=RequestTopics.from_config(config), images=images,
-                           decode=lambda data, camera, at: pytest.fail("nothing to decode"))
+    outcome = read_request(message, RequestTopics.from_config(config, Topics.from_config(config)))
 
     # Refused, and answered on the default response topic instead of where it asked.
     assert isinstance(outcome, Failure)

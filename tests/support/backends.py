@@ -10,7 +10,7 @@ from edge_vlm.config.models import OpencvBackendConfig
 from edge_vlm.errors import BackendError
 from edge_vlm.frames import Frame
 from edge_vlm.inference.backends.opencv import OpencvBackend
-from edge_vlm.jobs import Description
+from edge_vlm.inference.results import Description
 
 GATE_TIMEOUT_S = 30.0
 

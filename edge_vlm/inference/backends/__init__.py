@@ -16,7 +16,7 @@ import numpy as np
 from edge_vlm.config.models import OpencvBackendConfig
 from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.frames import Frame
-from edge_vlm.jobs import Description
+from edge_vlm.inference.results import Description
 
 
 class Backend(Protocol):

@@ -17,11 +17,11 @@ from edge_vlm.errors import BackendError
 from edge_vlm.frames import Frame
 from edge_vlm.inference.llm.rkllm import RkllmModel
 from edge_vlm.inference.prompts import IMAGE_PLACEHOLDER, multimodal_prompt
+from edge_vlm.inference.results import Description
 from edge_vlm.inference.vision import create_encoder
 from edge_vlm.inference.vision.preprocess import encoder_input
 from edge_vlm.inference.worker.messages import JobDone, RunJob
 from edge_vlm.inference.worker.supervisor import WorkerBackend
-from edge_vlm.jobs import Description
 
 
 class VlmBackend(WorkerBackend):

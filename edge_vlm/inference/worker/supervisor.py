@@ -39,6 +39,7 @@ from edge_vlm.config.models import OpencvBackendConfig
 from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.errors import BackendError
 from edge_vlm.frames import Frame
+from edge_vlm.inference.results import Description
 from edge_vlm.inference.worker.child import worker_main
 from edge_vlm.inference.worker.messages import (
     Abort,
@@ -50,7 +51,6 @@ from edge_vlm.inference.worker.messages import (
     RunJob,
     Shutdown,
 )
-from edge_vlm.jobs import Description
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,83 @@
+"""``edge-vlm doctor``: is this board ready for the NPU backend? One line per check.
+
+What is checked, and why, comes from Rockchip's published facts (rockchip.md): RKNPU driver 0.9.8
+or later (§0, pitfall #1), the RKLLM runtime identified by its git blob id (§1.6),
+``/usr/lib/librknnrt.so`` for RKNNLite (§5), enabled CPUs at least the NPU cores (§4.4,
+rknn-llm#271), imgenc's usage error, exit status 255 (§3), and libomp (§3, pitfall #16).
+Every board file is read under ``root``, so tests can build a fake board in a directory. The checks
+of the board are in ``doctor.board``, those of a configured vlm backend in ``doctor.backend``; here
+they are run in order and printed.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import os
+import platform
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TextIO
+
+from edge_vlm.config import load_config
+from edge_vlm.config.models import OpencvBackendConfig
+from edge_vlm.config.vlm import VlmBackendConfig
+from edge_vlm.doctor.backend import model_checks
+from edge_vlm.doctor.board import check_board, check_driver, read_soc
+from edge_vlm.doctor.check import Check, FindLibrary
+from edge_vlm.errors import ConfigError
+
+__all__ = ["ROOT", "Check", "doctor", "load_backend", "print_checks", "run_checks"]
+
+ROOT = Path("/")
+
+
+def load_backend(config_path: Path | None) -> tuple[list[Check], VlmBackendConfig | None]:
+    if config_path is None:
+        return [Check("models", "SKIP", "no configuration given: edge-vlm doctor -c FILE also checks the "
+                      "runtime, the model files, memory and CPUs")], None
+    try:
+        backend = load_config(config_path).config.backend
+    except ConfigError as exc:
+        return [Check("config", "FAIL", f"{config_path}: {len(exc.problems)} problem(s), the first: "
+                      f"{exc.problems[0]}", f"edge-vlm check -c {config_path} lists them all"),
+                Check("models", "SKIP", "the configuration is not valid")], None
+    if isinstance(backend, OpencvBackendConfig):
+        return [Check("config", "PASS", f"{config_path}: valid, backend opencv"),
+                Check("models", "SKIP", "the opencv backend uses no model files")], None
+    return [Check("config", "PASS", f"{config_path}: valid, backend vlm, family {backend.family}, "
+                  f"encoder {backend.encoder.type}")], backend
+
+
+def run_checks(config_path: Path | None, *, root: Path = ROOT, machine: str | None = None,
+               affinity: Iterable[int] | None = None,
+               find_library: FindLibrary = ctypes.util.find_library) -> list[Check]:
+    soc = read_soc(root)
+    board = check_board(machine or platform.machine(), soc)
+    on_npu = board.status != "FAIL"
+    checks = [board, check_driver(root) if on_npu else Check("npu driver", "SKIP", "not a Rockchip board")]
+    config_checks, backend = load_backend(config_path)
+    checks += config_checks
+    if backend is not None:
+        cpus = frozenset(os.sched_getaffinity(0) if affinity is None else affinity)
+        checks += model_checks(backend, soc if on_npu else None, root, cpus, find_library)
+    return checks
+
+
+def print_checks(checks: list[Check], out: TextIO) -> None:
+    width = max(len(check.name) for check in checks)
+    for check in checks:
+        print(f"{check.status}  {check.name:<{width}}  {check.finding}", file=out)
+        if check.fix and check.status in ("FAIL", "WARN"):
+            print(f"{'':4}  {'':<{width}}  fix: {check.fix}", file=out)
+    counts = {status: sum(c.status == status for c in checks) for status in ("PASS", "FAIL", "WARN", "SKIP")}
+    print(", ".join(f"{n} {status}" for status, n in counts.items()), file=out)
+
+
+def doctor(config_path: Path | None, *, root: Path = ROOT, machine: str | None = None,
+           affinity: Iterable[int] | None = None, find_library: FindLibrary = ctypes.util.find_library,
+           out: TextIO | None = None) -> int:
+    """Print every check; exit status 1 if any failed."""
+    checks = run_checks(config_path, root=root, machine=machine, affinity=affinity, find_library=find_library)
+    print_checks(checks, out or sys.stdout)
+    return 1 if any(check.status == "FAIL" for check in checks) else 0

@@ -1,0 +1,52 @@
+"""Where a trigger's frame comes from: the image it brought, a topic's retained image, a Frigate
+event's snapshot, or the camera's source; and the one decoder every image goes through."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from edge_vlm.config.models import AppConfig
+from edge_vlm.frames import Frame, decode_image
+from edge_vlm.frames.sources import Source
+from edge_vlm.frames.sources.frigate import FrigateSnapshots
+from edge_vlm.frames.sources.mqtt_snapshot import LatestSnapshot
+from edge_vlm.frames.sources.retained import RetainedImages
+from edge_vlm.ingest.trigger import IMAGE_REQUESTS, Trigger
+
+
+class FrameGrabber:
+    def __init__(self, config: AppConfig, sources: Mapping[str, Source], *, retained: RetainedImages,
+                 min_long_side: int | None) -> None:
+        self._config = config
+        self._sources = sources
+        self._retained = retained
+        self._min_long_side = min_long_side
+        self.frigate = FrigateSnapshots(config, self.decode)
+
+    def decode(self, data: bytes, camera: str, captured_at: float) -> Frame:
+        limits = self._config.limits
+        return decode_image(data, camera=camera, captured_at=captured_at, max_bytes=limits.max_payload_bytes,
+                            max_pixels=limits.max_image_pixels, min_long_side=self._min_long_side)
+
+    def arrived(self, frame: Frame) -> None:
+        """A snapshot for ``frame.camera`` arrived: the camera's latest frame, if its source keeps that."""
+        source = self._sources.get(frame.camera)
+        if isinstance(source, LatestSnapshot):
+            source.update(frame)
+
+    def instant(self, trigger: Trigger) -> bool:
+        """Whether grab() returns at once (a frame in memory): no capture thread needed."""
+        return not trigger.own_image and self._sources[trigger.camera].instant
+
+    def grab(self, trigger: Trigger) -> Frame:
+        """The trigger's frame; InputError (SourceError, ImageError, …) saying why there is none."""
+        if trigger.image is not None:
+            return self.decode(trigger.image, IMAGE_REQUESTS, time.time())
+        if trigger.image_topic is not None:
+            return self.decode(self._retained.fetch(trigger.image_topic), IMAGE_REQUESTS, time.time())
+        if trigger.frigate is not None:
+            camera = self._config.camera(trigger.camera)
+            assert camera is not None  # the gate checked it
+            return self.frigate.grab(camera, trigger.frigate, trigger.wall_time)
+        return self._sources[trigger.camera].grab()

@@ -1,0 +1,90 @@
+"""The worker thread: takes the scheduler's next job, runs it on the backend, hands on the outcome."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Protocol
+
+from edge_vlm.camera_state import CameraStates
+from edge_vlm.contracts import Failure
+from edge_vlm.errors import BackendError, ErrorCode
+from edge_vlm.inference.answers import answer
+from edge_vlm.inference.backends import Backend
+from edge_vlm.inference.results import Result
+from edge_vlm.schedule.job import Job
+from edge_vlm.schedule.scheduler import Scheduler
+
+logger = logging.getLogger(__name__)
+
+POLL_S = 0.2
+
+
+class Outcomes(Protocol):
+    """Where a job's outcome goes (edge_vlm.publish.outcomes)."""
+
+    def described(self, job: Job, result: Result) -> None: ...
+
+    def failed(self, job: Job, code: ErrorCode, message: str, *, queued_ms: float | None = None) -> None: ...
+
+    def publish_failure(self, failure: Failure) -> None: ...
+
+
+class Runner:
+    def __init__(self, scheduler: Scheduler, backend: Backend, states: CameraStates, outcomes: Outcomes) -> None:
+        self._scheduler = scheduler
+        self._backend = backend
+        self._states = states
+        self._outcomes = outcomes
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="edge_vlm-worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, grace: float) -> None:
+        """Run no more jobs once the scheduler is empty; the job in flight gets ``grace`` to finish,
+        then is aborted."""
+        self._stopping.set()
+        self._thread.join(grace)
+        if self._thread.is_alive():
+            logger.warning("The job in flight is still running after %.0f s: aborting it", grace)
+            self._backend.abort()
+            self._thread.join(grace)
+        if self._thread.is_alive():
+            logger.error("Thread %s did not stop", self._thread.name)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while True:
+            job = self._scheduler.next(POLL_S)
+            if job is None:
+                if self._stopping.is_set():
+                    return
+                continue
+            try:
+                self._run(job)
+            except Exception:  # the worker must outlive any one job
+                logger.exception("Unexpected error while running job %s", job.request_id)
+            for failure in self._scheduler.finished(job):  # later requests' errors, in their turn
+                self._outcomes.publish_failure(failure)
+
+    def _run(self, job: Job) -> None:
+        queued_ms = round((time.monotonic() - job.queued_at) * 1000, 2)
+        try:
+            result = answer(self._backend, job, queued_ms)
+        except BackendError as exc:
+            self._outcomes.failed(job, exc.code, str(exc), queued_ms=queued_ms)
+            return
+        except Exception as exc:
+            logger.exception("Backend %s failed on job %s", self._backend.name, job.request_id)
+            self._outcomes.failed(job, ErrorCode.BACKEND_FAILED, f"{type(exc).__name__}: {exc}", queued_ms=queued_ms)
+            return
+        if job.reply is None:
+            # The camera's last description ({previous}, its cooldown) is this one before anyone hears of it.
+            self._states.described(job.camera, job.scene, result.text)
+        self._outcomes.described(job, result)

@@ -1,0 +1,40 @@
+"""A trigger: a request to describe a camera's current frame, or an image that came with it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from edge_vlm.contracts import Origin, Reply
+
+if TYPE_CHECKING:
+    from edge_vlm.ingest.frigate import FrigateEvent
+
+IMAGE_REQUESTS = ""  # the "camera" of requests that bring their own image
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """What to describe and how to answer. Its frame is the camera's current one, unless it names
+    another (``image``, ``image_topic``, ``frigate``): edge_vlm.frames.grab gets it."""
+
+    camera: str
+    origin: Origin
+    prompt: str | None = None  # None: the profile's
+    request_id: str | None = None
+    topic: str | None = None  # where it came from, for error messages
+    received_at: float = field(default_factory=time.monotonic)
+    wall_time: float = field(default_factory=time.time)  # when it arrived, by our clock
+    event: dict[str, Any] | None = None  # what started it (a Frigate event), published with the result
+    superseded: tuple[str, ...] = ()  # triggers this one replaced while they waited for a frame
+    profile: str | None = None  # asked for by the trigger
+    reply: Reply | None = None  # a request's answer goes here
+    image: bytes | None = field(default=None, repr=False)  # a request's own image (JPEG or PNG)
+    image_topic: str | None = None  # ...or the topic whose retained image to describe
+    frigate: FrigateEvent | None = None  # ...or the snapshot of this Frigate event
+
+    @property
+    def own_image(self) -> bool:
+        """Its frame is not the camera's current one."""
+        return self.image is not None or self.image_topic is not None or self.frigate is not None
