@@ -9,14 +9,14 @@ environment proxies are ignored (a camera is on the LAN). Every failure is a ``S
 the ``ImageError`` of a refused body) saying what went wrong, without a secret in it.
 
 A grab has ``timeout_s`` in all: name resolution, connecting, TLS, the request, the status line and
-headers, the body, over every redirect and digest round (``_Deadline``). ``stop()`` ends a grab in
-flight at once (``cancelled``), so a camera never holds up the daemon's stop.
+headers, the body, over every redirect and digest round (``http_deadline.Deadline``). ``stop()``
+ends a grab in flight at once (``cancelled``), so a camera never holds up the daemon's stop. How
+credentials go with a request is in ``http_auth``.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import http.client
 import re
 import socket
@@ -25,201 +25,17 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
 from http import HTTPStatus
-from types import TracebackType
-from typing import IO, Any
-from urllib.parse import urlsplit
 
 from edge_vlm.config.secrets import describe_source
 from edge_vlm.config.sources import HttpSourceConfig
 from edge_vlm.errors import ImageError, SourceError
 from edge_vlm.frames import Frame, decode_image
+from edge_vlm.frames.sources.http_auth import Digest, SameOriginAuth, origin
+from edge_vlm.frames.sources.http_deadline import Deadline, HttpHandler, HttpsHandler
 from edge_vlm.redact import redact, redact_url
 
 CHUNK_BYTES = 64 * 1024
-
-AddressInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]
-
-
-class _Deadline:
-    """The end of one grab, for every connection the grab opens (a redirect's, digest's second round).
-
-    A socket timeout bounds each read, not the whole: a camera that sends a byte a second never trips
-    it, and http.client reads the status line and all headers in one call, so checking the clock
-    between our own reads cannot help either. So a timer shuts the grab's sockets down at the
-    deadline (or ``stop()`` does, ``cancelled``): the blocked read returns at once, and the grab
-    says why. Each socket is watched through a duplicate of it, since TLS replaces the socket object
-    (the connection stays the same). ``getaddrinfo`` has no timeout of its own (a DNS server that
-    does not answer holds it for the resolver's whole retry schedule): a name is resolved on a
-    helper thread, waited for until the deadline.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.ended = False  # the timer fired, or end() was called
-        self.cancelled = False  # by end(cancelled=True): the source was stopped
-        self._at = time.monotonic() + seconds
-        self._changed = threading.Condition()
-        self._sockets: list[socket.socket] = []
-        self._timer = threading.Timer(seconds, self.end)
-        self._timer.daemon = True
-
-    def __enter__(self) -> _Deadline:
-        self._timer.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self._timer.cancel()
-        with self._changed:
-            for duplicate in self._sockets:
-                duplicate.close()
-            self._sockets.clear()
-
-    def end(self, *, cancelled: bool = False) -> None:
-        """Shut the grab's connections down: whatever reads or writes on them returns at once."""
-        with self._changed:
-            if self.ended:
-                return
-            self.ended, self.cancelled = True, cancelled
-            for duplicate in self._sockets:
-                _shut(duplicate)
-            self._changed.notify_all()
-
-    def remaining(self) -> float:
-        """Seconds left; TimeoutError when none are."""
-        left = self._at - time.monotonic()
-        if self.ended or left <= 0:
-            raise TimeoutError
-        return left
-
-    def connect(self, address: tuple[str, int], timeout: object = None,
-                source_address: tuple[str, int] | None = None) -> socket.socket:
-        """``socket.create_connection`` for http.client, within the deadline (``timeout`` is the
-        per-operation one urllib passes: the deadline replaces it)."""
-        host, port = address
-        failure: OSError = OSError(f"no address for {host}")
-        for family, kind, proto, _, sockaddr in self._resolve(host, port):
-            sock = socket.socket(family, kind, proto)
-            try:
-                self._watch(sock)
-                sock.settimeout(self.remaining())
-                if source_address is not None:
-                    sock.bind(source_address)
-                sock.connect(sockaddr)
-            except OSError as exc:
-                sock.close()
-                failure = exc
-                if self.ended:
-                    break
-            else:
-                return sock
-        raise failure
-
-    def _watch(self, sock: socket.socket) -> None:
-        duplicate = sock.dup()
-        with self._changed:
-            self._sockets.append(duplicate)
-            if self.ended:
-                _shut(duplicate)
-
-    def _resolve(self, host: str, port: int) -> Sequence[AddressInfo]:
-        try:
-            return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
-        except socket.gaierror:
-            pass  # a name, not an address
-        found: list[AddressInfo] = []
-        failed: list[OSError] = []
-
-        def resolve() -> None:
-            try:
-                found.extend(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
-            except OSError as exc:
-                failed.append(exc)
-            with self._changed:
-                self._changed.notify_all()
-
-        threading.Thread(target=resolve, name="edge_vlm-resolve", daemon=True).start()
-        with self._changed:
-            self._changed.wait_for(lambda: found or failed or self.ended, max(0.0, self._at - time.monotonic()))
-        if failed:
-            raise failed[0]
-        if not found:
-            raise TimeoutError
-        return found
-
-
-def _shut(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):  # not connected (yet, or any more): nothing to end
-        sock.shutdown(socket.SHUT_RDWR)
-
-
-class _HttpHandler(urllib.request.HTTPHandler):
-    """http:// connections that connect through the grab's deadline."""
-
-    def __init__(self, deadline: _Deadline) -> None:
-        super().__init__()
-        self._deadline = deadline
-
-    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(self._connection, req)
-
-    def _connection(self, host: str, **options: Any) -> http.client.HTTPConnection:
-        connection = http.client.HTTPConnection(host, **options)
-        # http.client's own seam for how it connects (HTTPSConnection connects through it before TLS)
-        connection._create_connection = self._deadline.connect  # type: ignore[attr-defined]
-        return connection
-
-
-class _HttpsHandler(urllib.request.HTTPSHandler):
-    """https:// connections that connect through the grab's deadline (TLS on the same socket)."""
-
-    def __init__(self, deadline: _Deadline, context: ssl.SSLContext | None) -> None:
-        super().__init__(context=context)
-        self._deadline = deadline
-        self._tls = context
-
-    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(self._connection, req)
-
-    def _connection(self, host: str, **options: Any) -> http.client.HTTPSConnection:
-        connection = http.client.HTTPSConnection(host, context=self._tls, **options)
-        connection._create_connection = self._deadline.connect  # type: ignore[attr-defined]
-        return connection
-
-
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return parts.scheme.lower(), parts.netloc.lower()
-
-
-class _SameOriginAuth(urllib.request.HTTPRedirectHandler):
-    """Follows redirects to http(s) only, with the Authorization header to the same scheme, host and port."""
-
-    def redirect_request(  # noqa: PLR0917 - the base class's signature
-        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
-        headers: http.client.HTTPMessage, newurl: str,
-    ) -> urllib.request.Request | None:
-        new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is None or _origin(new.full_url)[0] not in ("http", "https"):
-            return None  # not followed: the redirect's status becomes the error
-        if _origin(new.full_url) != _origin(req.full_url):
-            new.remove_header("Authorization")
-        return new
-
-
-class _Digest(urllib.request.HTTPDigestAuthHandler):
-    """Answers a digest challenge once (urllib would retry a refused answer 5 times), closing the
-    challenge's response, which urllib leaves open."""
-
-    def http_error_401(
-        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: http.client.HTTPMessage,
-    ) -> Any:
-        fp.close()
-        if req.get_header("Authorization"):  # our answer was refused
-            return None
-        return super().http_error_401(req, fp, code, msg, headers)
 
 
 def _timed_out(timeout_s: float) -> str:
@@ -264,7 +80,7 @@ class HttpSnapshotSource:
             self._tls.verify_mode = ssl.CERT_NONE
         self._digest: urllib.request.HTTPPasswordMgrWithDefaultRealm | None = None
         self._lock = threading.Lock()
-        self._in_flight: set[_Deadline] = set()
+        self._in_flight: set[Deadline] = set()
         self._stopped = False
         secret = password or ""
         # What a failure message must never hold: the secret, and the header made of it (http.client
@@ -278,7 +94,7 @@ class HttpSnapshotSource:
         elif config.auth == "bearer":
             self._headers["Authorization"] = f"Bearer {secret}"
         elif config.auth == "digest":
-            scheme, netloc = _origin(config.url)
+            scheme, netloc = origin(config.url)
             self._digest = urllib.request.HTTPPasswordMgrWithDefaultRealm()
             self._digest.add_password(None, f"{scheme}://{netloc}/", config.username or "", secret)
 
@@ -296,7 +112,7 @@ class HttpSnapshotSource:
             deadline.end(cancelled=True)
 
     def grab(self) -> Frame:
-        deadline = _Deadline(self._config.timeout_s)
+        deadline = Deadline(self._config.timeout_s)
         with self._lock:
             if self._stopped:
                 raise self._cancelled()
@@ -310,16 +126,16 @@ class HttpSnapshotSource:
         return decode_image(body, camera=self.camera, captured_at=captured_at, max_bytes=self._max_bytes,
                             max_pixels=self._max_pixels, min_long_side=self._min_long_side)
 
-    def _opener(self, deadline: _Deadline) -> urllib.request.OpenerDirector:
+    def _opener(self, deadline: Deadline) -> urllib.request.OpenerDirector:
         """A new opener per grab: its handlers connect through this grab's deadline, and the digest
         handler's state (urllib keeps some) is the grab's own."""
-        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({}), _SameOriginAuth(),
-                                                      _HttpHandler(deadline), _HttpsHandler(deadline, self._tls)]
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({}), SameOriginAuth(),
+                                                      HttpHandler(deadline), HttpsHandler(deadline, self._tls)]
         if self._digest is not None:
-            handlers.append(_Digest(self._digest))
+            handlers.append(Digest(self._digest))
         return urllib.request.build_opener(*handlers)
 
-    def _fetch(self, deadline: _Deadline) -> tuple[bytes, float]:
+    def _fetch(self, deadline: Deadline) -> tuple[bytes, float]:
         """The body of a 200 answer and when its headers came; any failure as a SourceError or ImageError."""
         timeout_s = self._config.timeout_s
         request = urllib.request.Request(self._config.url, headers=self._headers)  # noqa: S310 - config allows http(s) only
@@ -351,7 +167,7 @@ class HttpSnapshotSource:
             raise ended
         return body, captured_at
 
-    def _ended(self, deadline: _Deadline) -> SourceError | None:
+    def _ended(self, deadline: Deadline) -> SourceError | None:
         """Why the grab failed when its deadline ended it (the failure is only what that caused)."""
         if not deadline.ended:
             return None
