@@ -11,7 +11,7 @@ import pytest
 
 from edge_vlm.config.vlm import ImageTags, ModelSpec, RkllmConfig
 from edge_vlm.errors import BackendError
-from edge_vlm.inference.llm import abi, runtime
+from edge_vlm.inference.llm import layout, runtime
 from edge_vlm.inference.llm.rkllm import RkllmModel
 from tests.support.native import LOG_ENV, write_model_file
 from tests.support.npu import QWEN_TAGS, signature
@@ -36,7 +36,7 @@ def model(fake_rkllmrt: dict[str, Path], tmp_path: Path, abi_name: str, *, in_pr
 
 
 def test_structs_match_the_documented_layout() -> None:
-    assert abi.layout_problems() == []
+    assert layout.layout_problems() == []
 
 
 @pytest.mark.parametrize("abi_name", ["1.2", "1.3"])

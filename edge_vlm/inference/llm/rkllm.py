@@ -25,7 +25,7 @@ import numpy as np
 
 from edge_vlm.config.vlm import ModelSpec, RkllmConfig
 from edge_vlm.errors import BackendError
-from edge_vlm.inference.llm import abi
+from edge_vlm.inference.llm import abi, layout
 from edge_vlm.inference.llm.runtime import resolve_abi
 
 logger = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class RkllmModel:
         self._keep: list[Any] = []
 
     def load(self) -> None:
-        problems = abi.layout_problems()
+        problems = layout.layout_problems()
         if problems:
             raise BackendError("edge_vlm's RKLLM structs disagree with the documented layout: " + "; ".join(problems))
         library = self.config.library.resolve()
