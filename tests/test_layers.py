@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).parent.parent / "edge_vlm"
 STAGES = ("ingest", "frames", "gate", "schedule", "inference", "publish")
 FOUNDATION = ("errors", "contracts", "topics", "stats", "camera_state", "slots", "redact", "board", "config",
               "mqtt", "samples")
-PROGRAMS = ("intake", "cameras", "jobs", "service", "daemon", "__main__", "demo", "doctor", "install", "systemd")
+PROGRAMS = ("service", "daemon", "__main__", "demo", "doctor", "install", "systemd")
 MAX_LINES = 300
 
 

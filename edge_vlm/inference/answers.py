@@ -90,7 +90,7 @@ def yes_or_no(text: str) -> bool | None:
     return None
 
 
-def answer(backend: Backend, job: Job, queued_ms: float = 0.0) -> Result:
+def answer(backend: Backend, job: Job, queued_ms: float | None = None) -> Result:
     """Ask the backend about ``job`` (which waited ``queued_ms`` for it); BackendError (code
     ``bad_answer``) when a structured answer is still invalid after asking again."""
     description = backend.describe(job.prepared, job.frame, job.prompt)

@@ -28,11 +28,12 @@ class Result:
     fields: dict[str, Any] | None = None  # the structured answer, checked
     answers: dict[str, bool | None] = field(default_factory=dict)  # alert rule -> the model's yes or no
     extra_ms: dict[str, float] = field(default_factory=dict)  # a retry, the questions
-    queued_ms: float = 0.0  # waiting for the backend
+    queued_ms: float | None = None  # waiting for the backend
 
     @property
     def timings_ms(self) -> dict[str, float]:
-        return {**self.job.timings_ms, "queued": self.queued_ms, **self.description.timings_ms, **self.extra_ms}
+        queued = {} if self.queued_ms is None else {"queued": self.queued_ms}
+        return {**self.job.timings_ms, **queued, **self.description.timings_ms, **self.extra_ms}
 
     @property
     def text(self) -> str:

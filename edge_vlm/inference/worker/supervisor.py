@@ -11,7 +11,8 @@ daemon, whose MQTT session must outlive any frame.
 - A worker that dies (a segfault in a vendor library), busy or idle, or that is killed, fails the
   job in flight with a clear code, is restarted in the background with a doubling delay (1 s up to
   ``restart_max_delay_s``), and the model shows as unavailable until it is back.
-- Each worker gets a private working directory (imgenc's files go there), removed when it ends.
+- Each worker gets a private working directory (imgenc's files go there), removed when it ends
+  (the process, its pipe and its directory: ``worker/process.py``).
 """
 
 from __future__ import annotations
@@ -20,18 +21,10 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
-import os
-import shutil
-import signal
-import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
-from pathlib import Path
 
 import numpy as np
 
@@ -40,10 +33,8 @@ from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.errors import BackendError
 from edge_vlm.frames import Frame
 from edge_vlm.inference.results import Description
-from edge_vlm.inference.worker.child import worker_main
 from edge_vlm.inference.worker.messages import (
     Abort,
-    FromWorker,
     JobDone,
     JobFailed,
     LoadFailed,
@@ -51,63 +42,11 @@ from edge_vlm.inference.worker.messages import (
     RunJob,
     Shutdown,
 )
+from edge_vlm.inference.worker.process import STOP_TIMEOUT_S, WorkerProcess, spawn
 
 logger = logging.getLogger(__name__)
 
-POLL_S = 0.2
-STOP_TIMEOUT_S = 10.0
-
 AvailabilityListener = Callable[[bool, str], None]
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:  # real-time signals have no name
-        return f"signal {number}"
-
-
-def _exit_reason(process: BaseProcess) -> str:
-    code = process.exitcode
-    if code is None:
-        return "stopped answering"
-    return f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with status {code}"
-
-
-def _kill_children(pid: int) -> None:
-    """SIGKILL the processes ``pid`` started (an imgenc run), before ``pid`` itself is killed."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                os.kill(int(stat.parent.name), signal.SIGKILL)
-
-
-@dataclass(eq=False)
-class _Worker:
-    """One worker process. Only its watcher thread reaps it (two threads waiting on one child
-    race, and the loser sees no exit status), and says how it ended."""
-
-    process: BaseProcess
-    conn: Connection
-    workdir: Path
-    send_lock: threading.Lock = field(default_factory=threading.Lock)  # describe() and abort() both send
-    exited: threading.Event = field(default_factory=threading.Event)
-    reason: str = "stopped answering"
-
-    def alive(self) -> bool:
-        return not self.exited.is_set()
-
-    def send(self, message: RunJob | Abort | Shutdown) -> None:
-        with self.send_lock:
-            self.conn.send(message)
-
-    def end(self) -> None:
-        if self.alive():
-            _kill_children(self.process.pid or 0)
-            self.process.kill()
-        self.exited.wait(STOP_TIMEOUT_S)
-        self.conn.close()
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class WorkerBackend:
@@ -124,7 +63,7 @@ class WorkerBackend:
         self._log_level = log_level
         self._input_size = input_size
         self._context = multiprocessing.get_context("spawn")
-        self._worker: _Worker | None = None
+        self._worker: WorkerProcess | None = None
         self._changed = threading.Condition()
         self._closing = False
         self._restarter: threading.Thread | None = None
@@ -164,20 +103,12 @@ class WorkerBackend:
         if restarter is not None:
             restarter.join(STOP_TIMEOUT_S + self.config.load_timeout_s)
 
-    def _start_worker(self) -> _Worker:
+    def _start_worker(self) -> WorkerProcess:
         """Start a worker and wait until it has loaded both models; raise BackendError if it cannot."""
-        parent, child = self._context.Pipe()
-        workdir = Path(tempfile.mkdtemp(prefix="edge_vlm-worker-"))
-        process = self._context.Process(
-            target=worker_main, args=(child, self.config.model_dump_json(), self._log_level, str(workdir)),
-            name="edge_vlm-worker", daemon=True,
-        )
-        process.start()
-        child.close()
-        worker = _Worker(process, parent, workdir)
+        worker = spawn(self._context, self.config.model_dump_json(), self._log_level)
         threading.Thread(target=self._watch, args=(worker,), name="edge_vlm-worker-watch", daemon=True).start()
         try:
-            message = self._receive(worker, self.config.load_timeout_s)
+            message = worker.receive(self.config.load_timeout_s)
         except BackendError:
             worker.end()
             raise BackendError(f"the inference worker {worker.reason} while loading the models; "
@@ -193,7 +124,7 @@ class WorkerBackend:
         self._input_size = message.input_size
         return worker
 
-    def _install(self, worker: _Worker) -> None:
+    def _install(self, worker: WorkerProcess) -> None:
         """Make ``worker`` the one jobs go to, and watch it die."""
         with self._changed:
             if self._closing:
@@ -202,23 +133,6 @@ class WorkerBackend:
             self._worker = worker
             self._changed.notify_all()
         self._announce(True, "ready")
-
-    def _receive(self, worker: _Worker, timeout: float) -> FromWorker | None:
-        """The worker's next message, or None on timeout; BackendError if the worker died."""
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                if worker.conn.poll(min(POLL_S, remaining)):
-                    message: FromWorker = worker.conn.recv()
-                    return message
-            except (EOFError, OSError):
-                pass
-            else:
-                if worker.alive():
-                    continue
-            worker.exited.wait(STOP_TIMEOUT_S)
-            raise BackendError(f"the inference worker {worker.reason}", code="worker_crashed")
-        return None
 
     # Jobs
 
@@ -249,12 +163,12 @@ class WorkerBackend:
         if (worker := self._worker) is not None:
             self._abort(worker, "cancelled", "aborted: the daemon is stopping")
 
-    def _abort(self, worker: _Worker, code: str, message: str) -> None:
+    def _abort(self, worker: WorkerProcess, code: str, message: str) -> None:
         if (job_id := self._current_job) is not None:
             with contextlib.suppress(OSError, ValueError):
                 worker.send(Abort(job_id, code, message))
 
-    def _exchange(self, worker: _Worker, job: RunJob) -> JobDone | JobFailed:
+    def _exchange(self, worker: WorkerProcess, job: RunJob) -> JobDone | JobFailed:
         """Send ``job`` and wait for its answer; abort it, then kill the worker, when it takes too long."""
         self._current_job = job.job_id
         try:
@@ -276,15 +190,15 @@ class WorkerBackend:
                              f"{self.config.job_timeout_s:g} s, and the worker ignored the abort")
         return reply
 
-    def _reply(self, worker: _Worker, job_id: int, timeout: float) -> JobDone | JobFailed | None:
+    def _reply(self, worker: WorkerProcess, job_id: int, timeout: float) -> JobDone | JobFailed | None:
         deadline = time.monotonic() + timeout
-        while (message := self._receive(worker, deadline - time.monotonic())) is not None:
+        while (message := worker.receive(deadline - time.monotonic())) is not None:
             if isinstance(message, JobDone | JobFailed) and message.job_id == job_id:
                 return message
             logger.debug("Ignoring a late reply from the worker: %s", type(message).__name__)
         return None
 
-    def _wait_available(self) -> _Worker:
+    def _wait_available(self) -> WorkerProcess:
         """The running worker. While one restarts, wait for that restart's outcome (bounded by the
         restart delay and backend.load_timeout_s): a job fails only if the restart fails, not
         because loading took longer on a busy board."""
@@ -304,14 +218,11 @@ class WorkerBackend:
 
     # Supervision
 
-    def _watch(self, worker: _Worker) -> None:
-        wait([worker.process.sentinel])
-        worker.process.join()
-        worker.reason = _exit_reason(worker.process)
-        worker.exited.set()
+    def _watch(self, worker: WorkerProcess) -> None:
+        worker.reap()
         self._worker_lost(worker, worker.reason)
 
-    def _worker_lost(self, worker: _Worker, reason: str) -> None:
+    def _worker_lost(self, worker: WorkerProcess, reason: str) -> None:
         """``worker`` died or was given up on: end it, and restart one unless that is under way."""
         with self._changed:
             if self._worker is not worker:  # already handled, or stopping
