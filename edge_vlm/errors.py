@@ -32,7 +32,6 @@ class WireValue(str, Enum):
 class ErrorCode(WireValue):
     """Why an input or a job could not be described: the ``error`` of an error result on MQTT."""
 
-    BAD_INPUT = "bad_input"
     BAD_IMAGE = "bad_image"
     IMAGE_TOO_LARGE = "image_too_large"
     PAYLOAD_TOO_LARGE = "payload_too_large"
@@ -70,12 +69,14 @@ class ConfigError(EdgeVlmError):
 class InputError(EdgeVlmError):
     """An input that cannot be used; ``code`` names the kind of problem."""
 
-    code = ErrorCode.BAD_INPUT
+    code: ErrorCode  # each kind's default; an InputError itself is always given one
 
     def __init__(self, message: str, *, code: ErrorCode | str | None = None, request_id: str | None = None) -> None:
         super().__init__(message)
         if code is not None:
             self.code = ErrorCode(code)  # ValueError for a code that is not part of the API
+        elif not hasattr(self, "code"):
+            raise TypeError(f"{type(self).__name__} needs an error code")
         self.request_id = request_id  # the requester's id, when the bad input carried one
 
 

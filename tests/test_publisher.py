@@ -33,7 +33,7 @@ def outbox(*, connected: bool = True, room: bool = True,
     """A publisher on a fake connection, as connected and with as much room as asked."""
     connection = FakeConnection(connected=connected)
     connection.has_room = room
-    return connection, Publisher(connection.as_mqtt(), max_waiting_events)
+    return connection, Publisher(connection, max_waiting_events)
 
 
 # The fake itself

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from edge_vlm.errors import ImageError
+from edge_vlm.errors import ErrorCode, ImageError
 from edge_vlm.frames.completeness import JPEG_MAGIC, PNG_MAGIC, check_complete
 from edge_vlm.frames.pixels import orientation_of, upright_rgb
 
@@ -104,7 +104,7 @@ def decode_image(
     if len(data) > max_bytes:
         raise ImageError(
             f"payload of {len(data)} bytes is over the limit of {max_bytes} (limits.max_payload_bytes)",
-            code="payload_too_large",
+            code=ErrorCode.PAYLOAD_TOO_LARGE,
         )
     image = _open(data)
     try:
@@ -145,7 +145,8 @@ def _open(data: bytes) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"image refused as a decompression bomb: {_reason(exc)}", code="image_too_large") from None
+        raise ImageError(f"image refused as a decompression bomb: {_reason(exc)}",
+                         code=ErrorCode.IMAGE_TOO_LARGE) from None
     except UnidentifiedImageError:
         raise ImageError(_unidentified(data)) from None
     except (OSError, SyntaxError, ValueError, struct.error) as exc:
@@ -177,7 +178,7 @@ def _check_pixel_count(width: int, height: int, max_pixels: int) -> None:
         raise ImageError(
             f"image of {width}x{height} = {width * height / 1e6:.1f} megapixels is over the limit "
             f"of {max_pixels / 1e6:.1f} (limits.max_image_pixels); refused before decoding",
-            code="image_too_large",
+            code=ErrorCode.IMAGE_TOO_LARGE,
         )
     if width < 1 or height < 1:
         raise ImageError(f"image has no pixels ({width}x{height})")

@@ -14,15 +14,27 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from typing import Protocol
 
-from edge_vlm.mqtt.connection import MqttConnection
 from edge_vlm.topics import Outbound
 
 logger = logging.getLogger(__name__)
 
 
+class Connection(Protocol):
+    """What the publisher needs of edge_vlm.mqtt.connection.MqttConnection."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def has_room(self) -> bool: ...
+
+    def publish(self, message: Outbound) -> None: ...
+
+
 class Publisher:
-    def __init__(self, connection: MqttConnection, max_waiting_events: int) -> None:
+    def __init__(self, connection: Connection, max_waiting_events: int) -> None:
         self._connection = connection
         self._states: dict[str, Outbound] = {}
         self._unsent: dict[str, Outbound] = {}  # states not sent since they changed, oldest change first

@@ -7,12 +7,12 @@ many more messages the broker takes before it has none, as with ``mqtt.max_unack
 
 ``Publishing`` names those members. mypy checks that both classes have them (the assignments at
 the end of this module); tests/test_publisher.py checks that the parameter names match too.
-Publisher is typed with MqttConnection, so a test hands it ``connection.as_mqtt()``.
+Publisher takes any connection with its Protocol's members (edge_vlm.publish.publisher.Connection).
 """
 
 from __future__ import annotations
 
-from typing import Protocol, cast
+from typing import Protocol
 
 from edge_vlm.mqtt.connection import MqttConnection
 from edge_vlm.topics import Outbound
@@ -36,7 +36,7 @@ class Publishing(Protocol):
 
 class FakeConnection:
     # The fake's own methods, for the test: MqttConnection has none of them.
-    HELPERS = frozenset({"as_mqtt", "on", "topics"})
+    HELPERS = frozenset({"on", "topics"})
 
     def __init__(self, *, connected: bool = True) -> None:
         self.connected = connected
@@ -64,10 +64,6 @@ class FakeConnection:
         self.room = None if value else 0
 
     # For the test
-
-    def as_mqtt(self) -> MqttConnection:
-        """This fake where an MqttConnection is asked for (the members used match: see the module)."""
-        return cast(MqttConnection, self)
 
     def topics(self) -> list[str]:
         """The topic of each message published, in order."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from edge_vlm.errors import SourceError, TriggerError
+from edge_vlm.errors import ErrorCode, SourceError, TriggerError
 from edge_vlm.frames import Frame
 
 
@@ -34,10 +34,10 @@ class LatestSnapshot:
             raise TriggerError(
                 f"camera {self.camera!r} has no frame yet: its source is the last snapshot received, "
                 f"and none has arrived on {self._snapshot_topic} or its snapshot_topics since start",
-                code="no_frame",
+                code=ErrorCode.NO_FRAME,
             )
         age = time.time() - frame.captured_at
         if self._max_age is not None and age > self._max_age:
             raise SourceError(f"camera {self.camera!r}: its last snapshot is {age:.0f} s old, over "
-                              f"max_frame_age_s = {self._max_age:g}", code="stale_frame")
+                              f"max_frame_age_s = {self._max_age:g}", code=ErrorCode.STALE_FRAME)
         return frame

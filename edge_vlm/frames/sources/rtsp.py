@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from edge_vlm.config.sources import RtspSourceConfig
-from edge_vlm.errors import SourceError
+from edge_vlm.errors import ErrorCode, SourceError
 from edge_vlm.frames import Frame
 from edge_vlm.redact import redact_url
 
@@ -179,7 +179,7 @@ class RtspSource:
         if age > self.config.max_frame_age_s:
             raise SourceError(f"camera {self.camera!r}: the newest frame is {age:.1f} s old, over "
                               f"max_frame_age_s = {self.config.max_frame_age_s:g}; not described as current",
-                              code="stale_frame")
+                              code=ErrorCode.STALE_FRAME)
         return frame
 
     # persistent
@@ -201,7 +201,7 @@ class RtspSource:
 
     def _cancelled(self) -> SourceError:
         return SourceError(f"camera {self.camera!r}: the source was stopped (the daemon is stopping, or "
-                           "reloading its configuration)", code="cancelled")
+                           "reloading its configuration)", code=ErrorCode.CANCELLED)
 
     def _read_forever(self) -> None:
         delay = 1.0
@@ -293,7 +293,7 @@ class RtspSource:
                 break
             if time.monotonic() > deadline:
                 raise SourceError(f"camera {self.camera!r}: could not catch up with the stream within "
-                                  f"{self.config.read_timeout_s:g} s", code="stale_frame")
+                                  f"{self.config.read_timeout_s:g} s", code=ErrorCode.STALE_FRAME)
         ok, bgr = capture.retrieve()
         if not ok:
             raise SourceError(f"camera {self.camera!r}: a frame could not be decoded")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from edge_vlm.config.vlm import OnnxEncoderConfig, VlmBackendConfig
-from edge_vlm.errors import BackendError
+from edge_vlm.errors import BackendError, ErrorCode
 from edge_vlm.frames import Frame
 from edge_vlm.inference.llm.rkllm import RkllmModel
 from edge_vlm.inference.prompts import IMAGE_PLACEHOLDER, multimodal_prompt
@@ -37,7 +37,7 @@ class VlmBackend(WorkerBackend):
 
     def job_prompt(self, prompt: str) -> str:
         if prompt.count(IMAGE_PLACEHOLDER) > 1:  # one image is encoded: the runtime would read past it
-            raise BackendError(f"the prompt may hold {IMAGE_PLACEHOLDER} once at most", code="bad_trigger")
+            raise BackendError(f"the prompt may hold {IMAGE_PLACEHOLDER} once at most", code=ErrorCode.BAD_TRIGGER)
         return multimodal_prompt(prompt)
 
     def describe(self, prepared: np.ndarray, frame: Frame, prompt: str) -> Description:

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from edge_vlm.config.vlm import ImgencEncoderConfig, ModelSpec
-from edge_vlm.errors import BackendError
+from edge_vlm.errors import BackendError, ErrorCode
 from edge_vlm.inference.vision.shapes import check_against_preset
 
 OUTPUT_FILE = "img_vec.bin"
@@ -107,7 +107,7 @@ class ImgencEncoder:
             )
         except subprocess.TimeoutExpired:
             raise BackendError(f"imgenc did not finish within {self.config.timeout_s:.0f} s and was killed",
-                               code="timed_out") from None
+                               code=ErrorCode.TIMED_OUT) from None
         except OSError as exc:
             raise BackendError(f"cannot run {self.executable}: {exc.strerror}") from None
         printed = done.stdout + done.stderr
