@@ -2,6 +2,7 @@
 
     EdgeVlmError
     ├── ConfigError          the YAML file or a value in it is wrong (carries every problem found)
+    ├── SecretUnavailable    a configured secret (a password's variable or credential) cannot be read
     ├── InputError           one message from outside is unusable; the daemon answers it and goes on
     │   ├── ImageError       not an image, truncated, too many pixels, too many bytes
     │   ├── TriggerError     malformed trigger JSON, unknown or disabled camera, no frame yet
@@ -64,6 +65,10 @@ class ConfigError(EdgeVlmError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+class SecretUnavailable(EdgeVlmError):
+    """A configured secret cannot be read; the message says which and why, not its value."""
 
 
 class InputError(EdgeVlmError):

@@ -17,12 +17,10 @@ import time
 import weakref
 from collections.abc import Callable, Mapping
 
-from edge_vlm.camera_state import CameraState, CameraStates
+from edge_vlm.camera_state import CameraStates
 from edge_vlm.config.models import AppConfig
-from edge_vlm.contracts import Origin
-from edge_vlm.errors import ErrorCode
 from edge_vlm.frames.grab import FrameGrabber
-from edge_vlm.frames.sources import create_source
+from edge_vlm.frames.sources import create_source, stop_all
 from edge_vlm.frames.sources.retained import RetainedImages
 from edge_vlm.frames.sources.rtsp import RtspSource
 from edge_vlm.gate import Gate
@@ -31,16 +29,15 @@ from edge_vlm.inference.job_maker import JobMaker
 from edge_vlm.inference.runner import Runner
 from edge_vlm.ingest.controls import Controls
 from edge_vlm.ingest.frigate import FrigateEvents
-from edge_vlm.ingest.motion import MotionDetector
+from edge_vlm.ingest.motion import follow_states, motion_detectors
 from edge_vlm.ingest.requests import RequestTopics
 from edge_vlm.ingest.router import Router
 from edge_vlm.ingest.timers import IntervalTimer
-from edge_vlm.ingest.trigger import Trigger
 from edge_vlm.ingest.trigger_topics import TriggerTopics, inbox_priorities
 from edge_vlm.mqtt.connection import MqttConnection
 from edge_vlm.mqtt.inbox import Inbox
 from edge_vlm.publish.alerts import Alerts
-from edge_vlm.publish.diagnostics import Diagnostics, model_state_message
+from edge_vlm.publish.diagnostics import Diagnostics
 from edge_vlm.publish.outcomes import Outcomes
 from edge_vlm.publish.publisher import Publisher
 from edge_vlm.publish.session import Session
@@ -103,14 +100,12 @@ class Service:
                                             submit=self.admission.submit, refuse=self.admission.refuse)
         self.frigate = FrigateEvents(config, self.admission.submit)
         self.timer = IntervalTimer(config, self.admission.submit)
-        self.detectors = {c.id: MotionDetector(c.motion, functools.partial(self._motion, c.id))
-                          for c in config.cameras if c.watches_stream and isinstance(self.sources[c.id], RtspSource)}
-        for camera, detector in self.detectors.items():
-            source = self.sources[camera]
-            assert isinstance(source, RtspSource)
-            source.on_frame, source.sample_interval_s = detector.offer, 1 / detector.config.sample_fps
-            detector.follow(states[camera])
-        states.listen(self._follow_motion)
+        streams = {c.id: source for c in config.cameras
+                   if c.watches_stream and isinstance(source := self.sources[c.id], RtspSource)}
+        self.detectors = motion_detectors(config, streams, self.admission.submit)
+        for camera, detector in self.detectors.items():  # the stream's sampled frames go to its detector
+            streams[camera].on_frame, streams[camera].sample_interval_s = detector.offer, 1 / detector.config.sample_fps
+        follow_states(self.detectors, states)
 
         self.diagnostics = Diagnostics(topics, self.publisher, self.stats, interval_s=config.diagnostics.interval_s,
                                        due=counters_changed, connection=self.connection, inbox=self.inbox,
@@ -145,15 +140,6 @@ class Service:
         for topic_filter in dict.fromkeys(f for c in config.cameras for f in c.snapshot_topics):
             add(topic_filter, self.admission.snapshot)
 
-    # Wiring: what a motion episode asks for, and when a detector runs.
-
-    def _motion(self, camera: str) -> None:
-        self.admission.submit(Trigger(camera, Origin.MOTION))
-
-    def _follow_motion(self, camera: str, state: CameraState) -> None:
-        if camera in self.detectors:
-            self.detectors[camera].follow(state)
-
     # Lifecycle
 
     @property
@@ -179,9 +165,9 @@ class Service:
             started = time.perf_counter()
             self.backend.load()
             logger.info("Backend %s loaded in %.0f ms", self.backend.name, (time.perf_counter() - started) * 1000)
-        self._model_availability(True, "loaded")
+        self.diagnostics.model_availability(True, "loaded")
         # Weakly: a backend kept across a reload must not keep the replaced service alive.
-        self.backend.on_availability(_weak_listener(self._model_availability))
+        self.backend.on_availability(_weak_listener(self.diagnostics.model_availability))
         self.alerts.start()
         for camera, detector in self.detectors.items():
             detector.start(camera)
@@ -203,12 +189,11 @@ class Service:
             # In the order work flows: no new messages, no new frames, no new jobs, then the job in flight.
             self.session.stop(grace)
             self.timer.stop()
-            self._stop_sources()
+            stop_all(self.sources)
+            for detector in self.detectors.values():
+                detector.stop()
             self.admission.close()
-            for job in self.scheduler.close():
-                self.outcomes.failed(job, ErrorCode.CANCELLED, "the daemon stopped before this job ran")
-                for failure in job.held:
-                    self.outcomes.publish_failure(failure)
+            self.runner.cancel_waiting()
             self.runner.stop(grace)
             self.session.drain()  # until the connection goes, right after this
             self.alerts.stop()
@@ -219,22 +204,10 @@ class Service:
                 self.backend.close()
         logger.info("Stopped")
 
-    def _stop_sources(self) -> None:
-        for source in self.sources.values():  # all at once: a hung camera must not hold up the rest
-            if isinstance(source, RtspSource):
-                source.request_stop()
-        for source in self.sources.values():
-            source.stop()
-        for detector in self.detectors.values():
-            detector.stop()
-
     @property
     def stopped(self) -> bool:
         """Its threads have ended (after stop()): nothing of it uses the backend any more."""
         return self._stopping.is_set() and not (self.session.alive or self.runner.alive)
-
-    def _model_availability(self, available: bool, reason: str) -> None:
-        self.publisher.send(model_state_message(self.topics, available=available, reason=reason))
 
 
 def _weak_listener(method: Callable[[bool, str], None]) -> Callable[[bool, str], None]:

@@ -20,9 +20,9 @@ import edge_vlm.daemon
 from edge_vlm.__main__ import main
 from edge_vlm.config import load_checked, load_config_text, mqtt_password, preflight
 from edge_vlm.config.models import AppConfig, OpencvBackendConfig
-from edge_vlm.config.secrets import SecretUnavailable, read_credential
+from edge_vlm.config.secrets import read_credential
 from edge_vlm.daemon import Daemon
-from edge_vlm.errors import ConfigError
+from edge_vlm.errors import ConfigError, SecretUnavailable
 from edge_vlm.frames import Frame
 from edge_vlm.inference.backends.opencv import OpencvBackend
 from edge_vlm.service import Service

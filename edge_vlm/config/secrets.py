@@ -13,13 +13,9 @@ from pathlib import Path
 from pydantic import ValidationInfo, field_validator
 
 from edge_vlm.config.base import StrictModel
-from edge_vlm.errors import EdgeVlmError
+from edge_vlm.errors import SecretUnavailable
 
 CREDENTIALS_DIRECTORY = "CREDENTIALS_DIRECTORY"
-
-
-class SecretUnavailable(EdgeVlmError):
-    """A configured secret cannot be read; the message says which and why, not its value."""
 
 
 class PasswordSourced(StrictModel):

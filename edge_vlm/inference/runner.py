@@ -55,6 +55,14 @@ class Runner:
         if self._thread.is_alive():
             logger.error("Thread %s did not stop", self._thread.name)
 
+    def cancel_waiting(self) -> None:
+        """The scheduler takes no more jobs; those still waiting fail ``cancelled``, and the
+        refusals held behind them are answered."""
+        for job in self._scheduler.close():
+            self._outcomes.failed(job, ErrorCode.CANCELLED, "the daemon stopped before this job ran")
+            for failure in job.held:
+                self._outcomes.publish_failure(failure)
+
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()

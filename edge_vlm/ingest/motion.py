@@ -8,15 +8,19 @@ frame. An episode starts when at least ``min_area`` of the frame has been changi
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 import cv2
 import numpy as np
 
-from edge_vlm.camera_state import CameraState
+from edge_vlm.camera_state import CameraState, CameraStates
+from edge_vlm.config.models import AppConfig
 from edge_vlm.config.sources import MotionConfig
+from edge_vlm.contracts import Origin
+from edge_vlm.ingest.trigger import Trigger
 
 WIDTH = 160
 PIXEL_DELTA = 25  # grey levels a pixel must change by to count as moved
@@ -153,3 +157,33 @@ class MotionDetector:
         self._last_trigger = now
         self.episodes += 1
         self.on_episode()
+
+
+def motion_detectors(config: AppConfig, cameras: Iterable[str],
+                     submit: Callable[[Trigger], None]) -> dict[str, MotionDetector]:
+    """A detector for each of ``cameras`` (those with a stream to watch), asking for a description
+    once per episode; each runs while its camera's state says so."""
+    return {camera: MotionDetector(_motion_config(config, camera), functools.partial(_episode, submit, camera))
+            for camera in cameras}
+
+
+def _motion_config(config: AppConfig, camera_id: str) -> MotionConfig:
+    camera = config.camera(camera_id)
+    assert camera is not None
+    return camera.motion
+
+
+def _episode(submit: Callable[[Trigger], None], camera: str) -> None:
+    submit(Trigger(camera, Origin.MOTION))
+
+
+def follow_states(detectors: Mapping[str, MotionDetector], states: CameraStates) -> None:
+    """Each detector runs while its camera is switched on and its motion detection too."""
+    for camera, detector in detectors.items():
+        detector.follow(states[camera])
+
+    def follow(camera: str, state: CameraState) -> None:
+        if camera in detectors:
+            detectors[camera].follow(state)
+
+    states.listen(follow)

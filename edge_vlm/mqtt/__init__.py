@@ -1,1 +1,2 @@
-"""MQTT: the broker connection, our topics, and the messages built for them."""
+"""MQTT, the transport only: the broker connection, the inbox its callbacks fill, TLS, and what
+the broker's refusals and connect failures mean."""

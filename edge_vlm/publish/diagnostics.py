@@ -47,6 +47,10 @@ class Diagnostics:
         if (self._due.is_set() and since >= EVERY_S) or since >= self._interval_s:
             self.publish()
 
+    def model_availability(self, available: bool, reason: str) -> None:
+        """The backend's model came or went."""
+        self._publisher.send(model_state_message(self._topics, available=available, reason=reason))
+
     def publish(self) -> None:
         self._due.clear()
         self._sent = time.monotonic()

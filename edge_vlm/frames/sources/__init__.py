@@ -51,3 +51,13 @@ def create_source(camera: CameraConfig, config: AppConfig, environ: Mapping[str,
     from edge_vlm.frames.sources.mqtt_snapshot import LatestSnapshot  # noqa: PLC0415
 
     return LatestSnapshot(camera.id, f"{config.base_topic}/{camera.id}/snapshot", source.max_frame_age_s)
+
+
+def stop_all(sources: Mapping[str, Source]) -> None:
+    """Stop every source: all asked at once first, so a hung camera does not hold up the rest."""
+    for source in sources.values():
+        request_stop = getattr(source, "request_stop", None)  # a stream's reader thread
+        if request_stop is not None:
+            request_stop()
+    for source in sources.values():
+        source.stop()
