@@ -1,10 +1,8 @@
 """The broker connection: paho-mqtt 2.x set up the way a long-lived service needs it.
 
-- The last will (``offline``, retained) is set before connecting; ``online`` follows each connect.
+- The last will (``offline``, retained) is set before connecting (``client``); ``online`` follows each connect.
 - paho reconnects by itself with a doubling delay capped at ``reconnect_max_delay``. A failed
-  attempt is logged once per distinct cause, saying what to change (connect_problems): a refused
-  CONNACK, a TLS failure (from the exception paho's connect raised, or the socket error paho logged),
-  nothing listening, a name that does not resolve.
+  attempt is logged once per distinct cause, saying what to change (``attempts``, connect_problems).
 - ACL refusals (a SUBACK failure; an MQTT 5 PUBACK failure) are logged once per topic (denials).
 - Each connect subscribes again (clean sessions: the broker forgot us) and then says ``online``.
 - paho's callbacks run on its network thread and must never block it: apart from queueing those
@@ -30,35 +28,22 @@ import time
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_vlm.config.models import AppConfig
 from edge_vlm.mqtt.acks import Unacknowledged
-from edge_vlm.mqtt.connect_problems import (
-    ListeningProbe,
-    closed_before_connack_problem,
-    connack_problem,
-    connect_failure_problem,
-    dropped_problem,
-    peer_address,
-    reason_text,
-)
+from edge_vlm.mqtt.attempts import ConnectAttempts
+from edge_vlm.mqtt.client import OFFLINE, ONLINE, new_client
+from edge_vlm.mqtt.connect_problems import peer_address, reason_text
 from edge_vlm.mqtt.denials import Denials
 from edge_vlm.mqtt.inbox import Connected, Inbox, Received
-from edge_vlm.mqtt.tls import client_context
 from edge_vlm.topics import Outbound, Topics
 
 logger = logging.getLogger(__name__)
 paho_logger = logging.getLogger("edge_vlm.mqtt.paho")  # paho's own log, at DEBUG: for debugging only
 
-ONLINE = b"online"
-OFFLINE = b"offline"
-# A connection the broker drops sooner than this did not really work: the next reconnect waits
-# longer (twice each time, up to reconnect_max_delay), and the same reason is logged once.
-STABLE_S = 30.0
 # Bytes handed to paho and not acknowledged yet, at most (and mqtt.max_unacked_messages messages).
 MAX_UNACKED_BYTES = 16_000_000
 # Past ack_timeout_s the connection is dropped once nothing has come in for QUIET_S (the broker's
@@ -80,18 +65,7 @@ class MqttConnection:
         self._inbox = inbox
         self._connected = threading.Event()
         self._stopping = False
-        self._last_problem: str | None = None
-        # Reported since the connection last worked: a cause that comes and goes (a TLS alert the
-        # client sometimes reads as a bare EOF) is not logged again each time it comes back.
-        self._reported: set[str] = set()
-        self._client_id = config.client_id
         self._connected_at = 0.0  # time.monotonic() of the last CONNACK
-        self._short_connections = 0  # in a row, each dropped within STABLE_S, and the broker took us back at once
-        self._last_drop: tuple[int, str] = (0, "")  # reason code and name of the last drop
-        self._drop_probe = ListeningProbe(None)  # whether the broker still listened after the last drop
-        self._peer: tuple[str, int] | None = None  # the broker's address on the current connection
-        self._attempt_reported = False  # this connection attempt's failure was reported already
-        self._socket_error: str | None = None  # the last socket error paho logged in this attempt
         self._denials = Denials(self._config.username)
         self._unacked = Unacknowledged(self._config.max_unacked_messages, MAX_UNACKED_BYTES)
         self._ack_timeout_reported = False
@@ -99,27 +73,10 @@ class MqttConnection:
         self._dropped_for_acks_at = -1.0  # _connected_at of the connection last dropped for that
         self._stuck_reported = False
         self._last_received = 0.0  # time.monotonic() of the last message received
-        v5 = self._config.protocol == "5"
-        self._v5 = v5
-        self._client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=config.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-            # A clean session each time (MQTT 5: clean_start on every connect, below): after an
-            # outage we subscribe again rather than receive a backlog of stale snapshots.
-            clean_session=None if v5 else True,
-        )
-        self._client.will_set(self._topics.status, OFFLINE, qos=1, retain=True)
-        if self._config.username is not None:
-            self._client.username_pw_set(self._config.username, password)
-        tls = self._config.tls
-        if tls.enabled:
-            self._client.tls_set_context(client_context(tls))
-            self._client.tls_insecure_set(not tls.verify_hostname)  # else paho checks the name itself too
-        self._client.reconnect_delay_set(self._config.reconnect_min_delay, self._config.reconnect_max_delay)
-        # paho's own queue is unbounded: the Publisher bounds what waits while we are disconnected
-        # (paho's bound would also refuse "online" and discovery, which must never be dropped).
-        self._client.max_queued_messages_set(0)
+        self._v5 = self._config.protocol == "5"
+        self._client = new_client(self._config, config.client_id, password, self._topics.status)
+        self._attempts = ConnectAttempts(self._client, self._config, config.client_id, self.broker,
+                                         lambda: self._stopping)
         self._client.on_pre_connect = self._on_pre_connect
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail
@@ -161,7 +118,7 @@ class MqttConnection:
     @property
     def problem(self) -> str | None:
         """Why the last connection attempt failed, in words (None while connected): for a status line."""
-        return None if self.connected else self._last_problem
+        return None if self.connected else self._attempts.last_problem
 
     def start(self) -> None:
         logger.info("Connecting to MQTT broker %s (MQTT %s%s)", self.broker, self._config.protocol,
@@ -258,26 +215,19 @@ class MqttConnection:
     # paho callbacks: network thread, must not block.
 
     def _on_pre_connect(self, client: paho.Client, userdata: Any) -> None:
-        self._attempt_reported = False
-        self._socket_error = None
+        self._attempts.started()
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode,
                     properties: Any) -> None:
         if reason.is_failure:
-            self._attempt_reported = True
-            self._short_connections = 0  # refused, not dropped
-            self._report_problem(connack_problem(reason.value, reason_text(reason), self._config))
+            self._attempts.refused(reason)
             return
         if self._stopping:
             return
         self._connected_at = time.monotonic()
-        self._peer = peer_address(client.socket())
+        peer = peer_address(client.socket())
         logger.info("Connected to MQTT broker %s", self.broker)
-        if self._drop_probe.listening is False:  # it was away after the last drop: a restart, not a clash
-            self._short_connections = 0
-        if self._short_connections > 1:  # it keeps taking us and dropping us
-            self._report_problem(dropped_problem(*self._last_drop, self._config, self._client_id, repeated=True)
-                                 or f"broker {self.broker} keeps dropping the connection")
+        self._attempts.accepted(peer)
         # Subscribing and publishing only queue packets. The broker handles them in this order,
         # so whoever sees "online" can publish to us and be heard.
         if self._subscriptions:
@@ -289,9 +239,7 @@ class MqttConnection:
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         # paho calls this from inside its `except OSError:` around the attempt: the exception being
         # handled is the reason (a refused TCP connect, a failed TLS handshake, DNS).
-        self._attempt_reported = True
-        self._short_connections = 0  # the broker is away (a restart?): not one that keeps dropping us
-        self._report_problem(connect_failure_problem(sys.exc_info()[1], self._config))
+        self._attempts.failed(sys.exc_info()[1])
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode,
                        properties: Any) -> None:
@@ -300,33 +248,9 @@ class MqttConnection:
         if self._stopping:
             return
         if was_connected:
-            self._connection_dropped(reason, time.monotonic() - self._connected_at)
-        elif not self._attempt_reported:  # closed before its CONNACK: a TLS alert, a plain client on a TLS port
-            self._attempt_reported = True
-            self._report_problem(closed_before_connack_problem(self._socket_error, self._config))
-
-    def _connection_dropped(self, reason: ReasonCode, lasted: float) -> None:
-        if lasted >= STABLE_S:  # it worked: a broker restart, a network hiccup
-            self._short_connections = 0
-            self._last_problem = None
-            self._reported.clear()
-            self._client.reconnect_delay_set(self._config.reconnect_min_delay, self._config.reconnect_max_delay)
-            logger.warning("Disconnected from MQTT broker %s (%s); reconnecting", self.broker, reason_text(reason))
-            return
-        # Dropped soon after it was accepted. paho starts its delay again from the minimum after
-        # each accepted connection: raise the minimum so that a broker that keeps dropping us (a
-        # client with the same id, an ACL that disconnects) is not hammered every second.
-        self._short_connections += 1
-        self._drop_probe = ListeningProbe(self._peer)
-        delay = min(self._config.reconnect_min_delay * 2 ** self._short_connections, self._config.reconnect_max_delay)
-        self._client.reconnect_delay_set(delay, self._config.reconnect_max_delay)
-        self._last_drop = (reason.value, reason_text(reason))
-        problem = dropped_problem(*self._last_drop, self._config, self._client_id, repeated=False)
-        if problem is None:  # a second one in a row is reported when the broker takes us back at once
-            logger.warning("Disconnected from MQTT broker %s %.0f s after connecting (%s); reconnecting",
-                           self.broker, lasted, reason_text(reason))
-        else:
-            self._report_problem(problem)
+            self._attempts.dropped(reason, time.monotonic() - self._connected_at)
+        else:  # closed before its CONNACK
+            self._attempts.closed_before_connack()
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: list[ReasonCode],
                       properties: Any) -> None:
@@ -344,7 +268,7 @@ class MqttConnection:
         # words. paho's whole log goes to edge_vlm.mqtt.paho at DEBUG, but for an exception in
         # one of our callbacks: a bug, always shown.
         if level == paho.MQTT_LOG_ERR:
-            self._socket_error = text
+            self._attempts.socket_error = text
         bug = text.startswith("Caught exception in")
         if bug or paho_logger.isEnabledFor(logging.DEBUG):
             paho_logger.log(logging.ERROR if bug else logging.DEBUG, "%s", text)
@@ -360,15 +284,3 @@ class MqttConnection:
         correlation = getattr(props, "CorrelationData", None)
         self._inbox.put(Received(message.topic, payload, bool(message.retain), time.monotonic(), time.time(), size,
                                  response, None if correlation is None else bytes(correlation)))
-
-    def _report_problem(self, problem: str) -> None:
-        # Once per distinct problem until a connection works, not on every retry: a broker down for
-        # a night must not fill the journal.
-        if self._stopping:
-            return
-        self._last_problem = problem
-        if problem not in self._reported:
-            logger.error("%s (retrying with backoff, every %d s at most)", problem, self._config.reconnect_max_delay)
-            self._reported.add(problem)
-        else:
-            logger.debug("Connection attempt failed again: %s", problem)
