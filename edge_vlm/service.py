@@ -71,7 +71,7 @@ class Service:
         asked_for, is_snapshot = inbox_priorities(config, topics)
         self.inbox = Inbox(limits.inbound_queue, limits.inbound_queue_mb * 1_000_000,
                            precious=asked_for, latest_wins=is_snapshot)
-        self.connection = MqttConnection(config, password, self.inbox)
+        self.connection = MqttConnection(config, password, self.inbox, status_topic=topics.status)
         self.publisher = Publisher(self.connection, config.mqtt.max_queued_messages)
         counters_changed = threading.Event()
 

@@ -134,7 +134,7 @@ def published(config: AppConfig) -> dict[str, bool]:
 
 
 def command_filters(config: AppConfig) -> list[str]:
-    """What the daemon subscribes to that Home Assistant commands: any camera's trigger (the intake),
+    """What the daemon subscribes to that Home Assistant commands: any camera's trigger (ingest.trigger_topics),
     each setting's ``…/set`` (ingest.controls)."""
     topics = Topics.from_config(config)
     return [topics.any_camera(TRIGGER),

@@ -129,8 +129,9 @@ def test_failure_message() -> None:
 def test_events_someone_asked_for_are_the_last_the_outbox_drops() -> None:
     # A connection that never connected: every event waits, as while the broker does not acknowledge.
     config = app_config(free_port())
-    publisher = Publisher(MqttConnection(config, None, Inbox(10, 10_000)), max_waiting_events=3)
     topics = Topics.from_config(config)
+    publisher = Publisher(MqttConnection(config, None, Inbox(10, 10_000), status_topic=topics.status),
+                          max_waiting_events=3)
     frame = Frame("cam", np.zeros((2, 2, 3), np.uint8), (2, 2), b"", "JPEG", 0.0)
     jobs = {origin: Job("cam", frame, frame.pixels, "p", origin, Origin(origin), received_at=0.0)
             for origin in ("trigger", "request")}

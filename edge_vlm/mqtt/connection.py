@@ -39,7 +39,7 @@ from edge_vlm.mqtt.client import OFFLINE, ONLINE, new_client
 from edge_vlm.mqtt.connect_problems import peer_address, reason_text
 from edge_vlm.mqtt.denials import Denials
 from edge_vlm.mqtt.inbox import Connected, Inbox, Received
-from edge_vlm.topics import Outbound, Topics
+from edge_vlm.topics import Outbound
 
 logger = logging.getLogger(__name__)
 paho_logger = logging.getLogger("edge_vlm.mqtt.paho")  # paho's own log, at DEBUG: for debugging only
@@ -56,12 +56,13 @@ STUCK_AFTER_TIMEOUTS = 6
 
 
 class MqttConnection:
-    def __init__(self, config: AppConfig, password: str | None, inbox: Inbox) -> None:
+    def __init__(self, config: AppConfig, password: str | None, inbox: Inbox, *, status_topic: str) -> None:
+        """``status_topic``: ``online`` once connected, ``offline`` as the last will and at stop."""
         self._config = config.mqtt
         self._subscriptions: list[str] = []
         self._replay_only: list[str] = []
         self._max_payload = config.limits.max_payload_bytes
-        self._topics = Topics.from_config(config)
+        self._status_topic = status_topic
         self._inbox = inbox
         self._connected = threading.Event()
         self._stopping = False
@@ -74,7 +75,7 @@ class MqttConnection:
         self._stuck_reported = False
         self._last_received = 0.0  # time.monotonic() of the last message received
         self._v5 = self._config.protocol == "5"
-        self._client = new_client(self._config, config.client_id, password, self._topics.status)
+        self._client = new_client(self._config, config.client_id, password, self._status_topic)
         self._attempts = ConnectAttempts(self._client, self._config, config.client_id, self.broker,
                                          lambda: self._stopping)
         self._client.on_pre_connect = self._on_pre_connect
@@ -133,7 +134,7 @@ class MqttConnection:
         """Publish ``offline``, wait for it to leave, disconnect and stop the network thread."""
         self._stopping = True
         if self.connected:
-            info = self._publish(self._topics.status, OFFLINE, retain=True)
+            info = self._publish(self._status_topic, OFFLINE, retain=True)
             try:
                 info.wait_for_publish(timeout)
             except (RuntimeError, ValueError):  # the connection went away meanwhile
@@ -232,7 +233,7 @@ class MqttConnection:
         # so whoever sees "online" can publish to us and be heard.
         if self._subscriptions:
             self._subscribe(self._subscriptions)
-        self._publish(self._topics.status, ONLINE, retain=True)
+        self._publish(self._status_topic, ONLINE, retain=True)
         self._connected.set()
         self._inbox.put(Connected())
 

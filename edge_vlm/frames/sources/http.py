@@ -29,7 +29,7 @@ from http import HTTPStatus
 
 from edge_vlm.config.secrets import describe_source
 from edge_vlm.config.sources import HttpSourceConfig
-from edge_vlm.errors import ImageError, SourceError
+from edge_vlm.errors import ErrorCode, ImageError, SourceError
 from edge_vlm.frames import Frame, decode_image
 from edge_vlm.frames.sources.http_auth import Digest, SameOriginAuth, origin
 from edge_vlm.frames.sources.http_deadline import Deadline, HttpHandler, HttpsHandler
@@ -160,7 +160,7 @@ class HttpSnapshotSource:
                 where = describe_source(self._config.password_env, self._config.password_credential)
                 reason = f"the secret in {where} holds a character an HTTP header cannot carry (a line break?)"
             raise SourceError(f"http snapshot of camera {self.camera} refused by {self._url}: {self._scrub(reason)}",
-                              code="auth_failed" if self._config.auth == "digest" else "camera_unavailable",
+                              code=ErrorCode.AUTH_FAILED if self._config.auth == "digest" else "camera_unavailable",
                               ) from None
         ended = self._ended(deadline)  # a body cut short when the sockets were shut down
         if ended is not None:
@@ -177,7 +177,7 @@ class HttpSnapshotSource:
 
     def _cancelled(self) -> SourceError:
         return SourceError(f"http snapshot of camera {self.camera} from {self._url} cancelled: the source was "
-                           "stopped (the daemon is stopping, or reloading its configuration)", code="cancelled")
+                           "stopped (the daemon is stopping, or reloading its configuration)", code=ErrorCode.CANCELLED)
 
     def _read(self, response: http.client.HTTPResponse) -> bytes:
         """The body, at most max_bytes (limits.max_payload_bytes) of it; its time is bounded by the deadline."""
@@ -200,7 +200,8 @@ class HttpSnapshotSource:
         return b"".join(chunks)
 
     def _too_large(self, what: str) -> ImageError:
-        return ImageError(f"http snapshot of camera {self.camera} from {self._url} {what}", code="payload_too_large")
+        return ImageError(f"http snapshot of camera {self.camera} from {self._url} {what}",
+                          code=ErrorCode.PAYLOAD_TOO_LARGE)
 
     def _http_error(self, status: int) -> SourceError:
         try:
@@ -214,7 +215,7 @@ class HttpSnapshotSource:
                 "bearer": f"check the token in {env}"}.get(
             self._config.auth, f"check username and the password in {env}")
         return SourceError(f"http snapshot of camera {self.camera} refused: {text} from {self._url}: {hint}",
-                           code="auth_failed")
+                           code=ErrorCode.AUTH_FAILED)
 
     def _scrub(self, text: str) -> str:
         """``text`` without the secret (or the header made of it) and URL credentials."""
@@ -224,4 +225,4 @@ class HttpSnapshotSource:
 
     def _failed(self, reason: str) -> SourceError:
         return SourceError(f"http snapshot of camera {self.camera} from {self._url} failed: {self._scrub(reason)}",
-                           code="camera_unavailable")
+                           code=ErrorCode.CAMERA_UNAVAILABLE)

@@ -25,7 +25,7 @@ from pydantic import TypeAdapter
 
 from edge_vlm.config.models import BackendConfig, OpencvBackendConfig
 from edge_vlm.config.vlm import VlmBackendConfig
-from edge_vlm.errors import BackendError
+from edge_vlm.errors import BackendError, ErrorCode
 from edge_vlm.inference.worker.messages import Abort, JobDone, JobFailed, LoadFailed, Ready, RunJob, Shutdown, ToWorker
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def _serve(conn: Connection, inbox: _Inbox, engine: Engine) -> None:
             reply = JobFailed(job.job_id, exc.code, str(exc))
         except Exception as exc:
             logger.exception("Job %d failed", job.job_id)
-            reply = JobFailed(job.job_id, "backend_failed", f"{type(exc).__name__}: {exc}")
+            reply = JobFailed(job.job_id, ErrorCode.BACKEND_FAILED, f"{type(exc).__name__}: {exc}")
         inbox.current = None
         if (abort := inbox.aborted.pop(job.job_id, None)) is not None:
             reply = JobFailed(job.job_id, abort.code, abort.message)

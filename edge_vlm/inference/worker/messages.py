@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_vlm.errors import ErrorCode
+
 
 @dataclass(frozen=True)
 class RunJob:
@@ -19,7 +21,7 @@ class RunJob:
 @dataclass(frozen=True)
 class Abort:
     job_id: int
-    code: str  # what the job's error says: timed_out, or cancelled when the daemon stops
+    code: ErrorCode  # what the job's error says: timed_out, or cancelled when the daemon stops
     message: str
 
 
@@ -53,7 +55,7 @@ class JobDone:
 @dataclass(frozen=True)
 class JobFailed:
     job_id: int
-    code: str
+    code: ErrorCode
     message: str
 
 

@@ -19,7 +19,7 @@ from multiprocessing.context import SpawnContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-from edge_vlm.errors import BackendError
+from edge_vlm.errors import BackendError, ErrorCode
 from edge_vlm.inference.worker.child import worker_main
 from edge_vlm.inference.worker.messages import Abort, FromWorker, RunJob, Shutdown
 
@@ -82,7 +82,7 @@ class WorkerProcess:
                 if self.alive():
                     continue
             self.exited.wait(STOP_TIMEOUT_S)
-            raise BackendError(f"the inference worker {self.reason}", code="worker_crashed")
+            raise BackendError(f"the inference worker {self.reason}", code=ErrorCode.WORKER_CRASHED)
         return None
 
     def reap(self) -> None:

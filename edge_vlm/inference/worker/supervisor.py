@@ -30,7 +30,7 @@ import numpy as np
 
 from edge_vlm.config.models import OpencvBackendConfig
 from edge_vlm.config.vlm import VlmBackendConfig
-from edge_vlm.errors import BackendError
+from edge_vlm.errors import BackendError, ErrorCode
 from edge_vlm.frames import Frame
 from edge_vlm.inference.results import Description
 from edge_vlm.inference.worker.messages import (
@@ -94,7 +94,7 @@ class WorkerBackend:
             worker, self._worker = self._worker, None
             restarter = self._restarter
         if worker is not None:
-            self._abort(worker, "cancelled", "the daemon is stopping")
+            self._abort(worker, ErrorCode.CANCELLED, "the daemon is stopping")
             with contextlib.suppress(OSError, ValueError):  # a worker already gone needs no goodbye
                 worker.send(Shutdown())
             if not worker.exited.wait(STOP_TIMEOUT_S):
@@ -140,7 +140,7 @@ class WorkerBackend:
         raise NotImplementedError
 
     def job_prompt(self, prompt: str) -> str:
-        """The prompt as the engine takes it; raise BackendError(code="bad_trigger") if it cannot be used."""
+        """The prompt as the engine takes it; raise BackendError(code=ErrorCode.BAD_TRIGGER) if it cannot be used."""
         return prompt
 
     def describe(self, prepared: np.ndarray, frame: Frame, prompt: str) -> Description:
@@ -149,9 +149,9 @@ class WorkerBackend:
         try:
             reply = self._exchange(worker, job)
         except BackendError as exc:
-            if exc.code == "worker_crashed":
+            if exc.code == ErrorCode.WORKER_CRASHED:
                 self._worker_lost(worker, str(exc).removeprefix("the inference worker "))
-                raise BackendError(f"{exc}; restarting it", code="worker_crashed") from None
+                raise BackendError(f"{exc}; restarting it", code=ErrorCode.WORKER_CRASHED) from None
             raise
         if isinstance(reply, JobFailed):
             raise BackendError(reply.message, code=reply.code)
@@ -161,9 +161,9 @@ class WorkerBackend:
 
     def abort(self) -> None:
         if (worker := self._worker) is not None:
-            self._abort(worker, "cancelled", "aborted: the daemon is stopping")
+            self._abort(worker, ErrorCode.CANCELLED, "aborted: the daemon is stopping")
 
-    def _abort(self, worker: WorkerProcess, code: str, message: str) -> None:
+    def _abort(self, worker: WorkerProcess, code: ErrorCode, message: str) -> None:
         if (job_id := self._current_job) is not None:
             with contextlib.suppress(OSError, ValueError):
                 worker.send(Abort(job_id, code, message))
@@ -175,18 +175,18 @@ class WorkerBackend:
             worker.send(job)
             reply = self._reply(worker, job.job_id, self.config.job_timeout_s)
             if reply is None:
-                self._abort(worker, "timed_out",
+                self._abort(worker, ErrorCode.TIMED_OUT,
                             f"no answer within backend.job_timeout_s = {self.config.job_timeout_s:g} s: aborted")
                 reply = self._reply(worker, job.job_id, self.config.abort_grace_s)
         except (OSError, ValueError):  # the pipe broke: the worker is gone
             worker.exited.wait(STOP_TIMEOUT_S)
-            raise BackendError(f"the inference worker {worker.reason}", code="worker_crashed") from None
+            raise BackendError(f"the inference worker {worker.reason}", code=ErrorCode.WORKER_CRASHED) from None
         finally:
             self._current_job = None
         if reply is None:
             logger.error("The inference worker ignored the abort for %.0f s: killing it", self.config.abort_grace_s)
             self._worker_lost(worker, "hung and was killed")
-            return JobFailed(job.job_id, "timed_out", f"no answer within backend.job_timeout_s = "
+            return JobFailed(job.job_id, ErrorCode.TIMED_OUT, f"no answer within backend.job_timeout_s = "
                              f"{self.config.job_timeout_s:g} s, and the worker ignored the abort")
         return reply
 
@@ -210,10 +210,10 @@ class WorkerBackend:
                 lambda: self._worker is not None or self._closing or self._failed_restarts != failures,
                 self._delay + self.config.load_timeout_s)
             if self._closing:
-                raise BackendError("the daemon is stopping", code="cancelled")
+                raise BackendError("the daemon is stopping", code=ErrorCode.CANCELLED)
             if self._worker is None:
                 raise BackendError("the model is unavailable: the inference worker is restarting",
-                                   code="model_unavailable")
+                                   code=ErrorCode.MODEL_UNAVAILABLE)
             return self._worker
 
     # Supervision
