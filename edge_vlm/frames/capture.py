@@ -1,10 +1,11 @@
 """Getting frames off the dispatcher thread: a small pool, one capture at a time per camera.
 
 Grabbing may block (an RTSP connection, an HTTP request, a Frigate snapshot not published yet).
-Per camera, requests ("ask anything") wait their turn in order (at most ``MAX_REQUESTS``: more are
-refused ``busy``, since each may hold a whole image); any other trigger waits in one
-slot where the newest replaces the one before (it will see a newer frame anyway), except that one
-that came by itself (motion, an interval) never replaces one that was asked for.
+Per camera, triggers wait by the slot policy (edge_vlm.slots): requests ("ask anything") in order,
+at most ``MAX_REQUESTS`` (more are refused ``busy``, since each may hold a whole image); any other
+trigger in one slot where the newest replaces the one before (it will see a newer frame anyway),
+except that one that came by itself (motion, an interval) never replaces one that was asked for.
+A trigger replaced while it waited is named in the one that replaced it (``superseded``).
 
 The threads are daemon threads, and ``close()`` waits ``CLOSE_WAIT_S`` at most for them: a source's
 grab is bounded (its timeouts), and a stopping source ends its grab at once where it can, but one
