@@ -134,7 +134,7 @@ def main() -> None:
             took = time.monotonic() - started
             idle_edges, idle_functions, _ = calls.during(lambda: time.sleep(max(1.0, 2 * took)))
         finally:
-            threading.setprofile(None)  # type: ignore[arg-type]
+            threading.setprofile(None)
             client.loop_stop()
             service.stop()
             broker.stop()
