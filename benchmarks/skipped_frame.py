@@ -35,6 +35,7 @@ from edge_vlm.schedule.admission import Admission
 from edge_vlm.schedule.job import Job
 from edge_vlm.schedule.scheduler import Scheduler
 from edge_vlm.stats import Stats
+from edge_vlm.topics import Topics
 from tests.support import images
 
 WIDTH, HEIGHT = 1920, 1080
@@ -79,8 +80,9 @@ def main(frames: int) -> None:
     grabber = FrameGrabber(config, sources, retained=RetainedImages(print, print), min_long_side=backend.min_long_side)
     maker = JobMaker(config, states, backend)
     skips = Skips()
-    admission = Admission(config, gate, grabber, Scheduler(stats, _never_accepted), stats, capture_threads=1,
-                          make_job=maker.make, refusals=skips)
+    admission = Admission(config, Topics.from_config(config), gate, grabber,
+                          scheduler=Scheduler(stats, _never_accepted), stats=stats, make_job=maker.make,
+                          not_admitted=skips)
     jpeg = images.jpeg(WIDTH, HEIGHT, seed=3, quality=90)
     still = grabber.decode(jpeg, "still", time.time())
     states.described("cooling", None, "a quiet street")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -40,7 +41,20 @@ def setup_logging(config: LoggingConfig) -> None:
         logging.getLogger(module).setLevel(logging.NOTSET)
     for module, level in config.modules.items():
         logging.getLogger(module).setLevel(level)
+        if module.startswith("edge_vlm.") and not _is_module(module):  # e.g. a name from before a reshape
+            logging.getLogger(__name__).warning("logging.modules: %s is no module of edge_vlm: its level applies "
+                                                "to nothing (see the README's layout)", module)
     _module_levels.update(config.modules)
+
+
+def _is_module(name: str) -> bool:
+    """Whether ``name`` is a module or package of edge_vlm, or a logger one of them names itself by."""
+    if name == "edge_vlm.mqtt.paho":
+        return True
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # its parent is no package
+        return False
 
 
 def _load(path: Path, *, environ_checks: bool, status: int = 1) -> ConfigFile:

@@ -62,7 +62,8 @@ class CameraStates:
         self._listeners.append(listener)
 
     def update(self, camera: str, **changes: object) -> CameraState:
-        """Change some of the camera's settings; listeners hear of it."""
+        """Change some of the camera's settings; listeners hear of it (on the caller's thread: the
+        settings are changed from the dispatcher only, so listeners hear the changes in order)."""
         with self._lock:
             state = self._states[camera] = dataclasses.replace(self._states[camera], **changes)  # type: ignore[arg-type]
         for listener in self._listeners:

@@ -22,18 +22,18 @@ from edge_vlm.config.models import AppConfig
 from edge_vlm.frames.grab import FrameGrabber
 from edge_vlm.frames.sources import create_source, stop_all
 from edge_vlm.frames.sources.retained import RetainedImages
-from edge_vlm.frames.sources.rtsp import RtspSource
 from edge_vlm.gate import Gate
 from edge_vlm.inference.backends import Backend, create_backend
 from edge_vlm.inference.job_maker import JobMaker
 from edge_vlm.inference.runner import Runner
 from edge_vlm.ingest.controls import Controls
 from edge_vlm.ingest.frigate import FrigateEvents
-from edge_vlm.ingest.motion import follow_states, motion_detectors
+from edge_vlm.ingest.motion import follow_states, watch_streams
 from edge_vlm.ingest.requests import RequestTopics
 from edge_vlm.ingest.router import Router
+from edge_vlm.ingest.routes import Handlers, add_routes
 from edge_vlm.ingest.timers import IntervalTimer
-from edge_vlm.ingest.trigger_topics import TriggerTopics, inbox_priorities
+from edge_vlm.ingest.trigger_topics import TriggerTopics
 from edge_vlm.mqtt.connection import MqttConnection
 from edge_vlm.mqtt.inbox import Inbox
 from edge_vlm.publish.alerts import Alerts
@@ -44,7 +44,7 @@ from edge_vlm.publish.session import Session
 from edge_vlm.schedule.admission import Admission
 from edge_vlm.schedule.scheduler import Scheduler
 from edge_vlm.stats import Stats
-from edge_vlm.topics import SNAPSHOT, TRIGGER, Topics
+from edge_vlm.topics import Topics
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +68,9 @@ class Service:
         limits = config.limits
 
         # The transport and the ordered outbox.
-        asked_for, is_snapshot = inbox_priorities(config, topics)
+        self.router = Router()  # filled last, once every handler exists
         self.inbox = Inbox(limits.inbound_queue, limits.inbound_queue_mb * 1_000_000,
-                           precious=asked_for, latest_wins=is_snapshot)
+                           precious=self.router.asked, latest_wins=self.router.latest_wins)
         self.connection = MqttConnection(config, password, self.inbox, status_topic=topics.status)
         self.publisher = Publisher(self.connection, config.mqtt.max_queued_messages)
         counters_changed = threading.Event()
@@ -90,55 +90,32 @@ class Service:
         self.retained_images = RetainedImages(self.connection.subscribe, self.connection.unsubscribe)
         self.grabber = FrameGrabber(config, self.sources, retained=self.retained_images,
                                     min_long_side=self.backend.min_long_side)
-        self.admission = Admission(config, Gate(config, states), self.grabber, self.scheduler, self.stats,
-                                   capture_threads=1 + sum(not s.instant for s in self.sources.values()),
-                                   make_job=JobMaker(config, states, self.backend).make, refusals=self.outcomes)
+        self.admission = Admission(config, topics, Gate(config, states), self.grabber, scheduler=self.scheduler,
+                                   stats=self.stats, make_job=JobMaker(config, states, self.backend).make,
+                                   not_admitted=self.outcomes)
 
         # What asks for descriptions.
         self.controls = Controls(config, topics, states, self.publisher.send)
-        self.trigger_topics = TriggerTopics(RequestTopics.from_config(config, topics), limits.max_payload_bytes,
+        self.trigger_topics = TriggerTopics(topics, RequestTopics.from_config(config, topics), limits.max_payload_bytes,
                                             submit=self.admission.submit, refuse=self.admission.refuse)
         self.frigate = FrigateEvents(config, self.admission.submit)
         self.timer = IntervalTimer(config, self.admission.submit)
-        streams = {c.id: source for c in config.cameras
-                   if c.watches_stream and isinstance(source := self.sources[c.id], RtspSource)}
-        self.detectors = motion_detectors(config, streams, self.admission.submit)
-        for camera, detector in self.detectors.items():  # the stream's sampled frames go to its detector
-            streams[camera].on_frame, streams[camera].sample_interval_s = detector.offer, 1 / detector.config.sample_fps
+        self.detectors = watch_streams(config, self.sources, self.admission.submit)
         follow_states(self.detectors, states)
 
         self.diagnostics = Diagnostics(topics, self.publisher, self.stats, interval_s=config.diagnostics.interval_s,
                                        due=counters_changed, connection=self.connection, inbox=self.inbox,
                                        scheduler=self.scheduler, detectors=self.detectors, backend=self.backend)
-        self.router = Router()
         self.session = Session(config, topics, self.connection, inbox=self.inbox, router=self.router,
                                publisher=self.publisher, diagnostics=self.diagnostics, synced=self.controls.synced)
-        self._route()
+        add_routes(self.router, config, topics, Handlers(
+            retained_image=self.retained_images.offer, sync=self.session.sync, ha_status=self.session.ha_status,
+            stale_device=self.session.stale_device, controls=self.controls, frigate_event=self.frigate.handle,
+            frigate_snapshot=self.grabber.frigate.handle, request=self.trigger_topics.request,
+            trigger=self.trigger_topics.trigger, own_snapshot=self.admission.own_snapshot,
+            snapshot=self.admission.snapshot))
         self.connection.subscribe_on_connect(*self.router.subscriptions(config.mqtt.shared_group))
         self._stopping = threading.Event()
-
-    def _route(self) -> None:
-        """The one routing table: every inbound topic and who handles it, in the order they are tried."""
-        add, topics, config = self.router.add, self.topics, self.config
-        self.router.tap(self.retained_images.offer)  # a request may wait for this topic's retained image
-        add(topics.sync, self.session.sync)
-        if config.discovery.enabled:
-            add(config.discovery.ha_status_topic, self.session.ha_status)
-            add(topics.any_camera_device_config, self.session.stale_device, replay_only=True)
-        for topic in self.controls.subscriptions():
-            add(topic, self.controls.handle)
-        for topic in self.controls.replay_only():
-            add(topic, self.controls.handle, replay_only=True)
-        if any(c.frigate is not None for c in config.cameras):
-            prefix = config.frigate.topic_prefix
-            add(f"{prefix}/events", self.frigate.handle, shared=True)
-            # Such a topic may also be one of a camera's snapshot_topics.
-            add(f"{prefix}/+/+/snapshot", self.grabber.frigate.handle, self.admission.snapshot)
-        add(topics.request, self.trigger_topics.request, shared=True)
-        add(topics.any_camera(TRIGGER), self.trigger_topics.trigger)
-        add(topics.any_camera(SNAPSHOT), self.admission.own_snapshot)
-        for topic_filter in dict.fromkeys(f for c in config.cameras for f in c.snapshot_topics):
-            add(topic_filter, self.admission.snapshot)
 
     # Lifecycle
 
@@ -195,7 +172,8 @@ class Service:
             self.admission.close()
             self.runner.cancel_waiting()
             self.runner.stop(grace)
-            self.session.drain()  # until the connection goes, right after this
+            if not self.session.alive:  # else it still routes: two threads must not
+                self.session.drain()  # until the connection goes, right after this
             self.alerts.stop()
             self.diagnostics.publish()
         finally:

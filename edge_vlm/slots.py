@@ -106,8 +106,9 @@ class Slots(Generic[Item]):
         return slot.requests[-1] if slot is not None and slot.requests else None
 
     def drain(self) -> list[Item]:
-        """Everything waiting, taken away."""
-        left = [item for slot in self._slots.values() for item in slot]
+        """Everything waiting, taken away: the latest-wins items, then the requests."""
+        slots = self._slots.values()
+        left = [s.latest for s in slots if s.latest is not None] + [r for s in slots for r in s.requests]
         self._slots.clear()
         self._turns.clear()
         return left

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from edge_vlm.errors import TriggerError
-from edge_vlm.ingest.triggers import TriggerRequest, parse_trigger
+from edge_vlm.ingest.payloads import TriggerRequest, parse_trigger
 
 
 @pytest.mark.parametrize("payload", [b"", b"  \n", b"{}"])

@@ -3,10 +3,13 @@ event's snapshot, or the camera's source; and the one decoder every image goes t
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 from collections.abc import Mapping
 
 from edge_vlm.config.models import AppConfig
+from edge_vlm.errors import ImageError
 from edge_vlm.frames import Frame, decode_image
 from edge_vlm.frames.sources import Source
 from edge_vlm.frames.sources.frigate import FrigateSnapshots
@@ -29,6 +32,11 @@ class FrameGrabber:
         return decode_image(data, camera=camera, captured_at=captured_at, max_bytes=limits.max_payload_bytes,
                             max_pixels=limits.max_image_pixels, min_long_side=self._min_long_side)
 
+    @property
+    def blocking_sources(self) -> int:
+        """How many cameras' sources may block on a grab (each wants a capture thread)."""
+        return sum(not source.instant for source in self._sources.values())
+
     def arrived(self, frame: Frame) -> None:
         """A snapshot for ``frame.camera`` arrived: the camera's latest frame, if its source keeps that."""
         source = self._sources.get(frame.camera)
@@ -41,8 +49,8 @@ class FrameGrabber:
 
     def grab(self, trigger: Trigger) -> Frame:
         """The trigger's frame; InputError (SourceError, ImageError, …) saying why there is none."""
-        if trigger.image is not None:
-            return self.decode(trigger.image, IMAGE_REQUESTS, time.time())
+        if trigger.image_base64 is not None:
+            return self.decode(_base64(trigger.image_base64), IMAGE_REQUESTS, time.time())
         if trigger.image_topic is not None:
             return self.decode(self._retained.fetch(trigger.image_topic), IMAGE_REQUESTS, time.time())
         if trigger.frigate is not None:
@@ -50,3 +58,10 @@ class FrameGrabber:
             assert camera is not None  # the gate checked it
             return self.frigate.grab(camera, trigger.frigate, trigger.wall_time)
         return self._sources[trigger.camera].grab()
+
+
+def _base64(data: str) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageError("image is not valid base64") from None

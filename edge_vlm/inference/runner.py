@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 POLL_S = 0.2
 
 
-class Outcomes(Protocol):
+class JobOutcomes(Protocol):
     """Where a job's outcome goes (edge_vlm.publish.outcomes)."""
 
     def described(self, job: Job, result: Result) -> None: ...
@@ -32,7 +32,7 @@ class Outcomes(Protocol):
 
 
 class Runner:
-    def __init__(self, scheduler: Scheduler, backend: Backend, states: CameraStates, outcomes: Outcomes) -> None:
+    def __init__(self, scheduler: Scheduler, backend: Backend, states: CameraStates, outcomes: JobOutcomes) -> None:
         self._scheduler = scheduler
         self._backend = backend
         self._states = states
@@ -47,6 +47,8 @@ class Runner:
         """Run no more jobs once the scheduler is empty; the job in flight gets ``grace`` to finish,
         then is aborted."""
         self._stopping.set()
+        if not self._thread.is_alive():  # never started, or done
+            return
         self._thread.join(grace)
         if self._thread.is_alive():
             logger.warning("The job in flight is still running after %.0f s: aborting it", grace)

@@ -142,9 +142,6 @@ class Controls:
         publishes echo back)."""
         return [*self._settings, *self._configured_topics]
 
-    def handles(self, topic: str) -> bool:
-        return topic.removesuffix("/set") in self._settings or topic in self._configured_topics
-
     def handle(self, message: Received) -> None:
         if message.topic in self._configured_topics:
             self._read_configured(self._configured_topics[message.topic], message.payload)

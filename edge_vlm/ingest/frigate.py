@@ -24,8 +24,6 @@ from edge_vlm.mqtt.inbox import Received
 
 logger = logging.getLogger(__name__)
 
-SNAPSHOT_WAIT_S = 3.0  # Frigate may publish an event's snapshot just after the event itself
-SNAPSHOT_LEAD_S = 5.0  # ...or just before: a snapshot that arrived this long before the event is its own
 REMEMBERED_EVENTS = 1024  # event ids already described, so each is described once
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -159,18 +160,26 @@ class MotionDetector:
         self.on_episode()
 
 
-def motion_detectors(config: AppConfig, cameras: Iterable[str],
-                     submit: Callable[[Trigger], None]) -> dict[str, MotionDetector]:
-    """A detector for each of ``cameras`` (those with a stream to watch), asking for a description
-    once per episode; each runs while its camera's state says so."""
-    return {camera: MotionDetector(_motion_config(config, camera), functools.partial(_episode, submit, camera))
-            for camera in cameras}
+@runtime_checkable
+class SampledStream(Protocol):
+    """A source that hands a sample of its frames (BGR) to a listener: a persistent RTSP stream."""
+
+    on_frame: Callable[[np.ndarray], None] | None
+    sample_interval_s: float
 
 
-def _motion_config(config: AppConfig, camera_id: str) -> MotionConfig:
-    camera = config.camera(camera_id)
-    assert camera is not None
-    return camera.motion
+def watch_streams(config: AppConfig, sources: Mapping[str, object],
+                  submit: Callable[[Trigger], None]) -> dict[str, MotionDetector]:
+    """A detector for each camera that watches its stream, fed the stream's sampled frames and asking
+    for a description once per episode."""
+    detectors = {}
+    for camera in config.cameras:
+        source = sources[camera.id]
+        if camera.watches_stream and isinstance(source, SampledStream):
+            detector = MotionDetector(camera.motion, functools.partial(_episode, submit, camera.id))
+            source.on_frame, source.sample_interval_s = detector.offer, 1 / camera.motion.sample_fps
+            detectors[camera.id] = detector
+    return detectors
 
 
 def _episode(submit: Callable[[Trigger], None], camera: str) -> None:

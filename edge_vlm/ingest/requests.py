@@ -15,8 +15,6 @@ read (another integration's state, ``$SYS``). Both refusals are ours, answered w
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from dataclasses import dataclass
 
@@ -24,8 +22,8 @@ from edge_vlm.config.models import AppConfig
 from edge_vlm.config.topic_rules import filter_matches, our_topic_filters
 from edge_vlm.contracts import Failure, Origin, Reply, new_request_id
 from edge_vlm.errors import ErrorCode, ImageError, InputError, TriggerError
+from edge_vlm.ingest.payloads import MAX_REPLY_TO, MAX_REQUEST_BYTES, AskRequest, parse_request
 from edge_vlm.ingest.trigger import IMAGE_REQUESTS, Trigger
-from edge_vlm.ingest.triggers import MAX_REPLY_TO, MAX_REQUEST_BYTES, AskRequest, parse_request
 from edge_vlm.mqtt.inbox import Received
 from edge_vlm.topics import SNAPSHOT, Topics
 
@@ -86,7 +84,7 @@ def _trigger(message: Received, request: AskRequest, reply: Reply, topics: Reque
                            code=ErrorCode.BAD_IMAGE_TOPIC)
     return Trigger(request.camera or IMAGE_REQUESTS, Origin.REQUEST, request.prompt, request.id or new_request_id(),
                    message.topic, message.received_at, message.wall_time, profile=request.profile, reply=reply,
-                   image=None if request.image is None else _base64(request.image), image_topic=request.image_topic)
+                   image_base64=request.image, image_topic=request.image_topic)
 
 
 def _image_topic_problem(topic: str, allowed: tuple[str, ...]) -> str | None:
@@ -101,13 +99,6 @@ def _image_topic_problem(topic: str, allowed: tuple[str, ...]) -> str | None:
         # The allowed ones are not listed: a camera's snapshot topics may be another integration's.
         return "it is not an image topic requests may use (mqtt.image_topics, the cameras' snapshot topics)"
     return None
-
-
-def _base64(data: str) -> bytes:
-    try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise ImageError("image is not valid base64") from None
 
 
 def _reply_to_in(payload: bytes) -> str | None:

@@ -17,7 +17,7 @@ IMAGE_REQUESTS = ""  # the "camera" of requests that bring their own image
 @dataclass(frozen=True)
 class Trigger:
     """What to describe and how to answer. Its frame is the camera's current one, unless it names
-    another (``image``, ``image_topic``, ``frigate``): edge_vlm.frames.grab gets it."""
+    another (``image_base64``, ``image_topic``, ``frigate``): edge_vlm.frames.grab gets it."""
 
     camera: str
     origin: Origin
@@ -30,11 +30,16 @@ class Trigger:
     superseded: tuple[str, ...] = ()  # triggers this one replaced while they waited for a frame
     profile: str | None = None  # asked for by the trigger
     reply: Reply | None = None  # a request's answer goes here
-    image: bytes | None = field(default=None, repr=False)  # a request's own image (JPEG or PNG)
+    image_base64: str | None = field(default=None, repr=False)  # a request's own image (JPEG or PNG), base64
     image_topic: str | None = None  # ...or the topic whose retained image to describe
     frigate: FrigateEvent | None = None  # ...or the snapshot of this Frigate event
 
     @property
     def own_image(self) -> bool:
         """Its frame is not the camera's current one."""
-        return self.image is not None or self.image_topic is not None or self.frigate is not None
+        return self.brings_image or self.frigate is not None
+
+    @property
+    def brings_image(self) -> bool:
+        """A request with an image of its own, or a topic's: no camera to check or grab from."""
+        return self.image_base64 is not None or self.image_topic is not None

@@ -11,6 +11,7 @@ that says why.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -48,6 +49,9 @@ class Outcomes:
         self._alerts = alerts
         self._counters_changed = counters_changed
         self._image_shown: dict[str, str] = {}  # camera -> id of the job whose frame is on its image topic
+        # Held from reading _image_shown to handing the messages to the publisher, so that a camera's
+        # image and its description go out as a pair (lock order: scheduler, this, publisher).
+        self._showing = threading.Lock()
 
     # The scheduler's, under its lock: nothing here may block.
 
@@ -62,11 +66,12 @@ class Outcomes:
                         dropped.superseded_by)
             self._publisher.send(event_message(dropped, "superseded", self._topics, by=dropped.superseded_by))
         if job.reply is None and dropped is not job and job.image is not None:
-            self._image_shown[job.camera] = job.request_id
-            self._publisher.send_all([
-                image_message(job, job.image, self._topics),
-                event_message(job, "pending", self._topics, image_topic=self._topics.camera(job.camera, IMAGE)),
-            ])
+            with self._showing:
+                self._image_shown[job.camera] = job.request_id
+                self._publisher.send_all([
+                    image_message(job, job.image, self._topics),
+                    event_message(job, "pending", self._topics, image_topic=self._topics.camera(job.camera, IMAGE)),
+                ])
         self._counters_changed()  # the queue depth
 
     # Admission's (the dispatcher and the capture threads)
@@ -104,13 +109,14 @@ class Outcomes:
             self._publisher.send(reply_message(job.reply, result_payload(result, latency_ms=latency_ms)))
         else:
             payload = result_payload(result, latency_ms=latency_ms, alerts=self._alerts.check(result))
-            # A later job's frame went out when it was accepted: the description goes with its own frame.
-            image = []
-            if job.image is not None and self._image_shown.get(job.camera) != job.request_id:
-                self._image_shown[job.camera] = job.request_id
-                image = [image_message(job, job.image, self._topics)]
-            self._publisher.send_all([*image, *result_messages(payload, self._topics),
-                                      event_message(job, "described", self._topics, **payload.event_values())])
+            messages = [*result_messages(payload, self._topics),
+                        event_message(job, "described", self._topics, **payload.event_values())]
+            with self._showing:
+                # A later job's frame went out when it was accepted: the description goes with its own frame.
+                if job.image is not None and self._image_shown.get(job.camera) != job.request_id:
+                    self._image_shown[job.camera] = job.request_id
+                    messages.insert(0, image_message(job, job.image, self._topics))
+                self._publisher.send_all(messages)
         timings = {**result.timings_ms, "publish": round((time.perf_counter() - publishing) * 1000, 2)}
         self._stats.job_done(latency_ms, timings)
         self._counters_changed()

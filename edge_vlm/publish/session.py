@@ -51,7 +51,8 @@ class Session:
     def stop(self, grace: float) -> None:
         """Handle no more events; what is in the inbox is drained by ``drain()``."""
         self._stopping.set()
-        self._thread.join(grace)
+        if self._thread.is_alive():  # started
+            self._thread.join(grace)
 
     @property
     def alive(self) -> bool:

@@ -18,16 +18,18 @@ from paho.mqtt.client import topic_matches_sub
 
 from edge_vlm.config.models import AppConfig, CameraConfig
 from edge_vlm.contracts import AUTOMATIC, UNASKED, Failure, Origin, new_request_id
-from edge_vlm.errors import BackendError, ErrorCode, ImageError, InputError
+from edge_vlm.errors import BackendError, ErrorCode, InputError
 from edge_vlm.frames import Frame
 from edge_vlm.frames.capture import CapturePool
 from edge_vlm.frames.grab import FrameGrabber
 from edge_vlm.gate import Gate
+from edge_vlm.ingest.payloads import oversized
 from edge_vlm.ingest.trigger import IMAGE_REQUESTS, Trigger
 from edge_vlm.mqtt.inbox import Received
 from edge_vlm.schedule.job import Job
 from edge_vlm.schedule.scheduler import Scheduler
 from edge_vlm.stats import Stats
+from edge_vlm.topics import SNAPSHOT, Topics
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +39,8 @@ class MakeJob(Protocol):
                  capture_ms: float, scene: int | None) -> Job: ...
 
 
-class Refusals(Protocol):
-    """Where what does not become a job is said (edge_vlm.publish.outcomes)."""
+class NotAdmitted(Protocol):
+    """Where what does not become a job is said: refused or skipped (edge_vlm.publish.outcomes)."""
 
     def refuse(self, failure: Failure, *, held: bool = False) -> None:
         """``held``: a request's refusal, answered after the camera's earlier requests."""
@@ -48,15 +50,17 @@ class Refusals(Protocol):
 
 
 class Admission:
-    def __init__(self, config: AppConfig, gate: Gate, grabber: FrameGrabber, scheduler: Scheduler, stats: Stats, *,
-                 capture_threads: int, make_job: MakeJob, refusals: Refusals) -> None:
+    def __init__(self, config: AppConfig, topics: Topics, gate: Gate, grabber: FrameGrabber, *, scheduler: Scheduler,
+                 stats: Stats, make_job: MakeJob, not_admitted: NotAdmitted) -> None:
         self._config = config
+        self._topics = topics
         self._gate = gate
         self._grabber = grabber
         self._scheduler = scheduler
         self._make_job = make_job
-        self._refusals = refusals
-        self._capture = CapturePool(capture_threads, self._grab_and_admit, self._not_captured, stats)
+        self._not_admitted = not_admitted
+        # A thread for each source whose grab may block, and one for requests that bring their own image.
+        self._capture = CapturePool(1 + grabber.blocking_sources, self._grab_and_admit, self._not_captured, stats)
 
     def close(self) -> None:
         """No more captures: triggers still waiting for one are answered ``cancelled``."""
@@ -67,7 +71,7 @@ class Admission:
     def submit(self, trigger: Trigger) -> None:
         """Describe the trigger's frame: grab it (on the capture pool if that may block), then admit it."""
         trigger = dataclasses.replace(trigger, request_id=trigger.request_id or new_request_id())
-        if trigger.camera == IMAGE_REQUESTS:  # a request that brought its own image: no camera to check
+        if trigger.brings_image:  # a request's own image: no camera to check
             self._capture.submit(IMAGE_REQUESTS, trigger)
             return
         if trigger.origin in AUTOMATIC and not self._gate.settled(trigger.camera):  # e.g. the broker is down
@@ -112,7 +116,10 @@ class Admission:
 
     def own_snapshot(self, message: Received) -> None:
         """An image on ``<base>/<camera>/snapshot``."""
-        camera_id = message.topic.split("/")[-2]
+        camera_id = self._topics.camera_of(message.topic, SNAPSHOT)
+        if camera_id is None:  # <base>//snapshot: no camera to describe it for
+            logger.debug("Ignoring a snapshot on %s: no camera in the topic", message.topic)
+            return
         if self._too_large(message, [camera_id]):
             return
         try:
@@ -133,12 +140,8 @@ class Admission:
             self._decode_and_admit([c for c in cameras if self._switched_on(c)], message)
 
     def _too_large(self, message: Received, cameras: list[str]) -> bool:
-        if message.size <= len(message.payload):
+        if (error := oversized(message, self._config.limits.max_payload_bytes)) is None:
             return False
-        # paho's thread dropped a payload over the limit
-        error = ImageError(f"payload of {message.size} bytes is over the limit of "
-                           f"{self._config.limits.max_payload_bytes} (limits.max_payload_bytes)",
-                           code=ErrorCode.PAYLOAD_TOO_LARGE)
         for camera in cameras:
             self._refuse_message(camera, message, error)
         return True
@@ -178,7 +181,7 @@ class Admission:
         request_id = str(trigger.request_id)
         verdict = self._gate.frame(camera, trigger.origin, frame) if camera is not None else None
         if verdict is not None and verdict.skip is not None:
-            self._refusals.skip(trigger, frame, verdict.skip)
+            self._not_admitted.skip(trigger, frame, verdict.skip)
             return
         try:
             job = self._make_job(trigger, camera, frame, request_id=request_id, capture_ms=capture_ms,
@@ -190,7 +193,7 @@ class Admission:
     def refuse(self, failure: Failure) -> None:
         """An input that will not become a job; a request's refusal is held until the camera's
         earlier requests are answered."""
-        self._refusals.refuse(failure, held=failure.reply is not None and self._scheduler.hold(failure))
+        self._not_admitted.refuse(failure, held=failure.reply is not None and self._scheduler.hold(failure))
 
     def _refuse(self, trigger: Trigger, error: InputError | BackendError) -> None:
         origin = Origin.REQUEST if trigger.reply is not None else None

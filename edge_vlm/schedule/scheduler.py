@@ -12,6 +12,7 @@ lock, before the worker can take the job: so no outcome of the job can overtake 
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 
@@ -21,6 +22,8 @@ from edge_vlm.schedule.job import Job
 from edge_vlm.slots import Slots
 from edge_vlm.stats import Stats
 
+logger = logging.getLogger(__name__)
+
 # A job accepted, and the one that will not run because of it (the waiting one it replaced, or
 # itself when it joined a waiting job that was asked for), if any.
 Accepted = Callable[[Job, Job | None], None]
@@ -28,7 +31,8 @@ Accepted = Callable[[Job, Job | None], None]
 
 class Scheduler:
     def __init__(self, stats: Stats, accepted: Accepted) -> None:
-        """``accepted`` publishes a job's acceptance; it is called under the lock, so it must not block."""
+        """``accepted`` publishes a job's acceptance; it is called under the lock, so it must not block
+        (an exception from it is logged: the job stays queued)."""
         self._slots: Slots[Job] = Slots(lambda job: job.origin, stats)
         self._accepted = accepted
         self._running: Job | None = None  # taken by next(), until finished()
@@ -53,7 +57,10 @@ class Scheduler:
                 job.superseded_ids = [*placed.replaced.superseded_ids, placed.replaced.request_id,
                                       *job.superseded_ids]
                 placed.replaced.superseded_by = job.request_id
-            self._accepted(job, dropped)
+            try:
+                self._accepted(job, dropped)
+            except Exception:  # the job is queued: it runs, and its outcome is said then
+                logger.exception("Announcing job %s failed", job.request_id)
             self._changed.notify()
 
     def next(self, timeout: float | None = None) -> Job | None:

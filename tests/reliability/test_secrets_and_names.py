@@ -25,8 +25,8 @@ from edge_vlm.contracts import Failure, Reply
 from edge_vlm.errors import ConfigError, InputError, SourceError
 from edge_vlm.frames.sources.http import HttpSnapshotSource
 from edge_vlm.frames.sources.rtsp import RtspSource
+from edge_vlm.ingest.payloads import parse_request, parse_trigger
 from edge_vlm.ingest.requests import RequestTopics, read_request
-from edge_vlm.ingest.triggers import parse_request, parse_trigger
 from edge_vlm.mqtt.inbox import Received
 from edge_vlm.redact import redact, redact_url
 from edge_vlm.topics import Topics

@@ -23,6 +23,7 @@ from edge_vlm.schedule.admission import Admission
 from edge_vlm.schedule.job import Job
 from edge_vlm.schedule.scheduler import Scheduler
 from edge_vlm.stats import Stats
+from edge_vlm.topics import Topics
 from tests.support import images
 
 CONFIG = AppConfig.model_validate({"cameras": [
@@ -107,8 +108,8 @@ def test_admission_makes_no_job_of_a_skipped_snapshot() -> None:
     sources = {c.id: create_source(c, CONFIG, {}) for c in CONFIG.cameras}
     grabber = FrameGrabber(CONFIG, sources, retained=RetainedImages(print, print), min_long_side=None)
     scheduler = Scheduler(Stats("test"), lambda job, dropped: accepted.append(job.request_id))
-    admission = Admission(CONFIG, Gate(CONFIG, states), grabber, scheduler, Stats("test"), capture_threads=1,
-                          make_job=counting.make, refusals=counting)
+    admission = Admission(CONFIG, Topics.from_config(CONFIG), Gate(CONFIG, states), grabber, scheduler=scheduler,
+                          stats=Stats("test"), make_job=counting.make, not_admitted=counting)
     jpeg = images.jpeg(320, 180, seed=4)
 
     def snapshot() -> None:

@@ -1,4 +1,4 @@
-"""What arrives on the trigger and request topics, checked.
+"""The payloads of the trigger, request and snapshot topics, checked.
 
 ``<base>/<camera>/trigger``: an empty payload asks for a description of the camera's current frame
 with its usual prompt; a JSON object may add ``prompt`` or ``profile`` (for this one description)
@@ -8,6 +8,8 @@ and ``id`` (echoed in the result, so the requester can find its answer).
 ``image_topic``, exactly one), the question (``prompt`` or ``profile``) and an ``id``; the answer goes
 to the MQTT 5 response topic, or ``reply_to`` for MQTT 3.1.1 clients (where either may point, and which
 image topics may be read, is checked in edge_vlm.ingest.requests).
+
+Any payload over ``limits.max_payload_bytes`` was dropped by paho's thread on arrival (``oversized``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge_vlm.config.base import ID_PATTERN
-from edge_vlm.errors import TriggerError
+from edge_vlm.errors import ErrorCode, ImageError, TriggerError
+from edge_vlm.mqtt.inbox import Received
 
 MAX_ID_LENGTH = 128
 MAX_TRIGGER_BYTES = 16_384
@@ -101,3 +104,11 @@ def parse_trigger(payload: bytes) -> TriggerRequest:
 
 def parse_request(payload: bytes) -> AskRequest:
     return _parse(payload, AskRequest, "request", MAX_REQUEST_BYTES)
+
+
+def oversized(message: Received, limit: int) -> ImageError | None:
+    """The error for a message whose payload paho's thread dropped as over ``limit``, if it was."""
+    if message.size <= len(message.payload):
+        return None
+    return ImageError(f"payload of {message.size} bytes is over the limit of {limit} (limits.max_payload_bytes)",
+                      code=ErrorCode.PAYLOAD_TOO_LARGE)
