@@ -66,3 +66,12 @@ def test_the_subscriptions_follow_the_routes() -> None:
     assert router.subscriptions(None) == (["edge_vlm/+/trigger", "edge_vlm/request"], ["edge_vlm/porch/enabled"])
     assert router.subscriptions("boards") == (["edge_vlm/+/trigger", "$share/boards/edge_vlm/request"],
                                               ["edge_vlm/porch/enabled"])
+
+
+def test_the_inbox_asks_the_router_what_is_asked_for_and_what_a_newer_one_replaces() -> None:
+    router = Router()
+    router.add("edge_vlm/request", print, asked=True)
+    router.add("edge_vlm/+/snapshot", print, latest_wins=True)
+    router.add("edge_vlm/porch/enabled/set", print)
+    assert [router.asked(t) for t in ("edge_vlm/request", "edge_vlm/porch/snapshot", "x")] == [True, False, False]
+    assert [router.latest_wins(t) for t in ("edge_vlm/porch/snapshot", "edge_vlm/porch/enabled/set")] == [True, False]
