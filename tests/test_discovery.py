@@ -147,7 +147,8 @@ def test_camera_device_payload() -> None:
         "cmps": {
             "description": {"p": "sensor", "unique_id": f"{prefix}_description",
                             "default_entity_id": "sensor.edge_vlm_front_door_description", "name": None,
-                            "state_topic": "edge_vlm/front_door/description",
+                            "state_topic": "edge_vlm/front_door/attributes",
+                            "value_template": "{{ value_json.description }}",
                             "json_attributes_topic": "edge_vlm/front_door/attributes",
                             "icon": "mdi:text-box-outline", **AVAILABLE},
             "image": {"p": "image", "unique_id": f"{prefix}_image",

@@ -67,7 +67,9 @@ def test_result_messages() -> None:
               "described_at": "2023-11-14T22:13:21.500+00:00",
               "latency_ms": 45.0, "coalesced": 1, "origin": "trigger"}
     assert attributes.topic == "edge_vlm/porch/attributes" and attributes.retain
-    assert json.loads(attributes.payload) == {"text": long_text.strip(), **common}
+    # The sensor's state and attributes come from this one message: they change together.
+    assert json.loads(attributes.payload) == {"description": description.payload.decode(),
+                                              "text": long_text.strip(), **common}
     assert event.topic == "edge_vlm/porch/result" and not event.retain
     assert json.loads(event.payload) == {
         "camera": "porch", "text": long_text.strip(), "description": shorten(long_text), **common,

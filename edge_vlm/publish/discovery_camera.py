@@ -13,7 +13,7 @@ from edge_vlm.camera_state import COOLDOWN_MAX_S, TEXT_MAX
 from edge_vlm.config.automation import FieldSpec
 from edge_vlm.config.models import AppConfig, CameraConfig
 from edge_vlm.publish.discovery_device import MANUFACTURER, device_payload, entity_id
-from edge_vlm.topics import ALERTS, ATTRIBUTES, DESCRIPTION, EVENT, FIELDS, IMAGE, MOTION, STREAM, TRIGGER, Topics
+from edge_vlm.topics import ALERTS, ATTRIBUTES, EVENT, FIELDS, IMAGE, MOTION, STREAM, TRIGGER, Topics
 
 # The payload HA's "Describe now" button sends to the trigger topic: an empty JSON request.
 BUTTON_PAYLOAD = "{}"
@@ -41,7 +41,8 @@ def camera_device_payload(camera: CameraConfig, topics: Topics) -> dict[str, Any
             # name null: the description is the camera device's main entity.
             "p": "sensor", "unique_id": f"{prefix}_description",
             "default_entity_id": entity_id("sensor", f"{entity}_description"), "name": None,
-            "state_topic": topics.camera(camera.id, DESCRIPTION),
+            # State and attributes from one message: they change together, once per description.
+            "state_topic": topics.camera(camera.id, ATTRIBUTES), "value_template": "{{ value_json.description }}",
             "json_attributes_topic": topics.camera(camera.id, ATTRIBUTES),
             "icon": "mdi:text-box-outline", **available,
         },

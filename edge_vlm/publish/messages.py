@@ -73,8 +73,10 @@ class ResultPayload:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def attributes(self) -> dict[str, Any]:
-        """The description sensor's attributes: under Home Assistant's recorder limit."""
-        return {"text": self.text[:ATTRIBUTE_TEXT_MAX], "title": self.title, "fields": self.fields, "id": self.id,
+        """The description sensor's state (``description``) and attributes, in one message so that
+        they change together; under Home Assistant's recorder limit."""
+        return {"description": self.description, "text": self.text[:ATTRIBUTE_TEXT_MAX], "title": self.title,
+                "fields": self.fields, "id": self.id,
                 "prompt": self.prompt, "backend": self.backend, "frame_time": self.frame_time,
                 "frame_age_ms": self.frame_age_ms, "described_at": self.described_at, "latency_ms": self.latency_ms,
                 "coalesced": self.coalesced, "origin": self.origin}
