@@ -78,7 +78,8 @@ class Service:
         # The result end first, so that each stage can be handed where its output goes.
         self.camera_states = states = CameraStates(config)
         self.alerts = Alerts(config, topics, self.publisher)
-        self.outcomes = Outcomes(topics, self.publisher, self.stats, self.alerts, counters_changed.set)
+        self.outcomes = Outcomes(topics, self.publisher, self.stats, self.alerts,
+                                 cameras=[c.id for c in config.cameras], counters_changed=counters_changed.set)
         self.scheduler = Scheduler(self.stats, self.outcomes.accepted)
         self.runner = Runner(self.scheduler, self.backend, states, self.outcomes)
 

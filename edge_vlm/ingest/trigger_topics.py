@@ -33,7 +33,7 @@ class TriggerTopics:
             logger.debug("Ignoring a trigger on %s: no camera in the topic", message.topic)
             return
         if (too_large := oversized(message, self._max_payload_bytes)) is not None:
-            self._refuse(Failure(camera, too_large.code, str(too_large), None, message.topic))
+            self._refuse(Failure(camera, too_large.code, str(too_large), None, message.topic, origin=Origin.TRIGGER))
             return
         if message.retain:
             # A retained trigger would fire again at every start; whoever left it there should know.
@@ -42,7 +42,8 @@ class TriggerTopics:
         try:
             request = parse_trigger(message.payload)
         except InputError as error:
-            self._refuse(Failure(camera, error.code, str(error), error.request_id, message.topic))
+            self._refuse(Failure(camera, error.code, str(error), error.request_id, message.topic,
+                                 origin=Origin.TRIGGER))
             return
         self._submit(Trigger(camera, Origin.TRIGGER, request.prompt, request.id, message.topic, message.received_at,
                              message.wall_time, profile=request.profile))

@@ -152,6 +152,16 @@ def failure_message(failure: Failure, topics: Topics, *, now: float | None = Non
                     asked=failure.origin is not None and failure.origin not in AUTOMATIC)
 
 
+def failure_event(failure: Failure, topics: Topics, *, now: float | None = None) -> Outbound:
+    """The ``failed`` step for an input refused before it became a job, on the camera's event
+    entity: Home Assistant shows a refused "Describe now" as it shows a failed description."""
+    payload = {"event_type": "failed", "id": failure.request_id, "camera": failure.camera, "origin": failure.origin,
+               "time": iso_time(time.time() if now is None else now), "error": failure.code,
+               "message": failure.message, "event": None}
+    return Outbound(topics.camera(failure.camera, EVENT), _json(payload), retain=False,
+                    asked=failure.origin is not None and failure.origin not in AUTOMATIC)
+
+
 def skip_message(trigger: Trigger, frame: Frame, reason: str, topics: Topics, *,
                  now: float | None = None) -> Outbound:
     """A result that says the frame was not described, and why (nothing else changes)."""

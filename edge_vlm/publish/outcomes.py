@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from edge_vlm.contracts import Failure
 from edge_vlm.errors import ErrorCode
@@ -23,6 +23,7 @@ from edge_vlm.ingest.trigger import Trigger
 from edge_vlm.publish.alerts import Alerts
 from edge_vlm.publish.messages import (
     event_message,
+    failure_event,
     failure_message,
     image_message,
     reply_message,
@@ -40,10 +41,12 @@ logger = logging.getLogger(__name__)
 
 
 class Outcomes:
-    def __init__(self, topics: Topics, publisher: Publisher, stats: Stats, alerts: Alerts,
-                 counters_changed: Callable[[], None]) -> None:
-        """``counters_changed``: the diagnostics are due (published by the dispatcher, rate-limited)."""
+    def __init__(self, topics: Topics, publisher: Publisher, stats: Stats, alerts: Alerts, *,
+                 cameras: Collection[str], counters_changed: Callable[[], None]) -> None:
+        """``cameras``: the configured ones (each has an event entity); ``counters_changed``: the
+        diagnostics are due (published by the dispatcher, rate-limited)."""
         self._topics = topics
+        self._cameras = frozenset(cameras)
         self._publisher = publisher
         self._stats = stats
         self._alerts = alerts
@@ -82,8 +85,11 @@ class Outcomes:
         self._stats.count("inputs_refused")
         logger.warning("%s: refused [topic %s, id %s]: %s: %s", failure.camera, failure.topic, failure.request_id,
                        failure.code, failure.message)
-        if not held:
-            self.publish_failure(failure)
+        if held:
+            return
+        self.publish_failure(failure)
+        if failure.reply is None and failure.camera in self._cameras:  # its event entity shows it too
+            self._publisher.send(failure_event(failure, self._topics))
 
     def skip(self, trigger: Trigger, frame: Frame, reason: str) -> None:
         """A frame not worth describing: one log line, and a result that says so."""

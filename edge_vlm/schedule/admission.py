@@ -196,10 +196,10 @@ class Admission:
         self._not_admitted.refuse(failure, held=failure.reply is not None and self._scheduler.hold(failure))
 
     def _refuse(self, trigger: Trigger, error: InputError | BackendError) -> None:
-        origin = Origin.REQUEST if trigger.reply is not None else None
+        origin = Origin.REQUEST if trigger.reply is not None else trigger.origin
         request_id = trigger.request_id or (error.request_id if isinstance(error, InputError) else None)
         self.refuse(Failure(trigger.camera, error.code, str(error), request_id, trigger.topic, trigger.reply, origin))
 
     def _refuse_message(self, camera: str, message: Received, error: InputError) -> None:
-        self.refuse(Failure(camera, error.code, str(error), error.request_id, message.topic))
+        self.refuse(Failure(camera, error.code, str(error), error.request_id, message.topic, origin=Origin.SNAPSHOT))
 
