@@ -164,6 +164,11 @@ def test_camera_device_payload() -> None:
                         "value_template": "{{ value_json.latency_ms }}", "unit_of_measurement": "ms",
                         "device_class": "duration", "state_class": "measurement",
                         "entity_category": "diagnostic", **AVAILABLE},
+            "last_error": {"p": "sensor", "unique_id": f"{prefix}_last_error",
+                           "default_entity_id": "sensor.edge_vlm_front_door_last_error", "name": "Last error",
+                           "state_topic": "edge_vlm/front_door/error", "value_template": "{{ value_json.error }}",
+                           "json_attributes_topic": "edge_vlm/front_door/error", "icon": "mdi:alert-circle-outline",
+                           "entity_category": "diagnostic", **AVAILABLE},
         },
     }
 
@@ -300,7 +305,7 @@ def test_every_payload_has_unique_ids_valid_topics_and_stable_bytes() -> None:
     messages = discovery_messages(config, Topics.from_config(config))
     unique_ids = [c["unique_id"] for m in messages for c in json.loads(m.payload)["cmps"].values()]
     entity_ids = [c["default_entity_id"] for m in messages for c in json.loads(m.payload)["cmps"].values()]
-    assert len(unique_ids) == len(set(unique_ids)) == 21 + 20 * 9
+    assert len(unique_ids) == len(set(unique_ids)) == 21 + 20 * 10
     assert len(entity_ids) == len(set(entity_ids))
     assert all(HA_ENTITY_ID.match(e) for e in entity_ids), entity_ids  # "cam-1" is a valid camera id, not entity id
     assert all(HA_TOPIC.match(m.topic) and m.retain for m in messages)

@@ -13,7 +13,7 @@ from edge_vlm.camera_state import COOLDOWN_MAX_S, TEXT_MAX
 from edge_vlm.config.automation import FieldSpec
 from edge_vlm.config.models import AppConfig, CameraConfig
 from edge_vlm.publish.discovery_device import MANUFACTURER, device_payload, entity_id
-from edge_vlm.topics import ALERTS, ATTRIBUTES, EVENT, FIELDS, IMAGE, MOTION, STREAM, TRIGGER, Topics
+from edge_vlm.topics import ALERTS, ATTRIBUTES, ERROR, EVENT, FIELDS, IMAGE, MOTION, STREAM, TRIGGER, Topics
 
 # The payload HA's "Describe now" button sends to the trigger topic: an empty JSON request.
 BUTTON_PAYLOAD = "{}"
@@ -64,6 +64,14 @@ def camera_device_payload(camera: CameraConfig, topics: Topics) -> dict[str, Any
             "state_topic": topics.camera(camera.id, ATTRIBUTES),
             "value_template": "{{ value_json.latency_ms }}", "unit_of_measurement": "ms",
             "device_class": "duration", "state_class": "measurement",
+            "entity_category": "diagnostic", **available,
+        },
+        "last_error": {
+            # What the last refused or failed input of this camera was: its code, message and id.
+            "p": "sensor", "unique_id": f"{prefix}_last_error",
+            "default_entity_id": entity_id("sensor", f"{entity}_last_error"), "name": "Last error",
+            "state_topic": topics.camera(camera.id, ERROR), "value_template": "{{ value_json.error }}",
+            "json_attributes_topic": topics.camera(camera.id, ERROR), "icon": "mdi:alert-circle-outline",
             "entity_category": "diagnostic", **available,
         },
     })
