@@ -223,8 +223,10 @@ def test_every_camera_has_its_controls() -> None:
 def test_events_and_alerts() -> None:
     config = AppConfig.model_validate({
         "node_id": "garage-board",
-        "cameras": [{"id": "front_door", "alerts": [{"name": "person", "keywords": ["person"]},
-                                                   {"name": "crowd", "field": "people", "above": 3}]}],
+        "cameras": [{"id": "front_door", "alerts": [
+            {"name": "person", "keywords": ["person"]},
+            {"name": "crowd", "field": "people", "above": 3, "title": "Crowd at the Door", "device_class": "occupancy",
+             "icon": "mdi:account-group"}]}],
     })
     prefix = "edge_vlm_garage-board_front_door"
     components = event_components(config.cameras[0], Topics.from_config(config))
@@ -239,12 +241,13 @@ def test_events_and_alerts() -> None:
                    "state_topic": "edge_vlm/front_door/alerts", "event_types": ["person", "crowd"],
                    "icon": "mdi:alarm-light-outline", **AVAILABLE},
         "alert_person": {"p": "binary_sensor", "unique_id": f"{prefix}_alert_person",
-                         "default_entity_id": "binary_sensor.edge_vlm_front_door_alert_person", "name": "Alert person",
-                         "state_topic": "edge_vlm/front_door/alert/person", "value_template": "{{ value_json.state }}",
-                         "payload_on": "ON", "payload_off": "OFF",
+                         "default_entity_id": "binary_sensor.edge_vlm_front_door_alert_person", "name": "Person",
+                         "device_class": "problem", "state_topic": "edge_vlm/front_door/alert/person",
+                         "value_template": "{{ value_json.state }}", "payload_on": "ON", "payload_off": "OFF",
                          "json_attributes_topic": "edge_vlm/front_door/alert/person", **AVAILABLE},
         "alert_crowd": {"p": "binary_sensor", "unique_id": f"{prefix}_alert_crowd",
-                        "default_entity_id": "binary_sensor.edge_vlm_front_door_alert_crowd", "name": "Alert crowd",
+                        "default_entity_id": "binary_sensor.edge_vlm_front_door_alert_crowd",
+                        "name": "Crowd at the Door", "device_class": "occupancy", "icon": "mdi:account-group",
                         "state_topic": "edge_vlm/front_door/alert/crowd", "value_template": "{{ value_json.state }}",
                         "payload_on": "ON", "payload_off": "OFF",
                         "json_attributes_topic": "edge_vlm/front_door/alert/crowd", **AVAILABLE},

@@ -80,6 +80,14 @@ class ProfileConfig(StrictModel):
         return bool(self.fields)
 
 
+# Home Assistant's binary sensor device classes.
+BinarySensorClass = Literal[
+    "battery", "battery_charging", "carbon_monoxide", "cold", "connectivity", "door", "garage_door", "gas", "heat",
+    "light", "lock", "moisture", "motion", "moving", "occupancy", "opening", "plug", "power", "presence", "problem",
+    "running", "safety", "smoke", "sound", "tamper", "update", "vibration", "window",
+]
+
+
 class AlertRule(StrictModel):
     name: str = Field(pattern=ID_PATTERN, description="The rule's id: its topic, entity and event type.")
     question: str | None = Field(
@@ -96,6 +104,16 @@ class AlertRule(StrictModel):
     off_after_s: float = Field(60.0, ge=1, le=86_400, description="The alert's binary sensor turns off after this.")
     cooldown_s: float = Field(300.0, ge=0, le=86_400, description="At least this long between two alerts of the rule; "
                               "the repeats in between are counted, not sent.")
+    title: str | None = Field(None, min_length=1, max_length=64,
+                              description="Its name in Home Assistant, as written (default: the name, spaced).")
+    device_class: BinarySensorClass = Field(
+        "problem", description="Home Assistant's device class of its binary sensor (e.g. problem, motion, occupancy).")
+    icon: str | None = Field(None, pattern=r"^mdi:[a-z0-9-]+$", description="Its icon, e.g. mdi:package-variant "
+                             "(default: the device class's).")
+
+    @property
+    def display_name(self) -> str:
+        return self.title or self.name.replace("_", " ").replace("-", " ").capitalize()
 
     @field_validator("regex")
     @classmethod

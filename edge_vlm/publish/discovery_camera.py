@@ -124,7 +124,8 @@ def event_components(camera: CameraConfig, topics: Topics) -> dict[str, Any]:
         components[f"alert_{rule.name}"] = {
             "p": "binary_sensor", "unique_id": f"{prefix}_alert_{rule.name}",
             "default_entity_id": entity_id("binary_sensor", f"{entity}_alert_{rule.name}"),
-            "name": f"Alert {rule.name}",
+            "name": rule.display_name, "device_class": rule.device_class,
+            **({"icon": rule.icon} if rule.icon else {}),
             "state_topic": topics.alert(camera.id, rule.name), "value_template": "{{ value_json.state }}",
             "payload_on": "ON", "payload_off": "OFF", "json_attributes_topic": topics.alert(camera.id, rule.name),
             **available,
