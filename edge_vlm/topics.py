@@ -19,6 +19,7 @@ MOTION = "motion"  # ON / OFF: the motion trigger is on; commands on motion/set
 EVENT = "event"  # a description's life: pending, then described / failed / superseded
 ALERTS = "alerts"  # Home Assistant event entity: one event per alert sent
 FIELDS = "fields"  # the last structured answer, retained
+CONFIGURED = "configured"  # the file's values Home Assistant's settings were stored under, retained
 
 
 @dataclass(frozen=True)

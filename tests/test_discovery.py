@@ -17,10 +17,12 @@ from edge_vlm.publish.discovery import (
     event_components,
     field_components,
     node_device_payload,
+    stale_camera_messages,
 )
 from edge_vlm.service import Service
 from edge_vlm.topics import Topics
 from tests.conftest import app_config
+from tests.support import images
 from tests.support.broker import Mosquitto
 from tests.support.mqtt import Recorder
 
@@ -345,20 +347,47 @@ def test_home_assistant_restart_gets_discovery_again(broker: Mosquitto, make_dae
 @pytest.mark.mqtt
 def test_removed_camera_is_removed_from_home_assistant_on_next_start(
         broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders) -> None:
-    config = app_config(broker.port, cameras=[{"id": "front_door"}, {"id": "old_shed"}])
-    recorder = make_recorder(broker.port, [f"{config.discovery.prefix}/#"])
+    config = app_config(broker.port, cameras=[{"id": "front_door"}, {"id": "old_shed", "alerts": [
+        {"name": "cat", "keywords": ["cat"]}]}])
+    shed = f"{config.base_topic}/old_shed"
+    recorder = make_recorder(broker.port, [f"{config.discovery.prefix}/#", f"{shed}/#"])
     shed_topic = f"{config.discovery.prefix}/device/edge_vlm_{config.node_id}/old_shed/config"
     daemon = make_daemon(config)
     recorder.wait_for(shed_topic, lambda m: m.payload != b"")
+    recorder.publish(f"{shed}/snapshot", images.jpeg(seed=7))
+    # What the camera leaves retained on the broker: its frame, description, settings, alert.
+    retained = [f"{shed}/{leaf}" for leaf in ("image", "description", "attributes", "enabled", "cooldown", "profile",
+                                              "configured", "alert/cat")]  # (an empty prompt is no retained message)
+    for topic in retained:
+        recorder.wait_for(topic, lambda m: m.payload != b"")
     daemon.stop()
 
     make_daemon(config.model_copy(update={"cameras": config.cameras[:1]}))
 
     removal = recorder.wait_for(shed_topic, lambda m: m.payload == b"")
+    for topic in retained:  # its retained topics are cleared too: a 27 kB image must not stay on the broker
+        recorder.wait_for(topic, lambda m: m.payload == b"")
     front_topic = f"{config.discovery.prefix}/device/edge_vlm_{config.node_id}/front_door/config"
     assert recorder.on(front_topic)[-1].payload != b""
     # The broker no longer keeps a config for the removed camera.
-    late = make_recorder(broker.port, [shed_topic, front_topic])
+    late = make_recorder(broker.port, [shed_topic, f"{shed}/#", front_topic])
     late.wait_for(front_topic)
-    assert late.on(shed_topic) == []
+    assert [m.topic for m in late.messages if m.topic != front_topic] == []
     assert removal.retain is False  # a fresh publish by the daemon, not a replay
+
+
+def test_a_stale_camera_clears_only_its_own_retained_topics() -> None:
+    config_topic = "homeassistant/device/edge_vlm_garage-board/shed/config"
+    payload = json.dumps({"cmps": {
+        "image": {"p": "image", "image_topic": "edge_vlm/shed/image"},
+        "alert": {"p": "binary_sensor", "state_topic": "edge_vlm/shed/alert/cat",
+                  "json_attributes_topic": "edge_vlm/shed/alert/cat"},
+        "planted": {"p": "sensor", "state_topic": "zigbee2mqtt/front_lock"},  # not ours: never cleared
+        "wild": {"p": "sensor", "state_topic": "edge_vlm/shed/#"},
+    }}).encode()
+    cleared = stale_camera_messages(config_topic, payload, "shed", TOPICS)
+    assert [(m.topic, m.payload, m.retain) for m in cleared] == [
+        (config_topic, b"", True), ("edge_vlm/shed/description", b"", True), ("edge_vlm/shed/configured", b"", True),
+        ("edge_vlm/shed/image", b"", True), ("edge_vlm/shed/alert/cat", b"", True)]
+    assert [m.topic for m in stale_camera_messages(config_topic, b"[[[not json", "shed", TOPICS)] == [
+        config_topic, "edge_vlm/shed/description", "edge_vlm/shed/configured"]

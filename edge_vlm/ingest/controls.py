@@ -24,12 +24,11 @@ from typing import Any
 from edge_vlm.camera_state import COOLDOWN_MAX_S, TEXT_MAX, CameraStates
 from edge_vlm.config.models import AppConfig, CameraConfig
 from edge_vlm.mqtt.inbox import Received
-from edge_vlm.topics import Outbound, Topics
+from edge_vlm.topics import CONFIGURED, Outbound, Topics
 
 logger = logging.getLogger(__name__)
 
 ON, OFF = b"ON", b"OFF"
-CONFIGURED = "configured"  # the file's values the states were stored under
 CONFIGURED_MAX_BYTES = 16_384  # ours is five short values, the prompt at most TEXT_MAX
 # The field of CameraState each setting is.
 FIELDS = {"enabled": "enabled", "cooldown": "cooldown_s", "profile": "profile", "prompt": "prompt", "motion": "motion"}

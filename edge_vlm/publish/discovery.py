@@ -25,7 +25,7 @@ from edge_vlm.publish.discovery_camera import (
     stream_components,
 )
 from edge_vlm.publish.discovery_node import node_device_payload
-from edge_vlm.topics import Outbound, Topics
+from edge_vlm.topics import CONFIGURED, DESCRIPTION, Outbound, Topics
 
 # The builders, for tests that check one part of a payload.
 __all__ = [
@@ -56,3 +56,29 @@ def discovery_messages(config: AppConfig, topics: Topics) -> list[Outbound]:
 def removal_message(config_topic: str) -> Outbound:
     """Deletes a device and all its entities from Home Assistant."""
     return Outbound(config_topic, b"", True)
+
+
+MAX_STALE_CONFIG_BYTES = 1_000_000  # ours is a few kB for a camera with many fields and rules
+# A camera's retained topics that no entity of its device names.
+UNANNOUNCED_RETAINED = (DESCRIPTION, CONFIGURED)
+
+
+def stale_camera_messages(config_topic: str, payload: bytes, camera: str, topics: Topics) -> list[Outbound]:
+    """For a camera no longer configured: its device removed from Home Assistant, and its retained
+    topics cleared from the broker (an image, a description, its settings, its alerts' states):
+    those its device's entities read, as the stale discovery payload names them, and the ones no
+    entity reads. Only topics under ``<base>/<camera>/`` are cleared, whatever the payload says."""
+    own = f"{topics.base}/{camera}/"
+    named: list[str] = [topics.camera(camera, leaf) for leaf in UNANNOUNCED_RETAINED]
+    try:
+        device = json.loads(payload) if len(payload) <= MAX_STALE_CONFIG_BYTES else {}
+    except (RecursionError, ValueError):
+        device = {}
+    components = device.get("cmps") if isinstance(device, dict) else None
+    for component in components.values() if isinstance(components, dict) else []:
+        if isinstance(component, dict):
+            named += [value for key, value in component.items()
+                      if key in ("state_topic", "json_attributes_topic", "image_topic") and isinstance(value, str)]
+    cleared = [topic for topic in dict.fromkeys(named)
+               if topic.startswith(own) and "+" not in topic and "#" not in topic]
+    return [removal_message(config_topic), *(Outbound(topic, b"", True) for topic in cleared)]

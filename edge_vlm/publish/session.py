@@ -15,7 +15,7 @@ from edge_vlm.ingest.router import Router
 from edge_vlm.mqtt.connection import MqttConnection
 from edge_vlm.mqtt.inbox import Connected, Event, Inbox, Received
 from edge_vlm.publish.diagnostics import Diagnostics
-from edge_vlm.publish.discovery import discovery_messages, removal_message
+from edge_vlm.publish.discovery import discovery_messages, stale_camera_messages
 from edge_vlm.publish.publisher import Publisher
 from edge_vlm.topics import Outbound, Topics
 
@@ -112,11 +112,15 @@ class Session:
             self._announce()
 
     def stale_device(self, message: Received) -> None:
-        """A camera this node announced before but is no longer configured: remove it from HA."""
+        """A camera this node announced before but is no longer configured: remove it from HA, and
+        its retained topics from the broker."""
         camera = message.topic.split("/")[-2]
         if message.payload and self._config.camera(camera) is None:
-            logger.info("Camera %r is no longer configured: removing its Home Assistant device", camera)
-            self._connection.publish(removal_message(message.topic))
+            stale = stale_camera_messages(message.topic, message.payload, camera, self._topics)
+            logger.info("Camera %r is no longer configured: removing its Home Assistant device and clearing its %d "
+                        "retained topics", camera, len(stale) - 1)
+            for outbound in stale:
+                self._connection.publish(outbound)
 
 
 def _no_heartbeat() -> None:
