@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from edge_vlm import __version__
 from edge_vlm.config.models import AppConfig
+from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.publish.discovery import (
     camera_device_payload,
     control_components,
@@ -19,6 +21,7 @@ from edge_vlm.publish.discovery import (
     node_device_payload,
     stale_camera_messages,
 )
+from edge_vlm.publish.discovery_node import measured
 from edge_vlm.service import Service
 from edge_vlm.topics import Topics
 from tests.conftest import app_config
@@ -95,9 +98,7 @@ def test_node_device_payload() -> None:
             "latency_capture": stage("capture", "Last capture time"),
             "latency_preprocess": stage("preprocess", "Last preprocess time"),
             "latency_queued": stage("queued", "Last queue wait"),
-            "latency_encoder": stage("encoder", "Last encoder time"),
-            "latency_prefill": stage("prefill", "Last prefill time"),
-            "latency_decode": stage("decode", "Last decode time"),
+            # encoder, prefill and decode: the vlm backend's only (test_readings_are_announced_where_they_exist)
             "latency_publish": stage("publish", "Last publish time"),
             "npu_load": {"p": "sensor", "unique_id": f"{node}_npu_load",
                          "default_entity_id": f"sensor.{entity}_npu_load", "name": "NPU load",
@@ -310,7 +311,7 @@ def test_every_payload_has_unique_ids_valid_topics_and_stable_bytes() -> None:
     messages = discovery_messages(config, Topics.from_config(config))
     unique_ids = [c["unique_id"] for m in messages for c in json.loads(m.payload)["cmps"].values()]
     entity_ids = [c["default_entity_id"] for m in messages for c in json.loads(m.payload)["cmps"].values()]
-    assert len(unique_ids) == len(set(unique_ids)) == 21 + 20 * 10
+    assert len(unique_ids) == len(set(unique_ids)) == 18 + 20 * 10
     assert len(entity_ids) == len(set(entity_ids))
     assert all(HA_ENTITY_ID.match(e) for e in entity_ids), entity_ids  # "cam-1" is a valid camera id, not entity id
     assert all(HA_TOPIC.match(m.topic) and m.retain for m in messages)
@@ -391,3 +392,20 @@ def test_a_stale_camera_clears_only_its_own_retained_topics() -> None:
         ("edge_vlm/shed/image", b"", True), ("edge_vlm/shed/alert/cat", b"", True)]
     assert [m.topic for m in stale_camera_messages(config_topic, b"[[[not json", "shed", TOPICS)] == [
         config_topic, "edge_vlm/shed/description", "edge_vlm/shed/configured"]
+
+
+def test_readings_are_announced_where_they_exist() -> None:
+    """The vlm backend's stage times only with it; a board reading only where the board gives one:
+    never an entity that stays unavailable."""
+    fields: dict[str, Any] = {"type": "vlm"}  # only its type matters here
+    vlm = CONFIG.model_copy(update={"backend": VlmBackendConfig.model_construct(**fields)})
+    stages = {f"latency_{stage}" for stage in ("capture", "preprocess", "queued", "publish")}
+    npu = {f"latency_{stage}" for stage in ("encoder", "prefill", "decode")}
+    board = {"npu_load": 12.5, "soc_temperature_c": 47.2, "memory_mib": 100.0, "worker_memory_mib": 80.0}
+    x86 = {**board, "npu_load": None, "soc_temperature_c": None}
+    assert measured(CONFIG, x86) == stages | {"memory", "worker_memory"}
+    assert measured(vlm, board) == stages | npu | {"npu_load", "soc_temperature", "memory", "worker_memory"}
+    assert measured(CONFIG, None) == stages | {"npu_load", "soc_temperature", "memory", "worker_memory"}
+    shown = node_device_payload(CONFIG, TOPICS, x86)["cmps"]
+    assert {"npu_load", "soc_temperature", "latency_encoder"} & set(shown) == set()
+    assert {"memory", "worker_memory", "latency_capture"} <= set(shown)

@@ -51,10 +51,13 @@ class Diagnostics:
         """The backend's model came or went."""
         self._publisher.send(model_state_message(self._topics, available=available, reason=reason))
 
-    def publish(self) -> None:
+    def publish(self) -> dict[str, Any]:
+        """Publish the counters and readings now; return them."""
         self._due.clear()
         self._sent = time.monotonic()
-        self._publisher.send(diagnostics_message(self._topics, self._stats.values(**self._values())))
+        values = self._stats.values(**self._values())
+        self._publisher.send(diagnostics_message(self._topics, values))
+        return values
 
     def _values(self) -> dict[str, Any]:
         worker_pid = getattr(self._backend, "worker_pid", None)  # the inference worker's, if any

@@ -13,6 +13,7 @@ retained payload.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from edge_vlm.config.models import AppConfig
@@ -45,9 +46,12 @@ def _payload(value: dict[str, Any]) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
-def discovery_messages(config: AppConfig, topics: Topics) -> list[Outbound]:
-    """Every discovery payload for this config: the daemon first, then each camera."""
-    messages = [Outbound(topics.node_device_config, _payload(node_device_payload(config, topics)), True)]
+def discovery_messages(config: AppConfig, topics: Topics,
+                       diagnostics: Mapping[str, Any] | None = None) -> list[Outbound]:
+    """Every discovery payload for this config: the daemon first, then each camera. ``diagnostics``:
+    the values this board reports; the board readings it has none of are not announced."""
+    messages = [Outbound(topics.node_device_config, _payload(node_device_payload(config, topics, diagnostics)),
+                         True)]
     messages += [Outbound(topics.camera_device_config(camera.id), _payload(camera_payload(config, camera, topics)),
                           True) for camera in config.cameras]
     return messages

@@ -6,10 +6,12 @@ Every entity but the status reads ``<base>/<node>/diagnostics`` (edge_vlm.stats)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from edge_vlm import __version__
 from edge_vlm.config.models import AppConfig
+from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.publish.discovery_device import MANUFACTURER, device_payload, entity_id
 from edge_vlm.stats import STAGES
 from edge_vlm.topics import Topics
@@ -48,8 +50,27 @@ def _measured(topics: Topics, key: str, name: str, value: str, unit: str, **more
     }
 
 
-def _board_components(topics: Topics) -> dict[str, Any]:
-    """What the board and the backend measure, when they can: stage times, NPU load, heat, memory."""
+# The diagnostics value each board reading's entity shows.
+BOARD_VALUES = {"npu_load": "npu_load", "soc_temperature": "soc_temperature_c", "memory": "memory_mib",
+                "worker_memory": "worker_memory_mib"}
+VLM_STAGES = ("encoder", "prefill", "decode")  # only the vlm backend has these
+
+
+def measured(config: AppConfig, values: Mapping[str, Any] | None) -> frozenset[str]:
+    """The board and backend entities that can have a value here: the vlm backend's stages only with
+    it, a board reading only where the board gave one (``values``: the diagnostics; None: all)."""
+    vlm = isinstance(config.backend, VlmBackendConfig)
+    stages = {f"latency_{stage}" for stage in STAGES if vlm or stage not in VLM_STAGES}
+    readings = {key for key, value in BOARD_VALUES.items() if values is None or values.get(value) is not None}
+    return frozenset(stages | readings)
+
+
+def _board_components(topics: Topics, shown: frozenset[str]) -> dict[str, Any]:
+    """What the board and the backend measure, where they can: stage times, NPU load, heat, memory."""
+    return {key: component for key, component in _all_board_components(topics).items() if key in shown}
+
+
+def _all_board_components(topics: Topics) -> dict[str, Any]:
     stages = {f"latency_{stage}": _measured(topics, f"latency_{stage}", f"Last {STAGE_NAMES[stage]}",
                                             f"stages_ms.{stage}", "ms", device_class="duration")
               for stage in STAGES}
@@ -66,7 +87,8 @@ def _board_components(topics: Topics) -> dict[str, Any]:
     }
 
 
-def node_device_payload(config: AppConfig, topics: Topics) -> dict[str, Any]:
+def node_device_payload(config: AppConfig, topics: Topics, values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``values``: the diagnostics, which say what this board reports (None: announce every reading)."""
     node = topics.discovery_node
     available = {"availability_topic": topics.status}
     diagnostics = topics.diagnostics
@@ -118,5 +140,5 @@ def node_device_payload(config: AppConfig, topics: Topics) -> dict[str, Any]:
             "value_template": "{{ value_json.last_latency_ms }}", "unit_of_measurement": "ms",
             "device_class": "duration", "state_class": "measurement", **available,
         },
-        **_board_components(topics),
+        **_board_components(topics, measured(config, values)),
     })

@@ -87,10 +87,10 @@ class Session:
             logger.exception("Unexpected error while handling %s", event)
 
     def _announce(self) -> None:
+        diagnostics = self._diagnostics.publish()  # what this board reports decides which readings are announced
         if self._config.discovery.enabled:
-            for message in discovery_messages(self._config, self._topics):
+            for message in discovery_messages(self._config, self._topics, diagnostics):
                 self._connection.publish(message)
-        self._diagnostics.publish()
         self._publisher.republish()
         # Comes back after the retained messages our subscriptions replay (see Controls.synced).
         self._connection.publish(Outbound(self._topics.sync, self._sync_token, retain=False))
