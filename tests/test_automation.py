@@ -326,9 +326,13 @@ def test_alert_rules_of_each_kind_fire_with_a_retained_state_and_an_event(
     asked = model_prompts(tmp_path)[-3:]  # the description, then each question
     assert asked[1:] == ["<image>Is a dog there? [[reply:Yes, a small dog.]] Answer with yes or no only.",
                          "<image>Is it raining? [[reply:No.]] Answer with yes or no only."]
-    # Sent before the result: all there now.
+    # Sent after the description they belong to (its result, its described event), in order.
+    daemon.recorder.wait_for(alert_events, lambda m: m.json()["event_type"] == fired[-1])
     events = [m.json() for m in daemon.recorder.on(alert_events)]
     assert [e["event_type"] for e in events] == fired
+    described = daemon.recorder.wait_for(daemon.topic("front_door", "event"),
+                                         lambda m: m.json()["event_type"] == "described")
+    assert all(m.index > described.index for m in daemon.recorder.on(alert_events))
     for event in events:
         assert (event["rule"], event["camera"], event["id"]) == (event["event_type"], "front_door", result["id"])
         assert (event["description"], event["title"], event["suppressed"]) == (answer["summary"], "Courier", 0)

@@ -157,6 +157,10 @@ def test_camera_device_payload() -> None:
             "image": {"p": "image", "unique_id": f"{prefix}_image",
                       "default_entity_id": "image.edge_vlm_front_door_image", "name": "Described image",
                       "image_topic": "edge_vlm/front_door/image", "content_type": "image/jpeg", **AVAILABLE},
+            "described_image": {"p": "image", "unique_id": f"{prefix}_described_image",
+                                "default_entity_id": "image.edge_vlm_front_door_described_image",
+                                "name": "Last described image", "image_topic": "edge_vlm/front_door/described_image",
+                                "content_type": "image/jpeg", **AVAILABLE},
             "describe": {"p": "button", "unique_id": f"{prefix}_describe",
                          "default_entity_id": "button.edge_vlm_front_door_describe", "name": "Describe now",
                          "command_topic": "edge_vlm/front_door/trigger", "payload_press": "{}",
@@ -311,7 +315,7 @@ def test_every_payload_has_unique_ids_valid_topics_and_stable_bytes() -> None:
     messages = discovery_messages(config, Topics.from_config(config))
     unique_ids = [c["unique_id"] for m in messages for c in json.loads(m.payload)["cmps"].values()]
     entity_ids = [c["default_entity_id"] for m in messages for c in json.loads(m.payload)["cmps"].values()]
-    assert len(unique_ids) == len(set(unique_ids)) == 18 + 20 * 10
+    assert len(unique_ids) == len(set(unique_ids)) == 18 + 20 * 11
     assert len(entity_ids) == len(set(entity_ids))
     assert all(HA_ENTITY_ID.match(e) for e in entity_ids), entity_ids  # "cam-1" is a valid camera id, not entity id
     assert all(HA_TOPIC.match(m.topic) and m.retain for m in messages)

@@ -24,6 +24,7 @@ from edge_vlm.publish.discovery import discovery_messages
 from edge_vlm.topics import (
     ALERTS,
     ATTRIBUTES,
+    DESCRIBED_IMAGE,
     DESCRIPTION,
     ERROR,
     EVENT,
@@ -122,7 +123,8 @@ def published(config: AppConfig) -> dict[str, bool]:
     topics = Topics.from_config(config)
     out = {topics.status: True, topics.diagnostics: True, topics.model: True}
     for camera in config.cameras:
-        leaves = {DESCRIPTION: True, ATTRIBUTES: True, FIELDS: True, IMAGE: True, RESULT: False, ERROR: False,
+        leaves = {DESCRIPTION: True, ATTRIBUTES: True, FIELDS: True, IMAGE: True, DESCRIBED_IMAGE: True,
+                  RESULT: False, ERROR: False,
                   EVENT: False, **dict.fromkeys(_settings(camera), True)}
         if camera.alerts:
             leaves[ALERTS] = False

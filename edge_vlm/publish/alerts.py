@@ -15,7 +15,7 @@ import logging
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from edge_vlm.config.automation import AlertRule
@@ -52,6 +52,14 @@ def _field_matches(rule: AlertRule, value: Any) -> bool:
 
 
 @dataclass
+class Fired:
+    """The rules a description fired, and the messages that say so."""
+
+    names: list[str] = field(default_factory=list)
+    messages: list[Outbound] = field(default_factory=list)
+
+
+@dataclass
 class _State:
     fired_at: float = float("-inf")  # time.monotonic() of the last alert sent
     suppressed: int = 0  # matches held back by the cooldown since
@@ -81,11 +89,12 @@ class Alerts:
         if self._thread.is_alive():
             self._thread.join()
 
-    def check(self, result: Result) -> list[str]:
-        """Fire the camera's rules that match this description; return the names of those sent."""
+    def check(self, result: Result) -> Fired:
+        """The camera's rules that match this description: their names, and the messages that say so
+        (sent by the caller after the description, which they belong to)."""
         camera = result.job.camera
         values = {**result.description.details, **(result.fields or {})}  # a field rule's values
-        fired = []
+        fired = Fired()
         for rule in self._rules.get(camera, []):
             if not matches(rule, result.text, values, result.answers):
                 continue
@@ -100,19 +109,19 @@ class Alerts:
                 suppressed, state.suppressed, state.fired_at, state.on = state.suppressed, 0, now, True
                 heapq.heappush(self._offs, (now + rule.off_after_s, camera, rule.name))
                 self._changed.notify()
-            self._send(rule.name, result, suppressed)
-            fired.append(rule.name)
+            fired.names.append(rule.name)
+            fired.messages += self._messages(rule.name, result, suppressed)
         return fired
 
-    def _send(self, rule: str, result: Result, suppressed: int) -> None:
+    def _messages(self, rule: str, result: Result, suppressed: int) -> list[Outbound]:
         camera = result.job.camera
         logger.info("%s: alert %s [id %s]: %s", camera, rule, result.job.request_id, result.text)
         details = {"rule": rule, "camera": camera, "id": result.job.request_id, "description": result.text,
                    "title": (result.fields or {}).get("title"), "time": iso_time(time.time()),
                    "suppressed": suppressed}
-        self._publisher.send(self._state_message(camera, rule, {"state": "ON", **details}))
         event = json.dumps({"event_type": rule, **details}, ensure_ascii=False).encode()
-        self._publisher.send(Outbound(self._topics.camera(camera, ALERTS), event, retain=False))
+        return [self._state_message(camera, rule, {"state": "ON", **details}),
+                Outbound(self._topics.camera(camera, ALERTS), event, retain=False)]
 
     def _state_message(self, camera: str, rule: str, values: dict[str, Any]) -> Outbound:
         return Outbound(self._topics.alert(camera, rule), json.dumps(values, ensure_ascii=False).encode(), True)

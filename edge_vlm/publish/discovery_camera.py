@@ -13,7 +13,19 @@ from edge_vlm.camera_state import COOLDOWN_MAX_S, TEXT_MAX
 from edge_vlm.config.automation import FieldSpec
 from edge_vlm.config.models import AppConfig, CameraConfig
 from edge_vlm.publish.discovery_device import MANUFACTURER, device_payload, entity_id
-from edge_vlm.topics import ALERTS, ATTRIBUTES, ERROR, EVENT, FIELDS, IMAGE, MOTION, STREAM, TRIGGER, Topics
+from edge_vlm.topics import (
+    ALERTS,
+    ATTRIBUTES,
+    DESCRIBED_IMAGE,
+    ERROR,
+    EVENT,
+    FIELDS,
+    IMAGE,
+    MOTION,
+    STREAM,
+    TRIGGER,
+    Topics,
+)
 
 # The payload HA's "Describe now" button sends to the trigger topic: an empty JSON request.
 BUTTON_PAYLOAD = "{}"
@@ -50,6 +62,13 @@ def camera_device_payload(camera: CameraConfig, topics: Topics) -> dict[str, Any
             "p": "image", "unique_id": f"{prefix}_image",
             "default_entity_id": entity_id("image", f"{entity}_image"),
             "name": "Described image", "image_topic": topics.camera(camera.id, IMAGE),
+            "content_type": "image/jpeg", **available,
+        },
+        "described_image": {
+            # Changes with the description, never before: what a notification of it shows.
+            "p": "image", "unique_id": f"{prefix}_described_image",
+            "default_entity_id": entity_id("image", f"{entity}_described_image"),
+            "name": "Last described image", "image_topic": topics.camera(camera.id, DESCRIBED_IMAGE),
             "content_type": "image/jpeg", **available,
         },
         "describe": {

@@ -14,7 +14,19 @@ from edge_vlm.frames import Frame
 from edge_vlm.inference.results import Result
 from edge_vlm.ingest.trigger import Trigger
 from edge_vlm.schedule.job import Job
-from edge_vlm.topics import ATTRIBUTES, DESCRIPTION, ERROR, EVENT, FIELDS, IMAGE, RESULT, STREAM, Outbound, Topics
+from edge_vlm.topics import (
+    ATTRIBUTES,
+    DESCRIBED_IMAGE,
+    DESCRIPTION,
+    ERROR,
+    EVENT,
+    FIELDS,
+    IMAGE,
+    RESULT,
+    STREAM,
+    Outbound,
+    Topics,
+)
 
 # Home Assistant refuses a sensor state longer than 255 characters (core#117861).
 HA_STATE_MAX = 255
@@ -118,6 +130,11 @@ def result_messages(payload: ResultPayload, topics: Topics) -> list[Outbound]:
 
 def image_message(job: Job, image: bytes, topics: Topics) -> Outbound:
     return Outbound(topics.camera(job.camera, IMAGE), image, retain=True)
+
+
+def described_image_message(job: Job, image: bytes, topics: Topics) -> Outbound:
+    """The frame of the camera's last description, retained: what a notification of it shows."""
+    return Outbound(topics.camera(job.camera, DESCRIBED_IMAGE), image, retain=True)
 
 
 def event_message(job: Job, event_type: str, topics: Topics, **values: Any) -> Outbound:

@@ -22,6 +22,7 @@ from edge_vlm.inference.results import Result
 from edge_vlm.ingest.trigger import Trigger
 from edge_vlm.publish.alerts import Alerts
 from edge_vlm.publish.messages import (
+    described_image_message,
     event_message,
     failure_event,
     failure_message,
@@ -114,9 +115,13 @@ class Outcomes:
         if job.reply is not None:
             self._publisher.send(reply_message(job.reply, result_payload(result, latency_ms=latency_ms)))
         else:
-            payload = result_payload(result, latency_ms=latency_ms, alerts=self._alerts.check(result))
-            messages = [*result_messages(payload, self._topics),
-                        event_message(job, "described", self._topics, **payload.event_values())]
+            fired = self._alerts.check(result)
+            payload = result_payload(result, latency_ms=latency_ms, alerts=fired.names)
+            # The described frame (its own entity: a later job's "pending" cannot take it away), the
+            # description, then the alerts it fired, which belong to it.
+            described_image = [] if job.image is None else [described_image_message(job, job.image, self._topics)]
+            messages = [*described_image, *result_messages(payload, self._topics),
+                        event_message(job, "described", self._topics, **payload.event_values()), *fired.messages]
             with self._showing:
                 # A later job's frame went out when it was accepted: the description goes with its own frame.
                 if job.image is not None and self._image_shown.get(job.camera) != job.request_id:

@@ -55,9 +55,10 @@ def test_a_job_is_pending_with_its_image_then_described_with_its_alerts() -> Non
     outcome.accepted(first, None)
     outcome.described(first, Result(first, Description("a cat on the step", {"analyze": 5.0}), "opencv", 0.0,
                                     queued_ms=3.0))
-    assert sent(connection) == [("image", "jpeg"), ("event", "pending"), ("alert/cat", ""), ("alerts", "cat"),
+    # The described frame on its own entity, the description, then the alerts it fired.
+    assert sent(connection) == [("image", "jpeg"), ("event", "pending"), ("described_image", "jpeg"),
                                 ("description", "a cat on the step"), ("attributes", ""), ("result", ""),
-                                ("event", "described")]
+                                ("event", "described"), ("alert/cat", ""), ("alerts", "cat")]
     result = json.loads(connection.on(TOPICS.camera("porch", "result"))[0])
     assert (result["alerts"], result["origin"]) == (["cat"], "snapshot")
     assert list(result["timings_ms"]) == ["capture", "preprocess", "queued", "analyze"]
@@ -72,8 +73,8 @@ def test_a_replaced_job_is_superseded_and_the_later_frame_is_not_shown_twice() -
     outcome.accepted(newer, older)
     outcome.described(newer, Result(newer, Description("a dog", {}), "opencv", 0.0))
     assert sent(connection) == [("image", "jpeg"), ("event", "pending"), ("event", "superseded"), ("image", "jpeg"),
-                                ("event", "pending"), ("description", "a dog"), ("attributes", ""), ("result", ""),
-                                ("event", "described")]
+                                ("event", "pending"), ("described_image", "jpeg"), ("description", "a dog"),
+                                ("attributes", ""), ("result", ""), ("event", "described")]
 
 
 def test_a_request_is_answered_on_its_reply_topic_only() -> None:
