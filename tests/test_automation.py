@@ -393,8 +393,9 @@ def test_an_alert_holds_repeats_back_in_its_cooldown_and_turns_itself_off(
     else:
         pytest.fail("the cooldown never ended")
     assert time.monotonic() - started >= cooldown
-    events = [m.json() for m in daemon.recorder.on(daemon.topic("front_door", "alerts"))
-              if m.json()["event_type"] == "person"]
+    alerts = daemon.topic("front_door", "alerts")
+    daemon.recorder.wait_for(alerts, lambda m: m.json()["id"] == outcome["id"])  # it follows the result
+    events = [m.json() for m in daemon.recorder.on(alerts) if m.json()["event_type"] == "person"]
     assert [(e["id"], e["suppressed"]) for e in events] == [(first["id"], 0), (outcome["id"], held_back)]
     state = daemon.recorder.wait_for(person, lambda m: m.index > off.index).json()
     assert (state["state"], state["id"], state["suppressed"]) == ("ON", outcome["id"], held_back)
@@ -505,9 +506,11 @@ def test_controls_set_in_home_assistant_survive_a_restart_without_flipping(
     refused = second.trigger("front_door", "off1")  # handled after the snapshot: in order
     assert (refused["error"], refused["id"]) == ("camera_disabled", "off1")
     assert "switched off in Home Assistant" in refused["message"]
+    # The error, and the failed step Home Assistant's event entity shows: the button press was refused.
+    recorder.wait_for(second.topic("front_door", "event"), lambda m: m.index >= before and m.json()["id"] == "off1")
     outputs = [second.topic("front_door", leaf) for leaf in ("event", "image", "result", "description", "error")]
     said = [m.topic for m in recorder.messages[before:] if m.topic in outputs]
-    assert said == [second.topic("front_door", "error")]
+    assert said == [second.topic("front_door", "error"), second.topic("front_door", "event")]
     # The driveway asks with the profile picked, and its cooldown holds back the next snapshot.
     described = second.snapshot("driveway", images.sample("driveway"))
     assert described["prompt"] == "Quick look."

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Collection
 
-from edge_vlm.contracts import Failure
+from edge_vlm.contracts import AUTOMATIC, Failure, Origin
 from edge_vlm.errors import ErrorCode
 from edge_vlm.frames import Frame
 from edge_vlm.inference.results import Result
@@ -39,6 +39,11 @@ from edge_vlm.stats import Stats
 from edge_vlm.topics import IMAGE, Topics
 
 logger = logging.getLogger(__name__)
+
+# Refusals shown as a failed step on the camera's event entity: of what someone asked for (a
+# trigger, Home Assistant's button, a Frigate event). A snapshot's or an interval's refusal goes to
+# the error topic (the Last error sensor) only: a camera sending broken images must not flood it.
+ASKED = frozenset(Origin) - AUTOMATIC - {Origin.REQUEST}
 
 
 class Outcomes:
@@ -89,8 +94,8 @@ class Outcomes:
         if held:
             return
         self.publish_failure(failure)
-        if failure.reply is None and failure.camera in self._cameras:  # its event entity shows it too
-            self._publisher.send(failure_event(failure, self._topics))
+        if failure.reply is None and failure.camera in self._cameras and failure.origin in ASKED:
+            self._publisher.send(failure_event(failure, self._topics))  # someone waits: the event entity says it
 
     def skip(self, trigger: Trigger, frame: Frame, reason: str) -> None:
         """A frame not worth describing: one log line, and a result that says so."""

@@ -93,21 +93,20 @@ def test_a_refusal_is_counted_at_once_and_published_unless_held() -> None:
     outcome.refuse(failure, held=True)
     assert (connection.published, stats.values()["inputs_refused"]) == ([], 1)
     outcome.refuse(failure)
-    # On the error topic, and as a failed step on the camera's event entity, which Home Assistant shows.
-    assert sent(connection) == [("error", ""), ("event", "failed")]
+    assert sent(connection) == [("error", "")]  # a snapshot's: nobody waits for it, no event
     assert json.loads(connection.published[0].payload)["error"] == "bad_image"
-    event = json.loads(connection.published[1].payload)
-    assert (event["id"], event["error"], event["message"]) == ("r1", "bad_image", "not a JPEG")
 
 
 def test_a_refused_button_press_is_a_failed_event_and_an_unknown_camera_has_none() -> None:
     connection, outcome, _, _ = outcomes()
     outcome.refuse(Failure("porch", ErrorCode.CAMERA_DISABLED, "camera 'porch' is switched off in Home Assistant",
                            "b1", TOPICS.camera("porch", "trigger"), origin=Origin.TRIGGER))
+    outcome.refuse(Failure("porch", ErrorCode.NO_FRAME, "no frame yet", "i1", None, origin=Origin.INTERVAL))
     outcome.refuse(Failure("garage", ErrorCode.UNKNOWN_CAMERA, "unknown camera 'garage'", "b2",
                            f"{CONFIG.base_topic}/garage/trigger", origin=Origin.TRIGGER))
-    assert [m.topic for m in connection.published] == [TOPICS.camera("porch", "error"), TOPICS.camera("porch", "event"),
-                                                        f"{CONFIG.base_topic}/garage/error"]
+    assert [m.topic for m in connection.published] == [
+        TOPICS.camera("porch", "error"), TOPICS.camera("porch", "event"), TOPICS.camera("porch", "error"),
+        f"{CONFIG.base_topic}/garage/error"]
     event = json.loads(connection.published[1].payload)
     assert (event["event_type"], event["origin"], event["error"]) == ("failed", "trigger", "camera_disabled")
     assert connection.published[1].asked  # someone pressed the button: dropped last
