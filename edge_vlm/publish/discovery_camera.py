@@ -12,7 +12,7 @@ from typing import Any
 from edge_vlm.camera_state import COOLDOWN_MAX_S, TEXT_MAX
 from edge_vlm.config.automation import FieldSpec
 from edge_vlm.config.models import AppConfig, CameraConfig
-from edge_vlm.publish.discovery_device import MANUFACTURER, device_payload, entity_id
+from edge_vlm.publish.discovery_device import MANUFACTURER, device_payload, entity_ids
 from edge_vlm.topics import (
     ALERTS,
     ATTRIBUTES,
@@ -52,7 +52,7 @@ def camera_device_payload(camera: CameraConfig, topics: Topics) -> dict[str, Any
         "description": {
             # name null: the description is the camera device's main entity.
             "p": "sensor", "unique_id": f"{prefix}_description",
-            "default_entity_id": entity_id("sensor", f"{entity}_description"), "name": None,
+            **entity_ids("sensor", f"{entity}_description"), "name": None,
             # State and attributes from one message: they change together, once per description.
             "state_topic": topics.camera(camera.id, ATTRIBUTES), "value_template": "{{ value_json.description }}",
             "json_attributes_topic": topics.camera(camera.id, ATTRIBUTES),
@@ -60,26 +60,26 @@ def camera_device_payload(camera: CameraConfig, topics: Topics) -> dict[str, Any
         },
         "image": {
             "p": "image", "unique_id": f"{prefix}_image",
-            "default_entity_id": entity_id("image", f"{entity}_image"),
+            **entity_ids("image", f"{entity}_image"),
             "name": "Described image", "image_topic": topics.camera(camera.id, IMAGE),
             "content_type": "image/jpeg", **available,
         },
         "described_image": {
             # Changes with the description, never before: what a notification of it shows.
             "p": "image", "unique_id": f"{prefix}_described_image",
-            "default_entity_id": entity_id("image", f"{entity}_described_image"),
+            **entity_ids("image", f"{entity}_described_image"),
             "name": "Last described image", "image_topic": topics.camera(camera.id, DESCRIBED_IMAGE),
             "content_type": "image/jpeg", **available,
         },
         "describe": {
             "p": "button", "unique_id": f"{prefix}_describe",
-            "default_entity_id": entity_id("button", f"{entity}_describe"), "name": "Describe now",
+            **entity_ids("button", f"{entity}_describe"), "name": "Describe now",
             "command_topic": topics.camera(camera.id, TRIGGER), "payload_press": BUTTON_PAYLOAD,
             "icon": "mdi:text-recognition", **available,
         },
         "latency": {
             "p": "sensor", "unique_id": f"{prefix}_latency",
-            "default_entity_id": entity_id("sensor", f"{entity}_latency"), "name": "Last latency",
+            **entity_ids("sensor", f"{entity}_latency"), "name": "Last latency",
             "state_topic": topics.camera(camera.id, ATTRIBUTES),
             "value_template": "{{ value_json.latency_ms }}", "unit_of_measurement": "ms",
             "device_class": "duration", "state_class": "measurement",
@@ -88,7 +88,7 @@ def camera_device_payload(camera: CameraConfig, topics: Topics) -> dict[str, Any
         "last_error": {
             # What the last refused or failed input of this camera was: its code, message and id.
             "p": "sensor", "unique_id": f"{prefix}_last_error",
-            "default_entity_id": entity_id("sensor", f"{entity}_last_error"), "name": "Last error",
+            **entity_ids("sensor", f"{entity}_last_error"), "name": "Last error",
             "state_topic": topics.camera(camera.id, ERROR), "value_template": "{{ value_json.error }}",
             "json_attributes_topic": topics.camera(camera.id, ERROR), "icon": "mdi:alert-circle-outline",
             "entity_category": "diagnostic", **available,
@@ -104,7 +104,7 @@ def control_components(config: AppConfig, camera: CameraConfig, topics: Topics) 
     def control(name: str, platform: str, title: str, icon: str, **values: Any) -> dict[str, Any]:
         return {
             "p": platform, "unique_id": f"{prefix}_{name}",
-            "default_entity_id": entity_id(platform, f"{entity}_{name}"),
+            **entity_ids(platform, f"{entity}_{name}"),
             "name": title, "entity_category": "config", "icon": icon, "state_topic": topics.camera(camera.id, name),
             "command_topic": topics.camera(camera.id, f"{name}/set"), "availability_topic": topics.status, **values,
         }
@@ -128,21 +128,21 @@ def event_components(camera: CameraConfig, topics: Topics) -> dict[str, Any]:
     components = {
         "event": {
             "p": "event", "unique_id": f"{prefix}_event",
-            "default_entity_id": entity_id("event", f"{entity}_description"),
+            **entity_ids("event", f"{entity}_description"),
             "name": "Description", "state_topic": topics.camera(camera.id, EVENT), "event_types": JOB_EVENT_TYPES,
             "icon": "mdi:text-box-search-outline", **available,
         },
     }
     if camera.alerts:
         components["alerts"] = {
-            "p": "event", "unique_id": f"{prefix}_alerts", "default_entity_id": entity_id("event", f"{entity}_alert"),
+            "p": "event", "unique_id": f"{prefix}_alerts", **entity_ids("event", f"{entity}_alert"),
             "name": "Alert", "state_topic": topics.camera(camera.id, ALERTS),
             "event_types": [rule.name for rule in camera.alerts], "icon": "mdi:alarm-light-outline", **available,
         }
     for rule in camera.alerts:
         components[f"alert_{rule.name}"] = {
             "p": "binary_sensor", "unique_id": f"{prefix}_alert_{rule.name}",
-            "default_entity_id": entity_id("binary_sensor", f"{entity}_alert_{rule.name}"),
+            **entity_ids("binary_sensor", f"{entity}_alert_{rule.name}"),
             "name": rule.display_name, "device_class": rule.device_class,
             **({"icon": rule.icon} if rule.icon else {}),
             "state_topic": topics.alert(camera.id, rule.name), "value_template": "{{ value_json.state }}",
@@ -168,7 +168,7 @@ def field_components(config: AppConfig, camera: CameraConfig, topics: Topics) ->
         platform = "binary_sensor" if spec.type == "boolean" else "sensor"
         component: dict[str, Any] = {
             "p": platform, "unique_id": f"{prefix}_field_{name}",
-            "default_entity_id": entity_id(platform, f"{entity}_{name}"),
+            **entity_ids(platform, f"{entity}_{name}"),
             "name": name.replace("_", " ").capitalize(), "state_topic": topics.camera(camera.id, FIELDS),
             "availability_topic": topics.status,
         }
@@ -192,13 +192,13 @@ def stream_components(camera: CameraConfig, topics: Topics) -> dict[str, Any]:
     return {
         "stream": {
             "p": "binary_sensor", "unique_id": f"{prefix}_stream",
-            "default_entity_id": entity_id("binary_sensor", f"{entity}_stream"), "name": "Stream",
+            **entity_ids("binary_sensor", f"{entity}_stream"), "name": "Stream",
             "device_class": "connectivity", "entity_category": "diagnostic",
             "state_topic": topics.camera(camera.id, STREAM), "payload_on": "ON", "payload_off": "OFF", **available,
         },
         "motion": {
             "p": "switch", "unique_id": f"{prefix}_motion",
-            "default_entity_id": entity_id("switch", f"{entity}_motion"),
+            **entity_ids("switch", f"{entity}_motion"),
             "name": "Motion trigger", "entity_category": "config", "icon": "mdi:motion-sensor",
             "state_topic": topics.camera(camera.id, MOTION), "command_topic": topics.camera(camera.id, f"{MOTION}/set"),
             "payload_on": "ON", "payload_off": "OFF", **available,

@@ -12,7 +12,7 @@ from typing import Any
 from edge_vlm import __version__
 from edge_vlm.config.models import AppConfig
 from edge_vlm.config.vlm import VlmBackendConfig
-from edge_vlm.publish.discovery_device import MANUFACTURER, device_payload, entity_id
+from edge_vlm.publish.discovery_device import MANUFACTURER, device_payload, entity_ids
 from edge_vlm.stats import STAGES
 from edge_vlm.topics import Topics
 
@@ -25,7 +25,7 @@ STAGE_NAMES = {"capture": "capture time", "preprocess": "preprocess time", "queu
 def _counter(topics: Topics, key: str, name: str, icon: str) -> dict[str, Any]:
     node = topics.discovery_node
     return {
-        "p": "sensor", "unique_id": f"{node}_{key}", "default_entity_id": entity_id("sensor", f"{node}_{key}"),
+        "p": "sensor", "unique_id": f"{node}_{key}", **entity_ids("sensor", f"{node}_{key}"),
         "name": name, "entity_category": "diagnostic", "state_topic": topics.diagnostics,
         "value_template": f"{{{{ value_json.{key} }}}}", "state_class": "total_increasing",
         "icon": icon, "availability_topic": topics.status,
@@ -37,7 +37,7 @@ def _measured(topics: Topics, key: str, name: str, value: str, unit: str, **more
     has none): the entity is unavailable then, rather than showing a stale or made-up number."""
     node, diagnostics = topics.discovery_node, topics.diagnostics
     return {
-        "p": "sensor", "unique_id": f"{node}_{key}", "default_entity_id": entity_id("sensor", f"{node}_{key}"),
+        "p": "sensor", "unique_id": f"{node}_{key}", **entity_ids("sensor", f"{node}_{key}"),
         "name": name, "entity_category": "diagnostic", "state_topic": diagnostics,
         "value_template": f"{{{{ value_json.{value} }}}}", "unit_of_measurement": unit,
         "state_class": "measurement", **more,
@@ -102,13 +102,13 @@ def node_device_payload(config: AppConfig, topics: Topics, values: Mapping[str, 
     return device_payload(device, {
         "status": {
             "p": "binary_sensor", "unique_id": f"{node}_status",
-            "default_entity_id": entity_id("binary_sensor", f"{node}_status"), "name": "Status",
+            **entity_ids("binary_sensor", f"{node}_status"), "name": "Status",
             "device_class": "connectivity", "entity_category": "diagnostic",
             "state_topic": topics.status, "payload_on": "online", "payload_off": "offline",
         },
         "model": {
             "p": "binary_sensor", "unique_id": f"{node}_model",
-            "default_entity_id": entity_id("binary_sensor", f"{node}_model"),
+            **entity_ids("binary_sensor", f"{node}_model"),
             "name": "Model", "device_class": "running", "entity_category": "diagnostic",
             "state_topic": topics.model, "value_template": "{{ value_json.state }}",
             "payload_on": "ready", "payload_off": "unavailable", "json_attributes_topic": topics.model,
@@ -116,14 +116,14 @@ def node_device_payload(config: AppConfig, topics: Topics, values: Mapping[str, 
         },
         "backend": {
             "p": "sensor", "unique_id": f"{node}_backend",
-            "default_entity_id": entity_id("sensor", f"{node}_backend"),
+            **entity_ids("sensor", f"{node}_backend"),
             "name": "Backend", "entity_category": "diagnostic", "state_topic": diagnostics,
             "value_template": "{{ value_json.backend }}", "icon": "mdi:chip", **available,
         },
         "queue_depth": {
             # Jobs waiting for the backend, not counting the one it runs.
             "p": "sensor", "unique_id": f"{node}_queue_depth",
-            "default_entity_id": entity_id("sensor", f"{node}_queue_depth"), "name": "Jobs waiting",
+            **entity_ids("sensor", f"{node}_queue_depth"), "name": "Jobs waiting",
             "entity_category": "diagnostic", "state_topic": diagnostics,
             "value_template": "{{ value_json.queue_depth }}", "state_class": "measurement",
             "icon": "mdi:tray-full", **available,
@@ -135,7 +135,7 @@ def node_device_payload(config: AppConfig, topics: Topics, values: Mapping[str, 
         "inputs_refused": _counter(topics, "inputs_refused", "Inputs refused", "mdi:cancel"),
         "latency": {
             "p": "sensor", "unique_id": f"{node}_latency",
-            "default_entity_id": entity_id("sensor", f"{node}_latency"),
+            **entity_ids("sensor", f"{node}_latency"),
             "name": "Last latency", "entity_category": "diagnostic", "state_topic": diagnostics,
             "value_template": "{{ value_json.last_latency_ms }}", "unit_of_measurement": "ms",
             "device_class": "duration", "state_class": "measurement", **available,

@@ -25,6 +25,7 @@ pytestmark = [
 README_IDS = {
     "front_door_description": "sensor.edge_vlm_front_door_description",
     "front_door_image": "image.edge_vlm_front_door_image",
+    "front_door_described_image": "image.edge_vlm_front_door_described_image",
     "front_door_describe": "button.edge_vlm_front_door_describe",
     "front_door_event": "event.edge_vlm_front_door_description",
     "front_door_enabled": "switch.edge_vlm_front_door_enabled",
@@ -65,10 +66,9 @@ def test_entities_of_the_node_and_each_camera_appear(ha_daemon: HaDaemon) -> Non
     assert daemon.mqtt_problems() == []
 
 
-def test_entity_ids_are_the_ones_the_readme_documents(ha_daemon: HaDaemon, request: pytest.FixtureRequest) -> None:
-    if not ha_daemon.hass.release.at_least("2025.10"):
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="issue 12 finding 1: before 2025.10 Home Assistant ignores default_entity_id"))
+def test_entity_ids_are_the_ones_the_readme_documents(ha_daemon: HaDaemon) -> None:
+    """Issue 12, finding 1: the same ids on every release (object_id before 2025.10, default_entity_id
+    after); before the fix, 2025.4.4 named them after the device (sensor.front_door, …)."""
     assert {key: ha_daemon.entity(key) for key in README_IDS} == README_IDS
 
 
