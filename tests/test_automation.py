@@ -393,9 +393,9 @@ def test_an_alert_holds_repeats_back_in_its_cooldown_and_turns_itself_off(
     else:
         pytest.fail("the cooldown never ended")
     assert time.monotonic() - started >= cooldown
-    alerts = daemon.topic("front_door", "alerts")
-    daemon.recorder.wait_for(alerts, lambda m: m.json()["id"] == outcome["id"])  # it follows the result
-    events = [m.json() for m in daemon.recorder.on(alerts) if m.json()["event_type"] == "person"]
+    alert_topic = daemon.topic("front_door", "alerts")
+    daemon.recorder.wait_for(alert_topic, lambda m: m.json()["id"] == outcome["id"])  # it follows the result
+    events = [m.json() for m in daemon.recorder.on(alert_topic) if m.json()["event_type"] == "person"]
     assert [(e["id"], e["suppressed"]) for e in events] == [(first["id"], 0), (outcome["id"], held_back)]
     state = daemon.recorder.wait_for(person, lambda m: m.index > off.index).json()
     assert (state["state"], state["id"], state["suppressed"]) == ("ON", outcome["id"], held_back)
