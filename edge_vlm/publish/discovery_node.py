@@ -66,8 +66,12 @@ def measured(config: AppConfig, values: Mapping[str, Any] | None) -> frozenset[s
 
 
 def _board_components(topics: Topics, shown: frozenset[str]) -> dict[str, Any]:
-    """What the board and the backend measure, where they can: stage times, NPU load, heat, memory."""
-    return {key: component for key, component in _all_board_components(topics).items() if key in shown}
+    """What the board and the backend measure, where they can: stage times, NPU load, heat, memory.
+    One that cannot have a value here is sent as its platform alone (``{"p": "sensor"}``), which
+    removes it from Home Assistant if an earlier version announced it (2025.4.4 and 2026.11.0 do,
+    without a log line), and is nothing otherwise."""
+    return {key: component if key in shown else {"p": component["p"]}
+            for key, component in _all_board_components(topics).items()}
 
 
 def _all_board_components(topics: Topics) -> dict[str, Any]:

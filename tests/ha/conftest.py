@@ -121,7 +121,8 @@ def _announced(recorder: Recorder) -> dict[str, dict[str, Any]]:
     for message in recorder.messages:
         if message.topic.endswith("/config") and message.payload:
             for component in json.loads(message.payload).get("cmps", {}).values():
-                components[component["unique_id"]] = component
+                if set(component) != {"p"}:  # a platform alone removes an entity: none to wait for
+                    components[component["unique_id"]] = component
     return components
 
 

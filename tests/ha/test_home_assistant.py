@@ -7,11 +7,12 @@ camera that can and cannot describe, and availability when the daemon stops (iss
 
 from __future__ import annotations
 
+import json
 import urllib.request
 
 import pytest
 
-from tests.ha.conftest import NODE, HaDaemon
+from tests.ha.conftest import DISCOVERY, NODE, HaDaemon
 from tests.support import ha, images
 
 pytestmark = [
@@ -176,3 +177,28 @@ def test_entities_become_unavailable_when_the_daemon_stops(ha_daemon: HaDaemon) 
         return all(states.get(e) == ("off" if e == status else "unavailable") for e in daemon.entities.values())
 
     ha.wait_until(all_unavailable, what="every entity unavailable (the status off)")
+
+
+def test_a_reading_this_board_cannot_have_is_removed_when_an_earlier_version_announced_it(
+        ha_daemon: HaDaemon) -> None:
+    """Issue 12, finding 5: on a machine without the vlm backend, the encoder time is no entity, even
+    where an earlier edge_vlm announced one (it was unavailable forever)."""
+    daemon = ha_daemon
+    topic = f"{DISCOVERY['prefix']}/device/edge_vlm_{NODE}/config"
+    node = daemon.recorder.wait_for(topic).json()
+    assert node["cmps"]["latency_encoder"] == {"p": "sensor"}  # not announced by this daemon
+    encoder = f"edge_vlm_{NODE}_latency_encoder"
+
+    def registered() -> set[str]:
+        return {e["unique_id"] for e in daemon.ws.command("config/entity_registry/list")}
+
+    # What an earlier version announced: the encoder time as an entity.
+    earlier = {**node, "cmps": {**node["cmps"], "latency_encoder": {
+        "p": "sensor", "unique_id": encoder, "name": "Last encoder time", "state_topic": daemon.topic(NODE, "x")}}}
+    daemon.recorder.publish(topic, json.dumps(earlier), retain=True)
+    ha.wait_until(lambda: encoder in registered(), what="Home Assistant registering the earlier encoder entity")
+
+    daemon.recorder.publish(DISCOVERY["ha_status_topic"], "online")  # Home Assistant is back: announced again
+    ha.wait_until(lambda: encoder not in registered(), what="the encoder entity removed")
+    assert f"edge_vlm_{NODE}_latency_capture" in registered()  # the readings it has stay
+    assert daemon.mqtt_problems() == []
