@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 
 from edge_vlm.camera_state import CameraStates
 from edge_vlm.config.models import AppConfig, CameraConfig
-from edge_vlm.contracts import Failure, Origin
+from edge_vlm.core.contracts import Failure, Origin
+from edge_vlm.core.stats import Stats
+from edge_vlm.core.topics import Topics
 from edge_vlm.frames import Frame
 from edge_vlm.frames.grab import FrameGrabber
 from edge_vlm.frames.sources import create_source
@@ -34,8 +36,6 @@ from edge_vlm.mqtt.inbox import Received
 from edge_vlm.schedule.admission import Admission
 from edge_vlm.schedule.job import Job
 from edge_vlm.schedule.scheduler import Scheduler
-from edge_vlm.stats import Stats
-from edge_vlm.topics import Topics
 from tests.support import images
 
 WIDTH, HEIGHT = 1920, 1080

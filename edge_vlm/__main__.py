@@ -16,9 +16,9 @@ from edge_vlm.config.models import AppConfig, CameraConfig, LoggingConfig
 from edge_vlm.config.secrets import describe_source
 from edge_vlm.config.sources import RtspSourceConfig
 from edge_vlm.config.vlm import VlmBackendConfig
-from edge_vlm.errors import BackendError, ConfigError, InputError
+from edge_vlm.core.errors import BackendError, ConfigError, InputError
+from edge_vlm.core.redact import redact_url
 from edge_vlm.install import add_parser as add_install_service
-from edge_vlm.redact import redact_url
 
 logger = logging.getLogger("edge_vlm")
 
@@ -60,7 +60,7 @@ def _is_module(name: str) -> bool:
 def _load(path: Path, *, environ_checks: bool, status: int = 1) -> ConfigFile:
     """The validated config, or every problem printed to stderr and exit ``status``."""
     try:
-        # The same checks as a reload's (edge_vlm.daemon).
+        # The same checks as a reload's (edge_vlm.run.daemon).
         return load_checked(path, os.environ) if environ_checks else load_config(path)
     except ConfigError as exc:
         print(f"{path}: {len(exc.problems)} problem(s):", file=sys.stderr)
@@ -119,7 +119,7 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edge_vlm.daemon import Daemon  # noqa: PLC0415 - keeps `check` free of OpenCV imports
+    from edge_vlm.run.daemon import Daemon  # noqa: PLC0415 - keeps `check` free of OpenCV imports
 
     config = _load(args.config, environ_checks=True, status=EXIT_CONFIG).config
     setup_logging(config.logging)
@@ -179,7 +179,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from edge_vlm.demo import run_demo  # noqa: PLC0415
+    from edge_vlm.run.demo import run_demo  # noqa: PLC0415
 
     return run_demo(verbose=args.verbose)
 

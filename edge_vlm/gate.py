@@ -18,8 +18,8 @@ import numpy as np
 
 from edge_vlm.camera_state import CameraStates
 from edge_vlm.config.models import AppConfig, CameraConfig
-from edge_vlm.contracts import AUTOMATIC, UNASKED, Origin
-from edge_vlm.errors import ErrorCode, TriggerError
+from edge_vlm.core.contracts import AUTOMATIC, UNASKED, Origin
+from edge_vlm.core.errors import ErrorCode, TriggerError
 from edge_vlm.frames import Frame
 
 

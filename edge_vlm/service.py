@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 
 from edge_vlm.camera_state import CameraStates
 from edge_vlm.config.models import AppConfig
+from edge_vlm.core.stats import Stats
+from edge_vlm.core.topics import Topics
 from edge_vlm.frames.grab import FrameGrabber
 from edge_vlm.frames.sources import create_source, stop_all
 from edge_vlm.frames.sources.retained import RetainedImages
@@ -43,8 +45,6 @@ from edge_vlm.publish.publisher import Publisher
 from edge_vlm.publish.session import Session
 from edge_vlm.schedule.admission import Admission
 from edge_vlm.schedule.scheduler import Scheduler
-from edge_vlm.stats import Stats
-from edge_vlm.topics import Topics
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class Service:
 
     @heartbeat.setter
     def heartbeat(self, beat: Callable[[], None]) -> None:
-        """Called on each turn of the dispatcher loop: systemd's watchdog keep-alive (edge_vlm.systemd)."""
+        """Called on each turn of the dispatcher loop: systemd's watchdog keep-alive (edge_vlm.run.systemd)."""
         self.session.heartbeat = beat
 
     @property

@@ -10,8 +10,8 @@ import pytest
 
 from edge_vlm.config.automation import FieldSpec
 from edge_vlm.config.models import OpencvBackendConfig
-from edge_vlm.contracts import Origin
-from edge_vlm.errors import AnswerError, BackendError
+from edge_vlm.core.contracts import Origin
+from edge_vlm.core.errors import AnswerError, BackendError
 from edge_vlm.frames import Frame, decode_image
 from edge_vlm.inference.answers import answer, structured
 from edge_vlm.inference.backends.opencv import OpencvBackend

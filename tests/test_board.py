@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_vlm.board import (
+from edge_vlm.publish.board import (
     BoardMonitor,
     NpuLoad,
     Temperature,
@@ -179,7 +179,7 @@ def test_monitor_values_on_a_fake_rk3588(tmp_path: Path) -> None:
 def test_monitor_explains_each_missing_value_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     put(tmp_path, "proc/self/status", "VmRSS:\t  102400 kB\n")
     monitor = BoardMonitor(tmp_path)
-    with caplog.at_level(logging.INFO, logger="edge_vlm.board"):
+    with caplog.at_level(logging.INFO, logger="edge_vlm.publish.board"):
         first = monitor.values(worker_pid=os.getpid() + 10**7)  # a worker that is gone: no value, no log
         second = monitor.values()
     assert first == second == {

@@ -8,11 +8,11 @@ import threading
 
 import pytest
 
-from edge_vlm.contracts import Origin
-from edge_vlm.errors import InputError
+from edge_vlm.core.contracts import Origin
+from edge_vlm.core.errors import InputError
+from edge_vlm.core.stats import Stats
 from edge_vlm.frames.capture import CLOSE_WAIT_S, CapturePool
 from edge_vlm.ingest.trigger import Trigger
-from edge_vlm.stats import Stats
 
 MARGIN_S = 10.0  # a bound on waiting on a busy machine, not a measure of speed
 

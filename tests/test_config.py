@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from edge_vlm.__main__ import main
 from edge_vlm.config import AppConfig, load_config, load_config_text, preflight
 from edge_vlm.config.vlm import VlmBackendConfig
-from edge_vlm.errors import ConfigError
+from edge_vlm.core.errors import ConfigError
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "edge_vlm.example.yaml"
 

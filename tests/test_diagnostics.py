@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_vlm.board import BoardMonitor
 from edge_vlm.config.models import AppConfig
-from edge_vlm.errors import BackendError
+from edge_vlm.core.errors import BackendError
+from edge_vlm.core.stats import STAGES
 from edge_vlm.frames import Frame
 from edge_vlm.inference.backends.vlm import VlmBackend
 from edge_vlm.inference.results import Description
+from edge_vlm.publish.board import BoardMonitor
 from edge_vlm.service import Service
-from edge_vlm.stats import STAGES
 from tests.conftest import app_config
 from tests.support import images
 from tests.support.backends import GatedBackend

@@ -12,6 +12,7 @@ import pytest
 from edge_vlm import __version__
 from edge_vlm.config.models import AppConfig
 from edge_vlm.config.vlm import VlmBackendConfig
+from edge_vlm.core.topics import Topics
 from edge_vlm.publish.discovery import (
     camera_device_payload,
     control_components,
@@ -23,7 +24,6 @@ from edge_vlm.publish.discovery import (
 )
 from edge_vlm.publish.discovery_node import measured
 from edge_vlm.service import Service
-from edge_vlm.topics import Topics
 from tests.conftest import app_config
 from tests.support import images
 from tests.support.broker import Mosquitto

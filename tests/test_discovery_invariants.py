@@ -3,7 +3,7 @@
 Every entity's ``unique_id`` is unique; every topic a payload names is a valid MQTT topic; every
 topic an entity reads is one the daemon publishes (events on topics it never retains: Home
 Assistant's event entity drops retained messages), and every topic it commands is one the daemon
-subscribes to. What the daemon publishes and listens on is modelled here from edge_vlm.topics, as
+subscribes to. What the daemon publishes and listens on is modelled here from edge_vlm.core.topics, as
 the publishing code (publish.messages, publish.alerts, ingest.controls, cameras) uses it.
 """
 
@@ -20,8 +20,7 @@ from paho.mqtt.client import topic_matches_sub
 from edge_vlm.config import AppConfig, load_config
 from edge_vlm.config.models import CameraConfig
 from edge_vlm.config.sources import RtspSourceConfig
-from edge_vlm.publish.discovery import discovery_messages
-from edge_vlm.topics import (
+from edge_vlm.core.topics import (
     ALERTS,
     ATTRIBUTES,
     DESCRIBED_IMAGE,
@@ -36,6 +35,7 @@ from edge_vlm.topics import (
     TRIGGER,
     Topics,
 )
+from edge_vlm.publish.discovery import discovery_messages
 from tests.test_discovery import CONFIG, HA_ENTITY_ID
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "edge_vlm.example.yaml"

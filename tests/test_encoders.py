@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edge_vlm.config.vlm import ImgencEncoderConfig, OnnxEncoderConfig, RknnEncoderConfig, VlmBackendConfig
-from edge_vlm.errors import BackendError
+from edge_vlm.core.errors import BackendError
 from edge_vlm.frames import decode_image
 from edge_vlm.inference.vision.imgenc import ImgencEncoder, output_shape
 from edge_vlm.inference.vision.onnx import OnnxEncoder

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_vlm.errors import ErrorCode, InputError
+from edge_vlm.core.errors import ErrorCode, InputError
 
 README = Path(__file__).parent.parent / "README.md"
 

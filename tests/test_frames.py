@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_vlm.errors import ImageError
+from edge_vlm.core.errors import ImageError
 from edge_vlm.frames import decode as frames
 from edge_vlm.frames import decode_image
 from tests.support import images

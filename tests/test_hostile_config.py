@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from edge_vlm.config import load_config, load_config_text, preflight
 from edge_vlm.config.loader import ConfigFile
 from edge_vlm.config.yaml_reader import MAX_DEPTH, MAX_FILE_BYTES, MAX_VALUES
+from edge_vlm.core.errors import ConfigError
 from edge_vlm.doctor.backend import check_file, check_imgenc
-from edge_vlm.errors import ConfigError
 from tests.conftest import app_config
 from tests.support import images
 from tests.support.broker import Mosquitto

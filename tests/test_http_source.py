@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from edge_vlm.config.sources import HttpSourceConfig
-from edge_vlm.errors import ImageError, SourceError
+from edge_vlm.core.errors import ImageError, SourceError
 from edge_vlm.frames import Frame
 from edge_vlm.frames.sources.http import HttpSnapshotSource
 from tests.conftest import app_config

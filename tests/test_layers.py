@@ -15,9 +15,9 @@ from pathlib import Path
 PACKAGE = Path(__file__).parent.parent / "edge_vlm"
 
 STAGES = ("ingest", "frames", "gate", "schedule", "inference", "publish")
-FOUNDATION = ("errors", "contracts", "topics", "stats", "camera_state", "slots", "redact", "board", "config",
+FOUNDATION = ("core", "camera_state", "config",
               "mqtt", "samples")
-PROGRAMS = ("service", "daemon", "__main__", "demo", "doctor", "install", "systemd")
+PROGRAMS = ("service", "run", "__main__", "doctor", "install")
 MAX_LINES = 300
 
 

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from edge_vlm.config.models import AppConfig
-from edge_vlm.errors import BackendError
+from edge_vlm.core.errors import BackendError
 from edge_vlm.frames import decode_image
 from edge_vlm.inference.backends.vlm import VlmBackend
 from edge_vlm.inference.vision.preprocess import encoder_input

@@ -13,7 +13,7 @@ import pytest
 
 from edge_vlm.config.automation import OPENCV_DETAILS
 from edge_vlm.config.models import OpencvBackendConfig
-from edge_vlm.errors import BackendError
+from edge_vlm.core.errors import BackendError
 from edge_vlm.frames import Frame, decode_image
 from edge_vlm.inference.backends.opencv import OpencvBackend, sentence
 from edge_vlm.inference.results import Description

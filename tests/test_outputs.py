@@ -6,8 +6,9 @@ import json
 
 import numpy as np
 
-from edge_vlm.contracts import Failure, Origin, Reply
-from edge_vlm.errors import ErrorCode
+from edge_vlm.core.contracts import Failure, Origin, Reply
+from edge_vlm.core.errors import ErrorCode
+from edge_vlm.core.topics import Topics
 from edge_vlm.frames import Frame
 from edge_vlm.inference.results import Description, Result
 from edge_vlm.mqtt.connection import MqttConnection
@@ -22,7 +23,6 @@ from edge_vlm.publish.messages import (
 )
 from edge_vlm.publish.publisher import Publisher
 from edge_vlm.schedule.job import Job
-from edge_vlm.topics import Topics
 from tests.conftest import app_config
 from tests.support.broker import free_port
 

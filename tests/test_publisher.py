@@ -10,9 +10,9 @@ import logging
 
 import pytest
 
+from edge_vlm.core.topics import Outbound
 from edge_vlm.mqtt.connection import MqttConnection
 from edge_vlm.publish.publisher import Publisher
-from edge_vlm.topics import Outbound
 from tests.support.fake_connection import FakeConnection, Publishing
 
 

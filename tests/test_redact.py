@@ -1,6 +1,6 @@
 import pytest
 
-from edge_vlm.redact import redact
+from edge_vlm.core.redact import redact
 
 
 @pytest.mark.parametrize(("text", "shown"), [

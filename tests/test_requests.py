@@ -21,13 +21,13 @@ import pytest
 
 import edge_vlm.frames.sources.retained
 from edge_vlm.config.models import AppConfig
-from edge_vlm.contracts import Origin
+from edge_vlm.core.contracts import Origin
+from edge_vlm.core.slots import MAX_REQUESTS
+from edge_vlm.core.stats import Stats
 from edge_vlm.frames.capture import CapturePool
 from edge_vlm.ingest.trigger import Trigger
 from edge_vlm.mqtt.inbox import Inbox, Received
 from edge_vlm.service import Service
-from edge_vlm.slots import MAX_REQUESTS
-from edge_vlm.stats import Stats
 from tests.conftest import app_config
 from tests.support import images
 from tests.support.backends import GatedBackend

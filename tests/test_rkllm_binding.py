@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edge_vlm.config.vlm import ImageTags, ModelSpec, RkllmConfig
-from edge_vlm.errors import BackendError
+from edge_vlm.core.errors import BackendError
 from edge_vlm.inference.llm import layout, runtime
 from edge_vlm.inference.llm.rkllm import RkllmModel
 from tests.support.native import LOG_ENV, write_model_file

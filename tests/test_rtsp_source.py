@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from edge_vlm.config.sources import RtspSourceConfig
-from edge_vlm.errors import SourceError
+from edge_vlm.core.errors import SourceError
 from edge_vlm.frames import Frame
 from edge_vlm.frames.sources.mqtt_snapshot import LatestSnapshot
 from edge_vlm.frames.sources.rtsp import STOP_WAIT_S, RtspSource, stream_url

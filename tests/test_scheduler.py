@@ -8,12 +8,12 @@ import threading
 import numpy as np
 import pytest
 
-from edge_vlm.contracts import Failure, Origin, Reply
-from edge_vlm.errors import ErrorCode, Refused
+from edge_vlm.core.contracts import Failure, Origin, Reply
+from edge_vlm.core.errors import ErrorCode, Refused
+from edge_vlm.core.stats import Stats
 from edge_vlm.frames import Frame
 from edge_vlm.schedule.job import Job
 from edge_vlm.schedule.scheduler import Scheduler
-from edge_vlm.stats import Stats
 
 
 def job(camera: str, request_id: str, origin: Origin = Origin.SNAPSHOT) -> Job:

@@ -16,17 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import edge_vlm.daemon
+import edge_vlm.run.daemon
 from edge_vlm.__main__ import main
 from edge_vlm.config import load_checked, load_config_text, mqtt_password, preflight
 from edge_vlm.config.models import AppConfig, OpencvBackendConfig
 from edge_vlm.config.secrets import read_credential
-from edge_vlm.daemon import Daemon
-from edge_vlm.errors import ConfigError, SecretUnavailable
+from edge_vlm.core.errors import ConfigError, SecretUnavailable
 from edge_vlm.frames import Frame
 from edge_vlm.inference.backends.opencv import OpencvBackend
+from edge_vlm.run.daemon import Daemon
+from edge_vlm.run.systemd import Notifier, Watchdog, monotonic_usec, notify_address, watchdog_interval
 from edge_vlm.service import Service
-from edge_vlm.systemd import Notifier, Watchdog, monotonic_usec, notify_address, watchdog_interval
 from tests.conftest import app_config
 from tests.support import images
 from tests.support.broker import Mosquitto, free_port
@@ -208,7 +208,7 @@ def test_ready_only_after_the_broker_is_connected(tmp_path: Path, notify_socket:
 def test_without_a_broker_ready_comes_after_a_bounded_wait(tmp_path: Path, notify_socket: NotifySocket,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """`systemctl start` and the boot must not wait forever for a broker that is down."""
-    monkeypatch.setattr(edge_vlm.daemon, "START_BROKER_WAIT_S", 1.0)
+    monkeypatch.setattr(edge_vlm.run.daemon, "START_BROKER_WAIT_S", 1.0)
     config = app_config(free_port())  # nothing listens there
     environ = {"NOTIFY_SOCKET": notify_socket.address}
     daemon = Daemon(tmp_path / "edge_vlm.yaml", config, environ)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_vlm.errors import TriggerError
+from edge_vlm.core.errors import TriggerError
 from edge_vlm.ingest.payloads import TriggerRequest, parse_trigger
 
 

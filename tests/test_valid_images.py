@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
-from edge_vlm.errors import ImageError
+from edge_vlm.core.errors import ImageError
 from edge_vlm.frames import Frame, decode_image
 from tests.support import images
 from tests.support.valid_images import KINDS, ValidImage, catalogue, mismatch, valid_images

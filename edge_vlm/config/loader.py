@@ -19,8 +19,8 @@ from edge_vlm.config.base import PATTERN_HINTS
 from edge_vlm.config.files import os_problem
 from edge_vlm.config.models import AppConfig
 from edge_vlm.config.yaml_reader import MAX_FILE_BYTES, LineMap, PathKey, format_path, parse_yaml
-from edge_vlm.errors import ConfigError
-from edge_vlm.redact import redact, redact_url
+from edge_vlm.core.errors import ConfigError
+from edge_vlm.core.redact import redact, redact_url
 
 MAX_SHOWN_VALUE = 60
 MAX_SHOWN_SOURCE = 1000  # a longer text value is not shown in a problem, only its length

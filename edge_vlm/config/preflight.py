@@ -18,7 +18,7 @@ from edge_vlm.config.mqtt import MqttConfig
 from edge_vlm.config.secrets import read_secret, secret_problem
 from edge_vlm.config.sources import HttpSourceConfig, RtspSourceConfig
 from edge_vlm.config.vlm import VlmBackendConfig
-from edge_vlm.errors import ConfigError
+from edge_vlm.core.errors import ConfigError
 
 
 def preflight(loaded: ConfigFile, environ: Mapping[str, str]) -> list[str]:

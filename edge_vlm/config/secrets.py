@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import ValidationInfo, field_validator
 
 from edge_vlm.config.base import StrictModel
-from edge_vlm.errors import SecretUnavailable
+from edge_vlm.core.errors import SecretUnavailable
 
 CREDENTIALS_DIRECTORY = "CREDENTIALS_DIRECTORY"
 

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from yaml.constructor import SafeConstructor
 
-from edge_vlm.errors import ConfigError
+from edge_vlm.core.errors import ConfigError
 
 PathKey = tuple[str | int, ...]
 

@@ -22,10 +22,10 @@ from typing import TextIO
 from edge_vlm.config import load_config
 from edge_vlm.config.models import OpencvBackendConfig
 from edge_vlm.config.vlm import VlmBackendConfig
+from edge_vlm.core.errors import ConfigError
 from edge_vlm.doctor.backend import model_checks
 from edge_vlm.doctor.board import check_board, check_driver, read_soc
 from edge_vlm.doctor.check import Check, FindLibrary
-from edge_vlm.errors import ConfigError
 
 __all__ = ["ROOT", "Check", "doctor", "load_backend", "print_checks", "run_checks"]
 

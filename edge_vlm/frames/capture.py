@@ -1,7 +1,7 @@
 """Getting frames off the dispatcher thread: a small pool, one capture at a time per camera.
 
 Grabbing may block (an RTSP connection, an HTTP request, a Frigate snapshot not published yet).
-Per camera, triggers wait by the slot policy (edge_vlm.slots): requests ("ask anything") in order,
+Per camera, triggers wait by the slot policy (edge_vlm.core.slots): requests ("ask anything") in order,
 at most ``MAX_REQUESTS`` (more are refused ``busy``, since each may hold a whole image); any other
 trigger in one slot where the newest replaces the one before (it will see a newer frame anyway),
 except that one that came by itself (motion, an interval) never replaces one that was asked for.
@@ -22,10 +22,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from edge_vlm.errors import ErrorCode, InputError, Refused
+from edge_vlm.core.errors import ErrorCode, InputError, Refused
+from edge_vlm.core.slots import Slots
+from edge_vlm.core.stats import Stats
 from edge_vlm.ingest.trigger import Trigger
-from edge_vlm.slots import Slots
-from edge_vlm.stats import Stats
 
 logger = logging.getLogger(__name__)
 

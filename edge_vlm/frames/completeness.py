@@ -25,7 +25,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from edge_vlm.errors import ImageError
+from edge_vlm.core.errors import ImageError
 
 INFLATE_CHUNK = 1 << 20  # output bytes per zlib call while measuring a PNG's image data
 JPEG_MAGIC = b"\xff\xd8\xff"

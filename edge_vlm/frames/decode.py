@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from edge_vlm.errors import ErrorCode, ImageError
+from edge_vlm.core.errors import ErrorCode, ImageError
 from edge_vlm.frames.completeness import JPEG_MAGIC, PNG_MAGIC, check_complete
 from edge_vlm.frames.pixels import orientation_of, upright_rgb
 

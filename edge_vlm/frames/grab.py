@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 
 from edge_vlm.config.models import AppConfig
-from edge_vlm.errors import ImageError
+from edge_vlm.core.errors import ImageError
 from edge_vlm.frames import Frame, decode_image
 from edge_vlm.frames.sources import Source
 from edge_vlm.frames.sources.frigate import FrigateSnapshots

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from edge_vlm.config.automation import FieldSpec
-from edge_vlm.errors import AnswerError, BackendError, ErrorCode
+from edge_vlm.core.errors import AnswerError, BackendError, ErrorCode
 from edge_vlm.inference.backends import Backend
 from edge_vlm.inference.prompts import question_prompt
 from edge_vlm.inference.results import Result

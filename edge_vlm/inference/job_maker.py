@@ -9,8 +9,8 @@ import time
 from edge_vlm.camera_state import CameraStates
 from edge_vlm.config.automation import ProfileConfig
 from edge_vlm.config.models import AppConfig, CameraConfig
-from edge_vlm.contracts import Origin
-from edge_vlm.errors import TriggerError
+from edge_vlm.core.contracts import Origin
+from edge_vlm.core.errors import TriggerError
 from edge_vlm.frames import Frame
 from edge_vlm.inference.backends import Backend
 from edge_vlm.inference.prompts import build_prompt, placeholder_values

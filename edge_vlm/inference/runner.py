@@ -8,8 +8,8 @@ import time
 from typing import Protocol
 
 from edge_vlm.camera_state import CameraStates
-from edge_vlm.contracts import Failure
-from edge_vlm.errors import BackendError, ErrorCode
+from edge_vlm.core.contracts import Failure
+from edge_vlm.core.errors import BackendError, ErrorCode
 from edge_vlm.inference.answers import answer
 from edge_vlm.inference.backends import Backend
 from edge_vlm.inference.results import Result

@@ -23,8 +23,8 @@ from typing import Any
 
 from edge_vlm.camera_state import COOLDOWN_MAX_S, TEXT_MAX, CameraStates
 from edge_vlm.config.models import AppConfig, CameraConfig
+from edge_vlm.core.topics import CONFIGURED, Outbound, Topics
 from edge_vlm.mqtt.inbox import Received
-from edge_vlm.topics import CONFIGURED, Outbound, Topics
 
 logger = logging.getLogger(__name__)
 

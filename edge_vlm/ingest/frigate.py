@@ -17,8 +17,8 @@ from typing import Any
 
 from edge_vlm.config.models import AppConfig
 from edge_vlm.config.sources import FrigateCameraConfig
-from edge_vlm.contracts import Origin
-from edge_vlm.errors import TriggerError
+from edge_vlm.core.contracts import Origin
+from edge_vlm.core.errors import TriggerError
 from edge_vlm.ingest.trigger import Trigger
 from edge_vlm.mqtt.inbox import Received
 

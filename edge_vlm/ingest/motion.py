@@ -20,7 +20,7 @@ import numpy as np
 from edge_vlm.camera_state import CameraState, CameraStates
 from edge_vlm.config.models import AppConfig
 from edge_vlm.config.sources import MotionConfig
-from edge_vlm.contracts import Origin
+from edge_vlm.core.contracts import Origin
 from edge_vlm.ingest.trigger import Trigger
 
 WIDTH = 160

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge_vlm.config.base import ID_PATTERN
-from edge_vlm.errors import ErrorCode, ImageError, TriggerError
+from edge_vlm.core.errors import ErrorCode, ImageError, TriggerError
 from edge_vlm.mqtt.inbox import Received
 
 MAX_ID_LENGTH = 128

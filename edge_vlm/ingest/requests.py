@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 from edge_vlm.config.models import AppConfig
 from edge_vlm.config.topic_rules import filter_matches, our_topic_filters
-from edge_vlm.contracts import Failure, Origin, Reply, new_request_id
-from edge_vlm.errors import ErrorCode, ImageError, InputError, TriggerError
+from edge_vlm.core.contracts import Failure, Origin, Reply, new_request_id
+from edge_vlm.core.errors import ErrorCode, ImageError, InputError, TriggerError
+from edge_vlm.core.topics import SNAPSHOT, Topics
 from edge_vlm.ingest.payloads import MAX_REPLY_TO, MAX_REQUEST_BYTES, AskRequest, parse_request
 from edge_vlm.ingest.trigger import IMAGE_REQUESTS, Trigger
 from edge_vlm.mqtt.inbox import Received
-from edge_vlm.topics import SNAPSHOT, Topics
 
 
 @dataclass(frozen=True)

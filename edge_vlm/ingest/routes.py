@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edge_vlm.config.models import AppConfig
+from edge_vlm.core.topics import SNAPSHOT, TRIGGER, Topics
 from edge_vlm.ingest.controls import Controls
 from edge_vlm.ingest.router import Handler, Router
-from edge_vlm.topics import SNAPSHOT, TRIGGER, Topics
 
 
 @dataclass(frozen=True)

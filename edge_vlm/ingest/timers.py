@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from edge_vlm.config.models import AppConfig
-from edge_vlm.contracts import Origin
+from edge_vlm.core.contracts import Origin
 from edge_vlm.ingest.trigger import Trigger
 
 

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from edge_vlm.contracts import Origin, Reply
+from edge_vlm.core.contracts import Origin, Reply
 
 if TYPE_CHECKING:
     from edge_vlm.ingest.frigate import FrigateEvent

@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from edge_vlm.contracts import Failure, Origin
-from edge_vlm.errors import InputError
+from edge_vlm.core.contracts import Failure, Origin
+from edge_vlm.core.errors import InputError
+from edge_vlm.core.topics import TRIGGER, Topics
 from edge_vlm.ingest.payloads import oversized, parse_trigger
 from edge_vlm.ingest.requests import RequestTopics, read_request
 from edge_vlm.ingest.trigger import Trigger
 from edge_vlm.mqtt.inbox import Received
-from edge_vlm.topics import TRIGGER, Topics
 
 logger = logging.getLogger(__name__)
 

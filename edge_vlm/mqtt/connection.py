@@ -33,13 +33,13 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_vlm.config.models import AppConfig
+from edge_vlm.core.topics import Outbound
 from edge_vlm.mqtt.acks import Unacknowledged
 from edge_vlm.mqtt.attempts import ConnectAttempts
 from edge_vlm.mqtt.client import OFFLINE, ONLINE, new_client
 from edge_vlm.mqtt.connect_problems import peer_address, reason_text
 from edge_vlm.mqtt.denials import Denials
 from edge_vlm.mqtt.inbox import Connected, Inbox, Received
-from edge_vlm.topics import Outbound
 
 logger = logging.getLogger(__name__)
 paho_logger = logging.getLogger("edge_vlm.mqtt.paho")  # paho's own log, at DEBUG: for debugging only

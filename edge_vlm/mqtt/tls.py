@@ -12,7 +12,7 @@ import ssl
 from pathlib import Path
 
 from edge_vlm.config.mqtt import TlsConfig
-from edge_vlm.errors import ConfigError
+from edge_vlm.core.errors import ConfigError
 
 
 class _SelfClosingSSLSocket(ssl.SSLSocket):

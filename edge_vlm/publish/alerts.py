@@ -20,10 +20,10 @@ from typing import Any
 
 from edge_vlm.config.automation import AlertRule
 from edge_vlm.config.models import AppConfig
+from edge_vlm.core.topics import ALERTS, Outbound, Topics
 from edge_vlm.inference.results import Result
 from edge_vlm.publish.messages import iso_time
 from edge_vlm.publish.publisher import Publisher
-from edge_vlm.topics import ALERTS, Outbound, Topics
 
 logger = logging.getLogger(__name__)
 

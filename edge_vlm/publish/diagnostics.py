@@ -10,14 +10,14 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from edge_vlm.board import BoardMonitor
+from edge_vlm.core.stats import Stats
+from edge_vlm.core.topics import Outbound, Topics
 from edge_vlm.ingest.motion import MotionDetector
 from edge_vlm.mqtt.connection import MqttConnection
 from edge_vlm.mqtt.inbox import Inbox
+from edge_vlm.publish.board import BoardMonitor
 from edge_vlm.publish.publisher import Publisher
 from edge_vlm.schedule.scheduler import Scheduler
-from edge_vlm.stats import Stats
-from edge_vlm.topics import Outbound, Topics
 
 EVERY_S = 1.0  # at most this often: a flood of bad input must not flood the broker
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from edge_vlm.config.models import AppConfig
+from edge_vlm.core.topics import CONFIGURED, DESCRIPTION, Outbound, Topics
 from edge_vlm.publish.discovery_camera import (
     camera_device_payload,
     camera_payload,
@@ -26,7 +27,6 @@ from edge_vlm.publish.discovery_camera import (
     stream_components,
 )
 from edge_vlm.publish.discovery_node import node_device_payload
-from edge_vlm.topics import CONFIGURED, DESCRIPTION, Outbound, Topics
 
 # The builders, for tests that check one part of a payload.
 __all__ = [

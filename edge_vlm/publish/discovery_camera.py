@@ -12,8 +12,7 @@ from typing import Any
 from edge_vlm.camera_state import COOLDOWN_MAX_S, TEXT_MAX
 from edge_vlm.config.automation import FieldSpec
 from edge_vlm.config.models import AppConfig, CameraConfig
-from edge_vlm.publish.discovery_device import MANUFACTURER, device_payload, entity_ids
-from edge_vlm.topics import (
+from edge_vlm.core.topics import (
     ALERTS,
     ATTRIBUTES,
     DESCRIBED_IMAGE,
@@ -26,6 +25,7 @@ from edge_vlm.topics import (
     TRIGGER,
     Topics,
 )
+from edge_vlm.publish.discovery_device import MANUFACTURER, device_payload, entity_ids
 
 # The payload HA's "Describe now" button sends to the trigger topic: an empty JSON request.
 BUTTON_PAYLOAD = "{}"

@@ -1,6 +1,6 @@
 """The daemon's own Home Assistant device: its status, its model, and the diagnostics it publishes.
 
-Every entity but the status reads ``<base>/<node>/diagnostics`` (edge_vlm.stats) or
+Every entity but the status reads ``<base>/<node>/diagnostics`` (edge_vlm.core.stats) or
 ``<base>/<node>/model``; ``unique_id`` is ``edge_vlm_<node>_<entity>``.
 """
 
@@ -12,11 +12,11 @@ from typing import Any
 from edge_vlm import __version__
 from edge_vlm.config.models import AppConfig
 from edge_vlm.config.vlm import VlmBackendConfig
+from edge_vlm.core.stats import STAGES
+from edge_vlm.core.topics import Topics
 from edge_vlm.publish.discovery_device import MANUFACTURER, device_payload, entity_ids
-from edge_vlm.stats import STAGES
-from edge_vlm.topics import Topics
 
-# The daemon's "Last … time" sensors, one per stage of edge_vlm.stats.STAGES.
+# The daemon's "Last … time" sensors, one per stage of edge_vlm.core.stats.STAGES.
 STAGE_NAMES = {"capture": "capture time", "preprocess": "preprocess time", "queued": "queue wait",
                "encoder": "encoder time", "prefill": "prefill time", "decode": "decode time",
                "publish": "publish time"}

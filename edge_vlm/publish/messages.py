@@ -9,12 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from edge_vlm.contracts import AUTOMATIC, Failure, Origin, Reply
-from edge_vlm.frames import Frame
-from edge_vlm.inference.results import Result
-from edge_vlm.ingest.trigger import Trigger
-from edge_vlm.schedule.job import Job
-from edge_vlm.topics import (
+from edge_vlm.core.contracts import AUTOMATIC, Failure, Origin, Reply
+from edge_vlm.core.topics import (
     ATTRIBUTES,
     DESCRIBED_IMAGE,
     DESCRIPTION,
@@ -27,6 +23,10 @@ from edge_vlm.topics import (
     Outbound,
     Topics,
 )
+from edge_vlm.frames import Frame
+from edge_vlm.inference.results import Result
+from edge_vlm.ingest.trigger import Trigger
+from edge_vlm.schedule.job import Job
 
 # Home Assistant refuses a sensor state longer than 255 characters (core#117861).
 HA_STATE_MAX = 255

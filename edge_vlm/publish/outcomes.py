@@ -15,8 +15,10 @@ import threading
 import time
 from collections.abc import Callable, Collection
 
-from edge_vlm.contracts import AUTOMATIC, Failure, Origin
-from edge_vlm.errors import ErrorCode
+from edge_vlm.core.contracts import AUTOMATIC, Failure, Origin
+from edge_vlm.core.errors import ErrorCode
+from edge_vlm.core.stats import Stats
+from edge_vlm.core.topics import IMAGE, Topics
 from edge_vlm.frames import Frame
 from edge_vlm.inference.results import Result
 from edge_vlm.ingest.trigger import Trigger
@@ -35,8 +37,6 @@ from edge_vlm.publish.messages import (
 )
 from edge_vlm.publish.publisher import Publisher
 from edge_vlm.schedule.job import Job
-from edge_vlm.stats import Stats
-from edge_vlm.topics import IMAGE, Topics
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import threading
 from collections import deque
 from typing import Protocol
 
-from edge_vlm.topics import Outbound
+from edge_vlm.core.topics import Outbound
 
 logger = logging.getLogger(__name__)
 

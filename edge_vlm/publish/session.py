@@ -11,13 +11,13 @@ import threading
 from collections.abc import Callable
 
 from edge_vlm.config.models import AppConfig
+from edge_vlm.core.topics import Outbound, Topics
 from edge_vlm.ingest.router import Router
 from edge_vlm.mqtt.connection import MqttConnection
 from edge_vlm.mqtt.inbox import Connected, Event, Inbox, Received
 from edge_vlm.publish.diagnostics import Diagnostics
 from edge_vlm.publish.discovery import discovery_messages, stale_camera_messages
 from edge_vlm.publish.publisher import Publisher
-from edge_vlm.topics import Outbound, Topics
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class Session:
         self._diagnostics = diagnostics
         self._synced = synced
         self._sync_token = os.urandom(8).hex().encode()
-        # Called on each turn of the dispatcher loop: systemd's watchdog keep-alive (edge_vlm.systemd).
+        # Called on each turn of the dispatcher loop: systemd's watchdog keep-alive (edge_vlm.run.systemd).
         self.heartbeat: Callable[[], None] = _no_heartbeat
         # Set once our sync message came back after the first connect: subscribed, the retained
         # settings read back, discovery sent. What is published to us from then on is heard.

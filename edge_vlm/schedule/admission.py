@@ -17,8 +17,10 @@ from typing import Protocol
 from paho.mqtt.client import topic_matches_sub
 
 from edge_vlm.config.models import AppConfig, CameraConfig
-from edge_vlm.contracts import AUTOMATIC, UNASKED, Failure, Origin, new_request_id
-from edge_vlm.errors import BackendError, ErrorCode, InputError
+from edge_vlm.core.contracts import AUTOMATIC, UNASKED, Failure, Origin, new_request_id
+from edge_vlm.core.errors import BackendError, ErrorCode, InputError
+from edge_vlm.core.stats import Stats
+from edge_vlm.core.topics import SNAPSHOT, Topics
 from edge_vlm.frames import Frame
 from edge_vlm.frames.capture import CapturePool
 from edge_vlm.frames.grab import FrameGrabber
@@ -28,8 +30,6 @@ from edge_vlm.ingest.trigger import IMAGE_REQUESTS, Trigger
 from edge_vlm.mqtt.inbox import Received
 from edge_vlm.schedule.job import Job
 from edge_vlm.schedule.scheduler import Scheduler
-from edge_vlm.stats import Stats
-from edge_vlm.topics import SNAPSHOT, Topics
 
 logger = logging.getLogger(__name__)
 

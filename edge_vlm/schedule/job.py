@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from edge_vlm.config.automation import FieldSpec
-from edge_vlm.contracts import Failure, Origin, Reply
+from edge_vlm.core.contracts import Failure, Origin, Reply
 from edge_vlm.frames import Frame
 
 

@@ -1,4 +1,4 @@
-"""Which job runs next on the NPU: the slot policy (edge_vlm.slots) over the cameras' jobs.
+"""Which job runs next on the NPU: the slot policy (edge_vlm.core.slots) over the cameras' jobs.
 
 A camera that sends ten snapshots while the backend is busy gets one job, for the newest frame,
 that records the nine it replaced; there are never more such jobs waiting than cameras. Requests
@@ -16,11 +16,11 @@ import logging
 import threading
 from collections.abc import Callable
 
-from edge_vlm.contracts import Failure, Origin
-from edge_vlm.errors import ErrorCode, Refused
+from edge_vlm.core.contracts import Failure, Origin
+from edge_vlm.core.errors import ErrorCode, Refused
+from edge_vlm.core.slots import Slots
+from edge_vlm.core.stats import Stats
 from edge_vlm.schedule.job import Job
-from edge_vlm.slots import Slots
-from edge_vlm.stats import Stats
 
 logger = logging.getLogger(__name__)
 

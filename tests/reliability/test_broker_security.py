@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from edge_vlm.config.models import AppConfig
-from edge_vlm.errors import ConfigError
+from edge_vlm.core.errors import ConfigError
 from edge_vlm.mqtt.denials import LISTED, Denials
 from edge_vlm.service import Service
 from tests.conftest import app_config

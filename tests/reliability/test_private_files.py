@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from edge_vlm.config.vlm import ImgencEncoderConfig, VlmBackendConfig
-from edge_vlm.errors import BackendError
+from edge_vlm.core.errors import BackendError
 from edge_vlm.frames import Frame
 from edge_vlm.inference.backends.vlm import VlmBackend
 from edge_vlm.inference.vision.imgenc import ImgencEncoder

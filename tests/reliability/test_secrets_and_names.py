@@ -21,15 +21,15 @@ import yaml
 from edge_vlm.config.loader import load_config_text
 from edge_vlm.config.models import AppConfig
 from edge_vlm.config.sources import HttpSourceConfig, RtspSourceConfig
-from edge_vlm.contracts import Failure, Reply
-from edge_vlm.errors import ConfigError, InputError, SourceError
+from edge_vlm.core.contracts import Failure, Reply
+from edge_vlm.core.errors import ConfigError, InputError, SourceError
+from edge_vlm.core.redact import redact, redact_url
+from edge_vlm.core.topics import Topics
 from edge_vlm.frames.sources.http import HttpSnapshotSource
 from edge_vlm.frames.sources.rtsp import RtspSource
 from edge_vlm.ingest.payloads import parse_request, parse_trigger
 from edge_vlm.ingest.requests import RequestTopics, read_request
 from edge_vlm.mqtt.inbox import Received
-from edge_vlm.redact import redact, redact_url
-from edge_vlm.topics import Topics
 from tests.reliability.conftest import SecretScan
 
 SECRET = "hunter2-Zq8x"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from edge_vlm.camera_state import CameraState, CameraStates
 from edge_vlm.config.models import AppConfig
+from edge_vlm.core.topics import Outbound, Topics
 from edge_vlm.ingest.controls import Controls
 from edge_vlm.mqtt.inbox import Received
-from edge_vlm.topics import Outbound, Topics
 
 CONFIG = AppConfig.model_validate({"cameras": [
     {"id": "porch", "cooldown_s": 30, "profile": "brief"},

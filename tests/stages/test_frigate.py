@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from edge_vlm.config.models import AppConfig
-from edge_vlm.contracts import Origin
-from edge_vlm.errors import ErrorCode, InputError
+from edge_vlm.core.contracts import Origin
+from edge_vlm.core.errors import ErrorCode, InputError
 from edge_vlm.frames import Frame
 from edge_vlm.frames.sources import frigate as frigate_snapshots
 from edge_vlm.frames.sources.frigate import FrigateSnapshots

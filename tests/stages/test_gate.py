@@ -10,8 +10,10 @@ import pytest
 
 from edge_vlm.camera_state import CameraStates
 from edge_vlm.config.models import AppConfig, CameraConfig
-from edge_vlm.contracts import Failure, Origin
-from edge_vlm.errors import ErrorCode, InputError
+from edge_vlm.core.contracts import Failure, Origin
+from edge_vlm.core.errors import ErrorCode, InputError
+from edge_vlm.core.stats import Stats
+from edge_vlm.core.topics import Topics
 from edge_vlm.frames import Frame
 from edge_vlm.frames.grab import FrameGrabber
 from edge_vlm.frames.sources import create_source
@@ -22,8 +24,6 @@ from edge_vlm.mqtt.inbox import Received
 from edge_vlm.schedule.admission import Admission
 from edge_vlm.schedule.job import Job
 from edge_vlm.schedule.scheduler import Scheduler
-from edge_vlm.stats import Stats
-from edge_vlm.topics import Topics
 from tests.support import images
 
 CONFIG = AppConfig.model_validate({"cameras": [

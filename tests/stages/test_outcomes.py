@@ -8,16 +8,16 @@ import threading
 import numpy as np
 
 from edge_vlm.config.models import AppConfig
-from edge_vlm.contracts import Failure, Origin, Reply
-from edge_vlm.errors import ErrorCode
+from edge_vlm.core.contracts import Failure, Origin, Reply
+from edge_vlm.core.errors import ErrorCode
+from edge_vlm.core.stats import Stats
+from edge_vlm.core.topics import Topics
 from edge_vlm.frames import Frame
 from edge_vlm.inference.results import Description, Result
 from edge_vlm.publish.alerts import Alerts
 from edge_vlm.publish.outcomes import Outcomes
 from edge_vlm.publish.publisher import Publisher
 from edge_vlm.schedule.job import Job
-from edge_vlm.stats import Stats
-from edge_vlm.topics import Topics
 from tests.support.fake_connection import FakeConnection
 
 CONFIG = AppConfig.model_validate({"cameras": [{"id": "porch", "alerts": [{"name": "cat", "keywords": ["cat"]}]}]})

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from edge_vlm.contracts import Origin
-from edge_vlm.errors import ErrorCode, Refused
-from edge_vlm.slots import Slots
-from edge_vlm.stats import Stats
+from edge_vlm.core.contracts import Origin
+from edge_vlm.core.errors import ErrorCode, Refused
+from edge_vlm.core.slots import Slots
+from edge_vlm.core.stats import Stats
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ import json
 import pytest
 
 from edge_vlm.config.models import AppConfig
-from edge_vlm.contracts import Failure, Origin
-from edge_vlm.errors import ErrorCode, InputError
+from edge_vlm.core.contracts import Failure, Origin
+from edge_vlm.core.errors import ErrorCode, InputError
+from edge_vlm.core.topics import Topics
 from edge_vlm.frames.grab import FrameGrabber
 from edge_vlm.frames.sources import create_source
 from edge_vlm.frames.sources.retained import RetainedImages
@@ -18,7 +19,6 @@ from edge_vlm.ingest.trigger import Trigger
 from edge_vlm.ingest.trigger_topics import TriggerTopics
 from edge_vlm.mqtt.inbox import Received
 from edge_vlm.service import Service
-from edge_vlm.topics import Topics
 
 CONFIG = AppConfig.model_validate({"mqtt": {"port": 1}, "cameras": [{"id": "porch"}]})
 TOPICS = Topics.from_config(CONFIG)

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 
 from edge_vlm.config.models import OpencvBackendConfig
-from edge_vlm.errors import BackendError
+from edge_vlm.core.errors import BackendError
 from edge_vlm.frames import Frame
 from edge_vlm.inference.backends.opencv import OpencvBackend
 from edge_vlm.inference.results import Description

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from edge_vlm.core.topics import Outbound
 from edge_vlm.mqtt.connection import MqttConnection
-from edge_vlm.topics import Outbound
 
 
 class Publishing(Protocol):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from edge_vlm.config.models import AppConfig, CameraConfig
 from edge_vlm.config.sources import HttpSourceConfig
-from edge_vlm.errors import ErrorCode, SourceError, TriggerError
+from edge_vlm.core.errors import ErrorCode, SourceError, TriggerError
 from edge_vlm.frames import Frame
 from edge_vlm.ingest.frigate import FrigateEvent
 from edge_vlm.mqtt.inbox import Received

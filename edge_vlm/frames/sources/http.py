@@ -29,11 +29,11 @@ from http import HTTPStatus
 
 from edge_vlm.config.secrets import describe_source
 from edge_vlm.config.sources import HttpSourceConfig
-from edge_vlm.errors import ErrorCode, ImageError, SourceError
+from edge_vlm.core.errors import ErrorCode, ImageError, SourceError
+from edge_vlm.core.redact import redact, redact_url
 from edge_vlm.frames import Frame, decode_image
 from edge_vlm.frames.sources.http_auth import Digest, SameOriginAuth, origin
 from edge_vlm.frames.sources.http_deadline import Deadline, HttpHandler, HttpsHandler
-from edge_vlm.redact import redact, redact_url
 
 CHUNK_BYTES = 64 * 1024
 

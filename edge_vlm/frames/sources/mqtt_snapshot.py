@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from edge_vlm.errors import ErrorCode, SourceError, TriggerError
+from edge_vlm.core.errors import ErrorCode, SourceError, TriggerError
 from edge_vlm.frames import Frame
 
 

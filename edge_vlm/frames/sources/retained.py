@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from edge_vlm.errors import ErrorCode, ImageError, TriggerError
+from edge_vlm.core.errors import ErrorCode, ImageError, TriggerError
 from edge_vlm.mqtt.inbox import Received
 
 IMAGE_TOPIC_WAIT_S = 5.0

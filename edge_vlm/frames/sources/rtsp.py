@@ -36,9 +36,9 @@ import cv2
 import numpy as np
 
 from edge_vlm.config.sources import RtspSourceConfig
-from edge_vlm.errors import ErrorCode, SourceError
+from edge_vlm.core.errors import ErrorCode, SourceError
+from edge_vlm.core.redact import redact_url
 from edge_vlm.frames import Frame
-from edge_vlm.redact import redact_url
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from edge_vlm.config.models import OpencvBackendConfig
-from edge_vlm.errors import BackendError
+from edge_vlm.core.errors import BackendError
 from edge_vlm.frames import Frame
 from edge_vlm.inference.vision.preprocess import centred_on_grey
 from edge_vlm.inference.worker.messages import JobDone, RunJob

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from edge_vlm.config.vlm import OnnxEncoderConfig, VlmBackendConfig
-from edge_vlm.errors import BackendError, ErrorCode
+from edge_vlm.core.errors import BackendError, ErrorCode
 from edge_vlm.frames import Frame
 from edge_vlm.inference.llm.rkllm import RkllmModel
 from edge_vlm.inference.prompts import IMAGE_PLACEHOLDER, multimodal_prompt

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from edge_vlm.config.vlm import ModelSpec, RkllmConfig
-from edge_vlm.errors import BackendError
+from edge_vlm.core.errors import BackendError
 from edge_vlm.inference.llm import abi, layout
 from edge_vlm.inference.llm.runtime import resolve_abi
 

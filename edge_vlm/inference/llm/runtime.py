@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from edge_vlm.errors import BackendError
+from edge_vlm.core.errors import BackendError
 
 # Git blob ids of rkllm-runtime/Linux/librkllm_api/aarch64/librkllmrt.so per release tag.
 RELEASES = {

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from edge_vlm.config.vlm import ImgencEncoderConfig, ModelSpec
-from edge_vlm.errors import BackendError, ErrorCode
+from edge_vlm.core.errors import BackendError, ErrorCode
 from edge_vlm.inference.vision.shapes import check_against_preset
 
 OUTPUT_FILE = "img_vec.bin"

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from edge_vlm.config.vlm import ModelSpec, OnnxEncoderConfig
-from edge_vlm.errors import BackendError
+from edge_vlm.core.errors import BackendError
 from edge_vlm.inference.vision.shapes import check_against_preset, join_outputs
 
 

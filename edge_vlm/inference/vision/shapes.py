@@ -7,7 +7,7 @@ import logging
 import numpy as np
 
 from edge_vlm.config.vlm import ModelSpec
-from edge_vlm.errors import BackendError
+from edge_vlm.core.errors import BackendError
 
 logger = logging.getLogger(__name__)
 

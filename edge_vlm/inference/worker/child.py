@@ -25,7 +25,7 @@ from pydantic import TypeAdapter
 
 from edge_vlm.config.models import BackendConfig, OpencvBackendConfig
 from edge_vlm.config.vlm import VlmBackendConfig
-from edge_vlm.errors import BackendError, ErrorCode
+from edge_vlm.core.errors import BackendError, ErrorCode
 from edge_vlm.inference.worker.messages import Abort, JobDone, JobFailed, LoadFailed, Ready, RunJob, Shutdown, ToWorker
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_vlm.errors import ErrorCode
+from edge_vlm.core.errors import ErrorCode
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from multiprocessing.context import SpawnContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-from edge_vlm.errors import BackendError, ErrorCode
+from edge_vlm.core.errors import BackendError, ErrorCode
 from edge_vlm.inference.worker.child import worker_main
 from edge_vlm.inference.worker.messages import Abort, FromWorker, RunJob, Shutdown
 

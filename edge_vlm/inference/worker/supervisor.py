@@ -30,7 +30,7 @@ import numpy as np
 
 from edge_vlm.config.models import OpencvBackendConfig
 from edge_vlm.config.vlm import VlmBackendConfig
-from edge_vlm.errors import BackendError, ErrorCode
+from edge_vlm.core.errors import BackendError, ErrorCode
 from edge_vlm.frames import Frame
 from edge_vlm.inference.results import Description
 from edge_vlm.inference.worker.messages import (

@@ -7,7 +7,7 @@ import itertools
 import os
 from dataclasses import dataclass
 
-from edge_vlm.errors import ErrorCode, WireValue
+from edge_vlm.core.errors import ErrorCode, WireValue
 
 _sequence = itertools.count(1)
 _RUN_TAG = os.urandom(3).hex()

@@ -28,9 +28,9 @@ from types import FrameType
 
 from edge_vlm.config import load_checked, mqtt_password
 from edge_vlm.config.models import AppConfig, LoggingConfig
-from edge_vlm.errors import ConfigError, EdgeVlmError
+from edge_vlm.core.errors import ConfigError, EdgeVlmError
+from edge_vlm.run.systemd import Notifier, Watchdog
 from edge_vlm.service import Service
-from edge_vlm.systemd import Notifier, Watchdog
 
 logger = logging.getLogger(__name__)
 

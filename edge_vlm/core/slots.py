@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from edge_vlm.contracts import AUTOMATIC, Origin
-from edge_vlm.errors import ErrorCode, Refused
-from edge_vlm.stats import Stats
+from edge_vlm.core.contracts import AUTOMATIC, Origin
+from edge_vlm.core.errors import ErrorCode, Refused
+from edge_vlm.core.stats import Stats
 
 MAX_REQUESTS = 32  # waiting per camera
 
