@@ -140,10 +140,16 @@ def described_image_message(job: Job, image: bytes, topics: Topics) -> Outbound:
 def event_message(job: Job, event_type: str, topics: Topics, **values: Any) -> Outbound:
     """A step in a description's life, for Home Assistant's event entity (never retained): pending
     at once, then described, failed or superseded, all with the same id."""
-    payload = {"event_type": event_type, "id": job.request_id, "camera": job.camera, "origin": job.origin,
-               "time": iso_time(time.time()), **values, "event": job.event}
-    return Outbound(topics.camera(job.camera, EVENT), _json(payload), retain=False,
-                    asked=job.origin not in AUTOMATIC)
+    return _step(event_type, topics, camera=job.camera, request_id=job.request_id, origin=job.origin,
+                 event=job.event, values=values)
+
+
+def _step(event_type: str, topics: Topics, *, camera: str, request_id: str | None, origin: Origin | None,
+          event: dict[str, Any] | None, values: dict[str, Any], now: float | None = None) -> Outbound:
+    payload = {"event_type": event_type, "id": request_id, "camera": camera, "origin": origin,
+               "time": iso_time(time.time() if now is None else now), **values, "event": event}
+    return Outbound(topics.camera(camera, EVENT), _json(payload), retain=False,
+                    asked=origin is not None and origin not in AUTOMATIC)
 
 
 def reply_message(reply: Reply, payload: ResultPayload | dict[str, Any]) -> Outbound:
@@ -172,11 +178,8 @@ def failure_message(failure: Failure, topics: Topics, *, now: float | None = Non
 def failure_event(failure: Failure, topics: Topics, *, now: float | None = None) -> Outbound:
     """The ``failed`` step for an input refused before it became a job, on the camera's event
     entity: Home Assistant shows a refused "Describe now" as it shows a failed description."""
-    payload = {"event_type": "failed", "id": failure.request_id, "camera": failure.camera, "origin": failure.origin,
-               "time": iso_time(time.time() if now is None else now), "error": failure.code,
-               "message": failure.message, "event": None}
-    return Outbound(topics.camera(failure.camera, EVENT), _json(payload), retain=False,
-                    asked=failure.origin is not None and failure.origin not in AUTOMATIC)
+    return _step("failed", topics, camera=failure.camera, request_id=failure.request_id, origin=failure.origin,
+                 event=None, values={"error": failure.code, "message": failure.message}, now=now)
 
 
 def skip_message(trigger: Trigger, frame: Frame, reason: str, topics: Topics, *,
