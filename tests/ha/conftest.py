@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from edge_vlm.config.models import AppConfig
+from edge_vlm.inference.backends import Backend
 from edge_vlm.service import Service
 from tests.conftest import app_config
 from tests.support import ha
@@ -25,6 +26,7 @@ from tests.support.ha_websocket import HaWebSocket
 from tests.support.mqtt import Recorder
 
 NODE = "edge"  # every test's daemon is this node; each test removes its entities when it ends
+BASE = "edge_vlm"  # the README's topics; each test clears its retained messages when it ends
 DISCOVERY = {"prefix": "homeassistant", "ha_status_topic": "homeassistant/status"}
 
 
@@ -109,10 +111,14 @@ class HaDaemon:
         state: dict[str, Any] = event["data"]["new_state"]
         return state
 
+    def problems(self) -> list[str]:
+        """Home Assistant's warnings and errors since this test began (its templates' among them)."""
+        lines = self.hass.log_text()[self.log_start:].splitlines()
+        return [line for line in lines if re.search(r"^\S+ \S+ (WARNING|ERROR) ", line)]
+
     def mqtt_problems(self) -> list[str]:
         """Home Assistant's warnings and errors about MQTT since this test began."""
-        lines = self.hass.log_text()[self.log_start:].splitlines()
-        return [line for line in lines if re.search(r"\b(WARNING|ERROR)\b.*\[homeassistant\.components\.mqtt", line)]
+        return [line for line in self.problems() if "[homeassistant.components.mqtt" in line]
 
 
 def _announced(recorder: Recorder) -> dict[str, dict[str, Any]]:
@@ -133,13 +139,27 @@ def _registry(ws: HaWebSocket) -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture
+def daemon_settings() -> dict[str, Any]:
+    """What a test module changes in the daemon's configuration (it overrides this fixture)."""
+    return {}
+
+
+@pytest.fixture
+def daemon_backend() -> Backend | None:
+    """The backend a test module gives the daemon (None: the configured one, opencv)."""
+    return None
+
+
+@pytest.fixture
 def ha_daemon(home_assistant: HomeAssistant, make_daemon: Callable[..., Service],
-              make_recorder: Callable[..., Recorder]) -> Iterator[HaDaemon]:
+              make_recorder: Callable[..., Recorder], daemon_settings: dict[str, Any],
+              daemon_backend: Backend | None) -> Iterator[HaDaemon]:
     """A daemon with two cameras whose every announced entity Home Assistant has registered; when the
-    test ends its discovery is cleared and Home Assistant has removed its entities again, so the next
-    test's entities get the same ids."""
+    test ends its discovery and retained messages are cleared and Home Assistant has removed its
+    entities again, so the next test's entities get the same ids and its settings the file's values."""
     hass = home_assistant
-    config = app_config(hass.mqtt_port, node_id=NODE, discovery=DISCOVERY)
+    config = app_config(hass.mqtt_port, **{"node_id": NODE, "base_topic": BASE, "discovery": DISCOVERY,
+                                           **daemon_settings})
     discovery = f"{DISCOVERY['prefix']}/device/edge_vlm_{NODE}"
     recorder = make_recorder(hass.mqtt_port, [f"{config.base_topic}/#", f"{discovery}/#"])
     ws = hass.websocket()
@@ -147,7 +167,7 @@ def ha_daemon(home_assistant: HomeAssistant, make_daemon: Callable[..., Service]
         assert not _registry(ws), "entities of an earlier test are still in Home Assistant"
         changes = ws.subscribe("state_changed")
         log_start = len(hass.log_text())
-        service = make_daemon(config)
+        service = make_daemon(config, daemon_backend)
         for device in ["", *(f"/{camera.id}" for camera in config.cameras)]:
             recorder.wait_for(f"{discovery}{device}/config")
         announced = _announced(recorder)
@@ -162,9 +182,13 @@ def ha_daemon(home_assistant: HomeAssistant, make_daemon: Callable[..., Service]
                       what=f"{', '.join(settled)} on")
         yield HaDaemon(hass, config, service, recorder, ws, changes, entities, log_start)
         service.stop()
-        for message in list(recorder.messages):
-            if message.topic.startswith(discovery) and message.topic.endswith("/config") and message.payload:
-                recorder.publish(message.topic, b"", retain=True)
+        topics = list(dict.fromkeys(m.topic for m in list(recorder.messages)))
+        for topic in topics:
+            if topic.startswith(discovery) and topic.endswith("/config"):
+                recorder.publish(topic, b"", retain=True)
         ha.wait_until(lambda: not _registry(ws), what="Home Assistant removing this test's entities")
+        for topic in topics:
+            if topic.startswith(f"{config.base_topic}/"):
+                recorder.publish(topic, b"", retain=True)
     finally:
         ws.close()

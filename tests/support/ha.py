@@ -36,6 +36,15 @@ STOP_TIMEOUT_S = 60.0
 HTTP_TIMEOUT_S = 30.0
 WAIT_S = 30.0  # how long a test waits for Home Assistant to show something
 
+# What tests/ha uses besides MQTT, appended to configuration.yaml: the companion app's integration
+# (tests.support.ha_phone), notify actions, and the automations and scripts the UI's editors write.
+EXTRA_CONFIG = """
+mobile_app:
+notify:
+automation: !include automations.yaml
+script: !include scripts.yaml
+"""
+
 # What the session measured, said at its end (tests/ha/conftest.py).
 REPORT: list[str] = []
 
@@ -138,6 +147,11 @@ class HomeAssistant:
     def websocket(self) -> HaWebSocket:
         return HaWebSocket(self.url, self.token)
 
+    @property
+    def broker_log(self) -> Path:
+        """Its mosquitto's log, which has a line for each subscription."""
+        return self.work / "mosquitto" / "mosquitto.log"
+
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
@@ -148,8 +162,11 @@ class HomeAssistant:
 def start(release: Release, work: Path) -> HomeAssistant:
     """Install ``release`` if the cache lacks it, start it and its broker; ``work`` keeps this run's state."""
     work.mkdir(parents=True, exist_ok=True)
+    extra = work / "extra-configuration.yaml"
+    extra.write_text(EXTRA_CONFIG)
     environment = {
         "HA_WORK": str(work), "HA_CACHE": str(CACHE), "HA_VERSION": release.version, "HA_SKIP_DEMO": "1",
+        "HA_EXTRA_CONFIG": str(extra),
         # the config dir inside a chroot that other runs may share
         "HA_RUN_ID": f"{work.name}-{os.getpid()}",
     }

@@ -24,7 +24,9 @@
 # the install holds a lock (flock) so two runs never build one venv at once, and a half-built venv
 # is never taken for a built one; `setup` installs without starting; `start` returns once Home
 # Assistant says RUNNING (not only once HTTP answers); the env file also says HA_VERSION,
-# HA_CONFIG_DIR and HA_LOG.
+# HA_CONFIG_DIR and HA_LOG; the config dir has an empty automations.yaml and scripts.yaml (for an
+# HA_EXTRA_CONFIG that includes them), the venv mobile_app's requirement, and mosquitto logs each
+# subscription (a test can see when Home Assistant has subscribed to a topic).
 # Timings seen: venv install ~50 s (first time; ~740 MB), HA HTTP up ~1.2 s after start,
 #   MQTT flow ~2 s (+ ~4 s the first time while HA pip-installs paho-mqtt==1.6.1), entity visible ~0.3 s
 #   after the discovery publish, HA stop ~1.7 s. RSS ~165 MB.
@@ -98,8 +100,10 @@ open(sys.argv[2], "wb").write(zipfile.ZipFile(whl).read("homeassistant/package_c
 EOF
   # pre-install the mqtt integration's own requirement (paho-mqtt 1.6.1 up to 2025.1, 2.1.0 in 2025.4)
   # so HA does not pip-install it at runtime when the MQTT entry is created
-  PAHO=$(python3 -c 'import sys,json,zipfile,glob; z=zipfile.ZipFile(glob.glob(sys.argv[1]+"/homeassistant-*.whl")[0]); print(json.loads(z.read("homeassistant/components/mqtt/manifest.json"))["requirements"][0])' "$DL")
-  "$VENV/bin/pip" install -q "homeassistant==$HA_VERSION" "josepy<2" "$PAHO" -c "$HA_CACHE/constraints-$HA_VERSION.txt"
+  # (edge_vlm: and mobile_app's, PyNaCl, for the tests' phone)
+  REQS=$(python3 -c 'import sys,json,zipfile,glob; z=zipfile.ZipFile(glob.glob(sys.argv[1]+"/homeassistant-*.whl")[0]); print(" ".join(r for i in ("mqtt","mobile_app") for r in json.loads(z.read(f"homeassistant/components/{i}/manifest.json"))["requirements"]))' "$DL")
+  # shellcheck disable=SC2086
+  "$VENV/bin/pip" install -q "homeassistant==$HA_VERSION" "josepy<2" $REQS -c "$HA_CACHE/constraints-$HA_VERSION.txt"
   rm -rf "$DL"
   touch "$VENV/.ha_venv_ok"
   log "installed $("$VENV/bin/hass" --version 2>/dev/null || true) in $((SECONDS - t)) s"
@@ -114,6 +118,11 @@ MQTT_PORT=${MQTT_PORT:-$(free_port)}
 cat > "$MQ/mosquitto.conf" <<EOF
 persistence false
 log_dest file $MQ/mosquitto.log
+log_type error
+log_type warning
+log_type notice
+log_type information
+log_type subscribe
 # as root mosquitto drops to user 'mosquitto' and then cannot read files in 0700 dirs (pwfile/certs)
 user root
 listener $MQTT_PORT 127.0.0.1
@@ -151,6 +160,8 @@ logger:
   default: warning
 EOF
 [[ -n ${HA_EXTRA_CONFIG:-} ]] && cat "$HA_EXTRA_CONFIG" >> "$CONF/configuration.yaml"
+# what the UI's automation and script editors write to (an HA_EXTRA_CONFIG may !include them)
+echo '[]' > "$CONF/automations.yaml"; echo '{}' > "$CONF/scripts.yaml"
 "$VENV/bin/hass" -c "$CONF" > "$HA_WORK/hass.log" 2>&1 &
 echo $! > "$HA_WORK/hass.pid"
 t0=$(date +%s)

@@ -38,7 +38,9 @@
 # workers) share it; building the chroot or a venv holds a lock (flock), a venv counts as built only
 # once its marker file is written, and a stop leaves the chroot's mounts in place while another run's
 # processes are still inside it (the last one out unmounts); `start` returns once Home Assistant
-# says RUNNING, after the requirements it installs at run time the first time. Never `rm -rf` a
+# says RUNNING, after the requirements it installs at run time the first time; the config dir has an
+# empty automations.yaml and scripts.yaml (for an HA_EXTRA_CONFIG that includes them), the venv
+# mobile_app's requirement, and mosquitto logs each subscription. Never `rm -rf` a
 # cache with a chroot in it while mounted: its dev/ is the host's /dev (`bash ha_harness_chroot.sh
 # stop` unmounts; `rm -rf --one-file-system` skips what is mounted from another file system).
 set -euo pipefail
@@ -223,7 +225,8 @@ build_venv() {
 import sys, json, zipfile
 z = zipfile.ZipFile(sys.argv[1])
 open(sys.argv[2], "wb").write(z.read("homeassistant/package_constraints.txt"))
-print("\n".join(json.loads(z.read("homeassistant/components/mqtt/manifest.json")).get("requirements", [])))
+print("\n".join(r for i in ("mqtt", "mobile_app")  # edge_vlm: and mobile_app's (PyNaCl), for the tests' phone
+                for r in json.loads(z.read(f"homeassistant/components/{i}/manifest.json")).get("requirements", [])))
 EOF
     cp "$ROOT/tmp/ha-constraints.txt" "$HA_WORK/constraints-$ver.txt"
     # shellcheck disable=SC2046
@@ -251,6 +254,11 @@ MQTT_PORT=${MQTT_PORT:-$(free_port)}
 cat > "$MQ/mosquitto.conf" <<EOF
 persistence false
 log_dest file $MQ/mosquitto.log
+log_type error
+log_type warning
+log_type notice
+log_type information
+log_type subscribe
 # as root mosquitto drops to user 'mosquitto' and then cannot read files in 0700 dirs (pwfile/certs)
 user root
 listener $MQTT_PORT 127.0.0.1
@@ -288,6 +296,8 @@ logger:
   default: warning
 EOF
 [[ -n ${HA_EXTRA_CONFIG:-} ]] && cat "$HA_EXTRA_CONFIG" >> "$CONF/configuration.yaml"
+# what the UI's automation and script editors write to (an HA_EXTRA_CONFIG may !include them)
+echo '[]' > "$CONF/automations.yaml"; echo '{}' > "$CONF/scripts.yaml"
 # chroot and env exec, so $! is hass's own PID (not via the in_root function: a backgrounded function
 # runs in a forked subshell, whose PID is not hass's); its stdout/stderr go to a file on the host
 "${IN_ROOT[@]}" "$CVENV/bin/hass" -c "$CCONF" > "$HA_WORK/hass.log" 2>&1 &
