@@ -8,12 +8,15 @@ camera that can and cannot describe, and availability when the daemon stops (iss
 from __future__ import annotations
 
 import json
+import signal
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from tests.ha.conftest import DISCOVERY, NODE, HaDaemon
 from tests.support import ha, images
+from tests.support.notify import DaemonProcess, write_config
 
 pytestmark = [
     pytest.mark.ha,
@@ -165,18 +168,49 @@ def test_describe_now_on_a_switched_off_camera_shows_a_failed_step(ha_daemon: Ha
     assert failed["attributes"]["origin"] == "trigger"
 
 
+def _all_unavailable(daemon: HaDaemon) -> bool:
+    """Every entity of the daemon unavailable in Home Assistant, its status off."""
+    status = daemon.entity("status")
+    states = {s["entity_id"]: s["state"] for s in daemon.hass.states()}
+    return all(states.get(e) == ("off" if e == status else "unavailable") for e in daemon.entities.values())
+
+
+def _available(daemon: HaDaemon) -> set[str]:
+    """The daemon's entities Home Assistant shows available (a reading with no value yet is not)."""
+    states = {s["entity_id"]: s["state"] for s in daemon.hass.states()}
+    return {e for e in daemon.entities.values() if states.get(e) not in (None, "unavailable")}
+
+
 def test_entities_become_unavailable_when_the_daemon_stops(ha_daemon: HaDaemon) -> None:
     daemon = ha_daemon
-    status = daemon.entity("status")
     assert daemon.state("status")["state"] == "on"
 
     daemon.service.stop()
 
-    def all_unavailable() -> bool:
-        states = {s["entity_id"]: s["state"] for s in daemon.hass.states()}
-        return all(states.get(e) == ("off" if e == status else "unavailable") for e in daemon.entities.values())
+    ha.wait_until(lambda: _all_unavailable(daemon), what="every entity unavailable (the status off)")
 
-    ha.wait_until(all_unavailable, what="every entity unavailable (the status off)")
+
+def test_the_service_process_goes_unavailable_on_sigterm_and_on_a_crash(ha_daemon: HaDaemon, tmp_path: Path) -> None:
+    """``edge-vlm run`` as systemd runs it: stopped (SIGTERM, exit 0), or killed (SIGKILL: the broker
+    sends its last will)."""
+    daemon = ha_daemon
+    available = _available(daemon)
+    assert daemon.entity("status") in available and daemon.entity("front_door_description") in available
+    daemon.service.stop()
+    ha.wait_until(lambda: _all_unavailable(daemon), what="every entity unavailable")
+    config_file = tmp_path / "edge_vlm.yaml"
+    write_config(config_file, daemon.config)
+    for signum in (signal.SIGKILL, signal.SIGTERM):
+        process = DaemonProcess(config_file, tmp_path / f"daemon-{signum.name}.log")
+        try:
+            ha.wait_until(lambda: _available(daemon) == available, what=f"the entities available again ({signum.name})")
+
+            process.signal(signum)
+
+            assert process.wait() == (0 if signum == signal.SIGTERM else -signal.SIGKILL), process.text()
+            ha.wait_until(lambda: _all_unavailable(daemon), what=f"every entity unavailable after {signum.name}")
+        finally:
+            process.close()
 
 
 def test_a_reading_this_board_cannot_have_is_removed_when_an_earlier_version_announced_it(
