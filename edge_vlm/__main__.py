@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_vlm import __version__
 from edge_vlm.config import ConfigFile, load_checked, load_config
@@ -19,6 +20,9 @@ from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.core.errors import BackendError, ConfigError, InputError
 from edge_vlm.core.redact import redact_url
 from edge_vlm.install import add_parser as add_install_service
+
+if TYPE_CHECKING:
+    from edge_vlm.inference.results import Description
 
 logger = logging.getLogger("edge_vlm")
 
@@ -112,6 +116,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     loaded = _load(args.config, environ_checks=True)
     print(f"{args.config}: valid")
     print(summary(loaded.config))
+    backend = loaded.config.backend
+    if isinstance(backend, VlmBackendConfig):
+        from edge_vlm.doctor.backend import check_runtime  # noqa: PLC0415
+
+        # Which ABI the library speaks, as doctor says it: the wrong one crashes while loading.
+        runtime = check_runtime(backend.llm, Path("/"))
+        if runtime.status != "PASS":
+            print(f"warning: {runtime.finding}" + (f" ({runtime.fix})" if runtime.fix else ""), file=sys.stderr)
     return 0
 
 
@@ -157,7 +169,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         prepared = backend.prepare(frame)
         preprocess_ms = (time.perf_counter() - started) * 1000
-        description = backend.describe(prepared, frame, prompt)
+        with backend.conversation(prepared, frame) as chat:  # the questions follow up on the same reading
+            turns = [chat.ask(prompt), *(chat.ask(question) for question in args.ask)]
     except OSError as exc:
         print(f"{args.image}: {exc.strerror}", file=sys.stderr)
         return 1
@@ -166,10 +179,23 @@ def cmd_describe(args: argparse.Namespace) -> int:
         return 1
     finally:
         backend.close()
-    print(description.text)
-    timings = {"load": load_ms, "capture": capture_ms, "preprocess": preprocess_ms, **description.timings_ms}
+    print(turns[0].text)
+    for question, turn in zip(args.ask, turns[1:], strict=True):
+        print(f"{question} {turn.text}")
+    timings = {"load": load_ms, "capture": capture_ms, "preprocess": preprocess_ms, **turns[0].timings_ms}
     print("timings: " + ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in timings.items()), file=sys.stderr)
+    for number, turn in enumerate(turns, 1):
+        if "prefill_tokens" in turn.details:  # the runtime's own figures (the vlm backend)
+            print(f"turn {number}: {turn_work(turn)}", file=sys.stderr)
     return 0
+
+
+def turn_work(turn: Description) -> str:
+    """What one question cost the NPU, by the runtime's figures."""
+    details, timings = turn.details, turn.timings_ms
+    encoder = f"encoder {timings['encoder']:.0f} ms" if details.get("encoder_passes") else "no encoder pass"
+    return (f"{encoder}, prefill {details['prefill_tokens']} tokens in {timings['prefill']:.0f} ms, "
+            f"{details['generated_tokens']} tokens generated in {timings['decode']:.0f} ms")
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -198,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("image", type=Path, help="JPEG or PNG file")
     describe.add_argument("-c", "--config", type=Path, help="configuration file (for the backend)")
     describe.add_argument("--prompt", help="prompt to use instead of the configured one")
+    describe.add_argument("--ask", action="append", default=[], metavar="QUESTION",
+                          help="a follow-up question about the same image, answered from what the model kept of it "
+                               "(repeatable); each turn's NPU work is shown")
     describe.set_defaults(handler=cmd_describe)
     doctor = commands.add_parser("doctor", help="check this board: NPU driver, runtime, model files, memory, CPUs")
     doctor.add_argument("-c", "--config", type=Path, help="configuration file (for the model checks)")

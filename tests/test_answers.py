@@ -4,6 +4,7 @@ yes/no question costs its rule an answer, not the description."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -63,15 +64,31 @@ def job(backend: OpencvBackend) -> Job:
                received_at=time.monotonic(), questions={"parcel": "Is someone holding a parcel?"})
 
 
-def test_a_failed_question_leaves_the_description_and_no_answer_for_its_rule() -> None:
-    backend = QuestionsFail("timed_out")
+@pytest.fixture
+def questions_fail() -> Iterator[Callable[[str], QuestionsFail]]:
+    """Backends whose questions fail; closed when the test ends (their workers ignore SIGTERM, so one
+    left running would keep the test process from exiting)."""
+    made: list[QuestionsFail] = []
+
+    def make(code: str) -> QuestionsFail:
+        made.append(QuestionsFail(code))
+        return made[-1]
+
+    yield make
+    for backend in made:
+        backend.close()
+
+
+def test_a_failed_question_leaves_the_description_and_no_answer_for_its_rule(
+        questions_fail: Callable[[str], QuestionsFail]) -> None:
+    backend = questions_fail("timed_out")
     result = answer(backend, job(backend))
     assert result.text == "1 person; 1 face visible; daylight"
     assert result.answers == {"parcel": None}
 
 
-def test_a_cancelled_question_cancels_the_job() -> None:
-    backend = QuestionsFail("cancelled")
+def test_a_cancelled_question_cancels_the_job(questions_fail: Callable[[str], QuestionsFail]) -> None:
+    backend = questions_fail("cancelled")
     with pytest.raises(BackendError, match="job_timeout_s") as raised:
         answer(backend, job(backend))
     assert raised.value.code == "cancelled"

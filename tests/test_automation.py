@@ -18,6 +18,7 @@ import pytest
 
 from edge_vlm.config.automation import DEFAULT_RETRY_PROMPT
 from edge_vlm.config.models import AppConfig
+from edge_vlm.inference.answers import YES_NO_TOKENS
 from edge_vlm.inference.backends import Backend
 from edge_vlm.service import Service
 from tests.conftest import app_config
@@ -129,10 +130,15 @@ def npu_backend(fake_rkllmrt: dict[str, Path], tmp_path: Path,
     return make
 
 
+def model_calls(tmp_path: Path) -> list[dict[str, Any]]:
+    """Every call the runtime logged, in order."""
+    return [json.loads(line) for line in (tmp_path / "rkllm-calls.jsonl").read_text().splitlines()]
+
+
 def model_prompts(tmp_path: Path) -> list[str]:
-    """Every prompt the runtime was given, in order (as the binding passed it: with ``<image>``)."""
-    calls = [json.loads(line) for line in (tmp_path / "rkllm-calls.jsonl").read_text().splitlines()]
-    return [call["prompt"] for call in calls if call["event"] == "rkllm_run"]
+    """Every prompt the runtime was given, in order (as the binding passed it: the first about a
+    frame with ``<image>``, its follow-ups without)."""
+    return [call["prompt"] for call in model_calls(tmp_path) if call["event"] == "rkllm_run"]
 
 
 # 1. Profiles and placeholders
@@ -260,7 +266,7 @@ def test_a_malformed_answer_is_asked_again_once_then_reported(
         # The first answer is prose; the retry (the last [[reply:]] in its prompt wins) is valid.
         "fixable": {"prompt": "Count them. [[reply:There are two people.]]", "fields": count,
                     "retry_prompt": '{prompt}\nWrong: {error}. [[reply:{"people": 2}]]'},
-        # Invalid both times: the retry asks the same question again.
+        # Invalid both times (the default retry, a follow-up, gets the test runtime's echo).
         "hopeless": {"prompt": 'Count all. [[reply:{"people": "many"}]]', "fields": count},
     }, cameras=[{"id": "front_door"}])
     daemon = Daemon(broker, make_daemon, make_recorder, config)
@@ -272,7 +278,9 @@ def test_a_malformed_answer_is_asked_again_once_then_reported(
     assert fixed["text"] == '{"people": 2}'
     assert "retry" in fixed["timings_ms"]
     retry = fixed["prompt"] + '\nWrong: no JSON object in the answer. [[reply:{"people": 2}]]'
-    assert model_prompts(tmp_path)[-2:] == ["<image>" + fixed["prompt"], "<image>" + retry]
+    assert model_prompts(tmp_path)[-2:] == ["<image>" + fixed["prompt"], retry]  # a follow-up: no image again
+    runs = [c for c in model_calls(tmp_path) if c["event"] == "rkllm_run_done"][-2:]
+    assert [(r["image_tokens"], r["kv_before"] > 0) for r in runs] == [(16, False), (0, True)]
     assert daemon.recorder.wait_for(daemon.topic("front_door", "fields")).json() == {"people": 2}
     daemon.event("front_door", "f1", "described")
     assert [e["event_type"] for e in daemon.events("front_door", "f1")] == ["pending", "described"]
@@ -282,12 +290,10 @@ def test_a_malformed_answer_is_asked_again_once_then_reported(
 
     assert (error["error"], error["id"], error["camera"]) == ("bad_answer", "h1", "front_door")
     assert "people should be a number" in error["message"]
-    assert '{"people": "many"}' in error["message"]  # what the model said
+    assert "(answer: 'Test runtime answered from the image in its cache" in error["message"]  # what it said again
     asked = model_prompts(tmp_path)[before:]
     assert len(asked) == 2  # the question and one retry, no more
-    first = asked[0].removeprefix("<image>")
-    assert asked[1] == "<image>" + DEFAULT_RETRY_PROMPT.replace("{prompt}", first).replace(
-        "{error}", "people should be a number")
+    assert asked[1] == DEFAULT_RETRY_PROMPT.replace("{error}", "people should be a number")
     failed = daemon.event("front_door", "h1", "failed").json()
     assert (failed["error"], failed["message"]) == ("bad_answer", error["message"])
     assert [e["event_type"] for e in daemon.events("front_door", "h1")] == ["pending", "failed"]
@@ -307,7 +313,8 @@ def test_alert_rules_of_each_kind_fire_with_a_retained_state_and_an_event(
         {"name": "courier", "regex": r"cour(i|e)er\b"},
         {"name": "crowd", "field": "people", "above": 2},
         {"name": "van", "field": "vehicle", "equals": True},
-        {"name": "dog", "question": "Is a dog there? [[reply:Yes, a small dog.]]"},
+        # answered "yes" only while the image is in the model's context (tests/native: [[see:]])
+        {"name": "dog", "question": "Is a dog there? [[see:Yes, a small dog.]]"},
         {"name": "rain", "question": "Is it raining? [[reply:No.]]"},
         {"name": "cat", "keywords": ["cat"]},
         {"name": "empty", "field": "people", "equals": 0},
@@ -323,9 +330,14 @@ def test_alert_rules_of_each_kind_fire_with_a_retained_state_and_an_event(
 
     assert result["alerts"] == fired
     assert result["answers"] == {"dog": True, "rain": False}
-    asked = model_prompts(tmp_path)[-3:]  # the description, then each question
-    assert asked[1:] == ["<image>Is a dog there? [[reply:Yes, a small dog.]] Answer with yes or no only.",
-                         "<image>Is it raining? [[reply:No.]] Answer with yes or no only."]
+    asked = model_prompts(tmp_path)[-3:]  # the description, then each question, a follow-up without the image
+    assert asked[1:] == ["Is a dog there? [[see:Yes, a small dog.]] Answer with yes or no only.",
+                         "Is it raining? [[reply:No.]] Answer with yes or no only."]
+    calls = model_calls(tmp_path)
+    runs = [c for c in calls if c["event"] == "rkllm_run"][-3:]
+    assert [(r["keep_history"], r["max_new_tokens"]) for r in runs] == [(1, 0), (1, YES_NO_TOKENS), (1, YES_NO_TOKENS)]
+    assert [r["image_tokens"] for r in calls if r["event"] == "rkllm_run_done"][-3:] == [16, 0, 0]
+    assert calls[-1]["event"] == "rkllm_clear_kv_cache"  # the conversation over, the frame forgotten
     # Sent after the description they belong to (its result, its described event), in order.
     daemon.recorder.wait_for(alert_events, lambda m: m.json()["event_type"] == fired[-1])
     events = [m.json() for m in daemon.recorder.on(alert_events)]

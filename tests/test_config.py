@@ -6,12 +6,14 @@ from pathlib import Path
 from typing import get_args
 
 import pytest
+import yaml
 from pydantic import BaseModel
 
 from edge_vlm.__main__ import main
 from edge_vlm.config import AppConfig, load_config, load_config_text, preflight
 from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.core.errors import ConfigError
+from tests.support.npu import vlm_backend
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "edge_vlm.example.yaml"
 
@@ -140,6 +142,19 @@ def test_check_command_summarises_a_valid_file(capsys: pytest.CaptureFixture[str
     assert "front_door (Front door): source mqtt, also frigate/front_door/person/snapshot" in out
     assert "broker 127.0.0.1:1883, MQTT 5, no TLS, anonymous" in out
     assert len(out.splitlines()) <= 24  # one screen
+
+
+def test_check_warns_when_the_runtime_is_a_build_auto_cannot_identify(
+        fake_rkllmrt: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """As doctor does (issue 13, point 5): the file is valid, but `auto` cannot bind this library."""
+    config = tmp_path / "edge_vlm.yaml"
+    config.write_text(yaml.safe_dump({"backend": vlm_backend(tmp_path, fake_rkllmrt["1.3"], abi="auto"),
+                                      "cameras": [{"id": "porch"}]}))
+    assert main(["check", "-c", str(config)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0] == f"{config}: valid"
+    assert captured.err.startswith(f"warning: backend.llm.library {fake_rkllmrt['1.3']}: unknown build (git blob ")
+    assert 'set backend.llm.runtime_version to "1.2" (runtime 1.2.1-1.2.3) or "1.3" (1.3.x)' in captured.err
 
 
 def test_run_refuses_an_invalid_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -344,7 +344,7 @@ def test_last_reply_directive_wins(libs: dict[str, Path], model: Path, rt: Runti
              '[[reply:[{"ok": true}]]] [[reply:unterminated')
     assert rt.run(retry, embedding(0)) == 0
     assert decoded(rt.events) == '[{"ok": true}]' and rt.events[-1].state == FINISH  # "]]]": TEXT ends with "]"
-    assert json.loads(log.read_text("utf-8"))["prompt"] == retry  # the log keeps the whole prompt
+    assert json.loads(log.read_text("utf-8").splitlines()[0])["prompt"] == retry  # the log keeps the whole prompt
     rt.events.clear()
     started = time.monotonic()
     assert rt.run("[[slow]] [[reply:fine]]", None, multimodal=False) == 0
@@ -390,7 +390,7 @@ def test_json_log_records_what_the_binding_sent(libs: dict[str, Path], model: Pa
     assert runtime.run('<image>Say "hi"\n\tnaïvely', embed) == 0
     assert runtime.run("no image here", embed) == -1
     assert runtime.lib.rkllm_destroy(runtime.handle) == 0
-    init, ok, bad, destroy = (json.loads(line) for line in log.read_text("utf-8").splitlines())
+    init, ok, done, bad, destroy = (json.loads(line) for line in log.read_text("utf-8").splitlines())
     assert (init["event"], init["abi"], init["accepted"], init["base_domain_id"]) == ("rkllm_init", abi, True, 2)
     assert (init["model_path"], init["enabled_cpus_mask"], init["max_new_tokens"]) == (str(model), 0xF0, 256)
     assert (ok["event"], ok["accepted"], ok["role"]) == ("rkllm_run", True, "user")
@@ -399,3 +399,49 @@ def test_json_log_records_what_the_binding_sent(libs: dict[str, Path], model: Pa
     assert (ok["n_image"], ok["n_image_tokens"], ok["image_width"], ok["keep_history"]) == (1, 196, 392, 0)
     assert ok["embed_signature"] == f"{zlib.crc32(embed.tobytes()):08x}"
     assert bad["accepted"] is False and "<image>" in bad["error"] and destroy["event"] == "rkllm_destroy"
+    # the work the accepted run did: 196 image tokens and 3 words prefilled, the cache emptied (keep_history 0)
+    assert (done["event"], done["image_tokens"], done["prompt_tokens"]) == ("rkllm_run_done", 196, 3)
+    assert (done["kv_before"], done["kv_after"], done["finished"], done["paused"]) == (0, 0, True, False)
+    assert done["generated_tokens"] > 0
+
+
+def test_a_follow_up_is_answered_from_the_image_the_cache_holds_until_it_is_cleared(rt: Runtime) -> None:
+    """What a conversation about one frame relies on (rockchip.md §1.3): keep_history 1 keeps the image in
+    the KV cache for a text-only follow-up; clearing the cache forgets it; a pause keeps it too."""
+    image = embedding(5)
+    question = "Is anyone there? [[see:Yes.]]"
+    assert rt.run("<image>Describe.", image, keep_history=1) == 0
+    rt.events.clear()
+
+    assert rt.run(question, None, multimodal=False, keep_history=1) == 0
+    assert decoded(rt.events) == "Yes."
+    rt.events.clear()
+    assert rt.run("And now?", None, multimodal=False, keep_history=1) == 0
+    assert decoded(rt.events).startswith(
+        f"Test runtime answered from the image in its cache, signature {zlib.crc32(image.tobytes()):08x}: And now?")
+
+    assert rt.lib.rkllm_clear_kv_cache(rt.handle, 0, None, None) == 0
+    rt.events.clear()
+    assert rt.run(question, None, multimodal=False, keep_history=1) == 0
+    assert decoded(rt.events) == "I see no image."
+    assert rt.lib.rkllm_clear_kv_cache(rt.handle, 0, None, None) == 0
+
+    # without keep_history the image is gone after the run, unless the callback paused it
+    assert rt.run("<image>Describe.", image, keep_history=0) == 0
+    rt.events.clear()
+    assert rt.run(question, None, multimodal=False) == 0
+    assert decoded(rt.events) == "I see no image."
+
+
+@pytest.mark.parametrize("abi", ABIS)
+def test_a_turn_that_does_not_fit_after_the_cache_is_refused(libs: dict[str, Path], model: Path, abi: str,
+                                                             capfd: pytest.CaptureFixture[str]) -> None:
+    runtime = Runtime(libs[abi], abi)
+    assert runtime.init(model, max_context_len=200) == 0
+    assert runtime.run("<image>Describe. [[reply:ok]]", embedding(0), keep_history=1) == 0
+    assert runtime.kv_cache_size() == 196 + 2 + 1  # the image, two words, the answer
+
+    assert runtime.run("one more question", None, multimodal=False, keep_history=1) == -1
+    assert "3 prefill tokens after the 199 in the KV cache exceed max_context_len (200)" in capfd.readouterr().err
+    assert runtime.kv_cache_size() == 199  # the refused turn left the cache as it was
+    assert runtime.lib.rkllm_destroy(runtime.handle) == 0

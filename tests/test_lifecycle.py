@@ -20,6 +20,7 @@ from tests.support import images
 from tests.support.backends import GatedBackend
 from tests.support.broker import Mosquitto
 from tests.support.mqtt import Recorder
+from tests.support.npu import vlm_backend
 from tests.test_daemon import wait_until
 
 Daemon = Callable[..., Service]
@@ -117,6 +118,28 @@ def test_describe_prints_the_text_and_stage_timings(capsys: pytest.CaptureFixtur
     assert captured.out == "1 person; 1 face visible; daylight\n"
     assert captured.err.startswith("timings: load ")
     assert "people " in captured.err and "capture " in captured.err
+
+
+@pytest.mark.parametrize("abi", ["1.2", "1.3"])
+def test_describe_with_follow_ups_shows_each_turns_npu_work(
+        abi: str, fake_rkllmrt: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What README's board check prints: the follow-up answered from the kept image, no encoder pass
+    and a prefill of its own words only (the test runtime counts a word as a token)."""
+    image = tmp_path / "porch.jpg"
+    image.write_bytes(images.sample("front_door"))
+    config = tmp_path / "edge_vlm.yaml"
+    config.write_text(yaml.safe_dump({"backend": vlm_backend(tmp_path, fake_rkllmrt[abi], abi=abi),
+                                      "cameras": [{"id": "porch"}]}))
+
+    assert main(["describe", str(image), "-c", str(config), "--prompt", "Describe. [[reply:A person waits]]",
+                 "--ask", "Is there a person? [[see:Yes.]]"]) == 0
+
+    out, err = capsys.readouterr()
+    assert out == "A person waits\nIs there a person? [[see:Yes.]] Yes.\n"
+    turns = [line for line in err.splitlines() if line.startswith("turn ")]
+    assert turns[0].startswith("turn 1: encoder ") and ", prefill 200 tokens in " in turns[0]  # 196 + 4 words
+    assert turns[1].startswith("turn 2: no encoder pass, prefill 5 tokens in ")
+    assert ", 1 tokens generated in " in turns[1]
 
 
 def test_describe_says_what_is_wrong_with_a_bad_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

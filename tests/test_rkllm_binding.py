@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_vlm.config.vlm import ImageTags, ModelSpec, RkllmConfig
+from edge_vlm.config.vlm import ImageTags, ModelSpec, RkllmConfig, VlmBackendConfig
 from edge_vlm.core.errors import BackendError
+from edge_vlm.inference.backends.vlm import VlmBackend
 from edge_vlm.inference.llm import layout, runtime
 from edge_vlm.inference.llm.rkllm import RkllmModel
 from tests.support.native import LOG_ENV, write_model_file
-from tests.support.npu import QWEN_TAGS, signature
+from tests.support.npu import QWEN_TAGS, signature, vlm_backend
 
 SPEC = ModelSpec("qwen2-vl-2b", 392, 196, 1536,
                  ImageTags(start="<|vision_start|>", end="<|vision_end|>", content="<|image_pad|>"),
@@ -64,6 +65,44 @@ def test_a_frame_becomes_text_through_either_abi(fake_rkllmrt: dict[str, Path], 
     assert (run["keep_history"], run["n_image"], run["n_image_tokens"], run["role"]) == (0, 1, 196, "user")
     assert (run["image_width"], run["image_height"]) == (392, 392)
     assert "|".join((run["image_start"], run["image_end"], run["image_content"])) == QWEN_TAGS
+
+
+@pytest.mark.parametrize("abi_name", ["1.2", "1.3"])
+def test_follow_ups_are_answered_from_the_kept_image_and_stop_at_their_limit(
+        fake_rkllmrt: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, abi_name: str) -> None:
+    """A conversation about one frame: the image prefilled once, follow-ups as text after it (keep_history
+    1), a short answer stopped at its limit (1.3: the run's max_new_tokens; 1.2: the callback pauses),
+    the cache cleared at the end."""
+    log = tmp_path / "calls.jsonl"
+    monkeypatch.setenv(LOG_ENV, str(log))
+    llm = model(fake_rkllmrt, tmp_path, abi_name)
+    image = embeddings(3)
+    try:
+        described = llm.generate("<image>Describe. [[reply:A dog on the lawn]]", image, 392, keep_history=True)
+        left = llm.context_left()
+        answer = llm.generate("Is there a dog? [[see:Yes, there is a dog.]]", None, 392, keep_history=True,
+                              max_new_tokens=2)
+        recalled = llm.generate("What did you see?", None, 392, keep_history=True)
+        llm.clear()
+        forgotten = llm.generate("Is there a dog? [[see:Yes.]]", None, 392)
+    finally:
+        llm.close()
+    assert described.text == "A dog on the lawn"
+    assert described.prefill_tokens == 196 + 6  # the test runtime counts words
+    assert left == 2048 - (196 + 6 + 5)  # the image, six words and the five-token answer stay in the cache
+    assert answer.text == "Yes, there" and answer.generated_tokens == 2
+    assert recalled.text.startswith(f"Test runtime answered from the image in its cache, signature {signature(image)}")
+    assert forgotten.text == "I see no image."
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    runs = [c for c in calls if c["event"] == "rkllm_run"]
+    done = [c for c in calls if c["event"] == "rkllm_run_done"]
+    assert [r["input_type"] for r in runs] == [3, 0, 0, 0]  # multimodal once, then text
+    assert [d["image_tokens"] for d in done] == [196, 0, 0, 0]
+    assert [d["kv_before"] for d in done[:3]] == [0, 207, 207 + 9 + 2]
+    if abi_name == "1.3":
+        assert runs[1]["max_new_tokens"] == 2 and done[1]["finished"]
+    else:  # no per-run limit before 1.3: the callback paused the run, which keeps the cache
+        assert done[1]["paused"] and not done[1]["finished"]
 
 
 def test_a_cpu_encoder_leaves_the_model_in_domain_0(fake_rkllmrt: dict[str, Path], tmp_path: Path,
@@ -118,7 +157,26 @@ def test_runtime_version_auto_identifies_official_releases_only(fake_rkllmrt: di
     monkeypatch.setitem(runtime.RELEASES, blob, "1.1.4")
     with pytest.raises(BackendError, match=r"runtime 1\.1\.4, which edge_vlm does not support"):
         runtime.resolve_abi(library, "auto")
-    assert runtime.resolve_abi(library, "1.2") == "1.2"  # an explicit choice is trusted
+    assert runtime.resolve_abi(library, "1.2") == "1.2"  # an explicit choice is trusted...
+    monkeypatch.setitem(runtime.RELEASES, blob, "1.3.0")
+    with pytest.raises(BackendError, match=r'is RKLLM runtime 1\.3\.0 \(ABI 1\.3\), but backend\.llm\.runtime_version '
+                                           r'is "1\.2": set it to "1\.3" or "auto"'):
+        runtime.resolve_abi(library, "1.2")  # ...unless the library is an official release of the other ABI
+
+
+@pytest.mark.parametrize(("built", "configured"), [("1.3", "1.2"), ("1.2", "1.3")])
+def test_a_build_of_the_other_abi_is_named_when_it_fails_to_load(
+        fake_rkllmrt: dict[str, Path], tmp_path: Path, built: str, configured: str) -> None:
+    """Issue 13, point 5: a runtime edge_vlm cannot identify, bound with the ABI the configuration
+    names, crashes or fails while loading when it speaks the other one: the error says which setting
+    to change, to what."""
+    config = VlmBackendConfig.model_validate(vlm_backend(tmp_path, fake_rkllmrt[built], abi=configured))
+    backend = VlmBackend(config)
+    with pytest.raises(BackendError) as failed:
+        backend.load()
+    backend.close()
+    assert f'set backend.llm.runtime_version to "{built}"' in str(failed.value)
+    assert "is not an official RKLLM runtime release edge_vlm knows" in str(failed.value)
 
 
 def test_git_blob_id_is_what_git_hash_object_prints(tmp_path: Path) -> None:

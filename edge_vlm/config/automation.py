@@ -13,10 +13,9 @@ from edge_vlm.config.base import ID_PATTERN, StrictModel
 PLACEHOLDERS = ("camera", "time", "label", "sub_label", "zones", "previous", "language")
 FIELD_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
 
-DEFAULT_RETRY_PROMPT = (
-    "{prompt}\n\nYour previous answer was not the JSON object asked for ({error}). "
-    "Answer again with only the JSON object."
-)
+# A follow-up in the job's conversation: the model has the image, the question and its answer.
+DEFAULT_RETRY_PROMPT = ("Your answer was not the JSON object asked for ({error}). "
+                        "Answer again with only the JSON object.")
 
 
 def _known_placeholders(prompt: str) -> str:
@@ -64,7 +63,8 @@ class ProfileConfig(StrictModel):
     )
     retry_prompt: str = Field(
         DEFAULT_RETRY_PROMPT, min_length=1, max_length=4000,
-        description="Asked once when a JSON answer is invalid; {prompt} is the first question, {error} what was wrong.",
+        description="Asked once, as a follow-up, when a JSON answer is invalid; {error} is what was wrong, {prompt} "
+        "the first question.",
     )
 
     @field_validator("fields")

@@ -4,8 +4,8 @@ Small models wrap JSON in prose or code fences, write numbers as strings and boo
 those are accepted. A missing field, a wrong type or a value out of bounds is not: the answer is
 asked for again once, then reported.
 
-``answer()`` runs a job on the backend: the description, the structured answer checked (and asked
-again once), then each alert rule's yes/no question.
+``answer()`` runs a job on the backend as one conversation about its frame: the description, the
+structured answer checked (and asked again once), then each alert rule's yes/no question.
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ from edge_vlm.config.automation import FieldSpec
 from edge_vlm.core.errors import AnswerError, BackendError, ErrorCode
 from edge_vlm.inference.backends import Backend
 from edge_vlm.inference.prompts import question_prompt
-from edge_vlm.inference.results import Result
+from edge_vlm.inference.results import Description, Result
 from edge_vlm.schedule.job import Job
 
 logger = logging.getLogger(__name__)
 
+YES_NO_TOKENS = 4  # "Yes", "Yes.", "No, it is": what yes_or_no reads is the first word
 _WORDS_TRUE = {"yes", "true", "y", "1"}
 _WORDS_FALSE = {"no", "false", "n", "0", "none"}
 
@@ -92,34 +93,38 @@ def yes_or_no(text: str) -> bool | None:
 
 def answer(backend: Backend, job: Job, queued_ms: float | None = None) -> Result:
     """Ask the backend about ``job`` (which waited ``queued_ms`` for it); BackendError (code
-    ``bad_answer``) when a structured answer is still invalid after asking again."""
-    description = backend.describe(job.prepared, job.frame, job.prompt)
-    fields = None
-    extra_ms: dict[str, float] = {}
-    if job.fields:
-        try:
-            fields = structured(description.text, job.fields)
-        except AnswerError as first:
+    ``bad_answer``) when a structured answer is still invalid after asking again.
+
+    One conversation about the frame: the description first, then (the same image, read once) the
+    structured answer's retry and each alert rule's yes/no question as follow-ups."""
+    with backend.conversation(job.prepared, job.frame) as chat:
+        description = chat.ask(job.prompt)
+        fields = None
+        extra_ms: dict[str, float] = {}
+        if job.fields:
+            try:
+                fields = structured(description.text, job.fields)
+            except AnswerError as first:
+                started = time.perf_counter()
+                again = chat.ask(job.retry_prompt.replace("{prompt}", job.prompt).replace("{error}", str(first)))
+                extra_ms["retry"] = round((time.perf_counter() - started) * 1000, 2)
+                try:
+                    fields = structured(again.text, job.fields)
+                except AnswerError as second:
+                    raise BackendError(f"the model's answer is not the JSON asked for, twice: {first}; then {second} "
+                                       f"(answer: {again.text[:200]!r})", code=ErrorCode.BAD_ANSWER) from None
+                description = Description(again.text, description.timings_ms, description.details)
+        answers: dict[str, bool | None] = {}
+        if job.questions:
             started = time.perf_counter()
-            retry = job.retry_prompt.replace("{prompt}", job.prompt).replace("{error}", str(first))
-            again = backend.describe(job.prepared, job.frame, retry)
-            extra_ms["retry"] = round((time.perf_counter() - started) * 1000, 2)
-            try:
-                fields = structured(again.text, job.fields)
-            except AnswerError as second:
-                raise BackendError(f"the model's answer is not the JSON asked for, twice: {first}; then {second} "
-                                   f"(answer: {again.text[:200]!r})", code=ErrorCode.BAD_ANSWER) from None
-            description = again
-    answers: dict[str, bool | None] = {}
-    if job.questions:
-        started = time.perf_counter()
-        for rule, question in job.questions.items():
-            try:
-                answers[rule] = yes_or_no(backend.describe(job.prepared, job.frame, question_prompt(question)).text)
-            except BackendError as exc:  # the description stands; this rule just gets no answer
-                if exc.code == ErrorCode.CANCELLED:
-                    raise
-                logger.warning("%s: alert question %r failed (%s): %s", job.camera or "request", rule, exc.code, exc)
-                answers[rule] = None
-        extra_ms["questions"] = round((time.perf_counter() - started) * 1000, 2)
+            for rule, question in job.questions.items():
+                try:
+                    answers[rule] = yes_or_no(chat.ask(question_prompt(question), max_new_tokens=YES_NO_TOKENS).text)
+                except BackendError as exc:  # the description stands; this rule just gets no answer
+                    if exc.code == ErrorCode.CANCELLED:
+                        raise
+                    logger.warning("%s: alert question %r failed (%s): %s", job.camera or "request", rule, exc.code,
+                                   exc)
+                    answers[rule] = None
+            extra_ms["questions"] = round((time.perf_counter() - started) * 1000, 2)
     return Result(job, description, backend.name, time.time(), fields, answers, extra_ms, queued_ms)

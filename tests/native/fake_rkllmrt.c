@@ -673,6 +673,7 @@ typedef struct Fake {
     atomic_int abort_requested;
     int running;
     int kv_size;
+    char kv_image[9]; /* the signature of the image the KV cache holds ("" for none) */
     Model model;
     int32_t max_context_len;
     int32_t max_new_tokens;
@@ -1003,15 +1004,15 @@ static void tokenize(Events *ev, const char *text, size_t from, size_t to) {
 }
 
 /*
- * The TEXT of the last complete "[[reply:TEXT]]" in the prompt (a pointer into it, its length in *len), or NULL.
+ * The TEXT of the last complete directive "<tag>TEXT]]" ("[[reply:", "[[see:") in the prompt (a pointer into it,
+ * its length in *len), or NULL.
  * Directives are read left to right; TEXT ends at the first "]]", except that "]]]" leaves its first ']' in
  * TEXT (TEXT can't contain "]]", so it can end with at most one ']'). An unterminated "[[reply:" is ignored.
  */
-static const char *find_reply(const char *prompt, size_t *len) {
-    static const char tag[] = "[[reply:";
+static const char *find_directive(const char *prompt, const char *tag, size_t *len) {
     const char *found = NULL;
     for (const char *p = strstr(prompt, tag); p != NULL;) {
-        const char *t = p + sizeof tag - 1;
+        const char *t = p + strlen(tag);
         const char *close = strstr(t, "]]");
         if (close == NULL) break;
         if (close[2] == ']') close++;
@@ -1126,11 +1127,29 @@ static bool sleep_abortable(Fake *h, long ms) {
     return atomic_load(&h->abort_requested) != 0;
 }
 
-static void end_run(Fake *h, int kv_size) {
+/* The run is over: the KV cache holds kv_size tokens, and (if it holds any) the image `image` when this
+ * run had one, else the image it held before. */
+static void end_run(Fake *h, int kv_size, const char *image) {
     pthread_mutex_lock(&h->lock);
     h->kv_size = kv_size;
+    if (kv_size == 0) h->kv_image[0] = '\0';
+    else if (image != NULL && *image != '\0') snprintf(h->kv_image, sizeof h->kv_image, "%s", image);
     h->running = 0;
     pthread_mutex_unlock(&h->lock);
+}
+
+static void log_done(const Fake *h, int image_tokens, int prompt_tokens, int generated, int kv_before, int kv_after,
+                     bool finished, bool paused) {
+    Buf b;
+    log_begin(&b, "rkllm_run_done", h->id);
+    jint(&b, "image_tokens", image_tokens);
+    jint(&b, "prompt_tokens", prompt_tokens);
+    jint(&b, "generated_tokens", generated);
+    jint(&b, "kv_before", kv_before);
+    jint(&b, "kv_after", kv_after);
+    jbool(&b, "finished", finished);
+    jbool(&b, "paused", paused);
+    log_write(&b);
 }
 
 /* Validation of a run. Returns an error message, or NULL when the input is acceptable. */
@@ -1200,12 +1219,14 @@ API int rkllm_run(LLMHandle handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
     h->running = 1;
     atomic_store(&h->abort_requested, 0);
     int kv_before = h->kv_size;
+    char kv_image[9];
+    memcpy(kv_image, h->kv_image, sizeof kv_image);
     release(h);
 
     char msg[300];
     const char *error = check_run(h, in, ip, msg, sizeof msg);
     if (error != NULL) {
-        end_run(h, kv_before);
+        end_run(h, kv_before, NULL);
         return reject_run(h, in, ip, error);
     }
 
@@ -1234,27 +1255,38 @@ API int rkllm_run(LLMHandle handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
                 signature, start, end, content, width, height);
     } else {
         prompt = in->prompt_input;
-        buf_str(&text, "Test runtime read a text prompt:");
+        if (*kv_image != '\0')
+            buf_fmt(&text, "Test runtime answered from the image in its cache, signature %s:", kv_image);
+        else
+            buf_str(&text, "Test runtime read a text prompt:");
     }
     const char *sig = in->input_type == RKLLM_INPUT_MULTIMODAL ? signature : NULL;
     char *body = clean_prompt(prompt);
     if (*body != '\0') buf_str(&text, " "), buf_str(&text, body);
     int prefill_tokens = image_tokens + count_words(body);
     free(body);
-    if (prefill_tokens > h->max_context_len) {
-        snprintf(msg, sizeof msg, "rkllm_run: %d prefill tokens exceed max_context_len (%d)", prefill_tokens,
-                 (int)h->max_context_len);
+    if (kv_before + prefill_tokens > h->max_context_len) {
+        snprintf(msg, sizeof msg, "rkllm_run: %d prefill tokens after the %d in the KV cache exceed max_context_len (%d)",
+                 prefill_tokens, kv_before, (int)h->max_context_len);
         fprintf(stderr, "E rkllm: %s\n", msg);
         log_run(h, in, ip, sig, msg);
         free(text.data);
-        end_run(h, kv_before);
+        end_run(h, kv_before, NULL);
         return -1;
     }
     log_run(h, in, ip, sig, NULL);
 
     Events ev = {0};
     size_t reply_len = 0;
-    const char *reply = find_reply(prompt, &reply_len);
+    const char *reply = find_directive(prompt, "[[reply:", &reply_len);
+    size_t see_len = 0;
+    const char *see = find_directive(prompt, "[[see:", &see_len);
+    if (see != NULL) { /* [[see:TEXT]]: TEXT if an image is in the context (this input's or the cache's) */
+        static const char blind[] = "I see no image.";
+        bool seen = in->input_type == RKLLM_INPUT_MULTIMODAL || *kv_image != '\0';
+        reply = seen ? see : blind;
+        reply_len = seen ? see_len : strlen(blind);
+    }
     if (reply != NULL) { /* [[reply:TEXT]]: exactly TEXT, tokenized like the derived text, no " Café … ok" */
         text.len = 0;
         buf_add(&text, reply, reply_len);
@@ -1292,7 +1324,7 @@ API int rkllm_run(LLMHandle handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
         h->callback(r, ud, RKLLM_RUN_ERROR);
         memset(r, 0, sizeof *r);
         free(text.data), free(ev.items);
-        end_run(h, kv_before);
+        end_run(h, kv_before, NULL);
         return -1;
     }
 
@@ -1337,6 +1369,7 @@ API int rkllm_run(LLMHandle handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
     }
     double t2 = now_ms();
     int kv_after = kv_before + prefill_tokens + generated;
+    bool finished = !stopped;
     if (!stopped) {
         struct rusage ru;
         memset(&ru, 0, sizeof ru);
@@ -1354,7 +1387,9 @@ API int rkllm_run(LLMHandle handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
     free(text.data), free(ev.items);
     /* keep_history 0 clears the cache after the run, except when the callback paused it (doc §3.2.15) */
     bool paused_by_callback = stopped && !atomic_load(&h->abort_requested);
-    end_run(h, ip->keep_history != 0 || paused_by_callback ? kv_after : 0);
+    int kv_kept = ip->keep_history != 0 || paused_by_callback ? kv_after : 0;
+    log_done(h, image_tokens, prefill_tokens - image_tokens, generated, kv_before, kv_kept, finished, paused_by_callback);
+    end_run(h, kv_kept, sig);
     return 0;
 }
 
@@ -1395,7 +1430,7 @@ API int rkllm_is_running(LLMHandle handle) {
 }
 
 API int rkllm_clear_kv_cache(LLMHandle handle, int keep_system_prompt, int *start_pos, int *end_pos) {
-    (void)keep_system_prompt, (void)start_pos, (void)end_pos;
+    (void)start_pos, (void)end_pos;
     Fake *h = acquire(handle, "rkllm_clear_kv_cache");
     if (h == NULL) return -1;
     int rc = 0;
@@ -1404,8 +1439,15 @@ API int rkllm_clear_kv_cache(LLMHandle handle, int keep_system_prompt, int *star
         rc = -1;
     } else {
         h->kv_size = 0;
+        h->kv_image[0] = '\0';
     }
+    int id = h->id;
     release(h);
+    Buf b;
+    log_begin(&b, "rkllm_clear_kv_cache", id);
+    jint(&b, "keep_system_prompt", keep_system_prompt);
+    jbool(&b, "accepted", rc == 0);
+    log_write(&b);
     return rc;
 }
 

@@ -35,6 +35,9 @@ the real program ignores that error), exit 0. ``short_file``: a file with half t
 ``garbage_file``: right size, all NaN, exit 0. ``init_fail``: ``rknn_init fail! ret=-1`` and
 ``init_imgenc fail! ret=-1 model_path=...``, exit 255 (also what a missing or unparsable model gives)."""
 
+PASSES_ENV = "EDGE_VLM_IMGENC_PASSES"
+"""If set, a file that gets a line per encoder pass (the image's path)."""
+
 DEFAULTS: dict[str, Any] = {
     "input_size": 392,
     "tokens": 196,
@@ -234,6 +237,9 @@ def main(argv: list[str]) -> int:
     elif behaviour == "garbage_file":
         embed = np.full_like(embed, np.nan)
     print(f"main: Encoder the image cost {(time.perf_counter() - started) * 1000:8.2f} ms")
+    if (log := os.environ.get(PASSES_ENV)):  # one line per encoder pass, for counting NPU work
+        with open(log, "a") as passes:
+            passes.write(f"{image_path}\n")
     if behaviour != "no_file":
         Path("img_vec.bin").write_bytes(embed.astype("<f4").tobytes())
     return 0

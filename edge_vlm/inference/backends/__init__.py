@@ -8,7 +8,8 @@ prepared frame at a time, ``close()`` once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
 import numpy as np
@@ -17,6 +18,12 @@ from edge_vlm.config.models import OpencvBackendConfig
 from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.frames import Frame
 from edge_vlm.inference.results import Description
+
+
+class Chat(Protocol):
+    """Questions about one frame, in order (``Backend.conversation``)."""
+
+    def ask(self, prompt: str, *, max_new_tokens: int | None = None) -> Description: ...
 
 
 class Backend(Protocol):
@@ -28,7 +35,14 @@ class Backend(Protocol):
 
     def prepare(self, frame: Frame) -> np.ndarray: ...
 
-    def describe(self, prepared: np.ndarray, frame: Frame, prompt: str) -> Description: ...
+    def describe(self, prepared: np.ndarray, frame: Frame, prompt: str) -> Description:
+        """One question about the frame."""
+        ...
+
+    def conversation(self, prepared: np.ndarray, frame: Frame) -> AbstractContextManager[Chat]:
+        """Several questions about the frame: the vlm reads it once (one encoder pass, its image
+        tokens prefilled once) and answers each from what it kept; forgotten when the block ends."""
+        ...
 
     def abort(self) -> None:
         """Stop the job in flight as soon as possible; called from another thread."""
@@ -39,6 +53,21 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class OneByOne:
+    """A chat for a backend that keeps nothing of a frame: each question is a ``describe``."""
+
+    def __init__(self, backend: Backend, prepared: np.ndarray, frame: Frame) -> None:
+        self._backend, self._prepared, self._frame = backend, prepared, frame
+
+    def ask(self, prompt: str, *, max_new_tokens: int | None = None) -> Description:
+        return self._backend.describe(self._prepared, self._frame, prompt)
+
+
+@contextmanager
+def one_by_one(backend: Backend, prepared: np.ndarray, frame: Frame) -> Iterator[Chat]:
+    yield OneByOne(backend, prepared, frame)
 
 
 def create_backend(config: OpencvBackendConfig | VlmBackendConfig, log_level: str = "INFO") -> Backend:

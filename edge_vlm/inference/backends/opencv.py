@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import numpy as np
 from edge_vlm.config.models import OpencvBackendConfig
 from edge_vlm.core.errors import BackendError
 from edge_vlm.frames import Frame
+from edge_vlm.inference.backends import Chat, one_by_one
 from edge_vlm.inference.vision.preprocess import centred_on_grey
 from edge_vlm.inference.worker.messages import JobDone, RunJob
 from edge_vlm.inference.worker.supervisor import WorkerBackend
@@ -90,6 +92,9 @@ class OpencvBackend(WorkerBackend):
         """The frame scaled to ``analysis_size`` on its long side, up or down."""
         return analysis_input(frame.pixels, self.config.analysis_size)
 
+    def conversation(self, prepared: np.ndarray, frame: Frame) -> AbstractContextManager[Chat]:
+        return one_by_one(self, prepared, frame)  # the analysis keeps nothing a question could reuse
+
 
 def analysis_input(rgb: np.ndarray, size: int) -> np.ndarray:
     """``rgb`` scaled to ``size`` pixels on its long side (at least 1 on the short one)."""
@@ -130,6 +135,9 @@ class OpencvAnalyzer:
 
     def abort(self) -> None:
         pass  # a frame takes a fraction of a second; a stuck one is killed by the supervisor
+
+    def end_conversation(self, conversation: int) -> None:
+        pass  # every frame is analysed afresh
 
     def run(self, job: RunJob, aborted: Callable[[], bool]) -> JobDone:
         started = time.monotonic()

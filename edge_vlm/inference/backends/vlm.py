@@ -7,6 +7,7 @@ placeholder); ``VlmEngine`` runs in the worker: encoder, then LLM, never both at
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -16,12 +17,14 @@ from edge_vlm.config.vlm import OnnxEncoderConfig, VlmBackendConfig
 from edge_vlm.core.errors import BackendError, ErrorCode
 from edge_vlm.frames import Frame
 from edge_vlm.inference.llm.rkllm import RkllmModel
-from edge_vlm.inference.prompts import IMAGE_PLACEHOLDER, multimodal_prompt
-from edge_vlm.inference.results import Description
+from edge_vlm.inference.llm.runtime import unknown_build_hint
+from edge_vlm.inference.prompts import IMAGE_PLACEHOLDER, estimate_tokens, multimodal_prompt
 from edge_vlm.inference.vision import create_encoder
 from edge_vlm.inference.vision.preprocess import encoder_input
 from edge_vlm.inference.worker.messages import JobDone, RunJob
 from edge_vlm.inference.worker.supervisor import WorkerBackend
+
+logger = logging.getLogger(__name__)
 
 
 class VlmBackend(WorkerBackend):
@@ -35,16 +38,13 @@ class VlmBackend(WorkerBackend):
     def prepare(self, frame: Frame) -> np.ndarray:
         return encoder_input(frame.pixels, self._input_size)
 
+    def load_crash_hint(self) -> str:
+        return unknown_build_hint(self.config.llm.library, self.config.llm.runtime_version)
+
     def job_prompt(self, prompt: str) -> str:
         if prompt.count(IMAGE_PLACEHOLDER) > 1:  # one image is encoded: the runtime would read past it
             raise BackendError(f"the prompt may hold {IMAGE_PLACEHOLDER} once at most", code=ErrorCode.BAD_TRIGGER)
-        return multimodal_prompt(prompt)
-
-    def describe(self, prepared: np.ndarray, frame: Frame, prompt: str) -> Description:
-        described = super().describe(prepared, frame, prompt)
-        started, finished = self.busy[-1]
-        return Description(described.text, described.timings_ms,
-                           {**described.details, "worker_ms": round((finished - started) * 1000, 1)})
+        return prompt  # the engine places the image: in the first question about a frame only
 
 
 class VlmEngine:
@@ -56,6 +56,10 @@ class VlmEngine:
         self._llm = RkllmModel(config.llm, spec, encoder_on_npu=not isinstance(config.encoder, OnnxEncoderConfig))
         self._encoder = create_encoder(config.encoder, spec)
         self._family = config.family
+        # The conversation in progress: its frame's embeddings, and whether its image is in the KV cache.
+        self._conversation: int | None = None
+        self._embeddings: np.ndarray | None = None
+        self._image_in_cache = False
 
     def load(self) -> str:
         # The language model first, then the encoder, as every Rockchip demo does.
@@ -72,29 +76,77 @@ class VlmEngine:
         self._llm.close()
 
     def run(self, job: RunJob, aborted: Callable[[], bool]) -> JobDone:
+        """One question. The first about a frame encodes it and prefills its image tokens; a
+        follow-up in the same conversation is answered from the KV cache (its text alone), unless
+        the cache has lost the image (a failed turn) or has no room left for the turn, in which
+        case the image is prefilled again from the embeddings kept (no second encoder pass)."""
         started = time.monotonic()
-        embeddings = self._encoder.encode(job.pixels)
-        encoded = time.monotonic()
-        if not np.isfinite(embeddings).all():
-            raise BackendError("the encoder produced values that are not finite numbers (NaN or infinity)")
-        if aborted():  # aborted while encoding: no rkllm_run was there to stop
-            raise BackendError("aborted before the language model started")
-        generation = self._llm.generate(job.prompt, embeddings, self._encoder.input_size)
+        encoder_ms = 0.0
+        follow_up = job.conversation is not None and job.conversation == self._conversation
+        if not follow_up:
+            self.end_conversation(self._conversation)
+            self._embeddings = self._encode(job.pixels, aborted)
+            encoder_ms = (time.monotonic() - started) * 1000
+            self._conversation = job.conversation
+        assert self._embeddings is not None
+        image_tokens = int(self._embeddings.shape[0])
+        keep = job.conversation is not None
+        try:
+            if follow_up and self._image_in_cache and self._room_for(job):
+                generation = self._llm.generate(job.prompt, None, self._encoder.input_size, keep_history=True,
+                                                max_new_tokens=job.max_new_tokens)
+            else:
+                if follow_up:
+                    logger.info("Conversation %s: the image is prefilled again (%s)", job.conversation,
+                                "no room left in the context" if self._image_in_cache else "the cache lost it")
+                    self._llm.clear()
+                generation = self._llm.generate(multimodal_prompt(job.prompt), self._embeddings,
+                                                self._encoder.input_size, keep_history=keep,
+                                                max_new_tokens=job.max_new_tokens)
+                self._image_in_cache = keep
+        except BaseException:
+            self._llm.clear()  # a failed or aborted run leaves the cache in no known state
+            self._image_in_cache = False
+            raise
+        if not keep:
+            self._conversation, self._embeddings = None, None
         finished = time.monotonic()
         return JobDone(
             job.job_id,
             generation.text,
             timings_ms={
-                "encoder": round((encoded - started) * 1000, 1),
+                "encoder": round(encoder_ms, 1),
                 "prefill": round(generation.prefill_ms, 1),
                 "decode": round(generation.decode_ms, 1),
             },
             details={
-                "image_tokens": int(embeddings.shape[0]),
+                "image_tokens": image_tokens,
+                "encoder_passes": 0 if follow_up else 1,
                 "prefill_tokens": generation.prefill_tokens,
                 "generated_tokens": generation.generated_tokens,
                 "llm_memory_mb": round(generation.memory_mb, 1),
+                "worker_ms": round((finished - started) * 1000, 1),
             },
             started=started,
             finished=finished,
         )
+
+    def end_conversation(self, conversation: int | None) -> None:
+        """Forget the conversation's frame: its embeddings, and the KV cache."""
+        if conversation is not None and conversation == self._conversation:
+            self._llm.clear()
+            self._conversation, self._embeddings, self._image_in_cache = None, None, False
+
+    def _encode(self, pixels: np.ndarray, aborted: Callable[[], bool]) -> np.ndarray:
+        embeddings = self._encoder.encode(pixels)
+        if not np.isfinite(embeddings).all():
+            raise BackendError("the encoder produced values that are not finite numbers (NaN or infinity)")
+        if aborted():  # aborted while encoding: no rkllm_run was there to stop
+            raise BackendError("aborted before the language model started")
+        return embeddings
+
+    def _room_for(self, job: RunJob) -> bool:
+        """Whether the KV cache has room for the turn's text and its longest answer."""
+        left = self._llm.context_left()
+        answer = job.max_new_tokens if job.max_new_tokens is not None else self._llm.config.max_new_tokens
+        return left is not None and left >= estimate_tokens(job.prompt) + answer

@@ -7,7 +7,11 @@ What the runtime demands (rockchip.md §7, §8):
   "an incomplete UTF-8 character, wait", and the perf figures are valid only at FINISH;
 - everything the runtime may touch (callback, prompt, tags, embeddings) stays referenced until
   ``rkllm_run`` returns; the callback object lives as long as the handle;
-- ``keep_history = 0`` and the KV cache cleared after each frame (rknn-llm#529).
+- a frame's questions are one conversation: the first run has the image, later ones only their text,
+  answered from the KV cache (``keep_history = 1``); the cache is cleared once the conversation is
+  over, and after every single question (rknn-llm#529: with ``keep_history = 0`` alone memory grows);
+- a yes/no answer stops after a few tokens: the run's ``max_new_tokens`` (1.3), or the callback
+  pausing the run (returning 1, 1.2.1+), which keeps the cache.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import codecs
 import ctypes
 import logging
 import threading
+import time
 from ctypes import POINTER, byref, c_float, c_int, c_void_p
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +31,7 @@ import numpy as np
 from edge_vlm.config.vlm import ModelSpec, RkllmConfig
 from edge_vlm.core.errors import BackendError
 from edge_vlm.inference.llm import abi, layout
-from edge_vlm.inference.llm.runtime import resolve_abi
+from edge_vlm.inference.llm.runtime import resolve_abi, unknown_build_hint
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +51,13 @@ class Generation:
 class _Run:
     """What the callback gathers during one rkllm_run."""
 
+    limit: int | None = None  # pause the run after this many tokens (the 1.2 runtime has no per-run limit)
     decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
     pieces: list[str] = field(default_factory=list)
     perf: tuple[float, float, int, int, float] | None = None
+    tokens: int = 0
+    first_token_at: float | None = None
+    paused: bool = False
     error: bool = False
 
 
@@ -71,11 +80,12 @@ def _declare(lib: ctypes.CDLL, types: abi.Abi) -> None:
     lib.rkllm_init.argtypes = [handle_p, POINTER(types.param), third]
     lib.rkllm_run.argtypes = [abi.LLMHandle, POINTER(types.input), POINTER(types.infer_param), c_void_p]
     lib.rkllm_clear_kv_cache.argtypes = [abi.LLMHandle, c_int, POINTER(c_int), POINTER(c_int)]
+    lib.rkllm_get_kv_cache_size.argtypes = [abi.LLMHandle, POINTER(c_int)]
     lib.rkllm_set_chat_template.argtypes = [abi.LLMHandle, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p]
     for name in ("rkllm_abort", "rkllm_destroy"):
         getattr(lib, name).argtypes = [abi.LLMHandle]
-    for name in ("rkllm_init", "rkllm_run", "rkllm_clear_kv_cache", "rkllm_set_chat_template",
-                 "rkllm_abort", "rkllm_destroy"):
+    for name in ("rkllm_init", "rkllm_run", "rkllm_clear_kv_cache", "rkllm_get_kv_cache_size",
+                 "rkllm_set_chat_template", "rkllm_abort", "rkllm_destroy"):
         getattr(lib, name).restype = c_int
 
 
@@ -115,7 +125,8 @@ class RkllmModel:
             raise BackendError(
                 f"rkllm_init failed for {self.config.model} with runtime {self.abi_name} ({self.config.library}); "
                 "the runtime's own messages above say why (model converted for another runtime version? "
-                "too few CPUs for the model's NPU cores? NPU memory?)",
+                "too few CPUs for the model's NPU cores? NPU memory?)"
+                + unknown_build_hint(library, self.config.runtime_version),
             )
         self._lib, self._types = lib, types
         template = self.config.chat_template
@@ -153,17 +164,60 @@ class RkllmModel:
             param.img_start, param.img_end, param.img_content = tags
         return param
 
-    def generate(self, prompt: str, embeddings: np.ndarray, image_size: int) -> Generation:
-        """Run the model on ``prompt`` (with ``<image>`` where the image goes) and the embeddings."""
+    def generate(self, prompt: str, embeddings: np.ndarray | None, image_size: int, *, keep_history: bool = False,
+                 max_new_tokens: int | None = None) -> Generation:
+        """Run the model on ``prompt``: with ``<image>`` where the image goes and its ``embeddings``,
+        or text alone (``embeddings`` None) after what the KV cache holds. ``keep_history``: the cache
+        keeps this turn for the next (clear it with ``clear()``); else it is cleared at once."""
         if self._lib is None or self._types is None:
             raise BackendError("the RKLLM model is not loaded")
-        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         prompt_bytes = prompt.encode()
-        image_tags = self.spec.image_tags
-        tags = [t.encode() for t in (image_tags.start, image_tags.end, image_tags.content)]
         rk_input = self._types.input()
         rk_input.role = b"user"
         rk_input.enable_thinking = False
+        keep: list[Any] = [prompt_bytes]  # referenced until rkllm_run returns
+        if embeddings is None:
+            rk_input.input_type = abi.INPUT_PROMPT
+            rk_input.prompt_input = prompt_bytes
+        else:
+            keep.extend(self._image_input(rk_input, prompt_bytes, embeddings, image_size))
+        infer = self._types.infer_param()
+        infer.mode = abi.INFER_GENERATE
+        infer.keep_history = 1 if keep_history else 0
+        if max_new_tokens is not None and self._types.name == "1.3":
+            infer.max_new_tokens = max_new_tokens
+        with self._lock:
+            run = self._run = _Run(limit=max_new_tokens if self._types.name == "1.2" else None)
+            kv_before = self._kv_size()
+            started = time.perf_counter()
+            try:
+                status = self._lib.rkllm_run(self._handle, byref(rk_input), byref(infer), None)
+            finally:
+                self._run = None
+                if not keep_history:
+                    self._lib.rkllm_clear_kv_cache(self._handle, 0, None, None)
+            finished = time.perf_counter()
+            kv_after = self._kv_size() if keep_history else None
+        run.pieces.append(run.decoder.decode(b"", final=True))
+        if status != 0 or run.error:
+            raise BackendError(f"rkllm_run failed (status {status}); the runtime's messages above say why")
+        text = "".join(run.pieces).strip()
+        if run.perf is not None:
+            prefill_ms, decode_ms, prefill_tokens, generated, memory = run.perf
+            return Generation(text, prefill_ms, decode_ms, prefill_tokens, generated, memory)
+        if not run.paused:
+            raise BackendError("rkllm_run returned before finishing the answer (aborted?)")
+        # Paused at the token limit: the runtime gives no figures; the clock and the cache's size do.
+        first = run.first_token_at if run.first_token_at is not None else finished
+        prefilled = (kv_after - kv_before - run.tokens) if kv_after is not None and kv_before is not None else 0
+        return Generation(text, (first - started) * 1000, (finished - first) * 1000, max(prefilled, 0), run.tokens, 0.0)
+
+    def _image_input(self, rk_input: Any, prompt_bytes: bytes, embeddings: np.ndarray, image_size: int) -> list[Any]:
+        """``rk_input`` made the image and the prompt; what it points to, to keep until the run ends."""
+        assert self._types is not None
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        image_tags = self.spec.image_tags
+        tags = [t.encode() for t in (image_tags.start, image_tags.end, image_tags.content)]
         rk_input.input_type = abi.INPUT_MULTIMODAL
         multimodal = rk_input.multimodal_input
         multimodal.prompt = prompt_bytes
@@ -174,23 +228,27 @@ class RkllmModel:
         image.image_width = image.image_height = image_size
         if self._types.name == "1.3":
             image.image_start, image.image_end, image.image_content = tags
-        infer = self._types.infer_param()
-        infer.mode = abi.INFER_GENERATE
-        infer.keep_history = 0
-        with self._lock:
-            run = self._run = _Run()
-            try:
-                status = self._lib.rkllm_run(self._handle, byref(rk_input), byref(infer), None)
-            finally:
-                self._run = None
+        return [embeddings, *tags]
+
+    def clear(self) -> None:
+        """Forget the conversation: the KV cache emptied."""
+        if self._lib is not None:
+            with self._lock:
                 self._lib.rkllm_clear_kv_cache(self._handle, 0, None, None)
-        run.pieces.append(run.decoder.decode(b"", final=True))
-        if status != 0 or run.error:
-            raise BackendError(f"rkllm_run failed (status {status}); the runtime's messages above say why")
-        if run.perf is None:
-            raise BackendError("rkllm_run returned before finishing the answer (aborted?)")
-        prefill_ms, decode_ms, prefill_tokens, generated, memory = run.perf
-        return Generation("".join(run.pieces).strip(), prefill_ms, decode_ms, prefill_tokens, generated, memory)
+
+    def _kv_size(self) -> int | None:
+        """Tokens in the KV cache (runtime 1.2.1+), None if the runtime will not say."""
+        assert self._lib is not None
+        size = c_int(0)
+        return size.value if self._lib.rkllm_get_kv_cache_size(self._handle, byref(size)) == 0 else None
+
+    def context_left(self) -> int | None:
+        """How many more tokens the KV cache can take before ``max_context_len``; None if unknown."""
+        if self._lib is None:
+            return None
+        with self._lock:
+            used = self._kv_size()
+        return None if used is None else self.config.max_context_len - used
 
     def abort(self) -> None:
         """Stop the run in progress, from any thread (takes effect after up to ~1 s: rknn-llm#400)."""
@@ -212,9 +270,16 @@ class RkllmModel:
                 run.error = True
             elif result and state in (abi.RUN_NORMAL, abi.RUN_FINISH):
                 contents = ctypes.cast(result, POINTER(abi.RKLLMResult)).contents
-                if state == abi.RUN_NORMAL and contents.text is not None:
-                    # A character may arrive split over two tokens: decode incrementally.
-                    run.pieces.append(run.decoder.decode(contents.text))
+                if state == abi.RUN_NORMAL:
+                    if run.first_token_at is None:
+                        run.first_token_at = time.perf_counter()
+                    run.tokens += 1
+                    if contents.text is not None:
+                        # A character may arrive split over two tokens: decode incrementally.
+                        run.pieces.append(run.decoder.decode(contents.text))
+                    if run.limit is not None and run.tokens >= run.limit:
+                        run.paused = True
+                        return 1  # pause: the run ends, the KV cache keeps it
                 elif state == abi.RUN_FINISH:
                     perf = contents.perf
                     run.perf = (perf.prefill_time_ms, perf.generate_time_ms, perf.prefill_tokens,

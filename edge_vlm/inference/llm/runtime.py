@@ -35,15 +35,43 @@ def git_blob_id(path: Path) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 
+def release_of(library: Path) -> str | None:
+    """The official release ``library`` is, None for a build this version does not know."""
+    return RELEASES.get(git_blob_id(library))
+
+
+def unknown_build_hint(library: Path, configured: str) -> str:
+    """What to say when a runtime this version cannot identify fails or crashes while loading: the
+    ABI may be the other one ("" when the library is an official release, or unreadable)."""
+    try:
+        if release_of(library) is not None:
+            return ""
+    except OSError:
+        return ""
+    other = {"1.2": "1.3", "1.3": "1.2"}.get(configured)
+    if other is None:
+        return ""
+    return (f"; {library} is not an official RKLLM runtime release edge_vlm knows, bound as ABI {configured} "
+            f"because backend.llm.runtime_version says so: if it is a {other}.x runtime, set "
+            f'backend.llm.runtime_version to "{other}" (the wrong ABI crashes or fails while loading)')
+
+
 def resolve_abi(library: Path, configured: str) -> str:
     """The ABI ("1.2" or "1.3") to bind ``library`` with."""
-    if configured != "auto":
-        return configured
     try:
         blob = git_blob_id(library)
     except OSError as exc:
+        if configured != "auto":
+            return configured  # loading it says what is wrong
         raise BackendError(f"{library}: cannot read the RKLLM runtime: {exc.strerror}") from None
     release = RELEASES.get(blob)
+    if configured != "auto":
+        official = SUPPORTED.get(release or "")
+        if official is not None and official != configured:
+            raise BackendError(
+                f"{library} is RKLLM runtime {release} (ABI {official}), but backend.llm.runtime_version is "
+                f'"{configured}": set it to "{official}" or "auto" (the wrong ABI crashes while loading)')
+        return configured
     if release is None:
         raise BackendError(
             f"{library} is not an official RKLLM runtime release this version knows (git blob {blob}); "

@@ -26,7 +26,17 @@ from pydantic import TypeAdapter
 from edge_vlm.config.models import BackendConfig, OpencvBackendConfig
 from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.core.errors import BackendError, ErrorCode
-from edge_vlm.inference.worker.messages import Abort, JobDone, JobFailed, LoadFailed, Ready, RunJob, Shutdown, ToWorker
+from edge_vlm.inference.worker.messages import (
+    Abort,
+    EndConversation,
+    JobDone,
+    JobFailed,
+    LoadFailed,
+    Ready,
+    RunJob,
+    Shutdown,
+    ToWorker,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +53,10 @@ class Engine(Protocol):
         ...
 
     def run(self, job: RunJob, aborted: Callable[[], bool]) -> JobDone: ...
+
+    def end_conversation(self, conversation: int) -> None:
+        """Forget what was kept of the conversation's frame."""
+        ...
 
     def abort(self) -> None:
         """Stop the job in flight as soon as possible; called from the inbox thread."""
@@ -66,7 +80,7 @@ class _Inbox:
     """Reads the pipe on its own thread: jobs queue up, aborts act at once."""
 
     def __init__(self, conn: Connection, engine: Engine) -> None:
-        self.jobs: queue.Queue[RunJob | None] = queue.Queue()
+        self.jobs: queue.Queue[RunJob | EndConversation | None] = queue.Queue()
         self.current: int | None = None
         self.aborted: dict[int, Abort] = {}
         self._conn = conn
@@ -80,7 +94,7 @@ class _Inbox:
             except (EOFError, OSError):  # the daemon is gone
                 self.jobs.put(None)
                 return
-            if isinstance(message, RunJob):
+            if isinstance(message, RunJob | EndConversation):  # in order: a conversation ends after its turns
                 self.jobs.put(message)
             elif isinstance(message, Abort):
                 self.aborted[message.job_id] = message
@@ -94,6 +108,12 @@ class _Inbox:
 
 def _serve(conn: Connection, inbox: _Inbox, engine: Engine) -> None:
     while (job := inbox.jobs.get()) is not None:
+        if isinstance(job, EndConversation):
+            try:
+                engine.end_conversation(job.conversation)
+            except BackendError as exc:  # the next conversation begins afresh anyway
+                logger.warning("Ending conversation %d: %s", job.conversation, exc)
+            continue
         inbox.current = job.job_id
         try:
             reply: JobDone | JobFailed = engine.run(job, partial(inbox.aborted.__contains__, job.job_id))

@@ -12,10 +12,23 @@ from edge_vlm.core.errors import ErrorCode
 
 @dataclass(frozen=True)
 class RunJob:
+    """One question about a frame. In a conversation (``conversation`` set), the turns after the first
+    are answered from what the engine kept of the frame (the vlm's image in its KV cache); the pixels
+    still come with every turn, so a restarted worker can begin again."""
+
     job_id: int
     camera: str
     pixels: np.ndarray  # the backend's prepared input, uint8 RGB
-    prompt: str  # for the vlm backend with <image> where the image goes
+    prompt: str  # the question; the vlm engine places the image
+    conversation: int | None = None  # None: a single question, forgotten once answered
+    max_new_tokens: int | None = None  # None: the model's configured limit
+
+
+@dataclass(frozen=True)
+class EndConversation:
+    """The conversation's job is done: the engine forgets the frame (no reply)."""
+
+    conversation: int
 
 
 @dataclass(frozen=True)
@@ -59,5 +72,5 @@ class JobFailed:
     message: str
 
 
-ToWorker = RunJob | Abort | Shutdown
+ToWorker = RunJob | EndConversation | Abort | Shutdown
 FromWorker = Ready | LoadFailed | JobDone | JobFailed

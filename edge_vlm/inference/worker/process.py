@@ -21,7 +21,7 @@ from pathlib import Path
 
 from edge_vlm.core.errors import BackendError, ErrorCode
 from edge_vlm.inference.worker.child import worker_main
-from edge_vlm.inference.worker.messages import Abort, FromWorker, RunJob, Shutdown
+from edge_vlm.inference.worker.messages import FromWorker, ToWorker
 
 POLL_S = 0.2
 STOP_TIMEOUT_S = 10.0
@@ -64,7 +64,7 @@ class WorkerProcess:
     def alive(self) -> bool:
         return not self.exited.is_set()
 
-    def send(self, message: RunJob | Abort | Shutdown) -> None:
+    def send(self, message: ToWorker) -> None:
         with self.send_lock:
             self.conn.send(message)
 

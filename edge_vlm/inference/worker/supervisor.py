@@ -24,7 +24,8 @@ import multiprocessing
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import numpy as np
 
@@ -32,9 +33,12 @@ from edge_vlm.config.models import OpencvBackendConfig
 from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.core.errors import BackendError, ErrorCode
 from edge_vlm.frames import Frame
+from edge_vlm.inference.backends import Chat
 from edge_vlm.inference.results import Description
+from edge_vlm.inference.worker.conversation import WorkerConversation
 from edge_vlm.inference.worker.messages import (
     Abort,
+    EndConversation,
     JobDone,
     JobFailed,
     LoadFailed,
@@ -70,6 +74,7 @@ class WorkerBackend:
         self._failed_restarts = 0  # jobs waiting for a restart fail when one fails
         self._delay = 1.0
         self._job_ids = itertools.count(1)
+        self._conversations = itertools.count(1)
         self._current_job: int | None = None
         self._listeners: list[AvailabilityListener] = []
 
@@ -112,7 +117,7 @@ class WorkerBackend:
         except BackendError:
             worker.end()
             raise BackendError(f"the inference worker {worker.reason} while loading the models; "
-                               "its log above says why") from None
+                               f"its log above says why{self.load_crash_hint()}") from None
         if not isinstance(message, Ready):
             worker.exited.wait(STOP_TIMEOUT_S)  # after LoadFailed it exits by itself
             worker.end()
@@ -139,12 +144,34 @@ class WorkerBackend:
     def prepare(self, frame: Frame) -> np.ndarray:
         raise NotImplementedError
 
+    def load_crash_hint(self) -> str:
+        """What else to say when the worker dies while loading ("; …"), or ""."""
+        return ""
+
     def job_prompt(self, prompt: str) -> str:
         """The prompt as the engine takes it; raise BackendError(code=ErrorCode.BAD_TRIGGER) if it cannot be used."""
         return prompt
 
     def describe(self, prepared: np.ndarray, frame: Frame, prompt: str) -> Description:
-        job = RunJob(next(self._job_ids), frame.camera, prepared, self.job_prompt(prompt))
+        return self.run(self.job(prepared, frame, prompt))
+
+    def job(self, prepared: np.ndarray, frame: Frame, prompt: str, conversation: int | None = None,
+            max_new_tokens: int | None = None) -> RunJob:
+        return RunJob(next(self._job_ids), frame.camera, prepared, self.job_prompt(prompt), conversation,
+                      max_new_tokens)
+
+    def conversation(self, prepared: np.ndarray, frame: Frame) -> AbstractContextManager[Chat]:
+        return self._conversation(prepared, frame)
+
+    @contextmanager
+    def _conversation(self, prepared: np.ndarray, frame: Frame) -> Iterator[Chat]:
+        conversation = WorkerConversation(self, next(self._conversations), prepared, frame)
+        try:
+            yield conversation
+        finally:
+            conversation.end()
+
+    def run(self, job: RunJob) -> Description:
         worker = self._wait_available()
         try:
             reply = self._exchange(worker, job)
@@ -158,6 +185,12 @@ class WorkerBackend:
         self._delay = 1.0
         self.busy.append((reply.started, reply.finished))
         return Description(reply.text, reply.timings_ms, reply.details)
+
+    def end_conversation(self, conversation: int) -> None:
+        """Tell the worker to forget the conversation's frame (a worker that is gone forgot it)."""
+        if (worker := self._worker) is not None:
+            with contextlib.suppress(OSError, ValueError):
+                worker.send(EndConversation(conversation))
 
     def abort(self) -> None:
         if (worker := self._worker) is not None:
@@ -263,3 +296,4 @@ class WorkerBackend:
     def _announce(self, available: bool, reason: str) -> None:
         for listener in self._listeners:
             listener(available, reason)
+

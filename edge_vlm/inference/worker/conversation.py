@@ -1,0 +1,35 @@
+"""A conversation about one frame, as the daemon holds it: each question a job for the worker, which
+keeps the frame (the vlm's image in its KV cache) between them until the conversation ends."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from edge_vlm.frames import Frame
+from edge_vlm.inference.results import Description
+from edge_vlm.inference.worker.messages import RunJob
+
+
+class JobRunner(Protocol):
+    def job(self, prepared: np.ndarray, frame: Frame, prompt: str, conversation: int | None = None,
+            max_new_tokens: int | None = None) -> RunJob: ...
+
+    def run(self, job: RunJob) -> Description: ...
+
+    def end_conversation(self, conversation: int) -> None: ...
+
+
+class WorkerConversation:
+    def __init__(self, runner: JobRunner, conversation: int, prepared: np.ndarray, frame: Frame) -> None:
+        self._runner, self._id, self._prepared, self._frame = runner, conversation, prepared, frame
+        self._asked = False
+
+    def ask(self, prompt: str, *, max_new_tokens: int | None = None) -> Description:
+        self._asked = True
+        return self._runner.run(self._runner.job(self._prepared, self._frame, prompt, self._id, max_new_tokens))
+
+    def end(self) -> None:
+        if self._asked:
+            self._runner.end_conversation(self._id)
