@@ -338,6 +338,17 @@ def test_alert_rules_of_each_kind_fire_with_a_retained_state_and_an_event(
     assert [(r["keep_history"], r["max_new_tokens"]) for r in runs] == [(1, 0), (1, YES_NO_TOKENS), (1, YES_NO_TOKENS)]
     assert [r["image_tokens"] for r in calls if r["event"] == "rkllm_run_done"][-3:] == [16, 0, 0]
     assert calls[-1]["event"] == "rkllm_clear_kv_cache"  # the conversation over, the frame forgotten
+    # What it cost the NPU, by the runtime's figures: three turns, one encoder pass, the image prefilled once
+    npu = result["npu"]
+    assert (npu["turns"], npu["encoder_passes"]) == (3, 1)
+    done = [c for c in calls if c["event"] == "rkllm_run_done"][-3:]
+    assert npu["prefill_tokens"] == sum(d["image_tokens"] + d["prompt_tokens"] for d in done)
+    assert npu["generated_tokens"] == sum(d["generated_tokens"] for d in done)
+    assert result["timings_ms"]["prefill"] == npu["prefill_ms"]
+    # ...and which camera used the NPU in the last hour, in the diagnostics
+    diagnostics = daemon.recorder.wait_for(f"{config.base_topic}/{config.node_id}/diagnostics",
+                                           lambda m: "front_door" in m.json()["npu_s_last_hour"]).json()
+    assert diagnostics["npu_s_last_hour"]["front_door"] == round(npu["seconds"], 1)
     # Sent after the description they belong to (its result, its described event), in order.
     daemon.recorder.wait_for(alert_events, lambda m: m.json()["event_type"] == fired[-1])
     events = [m.json() for m in daemon.recorder.on(alert_events)]

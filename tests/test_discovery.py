@@ -15,6 +15,7 @@ from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.core.topics import Topics
 from edge_vlm.publish.discovery import (
     camera_device_payload,
+    camera_payload,
     control_components,
     discovery_messages,
     event_components,
@@ -424,6 +425,21 @@ def test_a_stale_camera_clears_only_its_own_retained_topics() -> None:
         ("edge_vlm/shed/image", b"", True), ("edge_vlm/shed/alert/cat", b"", True)]
     assert [m.topic for m in stale_camera_messages(config_topic, b"[[[not json", "shed", TOPICS)] == [
         config_topic, "edge_vlm/shed/description", "edge_vlm/shed/configured"]
+
+
+def test_a_camera_shows_its_npu_time_with_the_vlm_backend_only() -> None:
+    """Issue 13, point 6: the NPU seconds the camera's jobs took in the last hour, from the diagnostics."""
+    fields: dict[str, Any] = {"type": "vlm"}  # only its type matters here
+    vlm = CONFIG.model_copy(update={"backend": VlmBackendConfig.model_construct(**fields)})
+    camera = CONFIG.cameras[0]
+    assert camera_payload(vlm, camera, TOPICS)["cmps"]["npu_time"] == {
+        "p": "sensor", "unique_id": f"edge_vlm_garage-board_{camera.id}_npu_time",
+        "default_entity_id": f"sensor.edge_vlm_{camera.id}_npu_time", "object_id": f"edge_vlm_{camera.id}_npu_time",
+        "name": "NPU time, last hour", "state_topic": "edge_vlm/garage-board/diagnostics",
+        "value_template": f"{{{{ value_json.npu_s_last_hour.get('{camera.id}', 0) }}}}",
+        "unit_of_measurement": "s", "device_class": "duration", "state_class": "measurement", "icon": "mdi:chip",
+        "entity_category": "diagnostic", **AVAILABLE}
+    assert "npu_time" not in camera_payload(CONFIG, camera, TOPICS)["cmps"]  # opencv: no NPU
 
 
 def test_readings_are_announced_where_they_exist() -> None:

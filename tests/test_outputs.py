@@ -75,8 +75,33 @@ def test_result_messages() -> None:
         "camera": "porch", "text": long_text.strip(), "description": shorten(long_text), **common,
         "answers": None, "alerts": None, "superseded_ids": ["id-0"],
         "timings_ms": {"capture": 2.0, "queued": 1.0, "analyze": 40.0},
-        "image_size": [1920, 1080], "details": {"people": 2}, "event": {"source": "frigate", "id": "ev1"},
+        "image_size": [1920, 1080], "details": {"people": 2}, "npu": None,
+        "event": {"source": "frigate", "id": "ev1"},
     }
+
+
+def test_a_result_says_what_all_its_turns_cost_the_npu() -> None:
+    """Issue 13, point 6: the description, a retry and the questions, by the runtime's own figures."""
+    frame = Frame("porch", np.zeros((4, 6, 3), np.uint8), (6, 4), b"jpeg", "JPEG", 1_700_000_000.0)
+    job = Job("porch", frame, frame.pixels, "Describe", "id-3", Origin.TRIGGER, received_at=0.0,
+              timings_ms={"capture": 2.0})
+
+    def turn(text: str, encoder: float, prefill: float, decode: float, tokens: tuple[int, int, int]) -> Description:
+        passes, prefilled, generated = tokens
+        return Description(text, {"encoder": encoder, "prefill": prefill, "decode": decode},
+                           {"encoder_passes": passes, "prefill_tokens": prefilled, "generated_tokens": generated})
+
+    first = turn("A courier", 3280.0, 640.0, 2100.0, (1, 240, 35))
+    question = turn("Yes.", 0.0, 40.0, 60.0, (0, 12, 1))
+    result = Result(job, first, "qwen2-vl-2b", 1_700_000_001.0, answers={"parcel": True},
+                    extra_ms={"questions": 110.0}, turns=(first, question))
+
+    assert result.npu == {"turns": 2, "encoder_passes": 1, "encoder_ms": 3280.0, "prefill_ms": 680.0,
+                          "decode_ms": 2160.0, "prefill_tokens": 252, "generated_tokens": 36, "seconds": 6.12}
+    assert result.timings_ms == {"capture": 2.0, "encoder": 3280.0, "prefill": 680.0, "decode": 2160.0,
+                                 "questions": 110.0}
+    assert json.loads(result_messages(result_payload(result, latency_ms=6200.0), TOPICS)[-1].payload)["npu"] == \
+        result.npu
 
 
 def test_a_structured_result_publishes_its_fields_and_summary() -> None:

@@ -99,6 +99,7 @@ def answer(backend: Backend, job: Job, queued_ms: float | None = None) -> Result
     structured answer's retry and each alert rule's yes/no question as follow-ups."""
     with backend.conversation(job.prepared, job.frame) as chat:
         description = chat.ask(job.prompt)
+        turns = [description]
         fields = None
         extra_ms: dict[str, float] = {}
         if job.fields:
@@ -107,6 +108,7 @@ def answer(backend: Backend, job: Job, queued_ms: float | None = None) -> Result
             except AnswerError as first:
                 started = time.perf_counter()
                 again = chat.ask(job.retry_prompt.replace("{prompt}", job.prompt).replace("{error}", str(first)))
+                turns.append(again)
                 extra_ms["retry"] = round((time.perf_counter() - started) * 1000, 2)
                 try:
                     fields = structured(again.text, job.fields)
@@ -119,7 +121,9 @@ def answer(backend: Backend, job: Job, queued_ms: float | None = None) -> Result
             started = time.perf_counter()
             for rule, question in job.questions.items():
                 try:
-                    answers[rule] = yes_or_no(chat.ask(question_prompt(question), max_new_tokens=YES_NO_TOKENS).text)
+                    reply = chat.ask(question_prompt(question), max_new_tokens=YES_NO_TOKENS)
+                    turns.append(reply)
+                    answers[rule] = yes_or_no(reply.text)
                 except BackendError as exc:  # the description stands; this rule just gets no answer
                     if exc.code == ErrorCode.CANCELLED:
                         raise
@@ -127,4 +131,4 @@ def answer(backend: Backend, job: Job, queued_ms: float | None = None) -> Result
                                    exc)
                     answers[rule] = None
             extra_ms["questions"] = round((time.perf_counter() - started) * 1000, 2)
-    return Result(job, description, backend.name, time.time(), fields, answers, extra_ms, queued_ms)
+    return Result(job, description, backend.name, time.time(), fields, answers, extra_ms, queued_ms, tuple(turns))

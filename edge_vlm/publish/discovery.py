@@ -31,6 +31,7 @@ from edge_vlm.publish.discovery_node import node_device_payload
 # The builders, for tests that check one part of a payload.
 __all__ = [
     "camera_device_payload",
+    "camera_payload",
     "control_components",
     "discovery_messages",
     "event_components",

@@ -12,6 +12,7 @@ from typing import Any
 from edge_vlm.camera_state import COOLDOWN_MAX_S, TEXT_MAX
 from edge_vlm.config.automation import FieldSpec
 from edge_vlm.config.models import AppConfig, CameraConfig
+from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.core.topics import (
     ALERTS,
     ATTRIBUTES,
@@ -206,9 +207,26 @@ def stream_components(camera: CameraConfig, topics: Topics) -> dict[str, Any]:
     }
 
 
+def npu_components(camera: CameraConfig, topics: Topics) -> dict[str, Any]:
+    """How much NPU time the camera's jobs took in the last hour (the vlm backend's figures, from the
+    daemon's diagnostics): which camera eats the board."""
+    prefix, entity = _names(camera, topics)
+    return {
+        "npu_time": {
+            "p": "sensor", "unique_id": f"{prefix}_npu_time", **entity_ids("sensor", f"{entity}_npu_time"),
+            "name": "NPU time, last hour", "state_topic": topics.diagnostics,
+            "value_template": f"{{{{ value_json.npu_s_last_hour.get('{camera.id}', 0) }}}}",
+            "unit_of_measurement": "s", "device_class": "duration", "state_class": "measurement",
+            "icon": "mdi:chip", "entity_category": "diagnostic", "availability_topic": topics.status,
+        },
+    }
+
+
 def camera_payload(config: AppConfig, camera: CameraConfig, topics: Topics) -> dict[str, Any]:
     """The camera's device with every entity its config gives it."""
     payload = camera_device_payload(camera, topics)
+    if isinstance(config.backend, VlmBackendConfig):  # only it measures NPU time
+        payload["cmps"].update(npu_components(camera, topics))
     payload["cmps"].update(control_components(config, camera, topics))
     payload["cmps"].update(event_components(camera, topics))
     payload["cmps"].update(field_components(config, camera, topics))

@@ -79,6 +79,7 @@ class ResultPayload:
     timings_ms: dict[str, float]
     image_size: list[int]
     details: dict[str, Any]
+    npu: dict[str, Any] | None  # the job's NPU work over all its turns (the vlm backend)
     event: dict[str, Any] | None
 
     def as_dict(self) -> dict[str, Any]:
@@ -110,7 +111,8 @@ def result_payload(result: Result, *, latency_ms: float, alerts: list[str] | Non
         frame_time=iso_time(job.frame.captured_at), frame_age_ms=round(job.frame_age_ms, 1),
         described_at=iso_time(result.finished_at), latency_ms=round(latency_ms, 1), coalesced=job.coalesced,
         origin=job.origin, superseded_ids=job.superseded_ids, timings_ms=result.timings_ms,
-        image_size=list(job.frame.source_size), details=result.description.details, event=job.event)
+        image_size=list(job.frame.source_size), details=result.description.details, npu=result.npu,
+        event=job.event)
 
 
 def result_messages(payload: ResultPayload, topics: Topics) -> list[Outbound]:

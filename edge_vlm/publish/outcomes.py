@@ -134,7 +134,9 @@ class Outcomes:
                     messages.insert(0, image_message(job, job.image, self._topics))
                 self._publisher.send_all(messages)
         timings = {**result.timings_ms, "publish": round((time.perf_counter() - publishing) * 1000, 2)}
-        self._stats.job_done(latency_ms, timings)
+        npu = result.npu
+        self._stats.job_done(latency_ms, timings, camera=job.camera or "requests",
+                             npu_s=None if npu is None else npu["seconds"])
         self._counters_changed()
         logger.info("%s: described in %.0f ms [%s, id %s, %s]: %s", job.camera or "request", latency_ms, job.origin,
                     job.request_id, timings_text(timings), result.description.text)
