@@ -194,7 +194,8 @@ def turn_work(turn: Description) -> str:
     """What one question cost the NPU, by the runtime's figures."""
     details, timings = turn.details, turn.timings_ms
     encoder = f"encoder {timings['encoder']:.0f} ms" if details.get("encoder_passes") else "no encoder pass"
-    return (f"{encoder}, prefill {details['prefill_tokens']} tokens in {timings['prefill']:.0f} ms, "
+    prefilled = "?" if details["prefill_tokens"] is None else details["prefill_tokens"]  # a paused 1.2 run
+    return (f"{encoder}, prefill {prefilled} tokens in {timings['prefill']:.0f} ms, "
             f"{details['generated_tokens']} tokens generated in {timings['decode']:.0f} ms")
 
 

@@ -49,10 +49,12 @@ class QuestionsFail(OpencvBackend):
     def __init__(self, code: str) -> None:
         super().__init__(OpencvBackendConfig())
         self.code = code
+        self.questions_asked = 0
         self.load()
 
     def describe(self, prepared: np.ndarray, frame: Frame, prompt: str) -> Description:
         if prompt.endswith(YES_NO):
+            self.questions_asked += 1
             raise BackendError("no answer within backend.job_timeout_s", code=self.code)
         return super().describe(prepared, frame, prompt)
 
@@ -61,7 +63,8 @@ def job(backend: OpencvBackend) -> Job:
     frame = decode_image(images.sample("front_door"), camera="porch", captured_at=time.time(),
                          max_bytes=10_000_000, max_pixels=50_000_000, min_long_side=None)
     return Job("porch", frame, backend.prepare(frame), "Describe.", "j1", Origin.TRIGGER,
-               received_at=time.monotonic(), questions={"parcel": "Is someone holding a parcel?"})
+               received_at=time.monotonic(), questions={"parcel": "Is someone holding a parcel?",
+                                                        "door": "Is the door open?"})
 
 
 @pytest.fixture
@@ -81,10 +84,21 @@ def questions_fail() -> Iterator[Callable[[str], QuestionsFail]]:
 
 def test_a_failed_question_leaves_the_description_and_no_answer_for_its_rule(
         questions_fail: Callable[[str], QuestionsFail]) -> None:
+    backend = questions_fail("bad_answer")
+    result = answer(backend, job(backend))
+    assert result.text == "1 person; 1 face visible; daylight"
+    assert result.answers == {"parcel": None, "door": None}
+    assert backend.questions_asked == 2
+
+
+def test_a_question_that_timed_out_is_the_last_the_job_asks(
+        questions_fail: Callable[[str], QuestionsFail]) -> None:
+    """Each question could wait job_timeout_s again: after one timed out, the job has had its time."""
     backend = questions_fail("timed_out")
     result = answer(backend, job(backend))
     assert result.text == "1 person; 1 face visible; daylight"
-    assert result.answers == {"parcel": None}
+    assert result.answers == {"parcel": None, "door": None}
+    assert backend.questions_asked == 1
 
 
 def test_a_cancelled_question_cancels_the_job(questions_fail: Callable[[str], QuestionsFail]) -> None:

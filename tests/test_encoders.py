@@ -17,7 +17,7 @@ from edge_vlm.inference.vision.onnx import OnnxEncoder
 from edge_vlm.inference.vision.preprocess import PAD_GREY, encoder_input
 from edge_vlm.inference.vision.rknn import RknnEncoder
 from tests.support import images
-from tests.support.imgenc_standin import embeddings_from_pixels, write_imgenc_wrapper, write_model
+from tests.support.imgenc_standin import PASSES_ENV, embeddings_from_pixels, write_imgenc_wrapper, write_model
 from tests.support.onnx_models import build_encoder, reference_output
 
 STANDINS = Path(__file__).parent / "support" / "standins"
@@ -131,13 +131,17 @@ def test_float_onnx_input_gets_the_family_normalisation() -> None:
 def test_rknn_encoder_through_rknnlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(STANDINS))  # RKNNLite needs the board: its stand-in runs ONNX
     monkeypatch.delitem(sys.modules, "rknnlite", raising=False)
+    passes = tmp_path / "passes.txt"
+    monkeypatch.setenv(PASSES_ENV, str(passes))  # the stand-in counts its encoder passes, as imgenc's does
     model = build_encoder(tmp_path / "vision.rknn", input_size=392, tokens=196, dim=48)
     encoder = RknnEncoder(RknnEncoderConfig(type="rknn", model=model, core_mask="0_1_2"),
                           spec(floats_per_token=48))
     encoder.load()
     try:
         pixels = frame_pixels(392, seed=5)
+        before = len(passes.read_text().splitlines()) if passes.exists() else 0
         np.testing.assert_allclose(encoder.encode(pixels), reference_output(model, pixels), atol=1e-4)
+        assert len(passes.read_text().splitlines()) == before + 1
         from rknnlite.api import RKNNLite
 
         assert ("init_runtime", 7) in RKNNLite.calls

@@ -27,6 +27,8 @@ from edge_vlm.schedule.job import Job
 
 logger = logging.getLogger(__name__)
 
+# A question that failed so: the job's other questions are not asked (each could wait as long).
+GIVE_UP = (ErrorCode.TIMED_OUT, ErrorCode.WORKER_CRASHED, ErrorCode.MODEL_UNAVAILABLE)
 YES_NO_TOKENS = 4  # "Yes", "Yes.", "No, it is": what yes_or_no reads is the first word
 _WORDS_TRUE = {"yes", "true", "y", "1"}
 _WORDS_FALSE = {"no", "false", "n", "0", "none"}
@@ -107,7 +109,10 @@ def answer(backend: Backend, job: Job, queued_ms: float | None = None) -> Result
                 fields = structured(description.text, job.fields)
             except AnswerError as first:
                 started = time.perf_counter()
-                again = chat.ask(job.retry_prompt.replace("{prompt}", job.prompt).replace("{error}", str(first)))
+                retry = job.retry_prompt.replace("{prompt}", job.prompt).replace("{error}", str(first))
+                # if the frame must be read again, the retry goes with its question
+                alone = retry if "{prompt}" in job.retry_prompt else f"{job.prompt}\n\n{retry}"
+                again = chat.ask(retry, alone=alone)
                 turns.append(again)
                 extra_ms["retry"] = round((time.perf_counter() - started) * 1000, 2)
                 try:
@@ -130,5 +135,8 @@ def answer(backend: Backend, job: Job, queued_ms: float | None = None) -> Result
                     logger.warning("%s: alert question %r failed (%s): %s", job.camera or "request", rule, exc.code,
                                    exc)
                     answers[rule] = None
+                    if exc.code in GIVE_UP:  # the others would wait as long: the job has had its time
+                        answers.update({other: None for other in job.questions if other not in answers})
+                        break
             extra_ms["questions"] = round((time.perf_counter() - started) * 1000, 2)
     return Result(job, description, backend.name, time.time(), fields, answers, extra_ms, queued_ms, tuple(turns))

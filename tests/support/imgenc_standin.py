@@ -35,8 +35,8 @@ the real program ignores that error), exit 0. ``short_file``: a file with half t
 ``garbage_file``: right size, all NaN, exit 0. ``init_fail``: ``rknn_init fail! ret=-1`` and
 ``init_imgenc fail! ret=-1 model_path=...``, exit 255 (also what a missing or unparsable model gives)."""
 
-PASSES_ENV = "EDGE_VLM_IMGENC_PASSES"
-"""If set, a file that gets a line per encoder pass (the image's path)."""
+PASSES_ENV = "EDGE_VLM_ENCODER_PASSES"
+"""If set, a file that gets a line per encoder pass (the image's path); the RKNNLite stand-in writes it too."""
 
 DEFAULTS: dict[str, Any] = {
     "input_size": 392,

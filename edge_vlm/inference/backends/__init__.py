@@ -23,7 +23,10 @@ from edge_vlm.inference.results import Description
 class Chat(Protocol):
     """Questions about one frame, in order (``Backend.conversation``)."""
 
-    def ask(self, prompt: str, *, max_new_tokens: int | None = None) -> Description: ...
+    def ask(self, prompt: str, *, max_new_tokens: int | None = None, alone: str | None = None) -> Description:
+        """``prompt`` after what was said; ``alone``: the question as it stands alone (a retry with
+        its question), asked when the frame must be read again."""
+        ...
 
 
 class Backend(Protocol):
@@ -61,8 +64,8 @@ class OneByOne:
     def __init__(self, backend: Backend, prepared: np.ndarray, frame: Frame) -> None:
         self._backend, self._prepared, self._frame = backend, prepared, frame
 
-    def ask(self, prompt: str, *, max_new_tokens: int | None = None) -> Description:
-        return self._backend.describe(self._prepared, self._frame, prompt)
+    def ask(self, prompt: str, *, max_new_tokens: int | None = None, alone: str | None = None) -> Description:
+        return self._backend.describe(self._prepared, self._frame, alone or prompt)
 
 
 @contextmanager

@@ -53,7 +53,8 @@ class VlmEngine:
     def __init__(self, config: VlmBackendConfig) -> None:
         spec = config.spec
         self.input_size = spec.input_size
-        self._llm = RkllmModel(config.llm, spec, encoder_on_npu=not isinstance(config.encoder, OnnxEncoderConfig))
+        self._encoder_on_npu = not isinstance(config.encoder, OnnxEncoderConfig)
+        self._llm = RkllmModel(config.llm, spec, encoder_on_npu=self._encoder_on_npu)
         self._encoder = create_encoder(config.encoder, spec)
         self._family = config.family
         # The conversation in progress: its frame's embeddings, and whether its image is in the KV cache.
@@ -91,25 +92,32 @@ class VlmEngine:
         assert self._embeddings is not None
         image_tokens = int(self._embeddings.shape[0])
         keep = job.conversation is not None
+        if aborted():  # an abort that came between turns: no rkllm_run was there to stop
+            raise BackendError("aborted before the language model started")
         try:
             if follow_up and self._image_in_cache and self._room_for(job):
-                generation = self._llm.generate(job.prompt, None, self._encoder.input_size, keep_history=True,
+                # the image is in the context already: the turn's text alone (never a second image)
+                generation = self._llm.generate(job.prompt.replace(IMAGE_PLACEHOLDER, ""), None,
+                                                self._encoder.input_size, keep_history=True,
                                                 max_new_tokens=job.max_new_tokens)
             else:
                 if follow_up:
                     logger.info("Conversation %s: the image is prefilled again (%s)", job.conversation,
                                 "no room left in the context" if self._image_in_cache else "the cache lost it")
                     self._llm.clear()
-                generation = self._llm.generate(multimodal_prompt(job.prompt), self._embeddings,
+                # read again, a follow-up is asked as it stands alone (a retry with its question)
+                generation = self._llm.generate(multimodal_prompt(job.alone or job.prompt), self._embeddings,
                                                 self._encoder.input_size, keep_history=keep,
                                                 max_new_tokens=job.max_new_tokens)
-                self._image_in_cache = keep
+            # a runtime that emptied its cache (a paused 1.2 run, say) answers the next turn with the image again
+            self._image_in_cache = keep and generation.kv_after != 0
         except BaseException:
             self._llm.clear()  # a failed or aborted run leaves the cache in no known state
             self._image_in_cache = False
             raise
-        if not keep:
-            self._conversation, self._embeddings = None, None
+        finally:
+            if not keep:
+                self._conversation, self._embeddings = None, None
         finished = time.monotonic()
         return JobDone(
             job.job_id,
@@ -122,6 +130,7 @@ class VlmEngine:
             details={
                 "image_tokens": image_tokens,
                 "encoder_passes": 0 if follow_up else 1,
+                "encoder_on_npu": self._encoder_on_npu,
                 "prefill_tokens": generation.prefill_tokens,
                 "generated_tokens": generation.generated_tokens,
                 "llm_memory_mb": round(generation.memory_mb, 1),

@@ -42,9 +42,10 @@ class Generation:
     text: str
     prefill_ms: float
     decode_ms: float
-    prefill_tokens: int
+    prefill_tokens: int | None  # None: a paused run, and a runtime that would not say its cache's size
     generated_tokens: int
     memory_mb: float
+    kv_after: int | None = None  # tokens the cache keeps after a kept run (None: not kept, or unknown)
 
 
 @dataclass
@@ -204,13 +205,14 @@ class RkllmModel:
         text = "".join(run.pieces).strip()
         if run.perf is not None:
             prefill_ms, decode_ms, prefill_tokens, generated, memory = run.perf
-            return Generation(text, prefill_ms, decode_ms, prefill_tokens, generated, memory)
+            return Generation(text, prefill_ms, decode_ms, prefill_tokens, generated, memory, kv_after)
         if not run.paused:
             raise BackendError("rkllm_run returned before finishing the answer (aborted?)")
         # Paused at the token limit: the runtime gives no figures; the clock and the cache's size do.
         first = run.first_token_at if run.first_token_at is not None else finished
-        prefilled = (kv_after - kv_before - run.tokens) if kv_after is not None and kv_before is not None else 0
-        return Generation(text, (first - started) * 1000, (finished - first) * 1000, max(prefilled, 0), run.tokens, 0.0)
+        prefilled = None if kv_after is None or kv_before is None else max(kv_after - kv_before - run.tokens, 0)
+        return Generation(text, (first - started) * 1000, (finished - first) * 1000, prefilled, run.tokens, 0.0,
+                          kv_after)
 
     def _image_input(self, rk_input: Any, prompt_bytes: bytes, embeddings: np.ndarray, image_size: int) -> list[Any]:
         """``rk_input`` made the image and the prompt; what it points to, to keep until the run ends."""

@@ -65,6 +65,11 @@ def resolve_abi(library: Path, configured: str) -> str:
             return configured  # loading it says what is wrong
         raise BackendError(f"{library}: cannot read the RKLLM runtime: {exc.strerror}") from None
     release = RELEASES.get(blob)
+    if release is not None and release not in SUPPORTED:
+        raise BackendError(
+            f"{library} is RKLLM runtime {release}, which edge_vlm does not support: install runtime "
+            "1.2.1-1.2.3 or 1.3.x with a .rkllm model converted for it",
+        )
     if configured != "auto":
         official = SUPPORTED.get(release or "")
         if official is not None and official != configured:
@@ -76,10 +81,5 @@ def resolve_abi(library: Path, configured: str) -> str:
         raise BackendError(
             f"{library} is not an official RKLLM runtime release this version knows (git blob {blob}); "
             'set backend.llm.runtime_version to "1.2" (runtime 1.2.1-1.2.3) or "1.3" (1.3.x) to match it',
-        )
-    if release not in SUPPORTED:
-        raise BackendError(
-            f"{library} is RKLLM runtime {release}, which edge_vlm does not support: install runtime "
-            "1.2.1-1.2.3 or 1.3.x with a .rkllm model converted for it",
         )
     return SUPPORTED[release]

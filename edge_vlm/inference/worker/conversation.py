@@ -13,8 +13,8 @@ from edge_vlm.inference.worker.messages import RunJob
 
 
 class JobRunner(Protocol):
-    def job(self, prepared: np.ndarray, frame: Frame, prompt: str, conversation: int | None = None,
-            max_new_tokens: int | None = None) -> RunJob: ...
+    def job(self, prepared: np.ndarray, frame: Frame, prompt: str, *, conversation: int | None = None,
+            max_new_tokens: int | None = None, alone: str | None = None) -> RunJob: ...
 
     def run(self, job: RunJob) -> Description: ...
 
@@ -26,9 +26,10 @@ class WorkerConversation:
         self._runner, self._id, self._prepared, self._frame = runner, conversation, prepared, frame
         self._asked = False
 
-    def ask(self, prompt: str, *, max_new_tokens: int | None = None) -> Description:
+    def ask(self, prompt: str, *, max_new_tokens: int | None = None, alone: str | None = None) -> Description:
         self._asked = True
-        return self._runner.run(self._runner.job(self._prepared, self._frame, prompt, self._id, max_new_tokens))
+        return self._runner.run(self._runner.job(self._prepared, self._frame, prompt, conversation=self._id,
+                                                 max_new_tokens=max_new_tokens, alone=alone))
 
     def end(self) -> None:
         if self._asked:

@@ -22,6 +22,7 @@ class RunJob:
     prompt: str  # the question; the vlm engine places the image
     conversation: int | None = None  # None: a single question, forgotten once answered
     max_new_tokens: int | None = None  # None: the model's configured limit
+    alone: str | None = None  # a follow-up as it stands alone, for when the image must be read again
 
 
 @dataclass(frozen=True)

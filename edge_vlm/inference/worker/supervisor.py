@@ -155,10 +155,10 @@ class WorkerBackend:
     def describe(self, prepared: np.ndarray, frame: Frame, prompt: str) -> Description:
         return self.run(self.job(prepared, frame, prompt))
 
-    def job(self, prepared: np.ndarray, frame: Frame, prompt: str, conversation: int | None = None,
-            max_new_tokens: int | None = None) -> RunJob:
+    def job(self, prepared: np.ndarray, frame: Frame, prompt: str, *, conversation: int | None = None,
+            max_new_tokens: int | None = None, alone: str | None = None) -> RunJob:
         return RunJob(next(self._job_ids), frame.camera, prepared, self.job_prompt(prompt), conversation,
-                      max_new_tokens)
+                      max_new_tokens, None if alone is None else self.job_prompt(alone))
 
     def conversation(self, prepared: np.ndarray, frame: Frame) -> AbstractContextManager[Chat]:
         return self._conversation(prepared, frame)

@@ -4,6 +4,7 @@ returns a list of numpy arrays or None on any error (the real one logs and retur
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 import numpy as np
@@ -50,9 +51,13 @@ class RKNNLite:
         self.calls.append(("inference", data_format))
         try:
             name = self._session.get_inputs()[0].name
-            return list(self._session.run(None, {name: inputs[0]}))
+            outputs = list(self._session.run(None, {name: inputs[0]}))
         except Exception:  # RKNNLite.inference logs and returns None on any error
             return None
+        if (log := os.environ.get("EDGE_VLM_ENCODER_PASSES")):  # one line per encoder pass (imgenc_standin)
+            with open(log, "a") as passes:
+                passes.write(f"{self._path}\n")
+        return outputs
 
     def release(self) -> None:
         self.calls.append(("release", None))
