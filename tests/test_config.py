@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from edge_vlm.__main__ import main
 from edge_vlm.config import AppConfig, load_config, load_config_text, preflight
+from edge_vlm.config.mistakes import WHERE_CREDENTIALS_GO
 from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.core.errors import ConfigError
 from tests.support.npu import vlm_backend
@@ -54,11 +55,12 @@ backend:
     assert problems(text) == [
         "line 3: mqtt.port: 70000: Input should be less than or equal to 65535",
         "line 4: mqtt.protocol: '4': Input should be '3.1.1' or '5'",
-        "line 5: mqtt.password: Extra inputs are not permitted",
+        f"line 5: mqtt.password: {WHERE_CREDENTIALS_GO}",
         "line 8: cameras[1].id: 'Front Door': use 1 to 64 lower-case letters, digits, _ and -, "
         "starting with a letter or digit",
         "line 9: cameras[1].snapshot_topics: 'frigate/#/snapshot': # must be a whole level and the last one",
-        "line 11: cameras[2].source.url: 'rtsp://x': Extra inputs are not permitted",
+        "line 11: cameras[2].source.url: 'rtsp://x': no such setting here; the settings here are: "
+        "max_frame_age_s, type",
         "line 13: backend.analysis_size: 10: Input should be greater than or equal to 160",
     ]
 
@@ -90,9 +92,37 @@ def test_yaml_level_problems() -> None:
     assert problems("") == ["line 1: cameras: Field required"]
 
 
+def test_the_usual_mistakes_are_explained_in_the_authors_words() -> None:
+    """Issue 14: YAML's and pydantic's terms (a null tag, '<block end>', 'Extra inputs') became one
+    problem each, with the line and what to do."""
+    # a section whose settings were not indented under it: one problem, not one per line
+    assert problems("mqtt:\nhost: 127.0.0.1\nport: 1883\ncameras: [{id: a}]\n") == [
+        "line 1: mqtt: nothing is indented under it, but host, port below are its settings: indent them "
+        "under mqtt: with spaces (two more than mqtt)",
+    ]
+    assert problems("mqtt:\n    host: 127.0.0.1\n  port: 1883\ncameras: [{id: a}]\n") == [
+        "line 3: 'port: 1883' is indented 2 spaces, which lines up with no block above it, line 2 "
+        "'host: 127.0.0.1' (4 spaces): the keys of one mapping, and the items of one list, start in the same "
+        "column; indent with spaces, two more for what belongs under a key",
+    ]
+    assert problems("mqtt:\n\thost: 127.0.0.1\ncameras: [{id: a}]\n") == [
+        "line 2, column 1: a tab character: YAML indents with spaces only; replace the tab with spaces",
+    ]
+    assert problems("mqtt:\n  hots: 127.0.0.1\ncameras: [{id: a}]\n") == [
+        "line 2: mqtt.hots: '127.0.0.1': no such setting here; did you mean host?",
+    ]
+    assert problems("cameras:\n  - id: a\n    source: {type: rtsp, url: 'rtsp://cam/s', pasword_env: X}\n") == [
+        "line 3: cameras[0].source.pasword_env: 'X': no such setting here; did you mean password_env?",
+    ]
+    assert problems("cameras: [{id: a}]\nprompt: 'Who: is there'\nlanguage: English: please\n") == [
+        "line 3, column 18: a ': ' where a value was expected: put a value that holds ': ' in quotes (\"…\"), "
+        "or indent this key under a key that ends with ':'",
+    ]
+
+
 def test_a_secret_value_is_never_echoed() -> None:
     assert problems("cameras: [{id: a}]\nmqtt: {password: s3cret}\n") == [
-        "line 2: mqtt.password: Extra inputs are not permitted",
+        f"line 2: mqtt.password: {WHERE_CREDENTIALS_GO}",
     ]
 
 

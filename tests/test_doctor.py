@@ -159,6 +159,11 @@ def test_a_missing_model_fails_naming_the_config_key(tmp_path: Path, board: Path
     assert checks["llm model"].finding == f"backend.llm.model {MODELS}/qwen2-vl-2b-w8a8_rk3588.rkllm: file not found"
     assert "backend.llm.model" in checks["llm model"].fix
     assert checks["memory"].status == "SKIP"
+    # as `edge-vlm check` says it (it used to say "valid" here while check refused the file)
+    assert checks["config"].status == "FAIL"
+    assert checks["config"].finding.endswith(f"valid, but 1 problem(s) stop the daemon here, the first: line 10: "
+                                             f"backend.llm.model: '{MODELS}/qwen2-vl-2b-w8a8_rk3588.rkllm': "
+                                             "file not found")
 
 
 def test_an_unknown_runtime_fails_when_auto_and_warns_when_set(tmp_path: Path, board: Path) -> None:

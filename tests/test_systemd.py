@@ -296,7 +296,7 @@ def test_sighup_with_an_invalid_file_keeps_the_daemon_serving(tmp_path: Path, br
     log = daemon.text()
     refused = [line for line in log.splitlines() if "Reload refused" in line]
     assert len(refused) == 1 and "3 problem(s)" in refused[0], log
-    assert "mqtt_typo: 1: Extra inputs are not permitted" in log
+    assert "mqtt_typo: 1: no such setting here; did you mean mqtt?" in log
     assert "cameras[0].id: 'Front Door': use 1 to 64 lower-case letters" in log
     assert "cameras[1].source.password_credential: set password_env or password_credential, not both" in log
     assert "Backend opencv loaded" in log and "Reloaded" not in log

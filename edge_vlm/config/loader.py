@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from edge_vlm.config.base import PATTERN_HINTS
 from edge_vlm.config.files import os_problem
+from edge_vlm.config.mistakes import keys_at, unknown_key
 from edge_vlm.config.models import AppConfig
 from edge_vlm.config.yaml_reader import MAX_FILE_BYTES, LineMap, PathKey, format_path, parse_yaml
 from edge_vlm.core.errors import ConfigError
@@ -65,12 +66,43 @@ def _secret_path(path: PathKey) -> bool:
     return any(isinstance(p, str) and _SECRET_KEY.search(p) is not None for p in path)
 
 
-def format_validation_error(error: ValidationError, data: Any, lines: LineMap) -> list[str]:
+def _not_indented(data: Any, lines: LineMap, items: list[Any]) -> tuple[list[str], set[tuple[Any, ...]]]:
+    """Sections whose settings were not indented under them: ``mqtt:`` left empty, ``host:`` after it at
+    the top level. One problem per section, and the errors it explains (to leave out)."""
+    if not isinstance(data, dict):
+        return [], set()
+    top = sorted((lines.line_for((key,)), key) for key in data if isinstance(key, str))
+    unknown = {item["loc"][0] for item in items if item["type"] == "extra_forbidden" and len(item["loc"]) == 1}
+    orphans: dict[str, list[str]] = {}
+    section: str | None = None  # the empty section the lines since belong to
+    for _, key in top:
+        if data[key] is None and key not in unknown:
+            section = key
+        elif key in unknown and section is not None and key in keys_at(AppConfig, (section,)):
+            orphans.setdefault(section, []).append(key)
+        else:
+            section = None
     problems = []
-    for item in error.errors(include_url=False):
+    for section, keys in orphans.items():
+        several = len(keys) > 1
+        problems.append(f"line {lines.line_for((section,))}: {section}: nothing is indented under it, but "
+                        f"{', '.join(keys)} below {'are its settings' if several else 'is one of its settings'}: "
+                        f"indent {'them' if several else 'it'} under {section}: with spaces (two more than {section})")
+    explained = {(section,) for section in orphans} | {(key,) for keys in orphans.values() for key in keys}
+    return problems, explained
+
+
+def format_validation_error(error: ValidationError, data: Any, lines: LineMap) -> list[str]:
+    items = error.errors(include_url=False)
+    problems, explained = _not_indented(data, lines, items)
+    for item in items:
+        if tuple(item["loc"])[:1] in explained and (len(item["loc"]) == 1 or item["input"] is None):
+            continue
         path = _data_path(data, tuple(item["loc"]), item["type"] == "missing")
         value, message = item["input"], item["msg"].removeprefix("Value error, ")
         context = item.get("ctx") or {}
+        if item["type"] == "extra_forbidden":
+            message = unknown_key(str(item["loc"][-1]), keys_at(AppConfig, tuple(item["loc"])[:-1]))
         if item["type"] == "string_pattern_mismatch":
             message = PATTERN_HINTS.get(context.get("pattern", ""), message)
         elif item["type"] == "union_tag_invalid":  # an unknown `type:`

@@ -21,22 +21,27 @@ from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.core.errors import ConfigError
 
 
-def preflight(loaded: ConfigFile, environ: Mapping[str, str]) -> list[str]:
-    """Every problem that would stop the daemon from starting, formatted like config errors."""
+def preflight(loaded: ConfigFile, environ: Mapping[str, str], root: Path = Path("/")) -> list[str]:
+    """Every problem that would stop the daemon from starting, formatted like config errors (the
+    files looked for under ``root``: the board's / unless a test builds one)."""
     config = loaded.config
     problems = []
+
+    def there(path: Path) -> Path:
+        return root / path.relative_to("/") if path.is_absolute() else path
+
     tls = config.mqtt.tls
     if tls.enabled:
         for name in ("ca_file", "cert_file", "key_file"):
             path = getattr(tls, name)
-            if path is not None and (problem := file_problem(path)):
+            if path is not None and (problem := file_problem(there(path))):
                 problems.append(f"{loaded.where('mqtt', 'tls', name)}: {str(path)!r}: {problem}")
     backend = config.backend
     if isinstance(backend, VlmBackendConfig):
         for key, path in backend.files.items():
-            if problem := file_problem(path):
+            if problem := file_problem(there(path)):
                 problems.append(f"{loaded.where('backend', *key)}: {str(path)!r}: {problem}")
-            elif key[-1] == "executable" and not os.access(path, os.X_OK):
+            elif key[-1] == "executable" and not os.access(there(path), os.X_OK):
                 problems.append(f"{loaded.where('backend', *key)}: {str(path)!r}: not executable")
     problems += _secret_problems(loaded, environ)
     return problems

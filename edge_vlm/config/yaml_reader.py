@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from yaml.constructor import SafeConstructor
 
+from edge_vlm.config.mistakes import yaml_problem
 from edge_vlm.core.errors import ConfigError
 
 PathKey = tuple[str | int, ...]
@@ -168,6 +169,8 @@ def parse_yaml(text: str, source: str) -> tuple[Any, LineMap, list[str]]:
     except _Refused as exc:
         raise ConfigError([exc.problem]) from None
     except yaml.YAMLError as exc:
+        if (explained := yaml_problem(exc, text)) is not None:
+            raise ConfigError([explained]) from None
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or str(exc)

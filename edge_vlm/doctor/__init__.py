@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
-from edge_vlm.config import load_config
+from edge_vlm.config import load_config, preflight
 from edge_vlm.config.models import OpencvBackendConfig
 from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.core.errors import ConfigError
@@ -32,21 +32,27 @@ __all__ = ["ROOT", "Check", "doctor", "load_backend", "print_checks", "run_check
 ROOT = Path("/")
 
 
-def load_backend(config_path: Path | None) -> tuple[list[Check], VlmBackendConfig | None]:
+def load_backend(config_path: Path | None, root: Path = ROOT) -> tuple[list[Check], VlmBackendConfig | None]:
     if config_path is None:
         return [Check("models", "SKIP", "no configuration given: edge-vlm doctor -c FILE also checks the "
                       "runtime, the model files, memory and CPUs")], None
     try:
-        backend = load_config(config_path).config.backend
+        loaded = load_config(config_path)
     except ConfigError as exc:
         return [Check("config", "FAIL", f"{config_path}: {len(exc.problems)} problem(s), the first: "
                       f"{exc.problems[0]}", f"edge-vlm check -c {config_path} lists them all"),
                 Check("models", "SKIP", "the configuration is not valid")], None
+    backend = loaded.config.backend
+    # What `edge-vlm check` (and the daemon's start) also says of this machine: files, secrets.
+    problems = preflight(loaded, os.environ, root)
+    stopping = Check("config", "FAIL", f"{config_path}: valid, but {len(problems)} problem(s) stop the daemon "
+                     f"here, the first: {problems[0]}", f"edge-vlm check -c {config_path} lists them all") \
+        if problems else None
     if isinstance(backend, OpencvBackendConfig):
-        return [Check("config", "PASS", f"{config_path}: valid, backend opencv"),
+        return [stopping or Check("config", "PASS", f"{config_path}: valid, backend opencv"),
                 Check("models", "SKIP", "the opencv backend uses no model files")], None
-    return [Check("config", "PASS", f"{config_path}: valid, backend vlm, family {backend.family}, "
-                  f"encoder {backend.encoder.type}")], backend
+    return [stopping or Check("config", "PASS", f"{config_path}: valid, backend vlm, family {backend.family}, "
+                              f"encoder {backend.encoder.type}")], backend
 
 
 def run_checks(config_path: Path | None, *, root: Path = ROOT, machine: str | None = None,
@@ -56,7 +62,7 @@ def run_checks(config_path: Path | None, *, root: Path = ROOT, machine: str | No
     board = check_board(machine or platform.machine(), soc)
     on_npu = board.status != "FAIL"
     checks = [board, check_driver(root) if on_npu else Check("npu driver", "SKIP", "not a Rockchip board")]
-    config_checks, backend = load_backend(config_path)
+    config_checks, backend = load_backend(config_path, root)
     checks += config_checks
     if backend is not None:
         cpus = frozenset(os.sched_getaffinity(0) if affinity is None else affinity)
