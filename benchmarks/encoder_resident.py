@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from benchmarks import count_argument
 from edge_vlm.config.vlm import OnnxEncoderConfig, VlmBackendConfig
 from edge_vlm.frames import decode_image
 from edge_vlm.inference.vision.onnx import OnnxEncoder
@@ -106,7 +107,7 @@ def per_frame(model: Path, pixels: list[np.ndarray], work: Path) -> tuple[float,
 
 
 def main() -> None:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 50
+    count = count_argument(__doc__, 50)
     pixels = frames(count)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

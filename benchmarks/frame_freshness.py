@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import count_argument
 from edge_vlm.config.sources import MotionConfig, RtspSourceConfig
 from edge_vlm.frames.sources.rtsp import RtspSource
 from edge_vlm.ingest.motion import MotionDetector
@@ -85,7 +85,7 @@ def on_demand_cpu(url: str, grabs: int = 5) -> float:
 
 
 def main() -> None:
-    triggers = int(sys.argv[1]) if len(sys.argv) > 1 else 30
+    triggers = count_argument(__doc__, 30)
     with tempfile.TemporaryDirectory() as tmp:
         server = RtspServer(Path(tmp) / "rtsp.log", fps=FPS, size=(1280, 720))
         server.start()

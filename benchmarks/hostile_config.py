@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import count_argument
 from tests.test_hostile_config import HOSTILE, write_hundred_megabytes
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "edge_vlm.example.yaml"
@@ -50,4 +51,4 @@ def main(runs: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    main(count_argument(__doc__, 3))

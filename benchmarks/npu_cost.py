@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks import help_argument
 from edge_vlm.camera_state import CameraStates
 from edge_vlm.config.models import AppConfig
 from edge_vlm.config.vlm import VlmBackendConfig
@@ -143,6 +144,7 @@ def config(directory: Path, library: Path) -> AppConfig:
 
 
 def main() -> None:
+    help_argument(__doc__)
     with tempfile.TemporaryDirectory(prefix="npu-cost-") as scratch:
         directory = Path(scratch)
         library = build_fake_rkllmrt("1.3", directory)

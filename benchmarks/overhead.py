@@ -31,6 +31,7 @@ import paho.mqtt.client as paho
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from benchmarks import count_argument
 from edge_vlm.frames import decode_image
 from tests.support import images
 from tests.support.broker import Mosquitto
@@ -156,7 +157,7 @@ def decode_times(jpeg: bytes, runs: int = 50) -> tuple[float, float]:
 
 
 def main() -> None:
-    events = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    events = count_argument(__doc__, 200)
     jpeg = camera_jpeg()
     print(f"{events} events, 1920x1080 JPEG of {len(jpeg) / 1000:.0f} kB, opencv backend\n")
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,6 +27,7 @@ import numpy as np
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from benchmarks import help_argument
 from edge_vlm.config.models import AppConfig
 from edge_vlm.inference.backends.vlm import VlmBackend
 from edge_vlm.service import Service
@@ -117,6 +118,7 @@ def _wait(service: Service) -> bool:
 
 
 def main() -> None:
+    help_argument(__doc__)
     frames = [images.jpeg(1920, 1080, seed=n) for n in range(FRAMES)]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -14,11 +14,11 @@ Run: .venv/bin/python -m benchmarks.skipped_frame [FRAMES]   (default 200)
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from benchmarks import count_argument
 from edge_vlm.camera_state import CameraStates
 from edge_vlm.config.models import AppConfig, CameraConfig
 from edge_vlm.core.contracts import Failure, Origin
@@ -120,4 +120,4 @@ def main(frames: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 200)
+    main(count_argument(__doc__, 200))

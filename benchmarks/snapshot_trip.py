@@ -32,6 +32,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from benchmarks import help_argument
 from edge_vlm.config.models import AppConfig
 from edge_vlm.service import Service
 from tests.support import images
@@ -106,6 +107,7 @@ def _stack(frame: FrameType | None) -> list[str]:
 
 
 def main() -> None:
+    help_argument(__doc__)
     calls = Calls()
     with tempfile.TemporaryDirectory() as directory:
         broker = Mosquitto(Path(directory))

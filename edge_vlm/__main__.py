@@ -1,4 +1,4 @@
-"""The ``edge-vlm`` command: run, check, describe, demo."""
+"""The ``edge-vlm`` command: run, check, describe, doctor, demo, install-service."""
 
 from __future__ import annotations
 
@@ -155,6 +155,9 @@ def cmd_describe(args: argparse.Namespace) -> int:
               else AppConfig(cameras=[CameraConfig(id="cli")]))
     setup_logging(config.logging if args.config else LoggingConfig(level="WARNING"))
     prompt = args.prompt or config.prompt
+    if args.prompt and not isinstance(config.backend, VlmBackendConfig):
+        print("note: the opencv backend reads no prompt: it counts people and faces and measures light and "
+              "motion (--prompt needs the vlm backend)", file=sys.stderr)
     limits = config.limits
     backend = create_backend(config.backend)
     try:
@@ -211,17 +214,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(verbose=args.verbose)
 
 
+DESCRIPTION = ("Describes camera frames in words on a Rockchip NPU (or with the built-in opencv backend) and "
+               "publishes them to MQTT, with Home Assistant discovery. Start with `edge-vlm demo` (no board, no "
+               "broker needed), then `edge-vlm doctor` on the board.")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-vlm", description=__doc__)
+    parser = argparse.ArgumentParser(prog="edge-vlm", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"edge_vlm {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run the daemon")
+    run = commands.add_parser("run", help="run the daemon", description="Run the daemon (as the systemd unit "
+                              "does): serve the cameras of the configuration until SIGTERM; SIGHUP reloads it.")
     run.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG, help="configuration file")
     run.set_defaults(handler=cmd_run)
-    check = commands.add_parser("check", help="validate a configuration file and summarise it")
+    check = commands.add_parser("check", help="validate a configuration file and summarise it",
+                                description="Validate a configuration file and what it needs on this machine "
+                                "(model files, secrets); print every problem with its line, or a summary.")
     check.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG, help="configuration file")
     check.set_defaults(handler=cmd_check)
-    describe = commands.add_parser("describe", help="describe one image file, without MQTT")
+    describe = commands.add_parser("describe", help="describe one image file, without MQTT",
+                                   description="Describe one JPEG or PNG file with the configured backend, "
+                                   "without MQTT; print the text, and the stage timings on stderr.")
     describe.add_argument("image", type=Path, help="JPEG or PNG file")
     describe.add_argument("-c", "--config", type=Path, help="configuration file (for the backend)")
     describe.add_argument("--prompt", help="prompt to use instead of the configured one")
@@ -229,10 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a follow-up question about the same image, answered from what the model kept of it "
                                "(repeatable); each turn's NPU work is shown")
     describe.set_defaults(handler=cmd_describe)
-    doctor = commands.add_parser("doctor", help="check this board: NPU driver, runtime, model files, memory, CPUs")
+    doctor = commands.add_parser("doctor", help="check this board: NPU driver, runtime, model files, memory, CPUs",
+                                 description="Check this board for the vlm backend: the RKNPU driver, the RKLLM "
+                                 "runtime, the model files, memory and CPUs; each check says how to fix what fails.")
     doctor.add_argument("-c", "--config", type=Path, help="configuration file (for the model checks)")
     doctor.set_defaults(handler=cmd_doctor)
-    demo = commands.add_parser("demo", help="run the whole daemon here with an embedded broker")
+    demo = commands.add_parser("demo", help="run the whole daemon here with an embedded broker",
+                               description="Run the whole daemon here, with an embedded MQTT broker and the "
+                               "built-in opencv backend, and show what Home Assistant would see: no board needed.")
     demo.add_argument("-v", "--verbose", action="store_true", help="show the daemon's log")
     demo.set_defaults(handler=cmd_demo)
     add_install_service(commands)

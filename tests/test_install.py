@@ -144,6 +144,18 @@ def test_without_root_it_stops_before_touching_anything(staging: Path) -> None:
     assert tree(staging) == before
 
 
+def test_a_staging_root_without_etc_says_so_and_claims_nothing(staging: Path, tmp_path: Path) -> None:
+    """Issue 14: an empty --root printed "group render: created", then groupadd failed."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = subprocess.run([sys.executable, "-m", "edge_vlm", "install-service", "--root", str(empty)],
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 1
+    assert f"{empty} has no etc/group: a staging root (--root) is a copy of the board's file system" in done.stderr
+    assert "created" not in done.stdout
+    assert list(empty.iterdir()) == []
+
+
 def test_a_python_environment_that_protect_home_hides_is_named_with_the_way_out(tmp_path: Path) -> None:
     if install.protect_home_problem({"tmp": str(tmp_path)}) is not None:
         pytest.skip(f"{tmp_path} is itself under /home, /root or /run/user")

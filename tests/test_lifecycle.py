@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge_vlm.__main__ import main
+from edge_vlm.__main__ import build_parser, main
 from edge_vlm.service import Service
 from tests.conftest import app_config
 from tests.support import images
@@ -116,7 +117,9 @@ def test_describe_prints_the_text_and_stage_timings(capsys: pytest.CaptureFixtur
     assert main(["describe", str(image), "--prompt", "Who is there?"]) == 0
     captured = capsys.readouterr()
     assert captured.out == "1 person; 1 face visible; daylight\n"
-    assert captured.err.startswith("timings: load ")
+    note, timings = captured.err.splitlines()[:2]
+    assert note.startswith("note: the opencv backend reads no prompt")  # not ignored without a word
+    assert timings.startswith("timings: load ")
     assert "people " in captured.err and "capture " in captured.err
 
 
@@ -140,6 +143,19 @@ def test_describe_with_follow_ups_shows_each_turns_npu_work(
     assert turns[0].startswith("turn 1: encoder ") and ", prefill 200 tokens in " in turns[0]  # 196 + 4 words
     assert turns[1].startswith("turn 2: no encoder pass, prefill 5 tokens in ")
     assert ", 1 tokens generated in " in turns[1]
+
+
+def test_every_command_says_what_it_does(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 14: the help showed reST backticks and named four of six commands; demo had no description."""
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(commands.choices) == {"run", "check", "describe", "doctor", "demo", "install-service"}
+    for name, command in commands.choices.items():
+        assert command.description and len(command.description) > 40, f"{name} has no description"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    shown = capsys.readouterr().out
+    assert "``" not in shown and "edge-vlm demo" in shown
 
 
 def test_describe_says_what_is_wrong_with_a_bad_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

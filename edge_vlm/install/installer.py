@@ -65,6 +65,15 @@ class Installer:
             raise InstallError(f"{shlex.join(argv)} failed (exit status {done.returncode}): "
                                f"{(done.stderr or done.stdout).strip()}")
 
+    def create(self, what: str, action: str, argv: Sequence[str]) -> None:
+        """Run ``argv`` and say what it did (in a dry run: say what it would do, and show it)."""
+        if self.dry_run:
+            self.did(what, action)
+            self.command(argv)
+            return
+        self.command(argv)  # it says nothing it did not do
+        self.did(what, action)
+
     def prefix(self) -> list[str]:
         return ["--prefix", str(self.root.resolve())] if self.staging else []
 
@@ -77,6 +86,9 @@ class Installer:
     # The steps, in order
 
     def run(self, command: str) -> None:
+        if self.staging and not self.path("etc/group").is_file():
+            raise InstallError(f"{self.root} has no etc/group: a staging root (--root) is a copy of the board's "
+                               "file system, with its /etc/passwd and /etc/group")
         self.ensure_groups()
         self.ensure_user()
         self.ensure_memberships()
@@ -100,17 +112,17 @@ class Installer:
             if name in existing:
                 self.left(f"group {name}", "exists")
             else:
-                self.did(f"group {name}", "created (the unit's SupplementaryGroups= needs it)")
-                self.command(["groupadd", "--system", *self.prefix(), name])
+                self.create(f"group {name}", "created (the unit's SupplementaryGroups= needs it)",
+                            ["groupadd", "--system", *self.prefix(), name])
 
     def ensure_user(self) -> None:
         user = self.users().get(USER)
         if user is not None:
             self.left(f"user {USER}", f"exists (uid {user.id})")
             return
-        self.did(f"user {USER}", f"created (system user and group, home {HOME}, no login)")
-        self.command(["useradd", "--system", "--user-group", "--home-dir", HOME, "--no-create-home",
-                      "--shell", SHELL, "--comment", "edge_vlm daemon", *self.prefix(), USER])
+        self.create(f"user {USER}", f"created (system user and group, home {HOME}, no login)",
+                    ["useradd", "--system", "--user-group", "--home-dir", HOME, "--no-create-home",
+                     "--shell", SHELL, "--comment", "edge_vlm daemon", *self.prefix(), USER])
 
     def ensure_memberships(self) -> None:
         groups = self.groups()
@@ -119,8 +131,8 @@ class Installer:
             if group is not None and USER in group.members:
                 self.left(f"{USER} in group {name}", "already a member")
             else:
-                self.did(f"{USER} in group {name}", "added")
-                self.command(["usermod", "--append", "--groups", name, *self.prefix(), USER])
+                self.create(f"{USER} in group {name}", "added",
+                            ["usermod", "--append", "--groups", name, *self.prefix(), USER])
 
     def ids(self, *, owner: bool, group: bool) -> tuple[int, int]:
         """uid and gid for a path: root, or edge-vlm's (owner) / edge-vlm's group (group)."""
