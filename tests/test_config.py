@@ -105,6 +105,10 @@ def test_the_usual_mistakes_are_explained_in_the_authors_words() -> None:
         "'host: 127.0.0.1' (4 spaces): the keys of one mapping, and the items of one list, start in the same "
         "column; indent with spaces, two more for what belongs under a key",
     ]
+    # a line shown in a problem never shows a password
+    shown = problems("cameras:\n  - id: a\n    source:\n      type: rtsp\n      url: rtsp://admin:s3cr3t@cam/x\n"
+                     "     mode: persistent\n")
+    assert len(shown) == 1 and "'url: rtsp://***:***@cam/x'" in shown[0] and "s3cr3t" not in shown[0]
     assert problems("mqtt:\n\thost: 127.0.0.1\ncameras: [{id: a}]\n") == [
         "line 2, column 1: a tab character: YAML indents with spaces only; replace the tab with spaces",
     ]

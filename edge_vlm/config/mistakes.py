@@ -8,12 +8,17 @@ wrong where and what to do, instead of the parser's terms or a cascade of follow
 from __future__ import annotations
 
 import difflib
+import re
 import types
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel
 
+from edge_vlm.core.redact import redact, redact_url
+
+MAX_SHOWN = 60
+_SECRET_LINE = re.compile(r"pass|pwd|secret|token|credential|key$", re.IGNORECASE)
 PASSWORD_KEYS = frozenset({"password", "passwd", "pass", "pwd", "secret", "token"})
 WHERE_CREDENTIALS_GO = ("a password is never written in the configuration file: put it in a systemd credential "
                 "(password_credential, see the README's Security section) or an environment variable (password_env)")
@@ -34,13 +39,21 @@ def yaml_problem(error: yaml.YAMLError, text: str) -> str | None:
         above = _line_above(text, mark.line)
         against = "" if above is None else (
             f", line {above[0]} {above[1]} ({_spaces(above[2])})")
-        return (f"line {line}: {source.strip()!r} is indented {_spaces(_indent(source))}, which lines up with no "
+        return (f"line {line}: {_quoted(source)} is indented {_spaces(_indent(source))}, which lines up with no "
                 f"block above it{against}: the keys of one mapping, and the items of one list, start in the same "
                 "column; indent with spaces, two more for what belongs under a key")
     if problem.startswith("mapping values are not allowed"):
         return (f"line {line}, column {column}: a ': ' where a value was expected: put a value that holds ': ' in "
                 "quotes (\"…\"), or indent this key under a key that ends with ':'")
     return None
+
+
+def _quoted(source: str) -> str:
+    """A line of the file as a problem shows it: stripped, cut, a password in it never shown."""
+    text = redact(redact_url(source.strip()))
+    if _SECRET_LINE.search(text.partition(":")[0]):
+        text = text.partition(":")[0] + ": ***"
+    return repr(text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…")
 
 
 def _indent(source: str) -> int:
@@ -57,7 +70,7 @@ def _line_above(text: str, index: int) -> tuple[int, str, int] | None:
     for number in range(index - 1, -1, -1):
         stripped = lines[number].strip()
         if stripped and not stripped.startswith("#"):
-            return number + 1, repr(stripped), _indent(lines[number])
+            return number + 1, _quoted(stripped), _indent(lines[number])
     return None
 
 
