@@ -109,6 +109,10 @@ def test_demo_runs_the_whole_daemon_and_exits_0() -> None:
     assert "attributes: id demo-1" in out
     assert "error on edge_vlm/garden/error: bad_image" in out
     assert "edge_vlm/demo/status = 'offline'" in out
+    # the README's sample of it is what it prints (issue 14: the README said 34 entities)
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    sample = next(line for line in readme.splitlines() if line.startswith("Home Assistant discovered "))
+    assert sample in out.splitlines()
 
 
 def test_describe_prints_the_text_and_stage_timings(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
