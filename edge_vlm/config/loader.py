@@ -7,7 +7,6 @@ the journal shows each on its own line and a user can jump straight to it.
 from __future__ import annotations
 
 import os
-import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,24 +16,10 @@ from pydantic import ValidationError
 
 from edge_vlm.config.base import PATTERN_HINTS
 from edge_vlm.config.files import os_problem
-from edge_vlm.config.mistakes import keys_at, unknown_key
+from edge_vlm.config.mistakes import keys_at, secret_path, shown, unknown_key
 from edge_vlm.config.models import AppConfig
 from edge_vlm.config.yaml_reader import MAX_FILE_BYTES, LineMap, PathKey, format_path, parse_yaml
 from edge_vlm.core.errors import ConfigError
-from edge_vlm.core.redact import redact, redact_url
-
-MAX_SHOWN_VALUE = 60
-MAX_SHOWN_SOURCE = 1000  # a longer text value is not shown in a problem, only its length
-
-
-def _shown(value: Any) -> str:
-    length = len(value if isinstance(value, str) else str(value))
-    if length > MAX_SHOWN_SOURCE:
-        # Not cut to be redacted: a URL's password may end past the cut, and redacting the whole
-        # of a long text takes time quadratic in its length.
-        return f"(a value of {length} characters)"
-    text = redact(repr(redact_url(value)) if isinstance(value, str) else str(value))
-    return text if len(text) <= MAX_SHOWN_VALUE else text[: MAX_SHOWN_VALUE - 1] + "…"
 
 
 def _data_path(data: Any, loc: tuple[str | int, ...], missing: bool) -> PathKey:
@@ -56,14 +41,6 @@ def _data_path(data: Any, loc: tuple[str | int, ...], missing: bool) -> PathKey:
             continue
         path.append(part)
     return tuple(path)
-
-
-_SECRET_KEY = re.compile(r"pass|pwd|secret|token|credential|(^|_)key$|^auth(orization)?$", re.IGNORECASE)
-
-
-def _secret_path(path: PathKey) -> bool:
-    """Whether the value at ``path`` may be a secret (or a misplaced one): never shown in a message."""
-    return any(isinstance(p, str) and _SECRET_KEY.search(p) is not None for p in path)
 
 
 def _not_indented(data: Any, lines: LineMap, items: list[Any]) -> tuple[list[str], set[tuple[Any, ...]]]:
@@ -109,10 +86,10 @@ def format_validation_error(error: ValidationError, data: Any, lines: LineMap) -
             path, value = (*path, "type"), context.get("tag")
             message = f"unknown type; expected one of {context.get('expected_tags')}"
         prefix = f"line {lines.line_for(path)}: {format_path(path)}"
-        if isinstance(value, dict | list) or item["type"] == "missing" or _secret_path(path):
+        if isinstance(value, dict | list) or item["type"] == "missing" or secret_path(path):
             problems.append(f"{prefix}: {message}")
         else:
-            problems.append(f"{prefix}: {_shown(value)}: {message}")
+            problems.append(f"{prefix}: {shown(value)}: {message}")
     return problems
 
 

@@ -17,11 +17,31 @@ from pydantic import BaseModel
 
 from edge_vlm.core.redact import redact, redact_url
 
-MAX_SHOWN = 60
-_SECRET_LINE = re.compile(r"pass|pwd|secret|token|credential|key$", re.IGNORECASE)
 PASSWORD_KEYS = frozenset({"password", "passwd", "pass", "pwd", "secret", "token"})
 WHERE_CREDENTIALS_GO = ("a password is never written in the configuration file: put it in a systemd credential "
                 "(password_credential, see the README's Security section) or an environment variable (password_env)")
+
+
+MAX_SHOWN_VALUE = 60
+MAX_SHOWN_SOURCE = 1000  # a longer text value is not shown in a problem, only its length
+
+
+def shown(value: Any) -> str:
+    length = len(value if isinstance(value, str) else str(value))
+    if length > MAX_SHOWN_SOURCE:
+        # Not cut to be redacted: a URL's password may end past the cut, and redacting the whole
+        # of a long text takes time quadratic in its length.
+        return f"(a value of {length} characters)"
+    text = redact(repr(redact_url(value)) if isinstance(value, str) else str(value))
+    return text if len(text) <= MAX_SHOWN_VALUE else text[: MAX_SHOWN_VALUE - 1] + "…"
+
+
+SECRET_KEY = re.compile(r"pass|pwd|secret|token|credential|(^|_)key$|^auth(orization)?$", re.IGNORECASE)
+
+
+def secret_path(path: tuple[str | int, ...]) -> bool:
+    """Whether the value at ``path`` may be a secret (or a misplaced one): never shown in a message."""
+    return any(isinstance(p, str) and SECRET_KEY.search(p) is not None for p in path)
 
 
 def yaml_problem(error: yaml.YAMLError, text: str) -> str | None:
@@ -49,11 +69,9 @@ def yaml_problem(error: yaml.YAMLError, text: str) -> str | None:
 
 
 def _quoted(source: str) -> str:
-    """A line of the file as a problem shows it: stripped, cut, a password in it never shown."""
-    text = redact(redact_url(source.strip()))
-    if _SECRET_LINE.search(text.partition(":")[0]):
-        text = text.partition(":")[0] + ": ***"
-    return repr(text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…")
+    """A line of the file as a problem shows it: stripped, and shown as a value is (a secret's never)."""
+    key, colon, _ = source.strip().partition(":")
+    return shown(f"{key}: ***" if colon and SECRET_KEY.search(key) else source.strip())
 
 
 def _indent(source: str) -> int:
