@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import io
 import platform
+import sys
 from pathlib import Path
 
 import pytest
 
 from edge_vlm.__main__ import main
 from edge_vlm.doctor import Check, doctor, run_checks
+from edge_vlm.doctor.backend import check_rknnlite
 from edge_vlm.inference.llm import runtime
+from edge_vlm.inference.vision.rknn import RKNN_LITE_RELEASE
+from tests.support.npu import STANDINS
 
 MODELS = "/var/lib/edge-vlm/models"
 IMGENC = "/opt/rknn-llm/imgenc"
@@ -230,3 +234,21 @@ def test_the_rknn_encoder_needs_librknnrt_and_rknnlite(tmp_path: Path, board: Pa
     assert checks["librknnrt"].status == "FAIL" and "/usr/lib/" in checks["librknnrt"].fix
     assert checks["rknnlite"].status == "FAIL"  # the wheel exists for aarch64 only
     assert "imgenc" not in checks
+
+
+def test_rknnlite_is_the_pinned_release_on_a_python_it_has_wheels_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    newest = check_rknnlite(python=(3, 13))
+    assert newest.status == "FAIL" and "Python 3.13" in newest.finding and "3.7-3.12" in newest.finding
+    assert "Python 3.10-3.12" in newest.fix and "imgenc" in newest.fix
+    monkeypatch.syspath_prepend(str(STANDINS))  # importable as on a board; its version is what pip says
+    monkeypatch.delitem(sys.modules, "rknnlite", raising=False)
+    assert check_rknnlite(python=(3, 12), installed=lambda _: "2.3.2").status == "PASS"
+    drifted = check_rknnlite(python=(3, 11), installed=lambda _: "2.5.0")
+    assert drifted.status == "WARN" and "2.5.0" in drifted.finding
+    assert drifted.fix == "pip install 'rknn-toolkit-lite2==2.3.2'"
+
+
+def test_the_rknn_extra_pins_the_release_doctor_checks_for() -> None:
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert (f'rknn = ["rknn-toolkit-lite2=={RKNN_LITE_RELEASE}; platform_machine == \'aarch64\' and '
+            "sys_platform == 'linux' and python_version < '3.13'\"]") in pyproject

@@ -18,9 +18,8 @@ from edge_vlm.inference.vision.preprocess import PAD_GREY, encoder_input
 from edge_vlm.inference.vision.rknn import RknnEncoder
 from tests.support import images
 from tests.support.imgenc_standin import PASSES_ENV, embeddings_from_pixels, write_imgenc_wrapper, write_model
+from tests.support.npu import STANDINS
 from tests.support.onnx_models import build_encoder, reference_output
-
-STANDINS = Path(__file__).parent / "support" / "standins"
 
 
 def spec(family: str = "qwen2-vl-2b", **overrides: object):  # type: ignore[no-untyped-def]

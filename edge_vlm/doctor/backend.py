@@ -8,9 +8,12 @@ error, exit status 255 (§3), and libomp (§3, pitfall #16).
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 import subprocess
+import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from edge_vlm.config.files import file_problem, not_there
@@ -18,6 +21,7 @@ from edge_vlm.config.vlm import ImgencEncoderConfig, RkllmConfig, RknnEncoderCon
 from edge_vlm.doctor.board import check_cpus, check_memory
 from edge_vlm.doctor.check import Check, FindLibrary, on_board, size_text
 from edge_vlm.inference.llm.runtime import RELEASES, SUPPORTED, git_blob_id
+from edge_vlm.inference.vision.rknn import RKNN_LITE_INSTALL, RKNN_LITE_PYTHONS, RKNN_LITE_RELEASE
 
 IMGENC_USAGE_STATUS = 255  # `imgenc` without arguments: usage on stderr, return -1 (§3)
 IMGENC_WAIT_S = 5.0
@@ -84,15 +88,26 @@ def check_librknnrt(root: Path) -> Check:
                  "copy librknnrt.so from rknn-toolkit2's rknpu2/runtime/Linux/librknn_api/aarch64/ to /usr/lib/")
 
 
-def check_rknnlite() -> Check:
+def check_rknnlite(python: tuple[int, int] = (sys.version_info.major, sys.version_info.minor),
+                   installed: Callable[[str], str] = importlib.metadata.version) -> Check:
+    if not RKNN_LITE_PYTHONS[0] <= python <= RKNN_LITE_PYTHONS[1]:
+        return Check("rknnlite", "FAIL", f"this is Python {python[0]}.{python[1]}: {RKNN_LITE_INSTALL}",
+                     "make edge_vlm's venv with Python 3.10-3.12 (e.g. python3.12 -m venv /opt/edge-vlm), or use "
+                     "backend.encoder.type imgenc, which needs no Python package")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # its `import pkg_resources` warns with recent setuptools
             importlib.import_module("rknnlite.api")
     except (ImportError, OSError) as exc:
-        return Check("rknnlite", "FAIL", f"rknnlite cannot be imported: {exc}",
-                     "pip install 'edge-vlm[rknn]' (rknn-toolkit-lite2: aarch64 Linux, Python 3.7-3.12)")
-    return Check("rknnlite", "PASS", "rknnlite imports")
+        return Check("rknnlite", "FAIL", f"rknnlite cannot be imported: {exc}", RKNN_LITE_INSTALL)
+    try:
+        version = installed("rknn-toolkit-lite2")
+    except importlib.metadata.PackageNotFoundError:
+        version = "of an unknown release"
+    if version != RKNN_LITE_RELEASE:
+        return Check("rknnlite", "WARN", f"rknn-toolkit-lite2 {version} is installed; edge_vlm is written and "
+                     f"tested for {RKNN_LITE_RELEASE}", f"pip install 'rknn-toolkit-lite2=={RKNN_LITE_RELEASE}'")
+    return Check("rknnlite", "PASS", f"rknnlite imports (rknn-toolkit-lite2 {version})")
 
 
 def check_imgenc(configured: Path, root: Path) -> Check:

@@ -168,7 +168,8 @@ def run_demo(*, verbose: bool = False) -> int:
     try:
         import amqtt  # noqa: F401, PLC0415
     except ImportError:
-        print("edge-vlm demo needs its embedded broker: pip install 'edge-vlm[demo]'")
+        print("edge-vlm demo needs its embedded broker, amqtt: pip install 'amqtt==0.12.1' into edge_vlm's venv "
+              "(the demo extra; scripts/demo does it)")
         return 1
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)

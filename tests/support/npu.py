@@ -13,6 +13,8 @@ from tests.support.imgenc_standin import embeddings_from_pixels, write_imgenc_wr
 from tests.support.native import write_model_file
 from tests.support.onnx_models import build_encoder, model_input, reference_output
 
+# importable stand-ins for board-only Python packages (rknnlite): prepend to sys.path
+STANDINS = Path(__file__).parent / "standins"
 QWEN_TAGS = "<|vision_start|>|<|vision_end|>|<|image_pad|>"
 ONNX_SIZE, ONNX_TOKENS, ONNX_DIM = 56, 16, 32
 

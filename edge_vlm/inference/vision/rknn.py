@@ -14,6 +14,13 @@ from edge_vlm.config.vlm import CORE_MASKS, ModelSpec, RknnEncoderConfig
 from edge_vlm.core.errors import BackendError
 from edge_vlm.inference.vision.shapes import check_against_preset, join_outputs
 
+# The rknn-toolkit-lite2 release this encoder is written and tested for (the `rknn` extra pins it),
+# and the Pythons its aarch64 Linux wheels exist for on PyPI (cp37 to cp312).
+RKNN_LITE_RELEASE = "2.3.2"
+RKNN_LITE_PYTHONS = ((3, 7), (3, 12))
+RKNN_LITE_INSTALL = (f"pip install 'rknn-toolkit-lite2=={RKNN_LITE_RELEASE}' into edge_vlm's venv (the rknn extra); "
+                     "it has wheels for aarch64 Linux with Python 3.7-3.12 only")
+
 
 class RknnEncoder:
     def __init__(self, config: RknnEncoderConfig, spec: ModelSpec) -> None:
@@ -27,8 +34,8 @@ class RknnEncoder:
             from rknnlite.api import RKNNLite  # noqa: PLC0415 - board-only, the rknn extra
         except ImportError:
             raise BackendError(
-                "the rknn encoder needs rknn-toolkit-lite2 (aarch64 only): pip install 'edge-vlm[rknn]', "
-                "and /usr/lib/librknnrt.so from Rockchip's rknpu2 runtime",
+                f"the rknn encoder needs rknn-toolkit-lite2 ({RKNN_LITE_INSTALL}) and /usr/lib/librknnrt.so from "
+                "Rockchip's rknpu2 runtime; encoder type imgenc needs no Python package",
             ) from None
         rknn = RKNNLite()
         if rknn.load_rknn(str(self.config.model.resolve())) != 0:
