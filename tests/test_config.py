@@ -276,7 +276,7 @@ def test_the_example_npu_backend_is_valid_too() -> None:
     text = "cameras: [{id: a}]\n" + "\n".join(block)
     backend = load_config_text(text).config.backend
     assert isinstance(backend, VlmBackendConfig)
-    assert (backend.family, backend.encoder.type, backend.llm.runtime_version) == ("qwen2-vl-2b", "rknn", "auto")
+    assert (backend.family, backend.encoder.type, backend.llm.runtime_version) == ("qwen3-vl-2b", "rknn", "auto")
 
 
 def test_an_npu_config_whose_context_cannot_hold_prompt_image_and_answer_is_refused() -> None:
