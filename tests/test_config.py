@@ -109,6 +109,12 @@ def test_the_usual_mistakes_are_explained_in_the_authors_words() -> None:
     shown = problems("cameras:\n  - id: a\n    source:\n      type: rtsp\n      url: rtsp://admin:s3cr3t@cam/x\n"
                      "     mode: persistent\n")
     assert len(shown) == 1 and "'url: rtsp://***:***@cam/x'" in shown[0] and "s3cr3t" not in shown[0]
+    assert problems("cameras:\n  - id: a\n    source: {type: rtsp, url: 'rtsp://admin:s3cr3t@cam/x'}\n") == [
+        "line 3: cameras[0].source.url: 'rtsp://***:***@cam/x': a password inside the URL can be read by anyone who "
+        "reads this file or a copy of it: remove user:password@ from the URL, give the user in username and the "
+        "password in password_credential (a systemd credential) or password_env",
+    ]
+    assert load_config_text("cameras: [{id: a, source: {type: rtsp, url: 'rtsp://admin@cam/x'}}]").config  # no password
     assert problems("mqtt:\n\thost: 127.0.0.1\ncameras: [{id: a}]\n") == [
         "line 2, column 1: a tab character: YAML indents with spaces only; replace the tab with spaces",
     ]

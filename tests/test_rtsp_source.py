@@ -159,11 +159,11 @@ def test_twenty_reconnects_leak_no_thread_and_no_socket(rtsp_server: ServerFacto
 
 def test_credentials_are_sent_but_never_shown(rtsp_server: ServerFactory, caplog: pytest.LogCaptureFixture) -> None:
     server = rtsp_server(fps=FPS)
-    secret_url = server.url.replace("rtsp://", "rtsp://viewer:s3cr%40t@")
-    source = RtspSource("cam", config(secret_url, open_timeout_s=1), password=None)
+    source = RtspSource("cam", config(server.url, username="viewer", open_timeout_s=1), password="s3cr@t")
     server.kill()
     with pytest.raises(SourceError) as caught:
-        RtspSource("cam", config(secret_url, mode="on_demand", open_timeout_s=1), password=None).grab()
+        RtspSource("cam", config(server.url, username="viewer", mode="on_demand", open_timeout_s=1),
+                   password="s3cr@t").grab()
     assert "s3cr" not in str(caught.value) and "viewer" not in str(caught.value)
     assert "rtsp://***:***@127.0.0.1" in str(caught.value)
     source.start()

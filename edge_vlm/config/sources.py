@@ -25,8 +25,8 @@ class MqttSourceConfig(StrictModel):
 
 class RtspSourceConfig(PasswordSourced):
     type: Literal["rtsp"] = Field(description="rtsp: frames from the camera's RTSP stream, read with OpenCV.")
-    url: str = Field(min_length=8, max_length=2048, description="rtsp://host:port/path; credentials may be "
-                     "in it (never logged) or in username / password_env.")
+    url: str = Field(min_length=8, max_length=2048, description="rtsp://host:port/path, without a password: "
+                     "that goes in password_credential or password_env, with username.")
     username: str | None = Field(None, min_length=1, max_length=256, description="User name for the stream.")
     password_env: str | None = Field(
         None, pattern=ENV_NAME_PATTERN, description="Environment variable holding the stream's password.",
@@ -61,7 +61,11 @@ class RtspSourceConfig(PasswordSourced):
     def _rtsp_url(cls, url: str) -> str:
         parts = urlsplit(url)
         if parts.scheme not in ("rtsp", "rtsps") or not parts.hostname:
-            raise ValueError("expected rtsp://[user:password@]host[:port]/path")
+            raise ValueError("expected rtsp://host[:port]/path")
+        if parts.password:
+            raise ValueError("a password inside the URL can be read by anyone who reads this file or a copy of it: "
+                             "remove user:password@ from the URL, give the user in username and the password in "
+                             "password_credential (a systemd credential) or password_env")
         return url
 
     @model_validator(mode="after")

@@ -34,6 +34,7 @@ MQTT_USER = "edge"
 MQTT_PASSWORD_ENV = "EDGE_VLM_TEST_MQTT_PASSWORD"
 CAMERA_PASSWORD_ENV = "EDGE_VLM_TEST_CAMERA_PASSWORD"
 CAMERA_TOKEN_ENV = "EDGE_VLM_TEST_CAMERA_TOKEN"
+RTSP_PASSWORD_ENV = "EDGE_VLM_TEST_RTSP_PASSWORD"
 UNREACHABLE_CAMERA = "http://127.0.0.1:9/snapshot.jpg"  # port 9 (discard): nothing listens, connects fail at once
 WAIT_S = 15.0
 
@@ -147,20 +148,20 @@ class DaemonSecrets:
     mqtt_password: str
     camera_password: str
     camera_token: str
-    url_password: str  # in an RTSP camera's URL, where the config allows credentials
+    rtsp_password: str  # an RTSP camera's, which the daemon puts into the stream's URL
 
     @property
     def environ(self) -> dict[str, str]:
         """Where the config says the secrets are (password_env)."""
         return {MQTT_PASSWORD_ENV: self.mqtt_password, CAMERA_PASSWORD_ENV: self.camera_password,
-                CAMERA_TOKEN_ENV: self.camera_token}
+                CAMERA_TOKEN_ENV: self.camera_token, RTSP_PASSWORD_ENV: self.rtsp_password}
 
 
 @pytest.fixture
 def daemon_secrets(secret_scan: SecretScan) -> DaemonSecrets:
     made = DaemonSecrets(f"mqtt-pw-{secrets.token_hex(8)}", f"cam-pw-{secrets.token_hex(8)}",
-                         f"cam-token-{secrets.token_hex(8)}", f"url-pw-{secrets.token_hex(8)}")
-    secret_scan.hide(made.mqtt_password, made.camera_password, made.camera_token, made.url_password)
+                         f"cam-token-{secrets.token_hex(8)}", f"rtsp-pw-{secrets.token_hex(8)}")
+    secret_scan.hide(made.mqtt_password, made.camera_password, made.camera_token, made.rtsp_password)
     return made
 
 
@@ -169,15 +170,15 @@ def secret_config(port: int, cameras: list[str], daemon_secrets: DaemonSecrets, 
     """A test config (``tests.conftest.app_config``) with ``daemon_secrets`` in it: a broker login (a broker
     that allows anonymous clients takes it too), and besides ``cameras`` (mqtt snapshots) three
     cameras at an address where nothing listens: ``porch`` (HTTP, basic auth), ``gate`` (HTTP, bearer
-    token) and ``yard`` (RTSP on demand, the password in its URL)."""
+    token) and ``yard`` (RTSP on demand, with a password the daemon puts into its URL)."""
     camera_list: list[dict[str, Any]] = [{"id": c} for c in cameras]
     camera_list += [
         {"id": "porch", "source": {"type": "http", "url": UNREACHABLE_CAMERA, "auth": "basic", "username": "admin",
                                    "password_env": CAMERA_PASSWORD_ENV, "timeout_s": 1}},
         {"id": "gate", "source": {"type": "http", "url": UNREACHABLE_CAMERA, "auth": "bearer",
                                   "password_env": CAMERA_TOKEN_ENV, "timeout_s": 1}},
-        {"id": "yard", "source": {"type": "rtsp", "url": f"rtsp://admin:{daemon_secrets.url_password}@127.0.0.1:9/stream",
-                                  "mode": "on_demand", "open_timeout_s": 1}},
+        {"id": "yard", "source": {"type": "rtsp", "url": "rtsp://127.0.0.1:9/stream", "username": "admin",
+                                  "password_env": RTSP_PASSWORD_ENV, "mode": "on_demand", "open_timeout_s": 1}},
     ]
     mqtt_settings = {"port": port, "reconnect_min_delay": 1, "reconnect_max_delay": 1, "username": MQTT_USER,
                      "password_env": MQTT_PASSWORD_ENV, **(mqtt or {})}

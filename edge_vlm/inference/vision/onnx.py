@@ -28,7 +28,8 @@ class OnnxEncoder:
         try:
             import onnxruntime  # noqa: PLC0415 - optional dependency, the onnx extra
         except ImportError:
-            raise BackendError("the onnx encoder needs onnxruntime: pip install onnxruntime into edge_vlm's venv (the onnx extra)") from None
+            raise BackendError("the onnx encoder needs onnxruntime: pip install onnxruntime into edge_vlm's venv "
+                               "(the onnx extra)") from None
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.config.threads
         try:
