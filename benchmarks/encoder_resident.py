@@ -5,7 +5,8 @@ that loading it is not free) on the same 50 frames:
 - resident: edge_vlm's `onnx` encoder, loaded once, encoding frame after frame;
 - per frame: a new process per frame that loads the model, encodes one image file and writes
   img_vec.bin, which the caller reads back: what running Rockchip's imgenc per frame costs.
-On a board the per-frame side also reloads a 1-1.5 GB .rknn each time (rockchip.md §2.2).
+On a board the per-frame side also reloads a 1-1.5 GB .rknn each time (models/README.md: the
+Qwen2-VL-2B encoder takes 1436.5 MB).
 
 Run: .venv/bin/python -m benchmarks.encoder_resident [FRAMES]   (default 50)
 """

@@ -15,7 +15,7 @@ question repeated) a single ``describe``: the image encoded and prefilled each t
 
 Board seconds = encoder passes x encoder time + prefilled tokens x prefill time per token +
 generated tokens / decode rate, with Qwen2-VL-2B on RK3588 (w8a8, rknn-llm v1.2.2-v1.3.0:
-encoder 3.28 s, 196-token prefill 632.6 ms, decode 16.6 tokens/s; rockchip.md §4.2). The test
+encoder 3.28 s, 196-token prefill 632.6 ms, decode 16.6 tokens/s; rknn-llm benchmark.md, models/README.md). The test
 runtime counts a word as a token, so prompt and answer tokens are under-counted by about a third:
 the image (196 tokens, and 3.28 s of encoder) dominates either way.
 

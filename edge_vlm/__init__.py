@@ -1,6 +1,6 @@
 """edge_vlm: camera frames described in words on a Rockchip NPU, published to Home Assistant.
 
-The folders are the stages of one event's data flow (DESIGN.md), in order:
+The folders are the stages of one event's data flow, in order:
 
     ingest/ ──► frames/ ──► gate.py ──► schedule/ ──► inference/ ──► publish/
     (router,     (sources,    (admit or   (admission,    (job maker,    (outcomes, alerts,

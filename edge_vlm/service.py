@@ -4,7 +4,7 @@ Threads: paho's network thread (its callbacks only put events into the inbox); t
 (edge_vlm.publish.session: each event to the router); the capture pool (edge_vlm.frames.capture);
 the worker (edge_vlm.inference.runner: one job at a time on the backend); one reader per persistent
 RTSP camera and its motion detector; the interval timer; the alerts' timer. Nothing here decides
-anything about a message or a frame: that is the stages' (DESIGN.md).
+anything about a message or a frame: that is the stages' (edge_vlm/__init__.py).
 """
 
 from __future__ import annotations

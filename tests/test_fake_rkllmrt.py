@@ -33,7 +33,7 @@ def struct(name: str, *fields: tuple[str, Any], union: bool = False, anonymous: 
     return type(name, (Union if union else Structure,), {"_fields_": list(fields), "_anonymous_": anonymous})
 
 
-# The harness's own mirror of the reference (§1.5 for 1.3.0, §1.6 for 1.2.1-1.2.3); sizes checked below.
+# The harness's own mirror of rkllm.h's layouts (1.3.0, and 1.2.1-1.2.3); sizes checked below.
 S, P, PTR = ctypes.c_size_t, c_char_p, c_void_p
 Extend = struct("Extend", ("base_domain_id", c_int32), ("embed_flash", ctypes.c_int8),
                 ("enabled_cpus_num", ctypes.c_int8), ("enabled_cpus_mask", ctypes.c_uint32), ("n_batch", c_uint8),
@@ -406,7 +406,7 @@ def test_json_log_records_what_the_binding_sent(libs: dict[str, Path], model: Pa
 
 
 def test_a_follow_up_is_answered_from_the_image_the_cache_holds_until_it_is_cleared(rt: Runtime) -> None:
-    """What a conversation about one frame relies on (rockchip.md §1.3): keep_history 1 keeps the image in
+    """What a conversation about one frame relies on (rkllm.h's RKLLMInferParam): keep_history 1 keeps the image in
     the KV cache for a text-only follow-up; clearing the cache forgets it; a pause keeps it too."""
     image = embedding(5)
     question = "Is anyone there? [[see:Yes.]]"

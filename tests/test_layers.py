@@ -1,6 +1,6 @@
 """The package's shape: imports point back up the data flow, never forward; modules stay small.
 
-The stages, in the order a frame goes through them (DESIGN.md): ingest → frames → gate → schedule
+The stages, in the order a frame goes through them (edge_vlm/__init__.py): ingest → frames → gate → schedule
 → inference → publish. A stage's module may import the foundation, its own stage and the stages
 before it (the values it receives are defined there); what it hands on goes through what
 service.py gave it. The foundation (errors, config, transport, the values and state every stage

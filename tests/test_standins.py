@@ -1,5 +1,5 @@
-"""The test stand-ins behave as specified: the ``imgenc`` stand-in like Rockchip's demo program (rockchip.md
-section 3), and the tiny ONNX encoders like their numpy reference."""
+"""The test stand-ins behave as specified: the ``imgenc`` stand-in like Rockchip's demo program (rknn-llm
+examples/multimodal_model_demo/deploy), and the tiny ONNX encoders like their numpy reference."""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ A preset gives the encoder's input size, the image tokens and embedding width th
 expected to produce, and the image tags the language model was trained with. The encoder's real
 output shape is read from the model at load and must agree with the preset (unless overridden);
 the tags cannot be read from anywhere, so they come from here or from the config.
-Source: rockchip.md §2.2 (rknn-llm v1.2.x to v1.3.0 READMEs, demo code, issue logs).
+Source: rknn-llm v1.2.x to v1.3.0 READMEs, the multimodal demo's code and export scripts, issue logs
+(models/README.md, The families).
 """
 
 from __future__ import annotations

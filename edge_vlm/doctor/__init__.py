@@ -1,9 +1,11 @@
 """``edge-vlm doctor``: is this board ready for the NPU backend? One line per check.
 
-What is checked, and why, comes from Rockchip's published facts (rockchip.md): RKNPU driver 0.9.8
-or later (§0, pitfall #1), the RKLLM runtime identified by its git blob id (§1.6),
-``/usr/lib/librknnrt.so`` for RKNNLite (§5), enabled CPUs at least the NPU cores (§4.4,
-rknn-llm#271), imgenc's usage error, exit status 255 (§3), and libomp (§3, pitfall #16).
+What is checked, and why, comes from Rockchip's published sources (airockchip/rknn-llm releases
+1.2.1-1.3.0 and rknn-toolkit2 2.3.2; models/README.md sums them up): RKNPU driver 0.9.8 or later
+(rknn-llm's README), the RKLLM runtime identified by its git blob id (the official
+``librkllmrt.so`` of each release), ``/usr/lib/librknnrt.so`` for RKNNLite (rknn_lite.py loads it
+from there), enabled CPUs at least the NPU cores (rknn-llm#271), imgenc's usage error, exit status
+255 (the multimodal demo's imgenc source), and libomp (rknn-llm's README).
 Every board file is read under ``root``, so tests can build a fake board in a directory. The checks
 of the board are in ``doctor.board``, those of a configured vlm backend in ``doctor.backend``; here
 they are run in order and printed.

@@ -1,8 +1,9 @@
 """Checks of the configured vlm backend: the RKLLM runtime, the model files, the libraries, imgenc.
 
-What is checked, and why, comes from Rockchip's published facts (rockchip.md): the RKLLM runtime
-identified by its git blob id (§1.6), ``/usr/lib/librknnrt.so`` for RKNNLite (§5), imgenc's usage
-error, exit status 255 (§3), and libomp (§3, pitfall #16).
+What is checked, and why, comes from Rockchip's published sources (models/README.md sums them up):
+the RKLLM runtime identified by its git blob id (the official ``librkllmrt.so`` of each rknn-llm
+release), ``/usr/lib/librknnrt.so`` for RKNNLite (rknn_lite.py loads it from there), imgenc's usage
+error, exit status 255 (the multimodal demo's imgenc source), and libomp (rknn-llm's README).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from edge_vlm.doctor.check import Check, FindLibrary, on_board, size_text
 from edge_vlm.inference.llm.runtime import RELEASES, SUPPORTED, git_blob_id
 from edge_vlm.inference.vision.rknn import RKNN_LITE_INSTALL, RKNN_LITE_PYTHONS, RKNN_LITE_RELEASE
 
-IMGENC_USAGE_STATUS = 255  # `imgenc` without arguments: usage on stderr, return -1 (§3)
+IMGENC_USAGE_STATUS = 255  # `imgenc` without arguments: usage on stderr, return -1 (its main())
 IMGENC_WAIT_S = 5.0
 RUNTIME_FIX = ("install librkllmrt.so 1.2.1-1.2.3 or 1.3.0 (rknn-llm rkllm-runtime/Linux/librkllm_api/aarch64/) "
                "with a .rkllm converted for that version")

@@ -1,7 +1,7 @@
 """Checks of the board itself: the SoC, the RKNPU driver, memory for the models, CPUs for the NPU cores.
 
-What is checked, and why, comes from Rockchip's published facts (rockchip.md): RKNPU driver 0.9.8
-or later (§0, pitfall #1), enabled CPUs at least the NPU cores (§4.4, rknn-llm#271).
+What is checked, and why, comes from Rockchip's published sources (models/README.md, Pitfalls):
+RKNPU driver 0.9.8 or later (rknn-llm's README), enabled CPUs at least the NPU cores (rknn-llm#271).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from edge_vlm.config.vlm import RkllmConfig
 from edge_vlm.doctor.check import Check, size_text
 
 MIN_DRIVER = (0, 9, 8)
-NPU_CORES = {"rk3588": 3, "rk3576": 2, "rk3562": 1}  # rockchip.md §4.4
+NPU_CORES = {"rk3588": 3, "rk3576": 2, "rk3562": 1}  # NPU cores per SoC (rknn-llm's README)
 MEMORY_MARGIN = 1.5
 NO_NPU = "edge-vlm doctor checks a board; the daemon can still run here with the opencv backend"
 ON_BOARD = "run edge-vlm doctor on the RK3588 or RK3576 board"

@@ -2,7 +2,7 @@
 
 Frigate publishes ``<prefix>/events`` as JSON ``{type: new|update|end, before, after}`` and keeps
 the best snapshot of each camera and label retained on ``<prefix>/<camera>/<label>/snapshot``
-(home-assistant-mqtt.md). An event that passes a camera's filters (label, zone, score, event
+(Frigate's MQTT documentation). An event that passes a camera's filters (label, zone, score, event
 type) is described from that snapshot (edge_vlm.frames.sources.frigate), with the label's prompt, and its
 result carries the event's id so that an automation can join it to Frigate's own notification.
 """

@@ -2,7 +2,7 @@
  * fake_rkllmrt.c - a stand-in for Rockchip's librkllmrt.so for x86-64 CI machines without an NPU.
  *
  * It implements the C ABI of RKLLM runtime 1.2.1-1.2.3 (-DRKLLM_ABI=12) or 1.3.0 (-DRKLLM_ABI=13)
- * with the struct layouts of /work/shared/reference/rockchip.md §1.5/§1.6, asserted below field by
+ * with the struct layouts of Rockchip's rkllm.h of each release (AArch64 LP64), asserted below field by
  * field, so a ctypes binding talks to it exactly as it would to the real runtime. Behaviour (model
  * file keys, prompt directives, abort/pause semantics, JSON call log) is described in README.md.
  *
@@ -51,7 +51,7 @@ _Static_assert(sizeof(void *) == 8 && sizeof(size_t) == 8, "LP64 only (x86-64 / 
 _Static_assert(sizeof(bool) == 1 && sizeof(int) == 4 && sizeof(float) == 4, "bool 1, int 4, float 4");
 
 /* ------------------------------------------------------------------------------------------------
- * ABI: enums, typedefs, structs (reference §1.2, §1.3, §1.5 for 1.3.0; §1.6 for 1.2.1-1.2.3)
+ * ABI: enums, typedefs, structs (rkllm.h of 1.3.0, and where 1.2.1-1.2.3 differ)
  * --------------------------------------------------------------------------------------------- */
 
 typedef void *LLMHandle;
@@ -436,7 +436,7 @@ OFF(RKLLMCallback, embed_callback, 32);
 OFF(RKLLMCallback, embed_userdata, 40);
 #endif
 
-/* Exported functions (reference §1.4): the symbol set of 1.2.1 ... 1.3.0. */
+/* Exported functions (rkllm.h): the symbol set of 1.2.1 ... 1.3.0. */
 API RKLLMParam rkllm_createDefaultParam(void);
 #if RKLLM_ABI == 13
 API int rkllm_init(LLMHandle *handle, RKLLMParam *param, RKLLMCallback *callback);
@@ -1385,7 +1385,7 @@ API int rkllm_run(LLMHandle handle, RKLLMInput *in, RKLLMInferParam *ip, void *u
         memset(r, 0, sizeof *r);
     }
     free(text.data), free(ev.items);
-    /* keep_history 0 clears the cache after the run, except when the callback paused it (doc §3.2.15) */
+    /* keep_history 0 clears the cache after the run, except when the callback paused it (RKLLM SDK documentation, rkllm_run) */
     bool paused_by_callback = stopped && !atomic_load(&h->abort_requested);
     int kv_kept = ip->keep_history != 0 || paused_by_callback ? kv_after : 0;
     log_done(h, image_tokens, prefill_tokens - image_tokens, generated, kv_before, kv_kept, finished, paused_by_callback);

@@ -1,6 +1,6 @@
 """A stand-in for Rockchip's ``imgenc`` demo program (rknn-llm v1.2.1-v1.3.0), for machines without an NPU.
 
-Command line, output and exit codes follow the real one (docs: rockchip.md section 3)::
+Command line, output and exit codes follow the real one (rknn-llm examples/multimodal_model_demo/deploy)::
 
     imgenc <model_path> <image_path> <core_num>
 

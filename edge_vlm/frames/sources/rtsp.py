@@ -1,7 +1,7 @@
 """The ``rtsp`` source: the frame a camera shows now, read with OpenCV's FFmpeg backend.
 
 OpenCV buffers an RTSP stream and never skips: after an idle period ``read()`` returns frames
-seconds old (test-infrastructure.md §3). So:
+seconds old (measured against GStreamer's RTSP server in tests/test_rtsp_source.py). So:
 - ``persistent``: a reader thread per camera ``grab()``s every frame as it arrives (the decode
   happens there) and converts only the frames someone asks for; a trigger gets the next frame
   off the wire, at most one frame interval away;

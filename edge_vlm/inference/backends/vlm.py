@@ -2,7 +2,7 @@
 
 ``VlmBackend`` is the daemon's side (preprocessing exactly as Rockchip's demo, the prompt's image
 placeholder); ``VlmEngine`` runs in the worker: encoder, then LLM, never both at once
-(rockchip.md §4.4).
+(rknn-llm#271).
 """
 
 from __future__ import annotations

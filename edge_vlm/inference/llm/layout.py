@@ -27,7 +27,7 @@ from edge_vlm.inference.llm.abi import (
     RKLLMSamplingParam,
 )
 
-# (struct, expected sizeof, {field: expected offset}) from rockchip.md §1.5 / §1.6.
+# (struct, expected sizeof, {field: expected offset}) of rkllm.h at each release, compiled for AArch64 LP64.
 _LAYOUT: list[tuple[type[Any], int, dict[str, int]]] = [
     (RKLLMExtendParam, 120, {"embed_flash": 4, "enabled_cpus_num": 5, "enabled_cpus_mask": 8,
                              "n_batch": 12, "use_cross_attn": 13, "reserved": 14}),

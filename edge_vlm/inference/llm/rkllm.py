@@ -1,7 +1,7 @@
 """The ``rkllm`` language model: a ctypes binding of ``librkllmrt.so`` (runtime 1.2.1+ and 1.3.x).
 
 It takes a finished prompt and the image embeddings and returns text; it knows nothing of cameras.
-What the runtime demands (rockchip.md §7, §8):
+What the runtime demands (rkllm.h, rknn-llm's demos and its server examples' ctypes code):
 - one run at a time per handle (a lock); ``rkllm_abort`` from another thread stops a run;
 - the callback always returns an int and never raises, text may be NULL, RKLLM_RUN_WAITING means
   "an incomplete UTF-8 character, wait", and the perf figures are valid only at FINISH;

@@ -1,7 +1,7 @@
 """Which ABI a ``librkllmrt.so`` speaks.
 
 The runtime has no version function, and 1.2.1 to 1.2.3 export the same symbols as 1.3.0 while
-their structs are incompatible (rockchip.md §1.6), so ``auto`` identifies the official aarch64
+their structs are incompatible (rkllm.h of each release; rknn-llm#509), so ``auto`` identifies the official aarch64
 releases by their git blob id (what ``git hash-object`` prints) and refuses anything else.
 """
 

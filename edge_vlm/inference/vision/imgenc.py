@@ -1,7 +1,7 @@
 """The ``imgenc`` encoder: Rockchip's demo binary, run once per frame, as the multimodal demo ships it.
 
 ``imgenc <model> <image> <core_num>`` writes ``img_vec.bin`` (raw float32, [token][output][dim])
-into its working directory, and exits 0 even when encoding failed (rockchip.md §3). So each run
+into its working directory, and exits 0 even when encoding failed (the multimodal demo's imgenc source). So each run
 gets a private temporary directory (mode 0700, removed afterwards whatever happens), a timeout,
 and its output file is checked for exactly the size the tensor shapes it printed call for.
 The frame is handed over already padded and resized, so imgenc's own preprocessing is a no-op.

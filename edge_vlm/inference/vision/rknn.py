@@ -58,7 +58,7 @@ class RknnEncoder:
         if self._rknn is None:
             raise BackendError("the rknn encoder is not loaded")
         outputs = self._rknn.inference(inputs=[pixels[np.newaxis]], data_format="nhwc")
-        if outputs is None:  # RKNNLite logs the error and returns None (rockchip.md §5)
+        if outputs is None:  # RKNNLite logs the error and returns None (rknn_lite.py, 2.3.2)
             raise BackendError(f"RKNNLite inference failed on {self.config.model}: see the worker's log; "
                                f"is the encoder's input {self.spec.input_size} px (backend.input_size)?")
         return join_outputs(list(outputs))

@@ -16,7 +16,7 @@ def join_outputs(outputs: list[np.ndarray]) -> np.ndarray:
     """Outputs shaped [..., tokens, width] -> one C-contiguous float32 [tokens, total width].
 
     Several outputs (Qwen3-VL's deepstack) are concatenated per token, in output order, as
-    Rockchip's demo does (rockchip.md §2.1 step 6).
+    Rockchip's multimodal demo does (deploy/src/main.cpp).
     """
     flat = [np.asarray(o, dtype=np.float32).reshape(-1, np.shape(o)[-1]) for o in outputs]
     if len({f.shape[0] for f in flat}) != 1:

@@ -1,4 +1,4 @@
-"""``RKNNLite`` with the interface of rknn-toolkit-lite2 2.3.2 (rockchip.md §5), running an ONNX
+"""``RKNNLite`` with the interface of rknn-toolkit-lite2 2.3.2 (rknn_lite.py), running an ONNX
 model named as the .rknn on onnxruntime: load_rknn / init_runtime return 0 or -1, inference
 returns a list of numpy arrays or None on any error (the real one logs and returns None)."""
 
