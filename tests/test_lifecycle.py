@@ -130,7 +130,7 @@ def test_describe_prints_the_text_and_stage_timings(capsys: pytest.CaptureFixtur
 @pytest.mark.parametrize("abi", ["1.2", "1.3"])
 def test_describe_with_follow_ups_shows_each_turns_npu_work(
         abi: str, fake_rkllmrt: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """What README's board check prints: the follow-up answered from the kept image, no encoder pass
+    """What the board check of docs/backends.md prints: the follow-up answered from the kept image, no encoder pass
     and a prefill of its own words only (the test runtime counts a word as a token)."""
     image = tmp_path / "porch.jpg"
     image.write_bytes(images.sample("front_door"))

@@ -26,7 +26,7 @@ from tests.support.ha_websocket import HaWebSocket
 from tests.support.mqtt import Recorder
 
 NODE = "edge"  # every test's daemon is this node; each test removes its entities when it ends
-BASE = "edge_vlm"  # the README's topics; each test clears its retained messages when it ends
+BASE = "edge_vlm"  # the documented topics; each test clears its retained messages when it ends
 DISCOVERY = {"prefix": "homeassistant", "ha_status_topic": "homeassistant/status"}
 
 

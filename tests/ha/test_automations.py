@@ -1,8 +1,9 @@
-"""The README's automations and script and the blueprint, pasted into a real Home Assistant as written.
+"""The automations and script of docs/home-assistant.md and the blueprint, pasted into a real Home
+Assistant as written.
 
 A phone (tests.support.ha_phone: a companion app registered through its own API, whose pushes reach
-a local gateway) is ``notify.mobile_app_my_phone``, the name the README's examples use; the camera
-is ``front_door`` on base topic ``edge_vlm``, as in the README. The daemon's backend is the opencv one
+a local gateway) is ``notify.mobile_app_my_phone``, the name the documented examples use; the camera
+is ``front_door`` on base topic ``edge_vlm``, as in the docs. The daemon's backend is the opencv one
 behind a gate (tests.support.backends.GatedBackend, open unless a test holds it), so a test can keep
 a job in flight as a board's NPU would (issue 12: every automation works as pasted, with the picture,
 on the oldest and the newest release).
@@ -20,7 +21,7 @@ from tests.ha.conftest import HaDaemon
 from tests.support import ha, ha_phone, images
 from tests.support.backends import GATE_TIMEOUT_S, GatedBackend
 from tests.support.ha import HomeAssistant
-from tests.support.ha_automations import automation, readme_yaml, save_blueprint, script
+from tests.support.ha_automations import automation, documented_yaml, save_blueprint, script
 from tests.support.ha_phone import Notification, PushGateway
 
 pytestmark = [
@@ -41,7 +42,8 @@ def my_phone(home_assistant: HomeAssistant) -> Iterator[PushGateway]:
 
 @pytest.fixture
 def daemon_settings() -> dict[str, Any]:
-    # the README's parcel rule, matched by what the opencv backend says of a frame with a person
+    # the parcel rule of docs/configuration.md (Alerts), matched by what the opencv backend says of a frame
+    # with a person
     return {"cameras": [{"id": "front_door", "alerts": [{"name": "parcel", "keywords": ["person"]}]},
                         {"id": "driveway"}]}
 
@@ -96,7 +98,7 @@ def _tag(notification: Notification) -> str:
 def test_the_readme_notification_shows_the_frame_then_its_description(
         ha_daemon: HaDaemon, my_phone: PushGateway, daemon_backend: GatedBackend) -> None:
     daemon, hass = ha_daemon, ha_daemon.hass
-    with automation(hass, readme_yaml("Front door \u2013 notify with the description")):
+    with automation(hass, documented_yaml("Front door \u2013 notify with the description")):
         first = _snapshot(daemon, "front_door")  # a snapshot: not an origin this automation notifies
         _result(daemon, first)
         since = len(my_phone.notifications)
@@ -132,7 +134,7 @@ def test_the_readme_notification_shows_the_frame_then_its_description(
 
 def test_the_readme_alert_shows_the_description_and_its_frame(ha_daemon: HaDaemon, my_phone: PushGateway) -> None:
     daemon, hass = ha_daemon, ha_daemon.hass
-    with automation(hass, readme_yaml("Front door \u2013 parcel alert")):
+    with automation(hass, documented_yaml("Front door \u2013 parcel alert")):
         since = len(my_phone.notifications)
 
         job = _snapshot(daemon, "front_door")
@@ -149,10 +151,10 @@ def test_the_readme_alert_shows_the_description_and_its_frame(ha_daemon: HaDaemo
 def test_the_readme_script_asks_and_notifies_the_answer(
         ha_daemon: HaDaemon, my_phone: PushGateway, daemon_backend: GatedBackend) -> None:
     """The answer comes after Home Assistant subscribed to the reply topic, as with a board's NPU (the
-    README says the opencv backend can answer before that)."""
+    docs say the opencv backend can answer before that)."""
     daemon, hass = ha_daemon, ha_daemon.hass
     reply_topic = "edge_vlm/response/ask_front_door"
-    with script(hass, readme_yaml("Ask the front door camera")) as entity:
+    with script(hass, documented_yaml("Ask the front door camera")) as entity:
         _result(daemon, _snapshot(daemon, "front_door"))
         daemon_backend.gate.clear()
         daemon_backend.entered.clear()

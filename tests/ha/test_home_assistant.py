@@ -25,8 +25,8 @@ pytestmark = [
                             + 120)),
 ]
 
-# What the README documents (section "Home Assistant"), by unique_id suffix.
-README_IDS = {
+# What docs/home-assistant.md documents, by unique_id suffix.
+DOCUMENTED_IDS = {
     "front_door_description": "sensor.edge_vlm_front_door_description",
     "front_door_image": "image.edge_vlm_front_door_image",
     "front_door_described_image": "image.edge_vlm_front_door_described_image",
@@ -73,7 +73,7 @@ def test_entities_of_the_node_and_each_camera_appear(ha_daemon: HaDaemon) -> Non
 def test_entity_ids_are_the_ones_the_readme_documents(ha_daemon: HaDaemon) -> None:
     """Issue 12, finding 1: the same ids on every release (object_id before 2025.10, default_entity_id
     after); before the fix, 2025.4.4 named them after the device (sensor.front_door, …)."""
-    assert {key: ha_daemon.entity(key) for key in README_IDS} == README_IDS
+    assert {key: ha_daemon.entity(key) for key in DOCUMENTED_IDS} == DOCUMENTED_IDS
 
 
 def test_a_snapshot_shows_as_the_description_with_its_attributes_and_image(ha_daemon: HaDaemon) -> None:

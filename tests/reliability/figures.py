@@ -1,5 +1,5 @@
 """The figures the reliability tests measure: printed (``pytest -s`` shows them) and, when
-``EDGE_VLM_FIGURES_DIR`` is set, written there as ``<name>.json`` for the README."""
+``EDGE_VLM_FIGURES_DIR`` is set, written there as ``<name>.json`` for docs/behaviour-and-performance.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""What a user pastes into Home Assistant: the README's automations and script, and the blueprint.
+"""What a user pastes into Home Assistant: the automations and script of docs/home-assistant.md, and the
+blueprint.
 
 Each goes in the way Home Assistant's own editors put it: an automation or a script through the
 config API the automation and script editors call (``/api/config/automation/config/<id>``, which
@@ -20,21 +21,21 @@ import yaml
 from tests.support.ha import HomeAssistant, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-README = ROOT / "README.md"
+AUTOMATIONS_DOC = ROOT / "docs" / "home-assistant.md"
 BLUEPRINT = ROOT / "config" / "blueprints" / "edge_vlm_notify.yaml"
-BLUEPRINT_PATH = "edge_vlm/edge_vlm_notify.yaml"  # where the README says to put it, under blueprints/automation
+BLUEPRINT_PATH = "edge_vlm/edge_vlm_notify.yaml"  # where the docs say to put it, under blueprints/automation
 
 
-def readme_yaml(title: str) -> dict[str, Any]:
-    """The README's YAML block whose ``alias`` (or whose one script's alias) is ``title``."""
-    for block in re.findall(r"^```yaml\n(.*?)^```", README.read_text(), flags=re.S | re.M):
+def documented_yaml(title: str) -> dict[str, Any]:
+    """The YAML block of docs/home-assistant.md whose ``alias`` (or whose one script's alias) is ``title``."""
+    for block in re.findall(r"^```yaml\n(.*?)^```", AUTOMATIONS_DOC.read_text(), flags=re.S | re.M):
         parsed = yaml.safe_load(block)
         if not isinstance(parsed, dict):
             continue
         aliases = [parsed.get("alias"), *(v.get("alias") for v in parsed.values() if isinstance(v, dict))]
         if title in aliases:
             return parsed
-    raise AssertionError(f"README.md has no YAML block with alias {title!r}")
+    raise AssertionError(f"{AUTOMATIONS_DOC.name} has no YAML block with alias {title!r}")
 
 
 @contextmanager
