@@ -47,7 +47,7 @@ def setup_logging(config: LoggingConfig) -> None:
         logging.getLogger(module).setLevel(level)
         if module.startswith("edge_vlm.") and not _is_module(module):  # e.g. a name from before a reshape
             logging.getLogger(__name__).warning("logging.modules: %s is no module of edge_vlm: its level applies "
-                                                "to nothing (see the README's layout)", module)
+                                                "to nothing (see the layout in docs/development.md)", module)
     _module_levels.update(config.modules)
 
 

@@ -88,7 +88,7 @@ def test_a_permission_denied_in_debugfs_says_how_to_allow_it() -> None:
     reason = unreadable_reason("/sys/kernel/debug/rknpu/load", PermissionError(13, "Permission denied"))
     assert reason == ("/sys/kernel/debug/rknpu/load: permission denied: debugfs is readable by root only; to show "
                       "NPU load, mount it readable: sudo mount -o remount,mode=0755 /sys/kernel/debug "
-                      "(README: Diagnostics)")
+                      "(docs/home-assistant.md: Diagnostics)")
 
 
 def test_a_garbage_load_file_is_not_a_load(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from edge_vlm.core.redact import redact, redact_url
 
 PASSWORD_KEYS = frozenset({"password", "passwd", "pass", "pwd", "secret", "token"})
 WHERE_CREDENTIALS_GO = ("a password is never written in the configuration file: put it in a systemd credential "
-                "(password_credential, see the README's Security section) or an environment variable (password_env)")
+                "(password_credential, see docs/service-and-security.md) or an environment variable (password_env)")
 
 
 MAX_SHOWN_VALUE = 60

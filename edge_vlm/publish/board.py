@@ -34,7 +34,7 @@ MAX_NPU_CORES = 8
 # Below absolute zero or hotter than any SoC survives: a broken sensor, not a temperature.
 PLAUSIBLE_CELSIUS = (-273.0, 200.0)
 DEBUGFS_HINT = ("debugfs is readable by root only; to show NPU load, mount it readable: "
-                "sudo mount -o remount,mode=0755 /sys/kernel/debug (README: Diagnostics)")
+                "sudo mount -o remount,mode=0755 /sys/kernel/debug (docs/home-assistant.md: Diagnostics)")
 
 _CORE = re.compile(r"Core(\d+):\s*(\d+)\s*%")
 _SINGLE = re.compile(r"^NPU load:\s*(\d+)\s*%\s*$")
