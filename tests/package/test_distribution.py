@@ -58,7 +58,8 @@ def test_the_wheel_holds_the_package_its_files_and_the_pinned_extras(dist: Dist)
 def test_the_sdist_has_the_sources_and_the_documents_a_packager_needs(dist: Dist) -> None:
     names = dist.sdist_names()
     assert source_files() <= names
-    assert {"pyproject.toml", "README.md", "models/README.md", EXAMPLE, "systemd/edge-vlm.service"} <= names
+    assert {"pyproject.toml", "README.md", "models/README.md", "docs/configuration.md", EXAMPLE,
+            "systemd/edge-vlm.service"} <= names
     assert not [name for name in names if name.startswith("tests/")]  # the tests need the checkout
 
 
