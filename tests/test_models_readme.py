@@ -70,8 +70,12 @@ def snippets() -> list[str]:
     return whole + swapped
 
 
-@pytest.mark.parametrize("snippet", snippets(), ids=lambda s: re.search(r"(family: \S+|type: (?:imgenc|onnx))",
-                                                                        s.replace("type: vlm", "")).group(1))
+def snippet_id(snippet: str) -> str:
+    named = re.search(r"(family: \S+|type: (?:imgenc|onnx))", snippet.replace("type: vlm", ""))
+    return named.group(1) if named else snippet[:20]
+
+
+@pytest.mark.parametrize("snippet", snippets(), ids=snippet_id)
 def test_each_snippet_passes_check_with_the_files_it_names(snippet: str, tmp_path: Path) -> None:
     text = "cameras: [{id: front_door}]\n" + snippet
     loaded = load_config_text(text, "models/README.md")
