@@ -51,11 +51,6 @@ VLM_BACKEND = ("\nbackend: {type: vlm, family: qwen2-vl-2b, encoder: {type: rknn
 PARTIAL: dict[tuple[str, str], tuple[str, str]] = {
     ("docs/configuration.md", "Structured answers"):
         (VLM_BACKEND, "structured answers need the vlm backend, which the section names but does not repeat"),
-    ("docs/configuration.md", "Alerts"):
-        (VLM_BACKEND + "profiles: {porch: {prompt: 'Describe {camera}.', fields: {"
-                       "people: {type: integer, description: people}, light: {type: string, description: light}}}}\n",
-         "one rule of each kind: the question needs the vlm backend, and with it the fields people and light "
-         "(the opencv backend's without it) must be a structured profile's"),
 }
 
 
