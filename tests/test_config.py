@@ -114,6 +114,11 @@ def test_the_usual_mistakes_are_explained_in_the_authors_words() -> None:
         "reads this file or a copy of it: remove user:password@ from the URL, give the user in username and the "
         "password in password_credential (a systemd credential) or password_env",
     ]
+    for url in ("rtsp://admin:pa/Zq9@cam/x", "rtsp://admin:pa#Zq9@cam/x", "rtsp://admin:p@Zq9@cam/x"):  # not urlsplit's
+        (problem,) = problems(f"cameras: [{{id: a, source: {{type: rtsp, url: '{url}'}}}}]")
+        assert "source.url: 'rtsp://***:***@cam/x': a password inside the URL" in problem and "Zq9" not in problem
+    (problem,) = problems("cameras: [{id: a, source: {type: http, url: 'http://admin:pa/ss@cam/x'}}]")
+    assert "source.url: 'http://***:***@cam/x': put credentials in username and password_credential" in problem
     assert load_config_text("cameras: [{id: a, source: {type: rtsp, url: 'rtsp://admin@cam/x'}}]").config  # no password
     assert problems("mqtt:\n\thost: 127.0.0.1\ncameras: [{id: a}]\n") == [
         "line 2, column 1: a tab character: YAML indents with spaces only; replace the tab with spaces",

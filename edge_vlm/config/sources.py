@@ -10,6 +10,7 @@ from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 from edge_vlm.config.automation import PromptText
 from edge_vlm.config.base import CREDENTIAL_NAME_PATTERN, ENV_NAME_PATTERN, StrictModel
 from edge_vlm.config.secrets import PasswordSourced
+from edge_vlm.core.redact import holds_password
 
 # Placeholders a Frigate prompt may use (filled from the event).
 
@@ -62,10 +63,10 @@ class RtspSourceConfig(PasswordSourced):
         parts = urlsplit(url)
         if parts.scheme not in ("rtsp", "rtsps") or not parts.hostname:
             raise ValueError("expected rtsp://host[:port]/path")
-        if parts.password:
+        if holds_password(url):
             raise ValueError("a password inside the URL can be read by anyone who reads this file or a copy of it: "
-                             "remove user:password@ from the URL, give the user in username and the password in "
-                             "password_credential (a systemd credential) or password_env")
+                             "remove user:password@ from the URL, give the user in username and the "
+                             "password in password_credential (a systemd credential) or password_env")
         return url
 
     @model_validator(mode="after")
@@ -97,8 +98,9 @@ class HttpSourceConfig(PasswordSourced):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("expected http(s)://host[:port]/path")
-        if parts.username or parts.password:
-            raise ValueError("put credentials in username / password_env, not in the URL")
+        if holds_password(url) or parts.username:
+            raise ValueError("put credentials in username and password_credential (a systemd credential) or "
+                             "password_env, not in the URL")
         return url
 
     @model_validator(mode="after")

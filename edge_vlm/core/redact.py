@@ -23,3 +23,9 @@ def redact_url(url: str) -> str:
     if separator and "@" in rest:
         url = f"{scheme}://***:***@{rest.rpartition('@')[2]}"
     return redact(url)
+
+
+def holds_password(url: str) -> bool:
+    """Whether ``url`` carries ``user:password@``, read as redact_url reads it: up to the last ``@``,
+    whatever the password holds (``/``, ``#``, ``@``)."""
+    return ":" in url.partition("://")[2].rpartition("@")[0]
