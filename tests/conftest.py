@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from tests.support.broker import Mosquitto
 from tests.support.mqtt import Recorder
 from tests.support.native import ABIS, build_fake_rkllmrt
 from tests.support.notify import DaemonProcess, NotifySocket
+from tests.support.npu import STANDINS
 from tests.support.rtsp import RtspServer, rtsp_unavailable
 
 _unique = itertools.count(1)
@@ -130,3 +132,18 @@ def daemons() -> Iterator[Callable[..., DaemonProcess]]:
     yield start
     for daemon in started:
         daemon.close()
+
+
+def _forget_rknnlite() -> None:
+    for name in [name for name in sys.modules if name == "rknnlite" or name.startswith("rknnlite.")]:
+        del sys.modules[name]
+
+
+@pytest.fixture
+def rknnlite_standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """RKNNLite importable as on a board (its stand-in over onnxruntime) for one test, and forgotten
+    after it, so that no later test in the process finds it imported."""
+    monkeypatch.syspath_prepend(str(STANDINS))
+    _forget_rknnlite()
+    yield STANDINS
+    _forget_rknnlite()

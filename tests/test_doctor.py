@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import platform
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ from edge_vlm.doctor import Check, doctor, run_checks
 from edge_vlm.doctor.backend import check_rknnlite
 from edge_vlm.inference.llm import runtime
 from edge_vlm.inference.vision.rknn import RKNN_LITE_RELEASE
-from tests.support.npu import STANDINS
 
 MODELS = "/var/lib/edge-vlm/models"
 IMGENC = "/opt/rknn-llm/imgenc"
@@ -236,12 +234,11 @@ def test_the_rknn_encoder_needs_librknnrt_and_rknnlite(tmp_path: Path, board: Pa
     assert "imgenc" not in checks
 
 
-def test_rknnlite_is_the_pinned_release_on_a_python_it_has_wheels_for(monkeypatch: pytest.MonkeyPatch) -> None:
-    newest = check_rknnlite(python=(3, 13))
+def test_rknnlite_is_the_pinned_release_on_a_python_it_has_wheels_for(request: pytest.FixtureRequest) -> None:
+    newest = check_rknnlite(python=(3, 13))  # not importable here, as on a board's Python 3.13
     assert newest.status == "FAIL" and "Python 3.13" in newest.finding and "3.7-3.12" in newest.finding
     assert "Python 3.10-3.12" in newest.fix and "imgenc" in newest.fix
-    monkeypatch.syspath_prepend(str(STANDINS))  # importable as on a board; its version is what pip says
-    monkeypatch.delitem(sys.modules, "rknnlite", raising=False)
+    request.getfixturevalue("rknnlite_standin")  # importable as on a board; its version is what pip says
     assert check_rknnlite(python=(3, 12), installed=lambda _: "2.3.2").status == "PASS"
     drifted = check_rknnlite(python=(3, 11), installed=lambda _: "2.5.0")
     assert drifted.status == "WARN" and "2.5.0" in drifted.finding

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from edge_vlm.inference.vision.preprocess import PAD_GREY, encoder_input
 from edge_vlm.inference.vision.rknn import RknnEncoder
 from tests.support import images
 from tests.support.imgenc_standin import PASSES_ENV, embeddings_from_pixels, write_imgenc_wrapper, write_model
-from tests.support.npu import STANDINS
 from tests.support.onnx_models import build_encoder, reference_output
 
 
@@ -127,9 +125,8 @@ def test_float_onnx_input_gets_the_family_normalisation() -> None:
     assert spec("internvl3-1b").std == pytest.approx((58.395, 57.12, 57.375))
 
 
+@pytest.mark.usefixtures("rknnlite_standin")  # RKNNLite needs the board: its stand-in runs ONNX
 def test_rknn_encoder_through_rknnlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(STANDINS))  # RKNNLite needs the board: its stand-in runs ONNX
-    monkeypatch.delitem(sys.modules, "rknnlite", raising=False)
     passes = tmp_path / "passes.txt"
     monkeypatch.setenv(PASSES_ENV, str(passes))  # the stand-in counts its encoder passes, as imgenc's does
     model = build_encoder(tmp_path / "vision.rknn", input_size=392, tokens=196, dim=48)

@@ -91,15 +91,15 @@ def check_librknnrt(root: Path) -> Check:
 
 def check_rknnlite(python: tuple[int, int] = (sys.version_info.major, sys.version_info.minor),
                    installed: Callable[[str], str] = importlib.metadata.version) -> Check:
-    if not RKNN_LITE_PYTHONS[0] <= python <= RKNN_LITE_PYTHONS[1]:
-        return Check("rknnlite", "FAIL", f"this is Python {python[0]}.{python[1]}: {RKNN_LITE_INSTALL}",
-                     "make edge_vlm's venv with Python 3.10-3.12 (e.g. python3.12 -m venv /opt/edge-vlm), or use "
-                     "backend.encoder.type imgenc, which needs no Python package")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # its `import pkg_resources` warns with recent setuptools
             importlib.import_module("rknnlite.api")
     except (ImportError, OSError) as exc:
+        if not RKNN_LITE_PYTHONS[0] <= python <= RKNN_LITE_PYTHONS[1]:
+            return Check("rknnlite", "FAIL", f"rknnlite cannot be imported, and this is Python {python[0]}."
+                         f"{python[1]}: {RKNN_LITE_INSTALL}", "make edge_vlm's venv with Python 3.10-3.12, or use "
+                         "backend.encoder.type imgenc, which needs no Python package")
         return Check("rknnlite", "FAIL", f"rknnlite cannot be imported: {exc}", RKNN_LITE_INSTALL)
     try:
         version = installed("rknn-toolkit-lite2")
