@@ -3,6 +3,7 @@ venv here and in an arm64 Debian bookworm root (the base of Armbian) under emula
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -18,7 +19,8 @@ from edge_vlm.inference.vision.rknn import RKNN_LITE_RELEASE
 from tests.package.conftest import REPO, REPORT, Dist
 from tests.support import arm64
 
-pytestmark = pytest.mark.package
+# each test's timeout covers building the distributions (the first test pays for them)
+pytestmark = [pytest.mark.package, pytest.mark.timeout(900)]
 
 Run = Callable[[str], subprocess.CompletedProcess[str]]
 README = (REPO / "README.md").read_text()
@@ -51,6 +53,7 @@ def test_the_wheel_holds_the_package_its_files_and_the_pinned_extras(dist: Dist)
     assert dist.wheel.name == f"edge_vlm-{__version__}-py3-none-any.whl"
     assert "Requires-Python: >=3.10" in metadata.splitlines()
     assert "License-Expression: Apache-2.0" in metadata.splitlines()
+    assert dist.wheel_text(f"edge_vlm-{__version__}.dist-info/licenses/LICENSE") == (REPO / "LICENSE").read_text()
     assert (f'Requires-Dist: rknn-toolkit-lite2=={RKNN_LITE_RELEASE}; (platform_machine == "aarch64" and '
             'sys_platform == "linux" and python_version < "3.13") and extra == "rknn"') in metadata.splitlines()
 
@@ -58,7 +61,7 @@ def test_the_wheel_holds_the_package_its_files_and_the_pinned_extras(dist: Dist)
 def test_the_sdist_has_the_sources_and_the_documents_a_packager_needs(dist: Dist) -> None:
     names = dist.sdist_names()
     assert source_files() <= names
-    assert {"pyproject.toml", "README.md", "models/README.md", "docs/configuration.md", EXAMPLE,
+    assert {"pyproject.toml", "README.md", "LICENSE", "models/README.md", "docs/configuration.md", EXAMPLE,
             "systemd/edge-vlm.service"} <= names
     assert not [name for name in names if name.startswith("tests/")]  # the tests need the checkout
 
@@ -66,6 +69,7 @@ def test_the_sdist_has_the_sources_and_the_documents_a_packager_needs(dist: Dist
 def test_the_readme_build_command_makes_the_same_wheel(dist: Dist, tmp_path: Path) -> None:
     build = next(line.split("  #")[0].strip() for line in README.splitlines()
                  if line.startswith("python3 -m pip wheel "))
+    build = build.replace("python3", shlex.quote(sys.executable), 1)  # a Python with pip, as the README assumes
     checkout = tmp_path / "edge_vlm"
     shutil.copytree(REPO, checkout, ignore=shutil.ignore_patterns(
         ".git", ".venv", ".cache", "*_cache", "__pycache__", "*.egg-info", "build", "dist", "_build"))
@@ -115,30 +119,32 @@ def test_the_wheel_installs_and_runs_in_a_fresh_venv(dist: Dist, tmp_path: Path)
 @pytest.mark.timeout(arm64.DEBOOTSTRAP_TIMEOUT_S + COMMAND_TIMEOUT_S * 4)
 def test_the_wheel_installs_and_runs_on_arm64_debian_bookworm(dist: Dist) -> None:
     if (why := arm64.unavailable()) is not None:
+        if os.environ.get(arm64.REQUIRED_ENV) == "1":
+            pytest.fail(f"{arm64.REQUIRED_ENV}=1, but {why}")
         pytest.skip(why)
     started = time.monotonic()
-    root = arm64.ensure_root()
-    made = (root / arm64.READY).read_text().strip()
-    REPORT.append(f"arm64: root ready in {time.monotonic() - started:.0f} s (made by {made})")
-    for old in (root / "opt/edge-vlm", root / "tmp/dist"):
-        shutil.rmtree(old, ignore_errors=True)  # a fresh venv every run; pip's cache in the root is kept
-    (root / "tmp/dist").mkdir()
-    shutil.copy(dist.wheel, root / "tmp/dist")
+    with arm64.root_in_use() as root:
+        made = " ".join((root / arm64.READY).read_text().split())
+        REPORT.append(f"arm64: root ready in {time.monotonic() - started:.0f} s ({made})")
+        for old in (root / "opt/edge-vlm", root / "tmp/dist"):
+            shutil.rmtree(old, ignore_errors=True)  # a fresh venv every run; pip's cache in the root is kept
+        (root / "tmp/dist").mkdir()
+        shutil.copy(dist.wheel, root / "tmp/dist")
 
-    def run(command: str) -> subprocess.CompletedProcess[str]:
-        return arm64.run(root, f"cd /tmp/dist && {command}", timeout=COMMAND_TIMEOUT_S)
+        def run(command: str) -> subprocess.CompletedProcess[str]:
+            return arm64.run(root, f"cd /tmp/dist && {command}", timeout=COMMAND_TIMEOUT_S)
 
-    install = readme_install_lines()
-    assert f"./{dist.wheel.name}[rknn]" in install[1]  # the README names the wheel this checkout builds
-    for command in install:
-        began = time.monotonic()
-        done = run(command)
-        assert done.returncode == 0, f"{command}: {done.stdout}\n{done.stderr}"
-        REPORT.append(f"arm64: README's {command}: {time.monotonic() - began:.1f} s")
-    assert run("uname -m").stdout == "aarch64\n"
-    # the rknn extra resolved to the pinned release, and it imports (its NPU calls need the board)
-    check = run("/opt/edge-vlm/bin/python -c 'from edge_vlm.doctor.backend import check_rknnlite as c; "
-                "r = c(); print(r.status, r.finding)'")
-    assert check.stdout == f"PASS rknnlite imports (rknn-toolkit-lite2 {RKNN_LITE_RELEASE})\n", check.stderr
-    exercise(run, "/opt/edge-vlm/bin", f"./{dist.wheel.name}", "arm64 bookworm (qemu)")
+        install = readme_install_lines()
+        assert f"./{dist.wheel.name}[rknn]" in install[1]  # the README names the wheel this checkout builds
+        for command in install:
+            began = time.monotonic()
+            done = run(command)
+            assert done.returncode == 0, f"{command}: {done.stdout}\n{done.stderr}"
+            REPORT.append(f"arm64: README's {command}: {time.monotonic() - began:.1f} s")
+        assert run("uname -m").stdout == "aarch64\n"
+        # the rknn extra resolved to the pinned release, and it imports (its NPU calls need the board)
+        check = run("/opt/edge-vlm/bin/python -c 'from edge_vlm.doctor.backend import check_rknnlite as c; "
+                    "r = c(); print(r.status, r.finding)'")
+        assert check.stdout == f"PASS rknnlite imports (rknn-toolkit-lite2 {RKNN_LITE_RELEASE})\n", check.stderr
+        exercise(run, "/opt/edge-vlm/bin", f"./{dist.wheel.name}", "arm64 bookworm (qemu)")
     REPORT.append(f"arm64: whole test {time.monotonic() - started:.0f} s")

@@ -4,7 +4,10 @@ Made once with ``debootstrap --arch=arm64`` and kept in the cache (``EDGE_VLM_AR
 ``.cache/arm64``); on an x86-64 machine its programs run under qemu-user-static through binfmt_misc.
 Every command runs in a private mount namespace (``unshare --mount``), so the root's /proc and /dev
 mounts vanish with it: nothing stays mounted in the cache, which can always be deleted.
-Needs root (debootstrap, chroot, binfmt_misc); the first run takes about 3 minutes here.
+Needs root (debootstrap, chroot, binfmt_misc); the first run takes about 3 minutes here. On an
+x86-64 machine it registers qemu-user-static for aarch64 binaries with the kernel (binfmt_misc) if
+nothing has, and leaves that registration in place, as installing qemu-user-static with systemd does.
+The Debian mirror is this machine's apt mirror (``EDGE_VLM_DEBIAN_MIRROR`` overrides it).
 
     python -m tests.support.arm64      make the root (scripts/test-package --setup)
 """
@@ -15,17 +18,23 @@ import fcntl
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 SUITE = "bookworm"
 PACKAGES = "python3,python3-venv,ca-certificates"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 CACHE_ENV = "EDGE_VLM_ARM64_CACHE"
+MIRROR_ENV = "EDGE_VLM_DEBIAN_MIRROR"
+REQUIRED_ENV = "EDGE_VLM_ARM64_REQUIRED"  # set to 1 (CI): a machine that cannot make the root fails the test
 READY = ".edge_vlm-ready"  # written last: a root without it is half made and made again
+MADE_BY = f"debootstrap --arch=arm64 --variant=minbase --include={PACKAGES} {SUITE}"  # a root made otherwise is remade
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 QEMU_RULE = Path("/usr/lib/binfmt.d/qemu-aarch64.conf")  # qemu-user-static's registration line
 DEBOOTSTRAP_TIMEOUT_S = 1200.0
@@ -40,6 +49,8 @@ def unavailable() -> str | None:
         return "an arm64 Debian root needs Linux"
     if os.geteuid() != 0:
         return "an arm64 Debian root needs root (debootstrap, chroot, binfmt_misc): run as root"
+    if subprocess.run(["unshare", "--mount", "true"], capture_output=True, check=False).returncode != 0:
+        return "an arm64 Debian root needs a private mount namespace (unshare --mount), which this machine refuses"
     return None
 
 
@@ -67,43 +78,47 @@ def ensure_emulation() -> None:
 
 def mirror() -> str:
     """The Debian mirror this machine's apt uses (it is the one that is reachable)."""
-    sources = [*Path("/etc/apt/sources.list.d").glob("*.sources"), Path("/etc/apt/sources.list")]
-    for source in sources:
+    if chosen := os.environ.get(MIRROR_ENV):
+        return chosen
+    for source in (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list")):
         text = source.read_text() if source.is_file() else ""
         if found := re.search(r"^(?:URIs:\s*|deb\s+(?:\[[^]]*\]\s+)?)(\S+/debian)/?\s", text, re.MULTILINE):
             return found.group(1)
     return DEFAULT_MIRROR
 
 
-def ensure_root() -> Path:
-    """The cached root, made first if needed (one maker at a time: a lock file in the cache)."""
+@contextmanager
+def root_in_use() -> Iterator[Path]:
+    """The cached root, made first if needed, for this process alone until the block ends (a lock
+    file in the cache: another run waits rather than change the same root)."""
     ensure_emulation()
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     root = cache / "root"
     with (cache / "lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (root / READY).exists():
+        ready = root / READY
+        if not ready.exists() or ready.read_text().splitlines()[0] != MADE_BY:
             started = time.monotonic()
             making = cache / "root.making"
             shutil.rmtree(making, ignore_errors=True)
             shutil.rmtree(root, ignore_errors=True)
-            subprocess.run(["unshare", "--mount", "--propagation", "private", "debootstrap", "--arch=arm64",
-                            "--variant=minbase", f"--include={PACKAGES}", SUITE, str(making), mirror()],
+            subprocess.run(["unshare", "--mount", "--propagation", "private", *MADE_BY.split(), str(making), mirror()],
                            check=True, stdout=subprocess.DEVNULL, timeout=DEBOOTSTRAP_TIMEOUT_S)
             making.rename(root)
-            (root / READY).write_text(f"debootstrap {SUITE} arm64: {time.monotonic() - started:.0f} s\n")
-    # this machine's trust and name servers, as a board on this network would have them
-    shutil.copyfile("/etc/ssl/certs/ca-certificates.crt", root / "etc/ssl/certs/ca-certificates.crt")
-    shutil.copyfile("/etc/resolv.conf", root / "etc/resolv.conf")
-    return root
+            ready.write_text(f"{MADE_BY}\nmade in {time.monotonic() - started:.0f} s\n")
+        # this machine's trust and name servers, as a board on this network would have them
+        shutil.copyfile("/etc/ssl/certs/ca-certificates.crt", root / "etc/ssl/certs/ca-certificates.crt")
+        shutil.copyfile("/etc/resolv.conf", root / "etc/resolv.conf")
+        yield root
 
 
 def run(root: Path, command: str, timeout: float) -> subprocess.CompletedProcess[str]:
     """``command`` (a shell line) as root inside ``root``, with a clean environment; output captured."""
     inside = ["chroot", str(root), "/usr/bin/env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/root",
               "LANG=C.UTF-8", "/bin/sh", "-c", command]
-    mounts = f"mount -t proc proc {root}/proc && mount --bind /dev {root}/dev && exec \"$@\""
+    quoted = shlex.quote(str(root))
+    mounts = f"mount -t proc proc {quoted}/proc && mount --bind /dev {quoted}/dev && exec \"$@\""
     return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", mounts, "sh", *inside],
                           capture_output=True, text=True, timeout=timeout, check=False)
 
@@ -111,5 +126,5 @@ def run(root: Path, command: str, timeout: float) -> subprocess.CompletedProcess
 if __name__ == "__main__":
     if (why := unavailable()) is not None:
         sys.exit(why)
-    made = ensure_root()
-    print(f"{made}: {(made / READY).read_text().strip()}")
+    with root_in_use() as made:
+        print(f"{made}: {' '.join((made / READY).read_text().split())}")
