@@ -38,7 +38,7 @@ MODELS = ROOT / "models" / "README.md"
 DOCUMENTS = [README, *DOCS, MODELS]
 CONFIG_DOCUMENTS = [README, *DOCS]
 
-EDGE_VLM = {"edge-vlm", "/opt/edge-vlm/bin/edge-vlm", ".venv/bin/edge-vlm"}
+EDGE_VLM = "edge-vlm"  # the program, wherever it is installed (/opt/edge-vlm/bin, .venv/bin)
 CONTROL = {"&&", "||", ";", "|", "&", "(", ")"}
 # Keys of Home Assistant's YAML (an automation, a script, a blueprint): tests/ha pastes those.
 HOME_ASSISTANT_KEYS = {"alias", "triggers", "conditions", "actions", "sequence", "blueprint", "mode"}
@@ -219,7 +219,7 @@ def command_problems(document: Path, text: str) -> list[str]:
             if not words:
                 continue
             where = f"{document.relative_to(ROOT)}:{block.line}+: {shlex.join(words)}"
-            if words[0] in EDGE_VLM and (problem := argparse_problem(words[1:])):
+            if Path(words[0]).name == EDGE_VLM and (problem := argparse_problem(words[1:])):
                 problems.append(f"{where}: {problem}")
             elif re.match(r"^(\./)?scripts/", words[0]):
                 script = ROOT / words[0]
@@ -235,11 +235,10 @@ def kind(data: Any) -> str:
     if not isinstance(data, dict) or not data:
         return "other"
     scripts = [value for value in data.values() if isinstance(value, dict)]
-    if HOME_ASSISTANT_KEYS & (data.keys() - CONFIG_KEYS) or any(
-            {"alias", "sequence"} <= script.keys() for script in scripts):
+    if data.keys() & CONFIG_KEYS:  # a stray key (a mis-indented `mode:`) leaves it a configuration
+        return "config" if data.keys() <= CONFIG_KEYS else "other"
+    if HOME_ASSISTANT_KEYS & data.keys() or any({"alias", "sequence"} <= script.keys() for script in scripts):
         return "home assistant"
-    if data.keys() <= CONFIG_KEYS:
-        return "config"
     return "other"
 
 
@@ -312,7 +311,7 @@ def test_the_documents_hold_what_the_checks_look_for() -> None:
     assert sum(len(links(text)) for text in texts.values()) > 30
     edge_vlm_commands = [words for text in texts.values() for block in split_fences(text)[1]
                          if block.info == "sh" for words in map(program, commands(block.text))
-                         if words and words[0] in EDGE_VLM]
+                         if words and Path(words[0]).name == EDGE_VLM]
     assert len(edge_vlm_commands) >= 6, edge_vlm_commands
     kinds = [kind(yaml.safe_load(block.text)) for document in CONFIG_DOCUMENTS
              for block in split_fences(texts[document])[1] if block.info == "yaml"]
@@ -350,6 +349,10 @@ BROKEN = ROOT / "docs" / "broken.md"  # never written: the examples are checked 
     (config_problems, "```yaml\nprofiles:\n  porch: {prompt: 'At {camera}: {nonsense}'}\n```\n", "nonsense"),
     (config_problems, "```yaml\nbackend:\n  type: vlm\n  famly: qwen2-vl-2b\n```\n", "famly"),
     (config_problems, "```yaml\nhost: mqtt.lan\ncameras: []\n```\n", "neither an edge_vlm configuration"),
+    # a mis-indented camera key is not taken for Home Assistant's `mode`
+    (config_problems, "```yaml\ncameras:\n  - id: gate\n    source: {type: rtsp, url: 'rtsp://c/s'}\n"
+                      "mode: on_demand\n```\n", "neither an edge_vlm configuration"),
+    (command_problems, "```sh\n/usr/local/bin/edge-vlm chek\n```\n", "invalid choice: 'chek'"),
 ])
 def test_each_check_finds_a_broken_example(check: Any, text: str, said: str) -> None:
     problems = check(BROKEN, text)

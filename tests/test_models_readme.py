@@ -71,8 +71,8 @@ def snippets() -> list[str]:
 
 
 def snippet_id(snippet: str) -> str:
-    named = re.search(r"(family: \S+|type: (?:imgenc|onnx))", snippet.replace("type: vlm", ""))
-    return named.group(1) if named else snippet[:20]
+    named = re.search(r"type: (?:imgenc|onnx)", snippet) or re.search(r"family: \S+", snippet)
+    return named.group(0) if named else snippet[:20]
 
 
 @pytest.mark.parametrize("snippet", snippets(), ids=snippet_id)
@@ -81,3 +81,17 @@ def test_each_snippet_passes_check_with_the_files_it_names(snippet: str, tmp_pat
     loaded = load_config_text(text, "models/README.md")
     assert loaded.config.backend.type == "vlm"
     assert preflight(loaded, {}, board_with_files(tmp_path, text)) == []
+
+
+def test_the_install_commands_put_the_files_where_the_recommended_snippet_and_the_example_look() -> None:
+    text = MODELS_README.read_text()
+    install = text.split("## Install them under edge_vlm's names", 1)[1].split("## ", 1)[0]
+    installed = set(re.findall(re.escape(MODELS) + r"([\w.-]+\.(?:rknn|rkllm))", install))
+    recommended = next(block for block in yaml_blocks(text) if "family: qwen3-vl-2b" in block)
+    example = (ROOT / "config" / "edge_vlm.example.yaml").read_text()
+    assert installed == set(re.findall(re.escape(MODELS) + r"([\w.-]+\.(?:rknn|rkllm))", recommended))
+    assert installed == set(re.findall(re.escape(MODELS) + r"([\w.-]+\.(?:rknn|rkllm))", example))
+    # and imgenc is where "Building imgenc" installs it
+    executables = {path for document in documents() for path in
+                   re.findall(r"executable: (\S+)", document.read_text())}
+    assert executables == set(re.findall(r"install -D -m 0755 \S+ (\S+)", text)) == {"/opt/rknn-llm/imgenc"}
