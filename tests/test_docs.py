@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import shlex
@@ -384,3 +385,27 @@ def test_the_check_sample_is_what_check_prints(tmp_path: Path, capsys: pytest.Ca
         main(["check", "-c", str(bad)])
     printed = capsys.readouterr().err.replace(str(bad), "bad.yaml").splitlines()
     assert printed == sample
+
+
+def json_problems(document: Path, text: str) -> list[str]:
+    """A ```json block holds JSON values (one, or several one after another, as messages on a topic)."""
+    problems = []
+    decoder = json.JSONDecoder()
+    for block in split_fences(text)[1]:
+        if block.info != "json":
+            continue
+        rest, values = block.text.strip(), 0
+        while rest:
+            try:
+                _, end = decoder.raw_decode(rest)
+            except json.JSONDecodeError as exc:
+                problems.append(f"{name(document)}:{block.line}: not JSON: {exc}")
+                break
+            rest, values = rest[end:].lstrip(), values + 1
+    return problems
+
+
+def test_every_json_block_is_json() -> None:
+    assert [problem for document in DOCUMENTS for problem in json_problems(document, document.read_text())] == []
+    assert json_problems(BROKEN, '```json\n{"a": 1}\n{"b": 2,}\n```\n') != []
+    assert json_problems(BROKEN, '```json\n{"a": 1}\n{"b":\n 2}\n```\n') == []
