@@ -123,6 +123,9 @@ def test_the_usual_mistakes_are_explained_in_the_authors_words() -> None:
     assert problems("mqtt:\n\thost: 127.0.0.1\ncameras: [{id: a}]\n") == [
         "line 2, column 1: a tab character: YAML indents with spaces only; replace the tab with spaces",
     ]
+    assert problems("frigate: {enabeld: true}\ncameras: [{id: a}]\n") == [  # as written, not Python's True
+        "line 1: frigate.enabeld: true: no such setting here; did you mean enabled?",
+    ]
     assert problems("mqtt:\n  hots: 127.0.0.1\ncameras: [{id: a}]\n") == [
         "line 2: mqtt.hots: '127.0.0.1': no such setting here; did you mean host?",
     ]
@@ -157,9 +160,9 @@ def test_preflight_names_missing_files_and_unset_secrets(tmp_path: Path) -> None
         "    enabled: true\n"
         f"    ca_file: {ca}\n",
     )
-    assert preflight(loaded, {}) == [
-        f"line 7: mqtt.tls.ca_file: '{ca}': file not found",
+    assert preflight(loaded, {}) == [  # in the order of the file
         "line 3: mqtt.password_env: 'EDGE_VLM_TEST_PASSWORD': the environment variable is not set",
+        f"line 7: mqtt.tls.ca_file: '{ca}': file not found",
     ]
     ca.write_text("x")
     assert preflight(loaded, {"EDGE_VLM_TEST_PASSWORD": "pw"}) == []
@@ -305,17 +308,19 @@ def test_preflight_names_missing_model_files(tmp_path: Path) -> None:
         f"  encoder: {{type: imgenc, executable: {tmp_path}/imgenc, model: {tmp_path}/v.rknn}}\n"
         f"  llm: {{model: {tmp_path}/m.rkllm, library: {tmp_path}/librkllmrt.so}}\n")
     assert preflight(loaded, {}) == [
-        f"line 5: backend.encoder.model: '{tmp_path}/v.rknn': file not found",
-        f"line 6: backend.llm.model: '{tmp_path}/m.rkllm': file not found",
-        f"line 6: backend.llm.library: '{tmp_path}/librkllmrt.so': file not found",
-        f"line 5: backend.encoder.executable: '{tmp_path}/imgenc': file not found",
+        f"line 5: backend.encoder.model: '{tmp_path}/v.rknn': file not found (models/README.md says where to get it)",
+        f"line 5: backend.encoder.executable: '{tmp_path}/imgenc': file not found (built from rknn-llm: "
+        "models/README.md, Building imgenc)",
+        f"line 6: backend.llm.model: '{tmp_path}/m.rkllm': file not found (models/README.md says where to get it)",
+        f"line 6: backend.llm.library: '{tmp_path}/librkllmrt.so': file not found (models/README.md says where to "
+        "get it)",
     ]
 
 
 def test_frigate_settings_are_checked() -> None:
     base = "cameras: [{id: door, snapshot_topics: ['frigate/door/+/snapshot'], frigate: {}}]\n"
     assert problems(base + "frigate: {enabled: true}\n") == [
-        "line 1: (top level): cameras[0]: its snapshot_topics take Frigate's snapshots, which its frigate events "
+        "line 1: cameras[0]: its snapshot_topics take Frigate's snapshots, which its frigate events "
         "describe already: remove one or the other",
     ]
     assert problems("cameras: [{id: door}]\nfrigate: {enabled: true, api_url: 'http://admin:pw@frigate:5000'}\n") == [
@@ -332,11 +337,11 @@ def test_an_rtsp_password_needs_a_user() -> None:
 def test_alert_rules_that_could_never_fire_are_refused() -> None:
     camera = "cameras: [{id: door, alerts: [%s]}]\n"
     assert problems(camera % "{name: a, field: peeple, above: 1}") == [
-        "line 1: (top level): cameras[0].alerts[0].field: 'peeple' is no field of any profile (known: brightness, "
+        "line 1: cameras[0].alerts[0].field: 'peeple' is no field of any profile (known: brightness, "
         "faces, light, motion, motion_fraction, people)",
     ]
     assert problems(camera % "{name: a, field: light, above: 1}") == [
-        "line 1: (top level): cameras[0].alerts[0].field: 'light' is a string: `above` needs a number",
+        "line 1: cameras[0].alerts[0].field: 'light' is a string: `above` needs a number",
     ]
     assert problems(camera % "{name: a, keywords: [parcel], above: 1}") == [
         "line 1: cameras[0].alerts[0]: above and equals are for field rules",
@@ -357,11 +362,11 @@ profiles:
 cameras: [{{id: door}}]
 """
     assert problems(text) == [
-        "line 1: (top level): profiles.b.fields.count: boolean, but another profile's count is a number: "
+        "line 4: profiles.b.fields.count: boolean, but another profile's count is a number: "
         "one entity cannot be both",
     ]
     assert problems(text.replace("count: {type: boolean", "mood: {type: integer")) == [
-        "line 1: (top level): profiles.b.fields.mood: integer, but another profile's mood is a string: "
+        "line 4: profiles.b.fields.mood: integer, but another profile's mood is a string: "
         "one entity cannot be both",
     ]
 
@@ -410,7 +415,7 @@ def test_request_topic_filters_may_not_cover_the_daemons_own_topics(setting: str
                                                                      ours: str) -> None:
     """A reply there would be taken for the daemon's status, a state or a command."""
     assert problems(f"cameras: [{{id: yard}}]\nmqtt:\n  {setting}: ['{topic_filter}']\n") == [
-        f"line 1: (top level): mqtt.{setting}: {topic_filter!r} matches {ours}, a topic of edge_vlm's own"]
+        f"line 3: mqtt.{setting}: {topic_filter!r} matches {ours}, a topic of edge_vlm's own"]
 
 
 def test_request_topic_filters_may_name_their_own_subtrees() -> None:
@@ -421,4 +426,4 @@ def test_request_topic_filters_may_name_their_own_subtrees() -> None:
     assert mqtt.reply_topics == ["edge_vlm/response/#", "answers/+/edge"]
     assert mqtt.image_topics == ["edge_vlm/images/#", "edge_vlm/+/image", "edge_vlm/yard/snapshot", "cams/#"]
     assert problems(text.replace("cams/#", "ha/#")) == [
-        "line 1: (top level): mqtt.image_topics: 'ha/#' reaches into the discovery prefix ha/"]
+        "line 5: mqtt.image_topics: 'ha/#' reaches into the discovery prefix ha/"]

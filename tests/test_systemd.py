@@ -411,8 +411,8 @@ def test_a_missing_credential_is_a_preflight_problem(tmp_path: Path) -> None:
         f"$CREDENTIALS_DIRECTORY ({tmp_path}); add LoadCredential=camera_b:/path/to/secret to the unit",
     ]
     no_directory = preflight(loaded, {})
-    assert [p.split(": ", 2)[1] for p in no_directory] == ["mqtt.password_credential",
-                                                          "cameras[1].source.password_credential"]
+    assert [p.split(": ", 2)[1] for p in no_directory] == ["cameras[1].source.password_credential",
+                                                          "mqtt.password_credential"]  # in the file's order
     assert all("$CREDENTIALS_DIRECTORY is not set" in p for p in no_directory)
     with pytest.raises(SecretUnavailable, match="CREDENTIALS_DIRECTORY is not set"):
         mqtt_password(loaded.config, {})
@@ -453,8 +453,8 @@ def test_an_empty_credential_is_reported_by_name_at_check_and_when_read(
              "copied at start only)")
 
     assert preflight(load_config_text(CREDENTIAL_CONFIG), environ) == [
-        f"line 8: mqtt.password_credential: {empty.format('mqtt_password')}",
         f"line 5: cameras[1].source.password_credential: {empty.format('camera_b')}",
+        f"line 8: mqtt.password_credential: {empty.format('mqtt_password')}",
     ]
     with pytest.raises(SecretUnavailable) as error:
         mqtt_password(load_config_text(CREDENTIAL_CONFIG).config, environ)

@@ -7,6 +7,7 @@ the journal shows each on its own line and a user can jump straight to it.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,20 @@ def _not_indented(data: Any, lines: LineMap, items: list[Any]) -> tuple[list[str
     return problems, explained
 
 
+_NAMED_PATH = re.compile(r"^([a-z_]+(?:\[\d+\]|\.[\w-]+)*): (.+)$", re.DOTALL)
+
+
+def _named_path(data: Any, message: str) -> tuple[PathKey, str]:
+    """``cameras[0]: its snapshot_topics …`` → the path ``cameras, 0`` and the rest of the message,
+    when the data has that path; else no path and the message as it is."""
+    named = _NAMED_PATH.match(message)
+    if named is None:
+        return (), message
+    parts = tuple(int(index) if index else key for key, index in re.findall(r"([\w-]+)|\[(\d+)\]", named.group(1)))
+    path = _data_path(data, parts, missing=False)
+    return (path, named.group(2)) if path == parts else ((), message)
+
+
 def format_validation_error(error: ValidationError, data: Any, lines: LineMap) -> list[str]:
     items = error.errors(include_url=False)
     problems, explained = _not_indented(data, lines, items)
@@ -85,6 +100,8 @@ def format_validation_error(error: ValidationError, data: Any, lines: LineMap) -
         elif item["type"] == "union_tag_invalid":  # an unknown `type:`
             path, value = (*path, "type"), context.get("tag")
             message = f"unknown type; expected one of {context.get('expected_tags')}"
+        if not path:  # a check across settings names where it found the problem: put it there
+            path, message = _named_path(data, message)
         prefix = f"line {lines.line_for(path)}: {format_path(path)}"
         if isinstance(value, dict | list) or item["type"] == "missing" or secret_path(path):
             problems.append(f"{prefix}: {message}")
@@ -105,7 +122,8 @@ class ConfigFile:
         return f"line {self.lines.line_for(path)}: {format_path(path)}"
 
 
-def _line_number(problem: str) -> int:
+def line_number(problem: str) -> int:
+    """N of a problem that starts ``line N:``."""
     return int(problem.split(":", 1)[0].removeprefix("line "))
 
 
@@ -119,7 +137,7 @@ def load_config_text(text: str, source: str = "<config>") -> ConfigFile:
         config = AppConfig.model_validate(data)
     except ValidationError as exc:
         problems += format_validation_error(exc, data, lines)
-        raise ConfigError(sorted(problems, key=_line_number)) from None
+        raise ConfigError(sorted(problems, key=line_number)) from None
     if problems:
         raise ConfigError(problems)
     return ConfigFile(config, lines)

@@ -32,6 +32,8 @@ def shown(value: Any) -> str:
         # Not cut to be redacted: a URL's password may end past the cut, and redacting the whole
         # of a long text takes time quadratic in its length.
         return f"(a value of {length} characters)"
+    if isinstance(value, bool) or value is None:  # as the file says it: true, false, null
+        return {True: "true", False: "false", None: "null"}[value]
     text = redact(repr(redact_url(value)) if isinstance(value, str) else str(value))
     return text if len(text) <= MAX_SHOWN_VALUE else text[: MAX_SHOWN_VALUE - 1] + "…"
 

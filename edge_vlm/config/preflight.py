@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from edge_vlm.config.files import file_problem
-from edge_vlm.config.loader import ConfigFile, load_config
+from edge_vlm.config.loader import ConfigFile, line_number, load_config
 from edge_vlm.config.models import AppConfig
 from edge_vlm.config.mqtt import MqttConfig
 from edge_vlm.config.secrets import read_secret, secret_problem
@@ -40,11 +40,13 @@ def preflight(loaded: ConfigFile, environ: Mapping[str, str], root: Path = Path(
     if isinstance(backend, VlmBackendConfig):
         for key, path in backend.files.items():
             if problem := file_problem(there(path)):
-                problems.append(f"{loaded.where('backend', *key)}: {str(path)!r}: {problem}")
+                where_from = ("built from rknn-llm: models/README.md, Building imgenc" if key[-1] == "executable"
+                              else "models/README.md says where to get it")
+                problems.append(f"{loaded.where('backend', *key)}: {str(path)!r}: {problem} ({where_from})")
             elif key[-1] == "executable" and not os.access(there(path), os.X_OK):
                 problems.append(f"{loaded.where('backend', *key)}: {str(path)!r}: not executable")
     problems += _secret_problems(loaded, environ)
-    return problems
+    return sorted(problems, key=line_number)  # in the order of the file
 
 
 def _secret_problems(loaded: ConfigFile, environ: Mapping[str, str]) -> list[str]:

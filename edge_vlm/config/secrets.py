@@ -43,7 +43,8 @@ def read_credential(name: str, environ: Mapping[str, str]) -> str:
     directory = environ.get(CREDENTIALS_DIRECTORY)
     if not directory:
         raise SecretUnavailable(f"credential {name!r}: ${CREDENTIALS_DIRECTORY} is not set (run under systemd "
-                                f"with LoadCredential={name}:/path/to/secret in the unit)")
+                                f"with LoadCredential={name}:/path/to/secret in the unit; to check by hand: sudo env "
+                                f"{CREDENTIALS_DIRECTORY}=/etc/edge-vlm/credentials edge-vlm check)")
     path = Path(directory) / name
     try:
         data = path.read_bytes()
