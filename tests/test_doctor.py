@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import platform
 from pathlib import Path
 
@@ -19,13 +20,16 @@ IMGENC = "/opt/rknn-llm/imgenc"
 USAGE = '#!/bin/sh\necho "Usage: ./imgenc model_path image_path core_num" >&2\nexit 255\n'
 
 
-def put(root: Path, path: str, data: bytes | str = b"", mode: int = 0o644) -> Path:
+def put(root: Path, path: str, data: bytes | str = b"", mode: int = 0o644, size: int | None = None) -> Path:
+    """``data`` at ``path`` under ``root``, made ``size`` bytes long (sparse: no disk taken) if given."""
     target = root / path.lstrip("/")
     target.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(data, str):
         target.write_text(data)
     else:
         target.write_bytes(data)
+    if size is not None:
+        os.truncate(target, size)
     target.chmod(mode)
     return target
 
@@ -59,8 +63,8 @@ def board(tmp_path: Path) -> Path:
     put(root, "usr/lib/librknnrt.so", b"\x7fELF rknnrt")
     put(root, "usr/lib/librkllmrt.so", b"\x7fELF not an official build")
     put(root, "usr/lib/libomp.so", b"\x7fELF omp")
-    put(root, f"{MODELS}/qwen2-vl-vision_rk3588.rknn", b"r" * 3000)
-    put(root, f"{MODELS}/qwen2-vl-2b-w8a8_rk3588.rkllm", b"l" * 5000)
+    put(root, f"{MODELS}/qwen2-vl-vision_rk3588.rknn", b"RKNN", size=1_400_000_000)  # as large as published
+    put(root, f"{MODELS}/qwen2-vl-2b-w8a8_rk3588.rkllm", b"RKLLM", size=2_100_000_000)
     put(root, IMGENC, USAGE, mode=0o755)
     return root
 
@@ -108,7 +112,7 @@ def test_a_ready_board_passes_everything(tmp_path: Path, board: Path, official: 
     assert checks["board"].finding == "aarch64, RK3588 (3 NPU cores)"
     assert checks["npu driver"].finding == "RKNPU driver 0.9.8"
     assert checks["rkllm runtime"].finding.endswith("RKLLM runtime 1.3.0 (ABI 1.3)")
-    assert checks["llm model"].finding == f"backend.llm.model {MODELS}/qwen2-vl-2b-w8a8_rk3588.rkllm: 0.0 MB"
+    assert checks["llm model"].finding == f"backend.llm.model {MODELS}/qwen2-vl-2b-w8a8_rk3588.rkllm: 2.10 GB"
     assert checks["cpus"].finding == "default CPUs [4, 5, 6, 7]: 4 for 3 NPU cores"
     assert checks["libomp"].finding.endswith("usr/lib/libomp.so")
     out = io.StringIO()
@@ -165,7 +169,7 @@ def test_a_missing_model_fails_naming_the_config_key(tmp_path: Path, board: Path
     assert checks["config"].status == "FAIL"
     assert checks["config"].finding.endswith(f"valid, but 1 problem(s) stop the daemon here, the first: line 10: "
                                              f"backend.llm.model: '{MODELS}/qwen2-vl-2b-w8a8_rk3588.rkllm': "
-                                             "file not found")
+                                             "file not found (models/README.md says where to get it)")
 
 
 def test_an_unknown_runtime_fails_when_auto_and_warns_when_set(tmp_path: Path, board: Path) -> None:
@@ -185,9 +189,21 @@ def test_too_little_memory_fails(tmp_path: Path, board: Path) -> None:
     put(board, "proc/meminfo", "MemTotal:       16000000 kB\nMemAvailable:          4 kB\n")
     memory = checks_on(board, write_config(tmp_path / "vlm.yaml"))["memory"]
     assert memory.status == "FAIL"
-    assert memory.finding == "0.0 MB available for 0.0 MB of model files: the models do not fit"
-    put(board, "proc/meminfo", "MemAvailable:          10 kB\n")  # 10240 bytes for 8000: under 1.5x
+    assert memory.finding == "0.0 MB available for 3.50 GB of model files: the models do not fit"
+    put(board, "proc/meminfo", "MemAvailable:    4000000 kB\n")  # 4.1 GB for 3.5: under 1.5x
     assert checks_on(board, write_config(tmp_path / "vlm.yaml"))["memory"].status == "WARN"
+
+
+def test_a_model_download_that_is_a_web_page_or_cut_off_is_named(tmp_path: Path, board: Path) -> None:
+    config = write_config(tmp_path / "vlm.yaml")
+    put(board, f"{MODELS}/qwen2-vl-2b-w8a8_rk3588.rkllm", "\n  <!DOCTYPE html><html><title>Sign in</title>")
+    page = checks_on(board, config)["llm model"]
+    assert page.status == "FAIL" and "start like a web page (HTML), not a model" in page.finding
+    put(board, f"{MODELS}/qwen2-vl-vision_rk3588.rknn", b"RKNN", size=20_000_000)
+    cut = checks_on(board, config)["encoder model"]
+    assert cut.status == "WARN" and cut.finding.endswith(
+        "only 20.0 MB, less than any published model file (the smallest, Qwen3.5-0.8B's encoder, is 219 MB): "
+        "a cut-off download?")
 
 
 def test_fewer_cpus_than_npu_cores_fails(tmp_path: Path, board: Path) -> None:

@@ -26,6 +26,7 @@ from edge_vlm.inference.vision.rknn import RKNN_LITE_INSTALL, RKNN_LITE_PYTHONS,
 
 IMGENC_USAGE_STATUS = 255  # `imgenc` without arguments: usage on stderr, return -1 (its main())
 IMGENC_WAIT_S = 5.0
+SMALLEST_MODEL_BYTES = 50 * 1024 * 1024  # the smallest published .rknn / .rkllm is about 219 MB (models/README.md)
 RUNTIME_FIX = ("install librkllmrt.so 1.2.1-1.2.3 or 1.3.0 (rknn-llm rkllm-runtime/Linux/librkllm_api/aarch64/) "
                "with a .rkllm converted for that version")
 
@@ -71,6 +72,16 @@ def check_file(key: str, configured: Path, root: Path) -> tuple[Check, int | Non
         return Check(name, "FAIL", f"{shown}: {problem}",
                      f"download it (see models/README.md) to {configured}, or point backend.{key} at it"), None
     size = path.stat().st_size
+    with path.open("rb") as model:
+        start = model.read(256).lstrip()
+    if start[:1] == b"<":
+        return Check(name, "FAIL", f"{shown}: {size_text(size)} that start like a web page (HTML), not a model: the "
+                     "download saved a login or error page under this name",
+                     "download it again (models/README.md)"), size
+    if size < SMALLEST_MODEL_BYTES:
+        return Check(name, "WARN", f"{shown}: only {size_text(size)}, less than any published model file (the "
+                     "smallest, Qwen3.5-0.8B's encoder, is 219 MB): a cut-off download?",
+                     "compare its size with the publisher's (models/README.md) and download it again"), size
     return Check(name, "PASS", f"{shown}: {size_text(size)}"), size
 
 
