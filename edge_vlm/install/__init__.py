@@ -80,7 +80,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Create the edge-vlm user, install the systemd unit and the configuration (as root). "
                     "Safe to run again: what is there is left, a configuration is never overwritten.")
     parser.add_argument("--root", type=Path, default=Path("/"),
-                        help="install into this staging tree instead of the running system (no systemctl)")
+                        help="install into this staging tree instead of the running system (no systemctl): an "
+                             "existing directory holding the image's etc/passwd and etc/group, e.g. a copy of "
+                             "them or a mounted board image")
     parser.add_argument("--dry-run", action="store_true", help="say what would be done, change nothing")
     parser.set_defaults(handler=cmd_install_service)
 

@@ -171,7 +171,9 @@ def run_demo(*, verbose: bool = False) -> int:
         print("edge-vlm demo needs its embedded broker, amqtt: pip install 'amqtt==0.12.1' into edge_vlm's venv "
               "(the demo extra; scripts/demo does it)")
         return 1
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+    # Without -v only errors: the warnings the demo provokes (a broken JPEG refused) are shown as what
+    # Home Assistant receives, on stdout.
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     for noisy in ("amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.CRITICAL)
