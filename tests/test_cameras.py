@@ -1,9 +1,8 @@
-"""Cameras through the whole daemon: RTSP and HTTP sources, motion, intervals, Frigate events."""
+"""Cameras through the whole daemon: RTSP and HTTP sources, motion, intervals (Frigate: test_frigate.py)."""
 
 from __future__ import annotations
 
 import io
-import json
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -161,62 +160,3 @@ def test_an_interval_camera_skips_an_unchanged_scene(broker: Mosquitto, make_dae
     assert later.json()["text"] == "1 person; 1 face visible; daylight"  # described, not skipped
 
 
-def frigate_event(event_id: str, kind: str = "new", label: str = "person", zones: tuple[str, ...] = ("porch",),
-                  score: float = 0.9) -> str:
-    after = {"id": event_id, "camera": "front", "label": label, "sub_label": ["Alice", 0.8],
-             "top_score": score, "current_zones": list(zones), "entered_zones": [], "start_time": time.time() - 1}
-    return json.dumps({"type": kind, "before": after, "after": after})
-
-
-def test_frigate_events_that_pass_the_filters_are_described_keyed_by_their_id(
-        broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders) -> None:
-    prefix = f"frigate{time.monotonic_ns()}"
-    frigate = {"camera": "front", "labels": ["person"], "zones": ["porch"], "min_score": 0.7,
-               "prompts": {"person": "Is {sub_label} the {label} at the {zones} of the {camera}?"}}
-    config = app_config(broker.port, frigate={"enabled": True, "topic_prefix": prefix},
-                        cameras=[{"id": "front_door", "frigate": frigate}])
-    recorder = watch(make_recorder, broker, config)
-    make_daemon(config)
-    online(recorder, config)
-    recorder.publish(f"{prefix}/front/person/snapshot", images.sample("front_door"), retain=True)
-
-    for event in (frigate_event("e1"), frigate_event("x1", label="car"), frigate_event("x2", score=0.5),
-                  frigate_event("x3", zones=("street",)), frigate_event("x4", kind="end"),
-                  frigate_event("e1", "update"), frigate_event("e2")):
-        recorder.publish(f"{prefix}/events", event)
-
-    # e2 may have replaced e1 while e1 waited: then e2's result names it.
-    results = {m.json()["id"]: m.json() for m in recorder.count(f"{config.base_topic}/front_door/result", 1)}
-    if "e1" not in results:
-        assert recorder.wait_json(f"{config.base_topic}/front_door/result", id="e2")["superseded_ids"] == ["e1"]
-        return
-    results["e2"] = recorder.wait_json(f"{config.base_topic}/front_door/result", id="e2")
-    first = results["e1"]
-    assert first["origin"] == "frigate"
-    assert first["prompt"] == "Is Alice the person at the porch of the Front door?"
-    assert first["event"] == {"source": "frigate", "id": "e1", "type": "new", "label": "person",
-                              "sub_label": "Alice", "zones": ["porch"], "score": 0.9}
-    assert first["text"] == "1 person; 1 face visible; daylight"
-    recorder.publish(f"{prefix}/front/person/snapshot", b"", retain=True)
-
-
-def test_a_frigate_event_without_a_fresh_snapshot_is_an_error_not_an_old_picture(
-        broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders) -> None:
-    prefix = f"frigate{time.monotonic_ns()}"
-    config = app_config(broker.port, frigate={"enabled": True, "topic_prefix": prefix},
-                        cameras=[{"id": "front", "frigate": {}}])
-    recorder = watch(make_recorder, broker, config)
-    # Left by an earlier event: it arrives as a retained message when the daemon subscribes.
-    recorder.publish(f"{prefix}/front/person/snapshot", images.sample("driveway"), retain=True)
-    make_daemon(config)
-    online(recorder, config)
-
-    recorder.publish(f"{prefix}/events", frigate_event("old1"))
-    error = recorder.wait_json(f"{config.base_topic}/front/error", id="old1")
-    assert error["error"] == "no_frame"
-    assert "no snapshot on" in error["message"] and "within 3 s" in error["message"]
-
-    recorder.publish(f"{prefix}/front/person/snapshot", images.sample("front_door"), retain=True)
-    recorder.publish(f"{prefix}/events", frigate_event("new1"))
-    assert recorder.wait_json(f"{config.base_topic}/front/result", id="new1")["details"]["faces"] == 1
-    recorder.publish(f"{prefix}/front/person/snapshot", b"", retain=True)

@@ -328,6 +328,20 @@ def test_frigate_settings_are_checked() -> None:
     ]
 
 
+def test_two_cameras_may_share_a_frigate_camera_only_with_filters_that_do_not_overlap() -> None:
+    frigate = "frigate: {enabled: true}\n"
+    apart = load_config_text(frigate + "cameras:\n  - {id: people, frigate: {camera: yard, labels: [person]}}\n"
+                             "  - {id: cars, frigate: {camera: yard, labels: [car]}}\n")
+    assert [c.frigate.labels for c in apart.config.cameras if c.frigate] == [["person"], ["car"]]
+    load_config_text(frigate + "cameras:\n  - {id: porch, frigate: {camera: yard, zones: [porch]}}\n"
+                     "  - {id: gate, frigate: {camera: yard, zones: [gate]}}\n")
+    assert problems(frigate + "cameras:\n  - {id: people, frigate: {camera: yard, labels: [person]}}\n"
+                    "  - {id: yard, frigate: {zones: [lawn]}}\n") == [
+        "line 4: cameras[1].frigate: Frigate's camera 'yard' is cameras[0]'s too, and an event could pass both "
+        "filters: give them labels or zones that do not overlap",
+    ]
+
+
 def test_an_rtsp_password_needs_a_user() -> None:
     assert problems("cameras: [{id: a, source: {type: rtsp, url: 'rtsp://h/s', password_env: PW}}]\n") == [
         "line 1: cameras[0].source: password_env needs username",

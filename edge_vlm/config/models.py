@@ -19,7 +19,7 @@ from edge_vlm.config.camera import CameraConfig
 from edge_vlm.config.mqtt import DiscoveryConfig, MqttConfig
 from edge_vlm.config.opencv import OpencvBackendConfig
 from edge_vlm.config.prompt_text import build_prompt
-from edge_vlm.config.sources import FrigateConfig
+from edge_vlm.config.sources import FrigateCameraConfig, FrigateConfig
 from edge_vlm.config.topic_rules import (
     covers_our_topic,
     filter_matches,
@@ -207,14 +207,21 @@ class AppConfig(StrictModel):
 
     @model_validator(mode="after")
     def _frigate_settings_complete(self) -> AppConfig:
+        claimed: dict[str, list[tuple[int, FrigateCameraConfig]]] = {}  # Frigate's camera -> ours taking it
         for index, camera in enumerate(self.cameras):
             if camera.frigate is None:
                 continue
+            frigate_camera = camera.frigate.camera or camera.id
+            for other, theirs in claimed.setdefault(frigate_camera, []):
+                if camera.frigate.overlaps(theirs):
+                    raise ValueError(f"cameras[{index}].frigate: Frigate's camera {frigate_camera!r} is "
+                                     f"cameras[{other}]'s too, and an event could pass both filters: give them labels "
+                                     "or zones that do not overlap")
+            claimed[frigate_camera].append((index, camera.frigate))
             if not self.frigate.enabled:
                 raise ValueError(f"cameras[{index}].frigate is set but frigate.enabled is false")
             if camera.frigate.snapshot == "http" and self.frigate.api_url is None:
                 raise ValueError(f"cameras[{index}].frigate.snapshot http needs frigate.api_url")
-            frigate_camera = camera.frigate.camera or camera.id
             prefix = self.frigate.topic_prefix
             if any(takes_frigate_snapshots(f, prefix, frigate_camera) for f in camera.snapshot_topics):
                 raise ValueError(f"cameras[{index}]: its snapshot_topics take Frigate's snapshots, which its "

@@ -168,6 +168,16 @@ class FrigateCameraConfig(StrictModel):
         default_factory=dict, description="Prompt per label ('default' for the others), instead of the "
         "camera's profile; placeholders {label}, {sub_label}, {zones}, {camera}, {time}, {previous}, {language}.",
     )
+    include_stationary: bool = Field(
+        False, description="Also describe an object that is stationary or has never moved (a parked car), "
+        "which Frigate's own review items leave out.",
+    )
+
+    def overlaps(self, other: FrigateCameraConfig) -> bool:
+        """Whether an event could pass both filters (by label and zone; an empty list takes all)."""
+        def meet(mine: list[str], theirs: list[str]) -> bool:
+            return not mine or not theirs or bool(set(mine) & set(theirs))
+        return meet(self.labels, other.labels) and meet(self.zones, other.zones)
 
 
 class FrigateConfig(StrictModel):

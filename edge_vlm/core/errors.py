@@ -95,6 +95,7 @@ class TriggerError(InputError):
 
 class SourceError(InputError):
     code = ErrorCode.CAMERA_UNAVAILABLE
+    status: int | None = None  # the HTTP status a server answered with, where one did
 
 
 class Refused(InputError):

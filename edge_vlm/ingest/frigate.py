@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from edge_vlm.config.models import AppConfig
+from edge_vlm.config.models import AppConfig, CameraConfig
 from edge_vlm.config.sources import FrigateCameraConfig
 from edge_vlm.core.contracts import Origin
 from edge_vlm.core.errors import TriggerError
@@ -36,6 +36,9 @@ class FrigateEvent:
     sub_label: str | None
     zones: tuple[str, ...]
     score: float
+    stationary: bool = False  # not moving now (Frigate's `stationary`)
+    moved: bool = True  # has moved at least once (`position_changes` > 0; absent: taken as moved)
+    has_snapshot: bool | None = None  # whether Frigate keeps a snapshot of it (absent: unknown)
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -52,8 +55,11 @@ def parse_event(payload: bytes) -> FrigateEvent:
             sub_label = sub_label[0] if sub_label else None
         zones = tuple(dict.fromkeys([*(after.get("current_zones") or []), *(after.get("entered_zones") or [])]))
         score = after.get("top_score") or after.get("score") or 0.0
+        changes, has_snapshot = after.get("position_changes"), after.get("has_snapshot")
         return FrigateEvent(str(after["id"]), str(message["type"]), str(after["camera"]), str(after["label"]),
-                            None if sub_label is None else str(sub_label), zones, float(score))
+                            None if sub_label is None else str(sub_label), zones, float(score),
+                            stationary=bool(after.get("stationary")), moved=changes is None or int(changes) > 0,
+                            has_snapshot=None if has_snapshot is None else bool(has_snapshot))
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         raise TriggerError(f"not a Frigate event: {type(exc).__name__}: {exc}") from None
 
@@ -68,6 +74,8 @@ def refusal(event: FrigateEvent, config: FrigateCameraConfig) -> str | None:
         return f"zones {list(event.zones)} not in {config.zones}"
     if event.score < config.min_score:
         return f"score {event.score:.2f} below {config.min_score}"
+    if not config.include_stationary and (event.stationary or not event.moved):
+        return "stationary" if event.stationary else "it has never moved"
     return None
 
 
@@ -76,8 +84,11 @@ class FrigateEvents:
 
     def __init__(self, config: AppConfig, submit: Callable[[Trigger], None]) -> None:
         self._submit = submit
-        self._cameras = {c.frigate.camera or c.id: c for c in config.cameras if c.frigate is not None}
-        self._described: dict[str, None] = {}  # event ids, oldest first
+        self._cameras: dict[str, list[CameraConfig]] = {}  # Frigate's camera -> ours (filters never overlap)
+        for camera in config.cameras:
+            if camera.frigate is not None:
+                self._cameras.setdefault(camera.frigate.camera or camera.id, []).append(camera)
+        self._described: dict[tuple[str, str], None] = {}  # (camera, event id), oldest first
 
     def handle(self, message: Received) -> None:
         try:
@@ -85,15 +96,17 @@ class FrigateEvents:
         except TriggerError as exc:
             logger.warning("Ignoring a message on %s: %s", message.topic, exc)
             return
-        camera = self._cameras.get(event.camera)
-        if camera is None or camera.frigate is None:
-            return
+        for camera in self._cameras.get(event.camera, []):
+            self._consider(camera, event, message)
+
+    def _consider(self, camera: CameraConfig, event: FrigateEvent, message: Received) -> None:
+        assert camera.frigate is not None
         if (reason := refusal(event, camera.frigate)) is not None:
-            logger.debug("Frigate event %s on %s not described: %s", event.id, event.camera, reason)
+            logger.debug("Frigate event %s on %s not described for %s: %s", event.id, event.camera, camera.id, reason)
             return
-        if event.id in self._described:  # an update or end of an event described already
+        if (camera.id, event.id) in self._described:  # an update or end of an event described already
             return
-        self._described[event.id] = None
+        self._described[camera.id, event.id] = None
         if len(self._described) > REMEMBERED_EVENTS:
             del self._described[next(iter(self._described))]
         prompts = camera.frigate.prompts

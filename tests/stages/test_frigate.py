@@ -19,6 +19,7 @@ from edge_vlm.ingest.frigate import FrigateEvents
 from edge_vlm.ingest.trigger import Trigger
 from edge_vlm.mqtt.inbox import Received
 from tests.support import images
+from tests.support.frigate_api import frigate_api
 
 CONFIG = AppConfig.model_validate({"frigate": {"enabled": True}, "cameras": [
     {"id": "porch", "frigate": {"camera": "front", "labels": ["person", "car"], "zones": ["steps"], "min_score": 0.6,
@@ -27,12 +28,14 @@ CONFIG = AppConfig.model_validate({"frigate": {"enabled": True}, "cameras": [
 
 
 def event(event_id: str, kind: str = "new", label: str = "person", zones: list[str] | None = None,
-          score: float = 0.8, camera: str = "front") -> Received:
+          score: float = 0.8, camera: str = "front", at: float | None = None, **fields: Any) -> Received:
+    """An event message that arrived ``at`` (wall time; default now)."""
     after: dict[str, Any] = {"id": event_id, "camera": camera, "label": label, "top_score": score,
-                             "current_zones": ["steps"] if zones is None else zones, "sub_label": ["Ann", 0.9]}
+                             "current_zones": ["steps"] if zones is None else zones, "sub_label": ["Ann", 0.9],
+                             **fields}
     payload = json.dumps({"type": kind, "before": {}, "after": after}).encode()
-    return Received("frigate/events", payload, retain=False, received_at=time.monotonic(), wall_time=time.time(),
-                    size=len(payload))
+    return Received("frigate/events", payload, retain=False, received_at=time.monotonic(),
+                    wall_time=time.time() if at is None else at, size=len(payload))
 
 
 def test_events_that_pass_the_filters_become_one_trigger_each() -> None:
@@ -52,31 +55,113 @@ def test_events_that_pass_the_filters_become_one_trigger_each() -> None:
                            "zones": ["steps"], "score": 0.8}
 
 
-def snapshot(label: str, payload: bytes, *, retain: bool = False, wall_time: float | None = None) -> Received:
+def snapshot(label: str, payload: bytes, *, retain: bool = False, at: float | None = None) -> Received:
     return Received(f"frigate/front/{label}/snapshot", payload, retain=retain, received_at=time.monotonic(),
-                    wall_time=time.time() if wall_time is None else wall_time, size=len(payload))
+                    wall_time=time.time() if at is None else at, size=len(payload))
 
 
 def decode(data: bytes, camera: str, captured_at: float) -> Frame:
     return Frame(camera, images.scene(4, 4), (4, 4), data, "JPEG", captured_at)
 
 
+class Timeline:
+    """Frigate's messages as they arrived, at times chosen in the past (so that nothing waits), seen
+    by both handlers as the router hands them over; then the snapshot each event is described with."""
+
+    def __init__(self, config: AppConfig = CONFIG) -> None:
+        self.start = time.time() - 120
+        self.config = config
+        self.triggers: list[Trigger] = []
+        self.events = FrigateEvents(config, self.triggers.append)
+        self.store = FrigateSnapshots(config, decode)
+
+    def event(self, at: float, event_id: str, kind: str = "new", **fields: Any) -> None:
+        message = event(event_id, kind, at=self.start + at, **fields)
+        self.store.note_event(message)
+        self.events.handle(message)
+
+    def snapshot(self, at: float, payload: bytes, label: str = "person") -> None:
+        self.store.handle(snapshot(label, payload, at=self.start + at))
+
+    def picture(self, event_id: str) -> bytes | ErrorCode:
+        trigger = next(t for t in self.triggers if t.request_id == event_id)
+        assert trigger.frigate is not None
+        try:
+            return self.store.grab(self.config.cameras[0], trigger.frigate, trigger.wall_time).encoded
+        except InputError as exc:
+            return exc.code
+
+
 def test_an_event_is_described_from_its_own_snapshot_never_an_older_retained_one(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(frigate_snapshots, "SNAPSHOT_WAIT_S", 0.2)
-    triggers: list[Trigger] = []
-    FrigateEvents(CONFIG, triggers.append).handle(event("e1"))
-    trigger = triggers[0]
-    assert trigger.frigate is not None
-    camera = CONFIG.cameras[0]
-    store = FrigateSnapshots(CONFIG, decode)
+    frigate = Timeline()
+    frigate.store.handle(snapshot("person", b"old", retain=True))  # from before we subscribed: whose?
+    frigate.event(0, "e1")
+    assert frigate.picture("e1") == ErrorCode.NO_FRAME
+    frigate.snapshot(0.5, b"other label", label="car")
+    frigate.snapshot(0.6, b"fresh")
+    assert frigate.picture("e1") == b"fresh"
 
-    store.handle(snapshot("person", b"old", retain=True))  # from an earlier event: its time is unknown
-    with pytest.raises(InputError) as missing:
-        store.grab(camera, trigger.frigate, trigger.wall_time)
-    assert missing.value.code == ErrorCode.NO_FRAME
 
-    store.handle(snapshot("car", b"other label"))
-    store.handle(snapshot("person", b"fresh"))
-    frame = store.grab(camera, trigger.frigate, trigger.wall_time)
-    assert (frame.camera, frame.encoded) == ("porch", b"fresh")
+def test_two_people_at_once_never_get_each_others_picture() -> None:
+    """Issue 15: two person events 1.5 s apart, each followed by a snapshot: both were described
+    with the first one's. The topic cannot say whose the second is while the first is still about."""
+    frigate = Timeline()
+    frigate.event(0.0, "a")
+    frigate.snapshot(0.1, b"a's")
+    frigate.event(1.5, "b")
+    frigate.snapshot(1.6, b"b's, or a's better one")
+    assert frigate.picture("a") == ErrorCode.NO_FRAME  # b appeared within 5 s of a's picture: it may be b's
+    assert frigate.picture("b") == ErrorCode.NO_FRAME
+    frigate.event(30, "a", "end")
+    frigate.event(31, "b", "end")
+    frigate.snapshot(31.2, b"best of the label again")  # up to 0.15, at an end: whose?
+    frigate.event(40, "c")
+    frigate.snapshot(40.1, b"c's")
+    assert frigate.picture("c") == b"c's"
+
+
+def test_a_new_objects_picture_before_its_event_message_is_its_own_if_no_other_came() -> None:
+    frigate = Timeline()
+    frigate.event(0.8, "a")
+    frigate.snapshot(2.1, b"a's")
+    assert frigate.picture("a") == b"a's"
+    frigate.event(5.0, "a", "end")
+    frigate.snapshot(8.0, b"first sight of someone")  # Frigate 0.16+: on the first frame, before the message
+    frigate.event(9.0, "late")
+    assert frigate.picture("late") == b"first sight of someone"
+    frigate.event(12.0, "other")  # within 5 s of that picture: it may have been other's first sight
+    assert frigate.picture("late") == ErrorCode.NO_FRAME  # why a picture is taken only after 5 s
+
+
+def test_a_stationary_object_is_not_pictured_so_it_does_not_make_others_ambiguous() -> None:
+    config = AppConfig.model_validate({"frigate": {"enabled": True}, "cameras": [
+        {"id": "porch", "frigate": {"camera": "front"}}]})
+    frigate = Timeline(config)
+    frigate.event(0.0, "parked", label="car", stationary=True)
+    frigate.event(10.0, "arriving", label="car")
+    frigate.snapshot(10.1, b"the arriving car", label="car")
+    assert frigate.picture("arriving") == b"the arriving car"
+    assert [t.request_id for t in frigate.triggers] == ["arriving"]  # the parked one is not described
+
+
+def test_with_frigates_api_the_events_own_snapshot_is_fetched_when_the_topic_cannot_tell() -> None:
+    with frigate_api() as api:
+        config = AppConfig.model_validate({"frigate": {"enabled": True, "api_url": api.url}, "cameras": [
+            {"id": "porch", "frigate": {"camera": "front"}}]})
+        api.snapshots["b"] = images.sample("driveway")
+        frigate = Timeline(config)
+        frigate.event(0.0, "a")
+        frigate.snapshot(0.1, images.sample("front_door"))
+        frigate.event(1.5, "b")
+        assert frigate.picture("b") == images.sample("driveway")
+        assert frigate.picture("a") == ErrorCode.NO_FRAME  # Frigate answers 404: it keeps no snapshot of a
+        assert [path.split("/")[3] for path in api.requests] == ["b", "a"]
+
+        # an event described at its end, which Frigate says it kept no snapshot of: not asked for
+        ends = Timeline(AppConfig.model_validate({"frigate": {"enabled": True, "api_url": api.url}, "cameras": [
+            {"id": "porch", "frigate": {"camera": "front", "event_types": ["end"]}}]}))
+        ends.event(0.0, "c", "end", has_snapshot=False)
+        assert ends.picture("c") == ErrorCode.NO_FRAME
+        assert len(api.requests) == 2

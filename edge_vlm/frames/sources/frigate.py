@@ -1,22 +1,53 @@
-"""The snapshot of a Frigate event: the retained ``<prefix>/<camera>/<label>/snapshot`` Frigate
-publishes around the event, or its API's ``/api/events/<id>/snapshot.jpg`` (``frigate.api_url``)."""
+"""The snapshot of a Frigate event: the ``<prefix>/<camera>/<label>/snapshot`` Frigate publishes for
+it, or its API's ``/api/events/<id>/snapshot.jpg`` (``frigate.api_url``).
+
+Frigate's snapshot topic names a camera and a label, not an event: it carries whichever object of
+that label last had a better picture (from 0.16 also each new object's first one, published before
+its event message). So a snapshot is taken as an event's own only when no other object of the same
+camera and label was about while it arrived, as Frigate's events tell (every event message of the
+cameras is noted here, described or not). Otherwise the event's snapshot comes from Frigate's API by
+its id, or the description fails as ``no_frame``, saying why: never another event's picture.
+"""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from edge_vlm.config.models import AppConfig, CameraConfig
 from edge_vlm.config.sources import HttpSourceConfig
 from edge_vlm.core.errors import ErrorCode, SourceError, TriggerError
 from edge_vlm.frames import Frame
-from edge_vlm.ingest.frigate import FrigateEvent
+from edge_vlm.ingest.frigate import FrigateEvent, parse_event
 from edge_vlm.mqtt.inbox import Received
 
 SNAPSHOT_WAIT_S = 3.0  # Frigate may publish an event's snapshot just after the event itself
-SNAPSHOT_LEAD_S = 5.0  # ...or just before: a snapshot that arrived this long before the event is its own
+SNAPSHOT_LEAD_S = 5.0  # ...or before: from 0.16 a new object's first picture precedes its event message
+AFTER_END_S = 1.0  # ...and up to 0.15 the label's best one again right after an object's end
+KEPT_S = 600.0  # snapshots and objects older than this are forgotten
+KEPT_SNAPSHOTS = 8  # per camera and label
 
 Decoder = Callable[[bytes, str, float], Frame]  # data, camera, captured_at
+Key = tuple[str, str]  # Frigate's camera, label
+
+
+@dataclass
+class _Object:
+    """One of Frigate's tracked objects, by the times (our clock) its event messages arrived."""
+
+    first: float
+    last: float
+    ended: float | None = None
+    # Whether Frigate may have published a picture of it: not while it is stationary (0.16+; up to 0.15
+    # not before it moved, but 0.16 pictures a new object at once, so moving is not waited for here).
+    pictured: bool = False
+
+    def about_at(self, when: float) -> bool:
+        """Whether the snapshot that arrived at ``when`` could be of this object."""
+        return self.pictured and self.first - SNAPSHOT_LEAD_S <= when and (
+            self.ended is None or when <= self.ended + AFTER_END_S)
 
 
 class FrigateSnapshots:
@@ -25,43 +56,99 @@ class FrigateSnapshots:
         self._decode = decode
         self._prefix = config.frigate.topic_prefix
         self._cameras = {c.frigate.camera or c.id for c in config.cameras if c.frigate is not None}
-        self._snapshots: dict[tuple[str, str], tuple[bytes, float]] = {}  # (camera, label) -> (jpeg, received)
-        self._arrived = threading.Condition()
+        self._snapshots: dict[Key, list[tuple[bytes, float]]] = {}  # newest last, (jpeg, arrived)
+        self._objects: dict[Key, dict[str, _Object]] = {}
+        self._changed = threading.Condition()
 
     def handle(self, message: Received) -> None:
-        """A snapshot Frigate published (dispatcher thread)."""
+        """A snapshot Frigate published (dispatcher thread). A retained one is from before we
+        subscribed: no one can tell whose it is, so it is never an event's."""
         rest = message.topic.removeprefix(f"{self._prefix}/").split("/")
-        if len(rest) == 3 and rest[0] in self._cameras and message.payload:
-            with self._arrived:
-                # A retained snapshot is from an earlier event: we cannot tell when it was taken.
-                self._snapshots[rest[0], rest[1]] = (message.payload, 0.0 if message.retain else message.wall_time)
-                self._arrived.notify_all()
+        if len(rest) == 3 and rest[0] in self._cameras and message.payload and not message.retain:
+            with self._changed:
+                kept = self._snapshots.setdefault((rest[0], rest[1]), [])
+                kept.append((message.payload, message.wall_time))
+                del kept[:-KEPT_SNAPSHOTS]
+                self._changed.notify_all()
+
+    def note_event(self, message: Received) -> None:
+        """Any of Frigate's event messages (dispatcher thread, before it is considered for a
+        description): which objects are about, to tell whose a snapshot can be."""
+        try:
+            event = parse_event(message.payload)
+        except TriggerError:
+            return  # FrigateEvents says so
+        if event.camera not in self._cameras:
+            return
+        now = message.wall_time
+        with self._changed:
+            objects = self._objects.setdefault((event.camera, event.label), {})
+            seen = objects.setdefault(event.id, _Object(first=now, last=now))
+            seen.last, seen.pictured = now, seen.pictured or not event.stationary  # once pictured, maybe in any
+            if event.type == "end":
+                seen.ended = now
+            for gone in [i for i, o in objects.items() if (o.ended or o.last) < now - KEPT_S]:
+                del objects[gone]
+            self._changed.notify_all()
 
     def grab(self, camera: CameraConfig, event: FrigateEvent, arrived: float) -> Frame:
-        """The event's snapshot (runs on a capture thread: may wait or fetch).
-
-        Frigate publishes it around the event message; our clock decides what is recent enough,
-        never Frigate's (the two need not agree)."""
+        """The event's snapshot (runs on a capture thread: may wait or fetch). Our clock decides
+        what is recent enough, never Frigate's (the two need not agree)."""
         assert camera.frigate is not None
         if camera.frigate.snapshot == "http":
             return self._fetch(camera, event)
         key = (camera.frigate.camera or camera.id, event.label)
-        with self._arrived:
-            fresh = self._arrived.wait_for(
-                lambda: key in self._snapshots and self._snapshots[key][1] >= arrived - SNAPSHOT_LEAD_S,
-                SNAPSHOT_WAIT_S)
-            found = self._snapshots.get(key)
-        if fresh and found is not None:
+        with self._changed:
+            found = self._settled(key, event.id, arrived)
+            others = self._others(key, event.id)
+        if found is not None:
             return self._decode(found[0], camera.id, found[1])
         if self._config.frigate.api_url is not None:
             return self._fetch(camera, event)
         topic = f"{self._prefix}/{key[0]}/{event.label}/snapshot"
-        raise TriggerError(f"Frigate event {event.id}: no snapshot on {topic} within {SNAPSHOT_WAIT_S:g} s of the "
-                           "event (set frigate.api_url to fetch it from Frigate instead)", code=ErrorCode.NO_FRAME)
+        why = (f"{others} other {event.label} object(s) of {key[0]} were about too, and {topic} does not say whose "
+               "picture it carries" if others else f"no snapshot on {topic} within {SNAPSHOT_WAIT_S:g} s of the event")
+        raise TriggerError(f"Frigate event {event.id}: {why} (set frigate.api_url to fetch each event's own snapshot "
+                           "from Frigate)", code=ErrorCode.NO_FRAME)
+
+    def _settled(self, key: Key, event_id: str, arrived: float) -> tuple[bytes, float] | None:
+        """The event's own snapshot once it is sure (lock held): one that came up to SNAPSHOT_WAIT_S
+        after the event message, and stayed its own for SNAPSHOT_LEAD_S after it came (a new object
+        shows its picture up to that long before its own event message). None when none came."""
+        while True:
+            now = time.time()
+            own = self._own(key, event_id)
+            if own is not None and own[1] + SNAPSHOT_LEAD_S <= now:
+                return own
+            if own is None and now >= arrived + SNAPSHOT_WAIT_S:
+                return None
+            self._changed.wait((own[1] + SNAPSHOT_LEAD_S if own else arrived + SNAPSHOT_WAIT_S) - now)
+
+    def _own(self, key: Key, event_id: str) -> tuple[bytes, float] | None:
+        """The newest snapshot of ``key`` that can only be this event's, as far as is known now."""
+        objects = self._objects.get(key, {})
+        mine = objects.get(event_id)
+        if mine is None:
+            return None
+        for data, when in reversed(self._snapshots.get(key, [])):
+            if mine.about_at(when) and not any(
+                    other.about_at(when) for other_id, other in objects.items() if other_id != event_id):
+                return data, when
+        return None
+
+    def _others(self, key: Key, event_id: str) -> int:
+        """How many other objects of ``key`` could have been pictured since this one appeared."""
+        objects = self._objects.get(key, {})
+        mine = objects.get(event_id)
+        return 0 if mine is None else sum(1 for other_id, other in objects.items() if other_id != event_id and
+                                          other.pictured and (other.ended is None or other.ended >= mine.first))
 
     def _fetch(self, camera: CameraConfig, event: FrigateEvent) -> Frame:
         from edge_vlm.frames.sources.http import HttpSnapshotSource  # noqa: PLC0415
 
+        if event.type == "end" and event.has_snapshot is False:
+            raise TriggerError(f"Frigate event {event.id} has no snapshot (has_snapshot is false: snapshots are off "
+                               "for this camera in Frigate, or the object never moved)", code=ErrorCode.NO_FRAME)
         api = (self._config.frigate.api_url or "").rstrip("/")
         source = HttpSourceConfig(type="http", url=f"{api}/api/events/{event.id}/snapshot.jpg")
         limits = self._config.limits
@@ -69,4 +156,7 @@ class FrigateSnapshots:
             return HttpSnapshotSource(camera.id, source, password=None, max_bytes=limits.max_payload_bytes,
                                       max_pixels=limits.max_image_pixels, min_long_side=None).grab()
         except SourceError as exc:
+            if exc.status == 404:
+                raise TriggerError(f"Frigate event {event.id}: Frigate has no snapshot of it (HTTP 404 from its API)",
+                                   code=ErrorCode.NO_FRAME) from None
             raise SourceError(f"Frigate event {event.id}: {exc}", code=exc.code) from None

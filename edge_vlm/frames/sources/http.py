@@ -209,7 +209,9 @@ class HttpSnapshotSource:
         except ValueError:
             text = f"HTTP {status}"
         if status not in (401, 403):
-            return self._failed(text)
+            failed = self._failed(text)
+            failed.status = status
+            return failed
         env = describe_source(self._config.password_env, self._config.password_credential)
         hint = {"none": "the camera wants credentials: set auth, username and password_env",
                 "bearer": f"check the token in {env}"}.get(
