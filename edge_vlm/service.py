@@ -168,6 +168,7 @@ class Service:
             # In the order work flows: no new messages, no new frames, no new jobs, then the job in flight.
             self.session.stop(grace)
             self.timer.stop()
+            self.frigate.stop()
             stop_all(self.sources)
             for detector in self.detectors.values():
                 detector.stop()

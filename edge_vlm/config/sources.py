@@ -168,6 +168,11 @@ class FrigateCameraConfig(StrictModel):
         default_factory=dict, description="Prompt per label ('default' for the others), instead of the "
         "camera's profile; placeholders {label}, {sub_label}, {zones}, {camera}, {time}, {previous}, {language}.",
     )
+    name_wait_s: float = Field(
+        0, ge=0, le=60, description="When the object has no recognised name yet (Frigate's sub_label: a face, "
+        "a known plate; else the plate read), wait up to this long for an update that brings one before "
+        "describing, so that {sub_label} has it; 0: describe at once.",
+    )
     include_stationary: bool = Field(
         False, description="Also describe an object that is stationary or has never moved (a parked car), "
         "which Frigate's own review items leave out.",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -50,8 +51,8 @@ def parse_event(payload: bytes) -> FrigateEvent:
     try:
         message = json.loads(payload)
         after = message["after"]
-        sub_label = after.get("sub_label")
-        if isinstance(sub_label, list):  # [name, score] in recent Frigate versions
+        sub_label = after.get("sub_label") or after.get("recognized_license_plate")  # a name, else a plate read
+        if isinstance(sub_label, list):  # [name, score] in recent Frigate versions (a plate too, 0.16+)
             sub_label = sub_label[0] if sub_label else None
         zones = tuple(dict.fromkeys([*(after.get("current_zones") or []), *(after.get("entered_zones") or [])]))
         score = after.get("top_score") or after.get("score") or 0.0
@@ -89,6 +90,10 @@ class FrigateEvents:
             if camera.frigate is not None:
                 self._cameras.setdefault(camera.frigate.camera or camera.id, []).append(camera)
         self._described: dict[tuple[str, str], None] = {}  # (camera, event id), oldest first
+        # (camera, event id) -> its newest message while it waits for a recognised name, and the timer
+        self._waiting: dict[tuple[str, str], tuple[CameraConfig, FrigateEvent, Received, threading.Timer]] = {}
+        self._lock = threading.Lock()
+        self._stopped = False
 
     def handle(self, message: Received) -> None:
         try:
@@ -104,12 +109,49 @@ class FrigateEvents:
         if (reason := refusal(event, camera.frigate)) is not None:
             logger.debug("Frigate event %s on %s not described for %s: %s", event.id, event.camera, camera.id, reason)
             return
-        if (camera.id, event.id) in self._described:  # an update or end of an event described already
-            return
-        self._described[camera.id, event.id] = None
+        key = (camera.id, event.id)
+        wait_s = camera.frigate.name_wait_s
+        with self._lock:  # the dispatcher thread and the timers
+            if key in self._described or self._stopped:  # an update or end of an event described already
+                return
+            if wait_s and event.sub_label is None and event.type != "end":
+                # no name yet: wait for an update that brings one (a face, a plate), at most wait_s
+                timer = self._waiting[key][3] if key in self._waiting else threading.Timer(wait_s, self._waited, (key,))
+                self._waiting[key] = (camera, event, message, timer)
+                if not timer.is_alive():
+                    timer.daemon = True
+                    timer.start()
+                return
+            if (waited := self._waiting.pop(key, None)) is not None:
+                waited[3].cancel()
+            self._mark_described(key)
+        self._describe(camera, event, message)
+
+    def _waited(self, key: tuple[str, str]) -> None:
+        """No name came in time (a timer thread): describe the event as its last message had it."""
+        with self._lock:
+            waited = self._waiting.pop(key, None)
+            if waited is None or self._stopped:
+                return
+            self._mark_described(key)
+        self._describe(*waited[:3])
+
+    def _mark_described(self, key: tuple[str, str]) -> None:
+        self._described[key] = None
         if len(self._described) > REMEMBERED_EVENTS:
             del self._described[next(iter(self._described))]
+
+    def _describe(self, camera: CameraConfig, event: FrigateEvent, message: Received) -> None:
+        assert camera.frigate is not None
         prompts = camera.frigate.prompts
         template = prompts.get(event.label) or prompts.get("default")  # else the camera's profile
         self._submit(Trigger(camera.id, Origin.FRIGATE, template, event.id, message.topic, message.received_at,
                              message.wall_time, event.summary, frigate=event))
+
+    def stop(self) -> None:
+        """Events still waiting for a name are dropped: the service is stopping."""
+        with self._lock:
+            self._stopped = True
+            for *_, timer in self._waiting.values():
+                timer.cancel()
+            self._waiting.clear()

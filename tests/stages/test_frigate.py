@@ -4,6 +4,7 @@ event is described from (frames.sources.frigate)."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -165,3 +166,43 @@ def test_with_frigates_api_the_events_own_snapshot_is_fetched_when_the_topic_can
         ends.event(0.0, "c", "end", has_snapshot=False)
         assert ends.picture("c") == ErrorCode.NO_FRAME
         assert len(api.requests) == 2
+
+
+def names(triggers: list[Trigger]) -> list[tuple[str | None, Any]]:
+    return [(t.request_id, (t.event or {}).get("sub_label")) for t in triggers]
+
+
+def test_an_event_waits_a_bounded_time_for_a_recognised_name() -> None:
+    config = AppConfig.model_validate({"frigate": {"enabled": True}, "cameras": [
+        {"id": "porch", "frigate": {"camera": "front", "name_wait_s": 0.5}}]})
+    triggers: list[Trigger] = []
+    arrived = threading.Event()
+
+    def submit(trigger: Trigger) -> None:
+        triggers.append(trigger)
+        arrived.set()
+
+    events = FrigateEvents(config, submit)
+    try:
+        events.handle(event("f1", sub_label=None))  # a face not recognised yet
+        events.handle(event("f1", "update", sub_label=None))
+        assert triggers == []
+        events.handle(event("f1", "update", sub_label=["Bob", 0.91]))  # Frigate's face recognition named it
+        assert names(triggers) == [("f1", "Bob")]  # at once
+        events.handle(event("f1", "update", sub_label=["Bob", 0.93]))
+        assert len(triggers) == 1  # once per event
+
+        arrived.clear()
+        started = time.monotonic()
+        events.handle(event("p1", label="car", sub_label=None, recognized_license_plate=None))
+        assert arrived.wait(5) and time.monotonic() - started >= 0.5  # no name came: described after the wait
+        assert names(triggers[1:]) == [("p1", None)]
+        events.handle(event("p2", label="car", sub_label=None, recognized_license_plate=["AB123CD", 0.95]))
+        assert names(triggers[-1:]) == [("p2", "AB123CD")]  # a plate read stands for a name
+
+        arrived.clear()
+        events.handle(event("s1", sub_label=None))
+    finally:
+        events.stop()
+    assert not arrived.wait(1.0)  # stopping dropped what waited (twice its wait)
+    assert [t.request_id for t in triggers] == ["f1", "p1", "p2"]
