@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 
 from edge_vlm.camera_state import CameraStates
 from edge_vlm.config.models import AppConfig
+from edge_vlm.config.secrets import read_secret
+from edge_vlm.core.contracts import Failure, Origin
 from edge_vlm.core.stats import Stats
 from edge_vlm.core.topics import Topics
 from edge_vlm.frames.grab import FrameGrabber
@@ -40,6 +42,7 @@ from edge_vlm.mqtt.connection import MqttConnection
 from edge_vlm.mqtt.inbox import Inbox
 from edge_vlm.publish.alerts import Alerts
 from edge_vlm.publish.diagnostics import Diagnostics
+from edge_vlm.publish.frigate_writer import FrigateWriter
 from edge_vlm.publish.outcomes import Outcomes
 from edge_vlm.publish.publisher import Publisher
 from edge_vlm.publish.session import Session
@@ -78,13 +81,19 @@ class Service:
         # The result end first, so that each stage can be handed where its output goes.
         self.camera_states = states = CameraStates(config)
         self.alerts = Alerts(config, topics, self.publisher)
+        environ = os.environ if environ is None else environ
+        self.frigate_writer = None if not config.frigate.write_descriptions else FrigateWriter(
+            config.frigate, read_secret(config.frigate.password_env, config.frigate.password_credential, environ),
+            report=lambda camera, event_id, code, message: self.outcomes.publish_failure(
+                Failure(camera, code, message, event_id, origin=Origin.FRIGATE)))
         self.outcomes = Outcomes(topics, self.publisher, self.stats, self.alerts,
-                                 cameras=[c.id for c in config.cameras], counters_changed=counters_changed.set)
+                                 cameras=[c.id for c in config.cameras], counters_changed=counters_changed.set,
+                                 frigate_described=None if self.frigate_writer is None else self.frigate_writer.offer)
         self.scheduler = Scheduler(self.stats, self.outcomes.accepted)
         self.runner = Runner(self.scheduler, self.backend, states, self.outcomes)
 
         # Frames, the gate and admission.
-        self.sources = {c.id: create_source(c, config, os.environ if environ is None else environ,
+        self.sources = {c.id: create_source(c, config, environ,
                                             min_long_side=self.backend.min_long_side,
                                             on_state=functools.partial(self.outcomes.stream, c.id))
                         for c in config.cameras}
@@ -153,6 +162,8 @@ class Service:
         for source in self.sources.values():
             source.start()
         self.timer.start()
+        if self.frigate_writer is not None:
+            self.frigate_writer.start()
         self.connection.start()
         self.session.start()
         self.runner.start()
@@ -178,6 +189,8 @@ class Service:
             if not self.session.alive:  # else it still routes: two threads must not
                 self.session.drain()  # until the connection goes, right after this
             self.alerts.stop()
+            if self.frigate_writer is not None:
+                self.frigate_writer.stop()
             self.diagnostics.publish()
         finally:
             self.connection.stop()

@@ -177,3 +177,19 @@ def test_a_stationary_or_never_moved_object_is_left_out_unless_asked() -> None:
     assert (refusal(parked, config), refusal(never_moved, config)) == ("stationary", "it has never moved")
     assert refusal(older, config) is None  # a Frigate that does not say: taken as moving
     assert refusal(parked, FrigateCameraConfig(include_stationary=True)) is None
+
+
+def test_a_description_is_written_back_into_frigate_when_asked(
+        broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders, api: FrigateApi) -> None:
+    prefix = f"frigate{time.monotonic_ns()}"
+    config = app_config(broker.port, frigate={"enabled": True, "topic_prefix": prefix, "api_url": api.url,
+                                              "write_descriptions": True},
+                        cameras=[{"id": "front", "frigate": {"snapshot": "http"}}])
+    recorder = watch(make_recorder, broker, config)
+    make_daemon(config)
+    online(recorder, config)
+    api.snapshots["w1"] = PORCH
+    api.events["w1"] = time.time()  # ended by the time it is described
+    recorder.publish(f"{prefix}/events", frigate_event("w1"))
+    result = recorder.wait_json(f"{config.base_topic}/front/result", id="w1")
+    assert api.wait_for_description("w1") == result["text"] == PORCH_TEXT

@@ -16,7 +16,7 @@ from edge_vlm.config.loader import ConfigFile, line_number, load_config
 from edge_vlm.config.models import AppConfig
 from edge_vlm.config.mqtt import MqttConfig
 from edge_vlm.config.secrets import read_secret, secret_problem
-from edge_vlm.config.sources import HttpSourceConfig, RtspSourceConfig
+from edge_vlm.config.sources import FrigateConfig, HttpSourceConfig, RtspSourceConfig
 from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.core.errors import ConfigError
 
@@ -51,8 +51,8 @@ def preflight(loaded: ConfigFile, environ: Mapping[str, str], root: Path = Path(
 
 def _secret_problems(loaded: ConfigFile, environ: Mapping[str, str]) -> list[str]:
     """A password variable that is unset, a credential that is not there."""
-    owners: list[tuple[tuple[str | int, ...], MqttConfig | RtspSourceConfig | HttpSourceConfig]] = [
-        (("mqtt",), loaded.config.mqtt),
+    owners: list[tuple[tuple[str | int, ...], MqttConfig | RtspSourceConfig | HttpSourceConfig | FrigateConfig]] = [
+        (("mqtt",), loaded.config.mqtt), (("frigate",), loaded.config.frigate),
     ]
     for index, camera in enumerate(loaded.config.cameras):
         if isinstance(camera.source, RtspSourceConfig | HttpSourceConfig):

@@ -185,11 +185,32 @@ class FrigateCameraConfig(StrictModel):
         return meet(self.labels, other.labels) and meet(self.zones, other.zones)
 
 
-class FrigateConfig(StrictModel):
+class FrigateConfig(PasswordSourced):
     enabled: bool = Field(False, description="Describe Frigate's events (see cameras[].frigate).")
     topic_prefix: str = Field("frigate", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$",
                               description="Frigate's MQTT topic prefix.")
     api_url: str | None = Field(None, description="Frigate's address for event snapshots, e.g. http://frigate:5000.")
+    write_descriptions: bool = Field(
+        False, description="Write each event's description to it in Frigate (0.15+: shown in Explore, used by "
+        "its search), once the event has ended; needs api_url.",
+    )
+    username: str | None = Field(None, min_length=1, max_length=256, description="Frigate's user, for its "
+                                 "authenticated port (8971); its internal port (5000) needs none.")
+    password_env: str | None = Field(
+        None, pattern=ENV_NAME_PATTERN, description="Environment variable holding the Frigate user's password.",
+    )
+    password_credential: str | None = Field(
+        None, pattern=CREDENTIAL_NAME_PATTERN, description="systemd credential holding the Frigate user's password; "
+        "instead of password_env.",
+    )
+
+    @model_validator(mode="after")
+    def _writing_needs_the_api(self) -> FrigateConfig:
+        if self.write_descriptions and self.api_url is None:
+            raise ValueError("frigate.write_descriptions needs frigate.api_url")
+        if (self.password_env or self.password_credential) is not None and self.username is None:
+            raise ValueError("a Frigate password needs frigate.username")
+        return self
 
     @field_validator("api_url")
     @classmethod

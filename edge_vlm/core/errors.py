@@ -53,6 +53,7 @@ class ErrorCode(WireValue):
     MODEL_UNAVAILABLE = "model_unavailable"
     TIMED_OUT = "timed_out"
     WORKER_CRASHED = "worker_crashed"
+    FRIGATE_WRITE_FAILED = "frigate_write_failed"
 
 
 class EdgeVlmError(Exception):

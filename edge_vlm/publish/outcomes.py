@@ -48,9 +48,12 @@ ASKED = frozenset(Origin) - AUTOMATIC - {Origin.REQUEST}
 
 class Outcomes:
     def __init__(self, topics: Topics, publisher: Publisher, stats: Stats, alerts: Alerts, *,
-                 cameras: Collection[str], counters_changed: Callable[[], None]) -> None:
+                 cameras: Collection[str], counters_changed: Callable[[], None],
+                 frigate_described: Callable[[str, str, str], None] | None = None) -> None:
         """``cameras``: the configured ones (each has an event entity); ``counters_changed``: the
-        diagnostics are due (published by the dispatcher, rate-limited)."""
+        diagnostics are due (published by the dispatcher, rate-limited); ``frigate_described``: a
+        Frigate event's description, to write back into Frigate (camera, event id, text)."""
+        self._frigate_described = frigate_described
         self._topics = topics
         self._cameras = frozenset(cameras)
         self._publisher = publisher
@@ -133,6 +136,8 @@ class Outcomes:
                     self._image_shown[job.camera] = job.request_id
                     messages.insert(0, image_message(job, job.image, self._topics))
                 self._publisher.send_all(messages)
+            if self._frigate_described is not None and job.origin == Origin.FRIGATE and job.request_id:
+                self._frigate_described(job.camera, job.request_id, result.description.text)
         timings = {**result.timings_ms, "publish": round((time.perf_counter() - publishing) * 1000, 2)}
         npu = result.npu
         self._stats.job_done(latency_ms, timings, camera=job.camera or "requests",
