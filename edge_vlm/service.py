@@ -183,6 +183,7 @@ class Service:
             stop_all(self.sources)
             for detector in self.detectors.values():
                 detector.stop()
+            self.grabber.frigate.close()
             self.admission.close()
             self.runner.cancel_waiting()
             self.runner.stop(grace)

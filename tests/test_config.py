@@ -333,12 +333,19 @@ def test_two_cameras_may_share_a_frigate_camera_only_with_filters_that_do_not_ov
     apart = load_config_text(frigate + "cameras:\n  - {id: people, frigate: {camera: yard, labels: [person]}}\n"
                              "  - {id: cars, frigate: {camera: yard, labels: [car]}}\n")
     assert [c.frigate.labels for c in apart.config.cameras if c.frigate] == [["person"], ["car"]]
-    load_config_text(frigate + "cameras:\n  - {id: porch, frigate: {camera: yard, zones: [porch]}}\n"
-                     "  - {id: gate, frigate: {camera: yard, zones: [gate]}}\n")
+    overlap = ("line 4: cameras[1].frigate: Frigate's camera 'yard' is cameras[0]'s too, and an event could pass "
+               "both filters: give them labels that do not overlap (zones cannot: an object may enter both)")
     assert problems(frigate + "cameras:\n  - {id: people, frigate: {camera: yard, labels: [person]}}\n"
-                    "  - {id: yard, frigate: {zones: [lawn]}}\n") == [
-        "line 4: cameras[1].frigate: Frigate's camera 'yard' is cameras[0]'s too, and an event could pass both "
-        "filters: give them labels or zones that do not overlap",
+                    "  - {id: yard, frigate: {zones: [lawn]}}\n") == [overlap]
+    assert problems(frigate + "cameras:\n  - {id: porch, frigate: {camera: yard, zones: [porch]}}\n"
+                    "  - {id: gate, frigate: {camera: yard, zones: [gate]}}\n") == [overlap]
+    assert problems("frigate: {enabled: true}\nmqtt: {shared_group: house}\ncameras: [{id: yard, frigate: {}}]\n") == [
+        "line 3: cameras[0].frigate: with mqtt.shared_group each board hears only its share of Frigate's events, "
+        "and cannot tell whose a snapshot is: set frigate.api_url",
+    ]
+    assert problems(frigate + "cameras: [{id: yard, frigate: {name_wait_s: 5, event_types: [new]}}]\n") == [
+        "line 2: cameras[0].frigate: name_wait_s waits for an update that brings a name: event_types must include "
+        "update",
     ]
 
 

@@ -216,12 +216,15 @@ class AppConfig(StrictModel):
                 if camera.frigate.overlaps(theirs):
                     raise ValueError(f"cameras[{index}].frigate: Frigate's camera {frigate_camera!r} is "
                                      f"cameras[{other}]'s too, and an event could pass both filters: give them labels "
-                                     "or zones that do not overlap")
+                                     "that do not overlap (zones cannot: an object may enter both)")
             claimed[frigate_camera].append((index, camera.frigate))
             if not self.frigate.enabled:
                 raise ValueError(f"cameras[{index}].frigate is set but frigate.enabled is false")
             if camera.frigate.snapshot == "http" and self.frigate.api_url is None:
                 raise ValueError(f"cameras[{index}].frigate.snapshot http needs frigate.api_url")
+            if self.mqtt.shared_group is not None and self.frigate.api_url is None:
+                raise ValueError(f"cameras[{index}].frigate: with mqtt.shared_group each board hears only its share "
+                                 "of Frigate's events, and cannot tell whose a snapshot is: set frigate.api_url")
             prefix = self.frigate.topic_prefix
             if any(takes_frigate_snapshots(f, prefix, frigate_camera) for f in camera.snapshot_topics):
                 raise ValueError(f"cameras[{index}]: its snapshot_topics take Frigate's snapshots, which its "

@@ -179,10 +179,15 @@ class FrigateCameraConfig(StrictModel):
     )
 
     def overlaps(self, other: FrigateCameraConfig) -> bool:
-        """Whether an event could pass both filters (by label and zone; an empty list takes all)."""
-        def meet(mine: list[str], theirs: list[str]) -> bool:
-            return not mine or not theirs or bool(set(mine) & set(theirs))
-        return meet(self.labels, other.labels) and meet(self.zones, other.zones)
+        """Whether an event could pass both filters: their labels meet (an empty list takes all).
+        Zones cannot keep two apart: an object may enter both, and a filter takes entered zones too."""
+        return not self.labels or not other.labels or bool(set(self.labels) & set(other.labels))
+
+    @model_validator(mode="after")
+    def _a_name_comes_in_an_update(self) -> FrigateCameraConfig:
+        if self.name_wait_s and "update" not in self.event_types:
+            raise ValueError("name_wait_s waits for an update that brings a name: event_types must include update")
+        return self
 
 
 class FrigateConfig(PasswordSourced):
@@ -208,8 +213,8 @@ class FrigateConfig(PasswordSourced):
     def _writing_needs_the_api(self) -> FrigateConfig:
         if self.write_descriptions and self.api_url is None:
             raise ValueError("frigate.write_descriptions needs frigate.api_url")
-        if (self.password_env or self.password_credential) is not None and self.username is None:
-            raise ValueError("a Frigate password needs frigate.username")
+        if ((self.password_env or self.password_credential) is None) != (self.username is None):
+            raise ValueError("frigate.username and its password (password_credential or password_env) go together")
         return self
 
     @field_validator("api_url")

@@ -34,8 +34,10 @@ class FrameGrabber:
 
     @property
     def blocking_sources(self) -> int:
-        """How many cameras' sources may block on a grab (each wants a capture thread)."""
-        return sum(not source.instant for source in self._sources.values())
+        """How many cameras' grabs may block (each wants a capture thread): their sources', and a
+        Frigate event's, which waits for its own snapshot."""
+        frigate = {c.id for c in self._config.cameras if c.frigate is not None}
+        return sum(not source.instant or camera in frigate for camera, source in self._sources.items())
 
     def arrived(self, frame: Frame) -> None:
         """A snapshot for ``frame.camera`` arrived: the camera's latest frame, if its source keeps that."""

@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Callable
 from http.cookies import SimpleCookie
 from typing import Any
+from urllib.parse import quote
 
 from edge_vlm.config.sources import FrigateConfig
 from edge_vlm.core.errors import ErrorCode
@@ -38,7 +39,11 @@ Report = Callable[[str, str, ErrorCode, str], None]  # camera, event id, code, m
 
 
 class WriteFailed(Exception):
-    pass
+    """It cannot be written: said once, not tried again."""
+
+
+class NotYet(WriteFailed):
+    """Not now (Frigate down, restarting, or not storing the event yet): tried again until GIVE_UP_S."""
 
 
 class FrigateWriter:
@@ -56,14 +61,16 @@ class FrigateWriter:
         self._thread.start()
 
     def stop(self) -> None:
-        """Descriptions still waiting for their event's end are not written."""
+        """Descriptions still waiting for their event's end are not written (said in the log). Waits
+        for a write in progress at most one request's timeout."""
         with self._changed:
             self._stopping = True
             self._changed.notify()
         if self._thread.is_alive():
-            self._thread.join()
+            self._thread.join(TIMEOUT_S)
         if self._due:
-            logger.info("Frigate: %d description(s) not written back, their events had not ended", len(self._due))
+            logger.warning("Frigate: %d description(s) not written back: their events had not ended before the "
+                           "daemon stopped", len(self._due))
 
     def offer(self, camera: str, event_id: str, text: str) -> None:
         """A description of a Frigate event (the worker's thread: never blocks on Frigate)."""
@@ -87,26 +94,40 @@ class FrigateWriter:
                     return
                 _, give_up, event_id, camera, text = heapq.heappop(self._due)
             try:
-                written = self._write_if_ended(event_id, text, give_up)
+                written = self._write_if_ended(event_id, text)
+            except NotYet as exc:
+                if time.monotonic() < give_up:
+                    logger.debug("Frigate: event %s not written yet: %s", event_id, exc)
+                    written = False
+                else:
+                    self._failed(camera, event_id, f"{exc} (for {GIVE_UP_S:.0f} s)")
+                    continue
             except WriteFailed as exc:
-                message = f"Frigate event {event_id}: description not written back: {exc}"
-                logger.warning("%s: %s", camera, message)
-                self._report(camera, event_id, ErrorCode.FRIGATE_WRITE_FAILED, message)
+                self._failed(camera, event_id, str(exc))
+                continue
+            except Exception as exc:  # noqa: BLE001 - one event's surprise must not end the writer
+                self._failed(camera, event_id, f"{type(exc).__name__}: {exc}")
                 continue
             if written:
                 logger.info("Frigate: description written to event %s", event_id)
+            elif time.monotonic() >= give_up:
+                self._failed(camera, event_id, f"the event had not ended {GIVE_UP_S:.0f} s after its description")
             else:  # still tracked: asked again later
                 with self._changed:
                     heapq.heappush(self._due, (time.monotonic() + POLL_S, give_up, event_id, camera, text))
 
-    def _write_if_ended(self, event_id: str, text: str, give_up: float) -> bool:
-        """True once written; False while Frigate still tracks the object; WriteFailed."""
-        event = self._request("GET", f"/api/events/{event_id}")
+    def _failed(self, camera: str, event_id: str, why: str) -> None:
+        message = f"Frigate event {event_id}: description not written back: {why}"
+        logger.warning("%s: %s", camera, message)
+        self._report(camera, event_id, ErrorCode.FRIGATE_WRITE_FAILED, message)
+
+    def _write_if_ended(self, event_id: str, text: str) -> bool:
+        """True once written; False while Frigate still tracks the object; NotYet, WriteFailed."""
+        path = f"/api/events/{quote(event_id, safe='')}"
+        event = self._request("GET", path)
         if not isinstance(event, dict) or event.get("end_time") is None:
-            if time.monotonic() < give_up:
-                return False
-            raise WriteFailed(f"event {event_id} had not ended {GIVE_UP_S:.0f} s after its description")
-        self._request("POST", f"/api/events/{event_id}/description", {"description": text})
+            return False
+        self._request("POST", f"{path}/description", {"description": text})
         return True
 
     def _request(self, method: str, path: str, body: Any = None, *, again: bool = True) -> Any:
@@ -126,12 +147,15 @@ class FrigateWriter:
             if exc.code == 401 and self._login is not None and again:
                 self._token = None
                 return self._request(method, path, body, again=False)
-            what = {401: "refused: log in (frigate.username and its password)", 403: "refused: the user is not "
-                    "an admin", 404: "Frigate does not know the event (it keeps only events with a snapshot or a "
-                    "recording)"}.get(exc.code, "failed")
-            raise WriteFailed(f"{method} {path}: HTTP {exc.code}: {what}") from None
+            if exc.code in (401, 403):
+                what = ("log in: set frigate.username and its password" if exc.code == 401 else
+                        "the user is not an admin")
+                raise WriteFailed(f"{method} {path}: HTTP {exc.code}: refused: {what}") from None
+            what = ("Frigate does not know the event (it keeps only events with a snapshot or a recording)"
+                    if exc.code == 404 else "failed")
+            raise NotYet(f"{method} {path}: HTTP {exc.code}: {what}") from None
         except (OSError, ValueError) as exc:
-            raise WriteFailed(f"{method} {path}: {exc}") from None
+            raise NotYet(f"{method} {path}: {exc}") from None
 
     def _log_in(self) -> str:
         request = urllib.request.Request(self._api + "/api/login", data=json.dumps(self._login).encode(),  # noqa: S310
@@ -143,7 +167,7 @@ class FrigateWriter:
             exc.close()
             raise WriteFailed(f"login as {self._login and self._login['user']!r} refused: HTTP {exc.code}") from None
         except OSError as exc:
-            raise WriteFailed(f"login: {exc}") from None
+            raise NotYet(f"login: {exc}") from None
         if TOKEN_COOKIE not in cookies:
             raise WriteFailed(f"login answered without a {TOKEN_COOKIE} cookie")
         return cookies[TOKEN_COOKIE].value

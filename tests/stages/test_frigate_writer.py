@@ -44,12 +44,14 @@ def writer(api: FrigateApi, reports: Reports, **settings: object) -> FrigateWrit
 
 def test_a_description_is_written_once_its_event_has_ended(api: FrigateApi) -> None:
     reports = Reports()
-    api.events["e1"] = None  # still tracked: Frigate would overwrite what is written now
     written = writer(api, reports)
     try:
-        written.offer("porch", "e1", "A person with a parcel.")
+        written.offer("porch", "e1", "A person with a parcel.")  # Frigate stores it only once it has a snapshot
         with api.changed:
             assert api.changed.wait_for(lambda: api.requests.count("GET /api/events/e1") >= 2, 5)
+        api.events["e1"] = None  # now stored, still tracked: Frigate would overwrite what is written now
+        with api.changed:
+            assert api.changed.wait_for(lambda: api.requests.count("GET /api/events/e1") >= 4, 5)
         assert api.descriptions == {}
         api.events["e1"] = 1767225600.0
         assert api.wait_for_description("e1") == "A person with a parcel."
@@ -77,7 +79,8 @@ def test_frigates_login_is_used_and_renewed_and_a_password_never_shown(
     assert PASSWORD not in caplog.text
 
 
-def test_a_refused_login_and_an_unknown_event_are_reported(api: FrigateApi, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_refused_login_and_an_unknown_event_are_reported(api: FrigateApi, caplog: pytest.LogCaptureFixture,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     reports = Reports()
     api.users["edge"] = "another password"
     written = writer(api, reports, username="edge", password_credential="frigate")
@@ -94,9 +97,13 @@ def test_a_refused_login_and_an_unknown_event_are_reported(api: FrigateApi, capl
     written = writer(api, reports)
     api.users.clear()
     try:
+        monkeypatch.setattr(frigate_writer, "GIVE_UP_S", 0.3)
         written.offer("porch", "gone", "text")  # no snapshot, no recording: Frigate keeps no such event
         assert reports.arrived.wait(5)
         assert "HTTP 404: Frigate does not know the event" in reports.got[0][3]
+        written.offer("porch", "a b/c", "text")  # an id is a path segment, whatever it holds
+        with api.changed:
+            assert api.changed.wait_for(lambda: "GET /api/events/a%20b%2Fc" in api.requests, 5)
     finally:
         written.stop()
     assert PASSWORD not in caplog.text
@@ -105,5 +112,21 @@ def test_a_refused_login_and_an_unknown_event_are_reported(api: FrigateApi, capl
 def test_writing_back_needs_the_api_and_a_password_needs_a_user() -> None:
     with pytest.raises(ValueError, match=r"write_descriptions needs frigate\.api_url"):
         FrigateConfig.model_validate({"write_descriptions": True})
-    with pytest.raises(ValueError, match=r"a Frigate password needs frigate\.username"):
-        FrigateConfig.model_validate({"api_url": "http://frigate:8971", "password_env": "FRIGATE_PASSWORD"})
+    for half in ({"password_env": "FRIGATE_PASSWORD"}, {"username": "edge"}):
+        with pytest.raises(ValueError, match=r"frigate\.username and its password .* go together"):
+            FrigateConfig.model_validate({"api_url": "http://frigate:8971", **half})
+
+
+def test_an_event_that_never_ends_is_given_up_on_and_said(api: FrigateApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(frigate_writer, "GIVE_UP_S", 0.3)
+    reports = Reports()
+    api.events["parked"] = None
+    written = writer(api, reports)
+    try:
+        written.offer("drive", "parked", "A car.")
+        assert reports.arrived.wait(5)
+    finally:
+        written.stop()
+    assert reports.got[0][3] == ("Frigate event parked: description not written back: the event had not ended 0 s "
+                                 "after its description")
+    assert api.descriptions == {}

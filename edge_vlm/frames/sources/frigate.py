@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from edge_vlm.config.models import AppConfig, CameraConfig
 from edge_vlm.config.sources import HttpSourceConfig
@@ -40,8 +41,10 @@ class _Object:
     first: float
     last: float
     ended: float | None = None
-    # Whether Frigate may have published a picture of it: not while it is stationary (0.16+; up to 0.15
-    # not before it moved, but 0.16 pictures a new object at once, so moving is not waited for here).
+    # Whether Frigate may publish a picture of it: not while it is stationary (0.16+; up to 0.15 not
+    # before it moved, but 0.16 pictures a new object at once, so moving is not waited for here). Its
+    # pictures from before it stood still are over 10 s older (Frigate's stationary threshold) than
+    # that, so older than any newer object's first sight.
     pictured: bool = False
 
     def about_at(self, when: float) -> bool:
@@ -59,6 +62,16 @@ class FrigateSnapshots:
         self._snapshots: dict[Key, list[tuple[bytes, float]]] = {}  # newest last, (jpeg, arrived)
         self._objects: dict[Key, dict[str, _Object]] = {}
         self._changed = threading.Condition()
+        self._closed = False
+        # With a shared subscription each board hears only its share of the event messages: it cannot
+        # tell whose a snapshot is, so every event's comes from the API (check requires api_url).
+        self._by_topic = config.mqtt.shared_group is None
+
+    def close(self) -> None:
+        """Stopping: a grab waiting for a snapshot gives up at once."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
 
     def handle(self, message: Received) -> None:
         """A snapshot Frigate published (dispatcher thread). A retained one is from before we
@@ -84,7 +97,7 @@ class FrigateSnapshots:
         with self._changed:
             objects = self._objects.setdefault((event.camera, event.label), {})
             seen = objects.setdefault(event.id, _Object(first=now, last=now))
-            seen.last, seen.pictured = now, seen.pictured or not event.stationary  # once pictured, maybe in any
+            seen.last, seen.pictured = now, not event.stationary
             if event.type == "end":
                 seen.ended = now
             for gone in [i for i, o in objects.items() if (o.ended or o.last) < now - KEPT_S]:
@@ -95,7 +108,7 @@ class FrigateSnapshots:
         """The event's snapshot (runs on a capture thread: may wait or fetch). Our clock decides
         what is recent enough, never Frigate's (the two need not agree)."""
         assert camera.frigate is not None
-        if camera.frigate.snapshot == "http":
+        if camera.frigate.snapshot == "http" or not self._by_topic:
             return self._fetch(camera, event)
         key = (camera.frigate.camera or camera.id, event.label)
         with self._changed:
@@ -115,7 +128,7 @@ class FrigateSnapshots:
         """The event's own snapshot once it is sure (lock held): one that came up to SNAPSHOT_WAIT_S
         after the event message, and stayed its own for SNAPSHOT_LEAD_S after it came (a new object
         shows its picture up to that long before its own event message). None when none came."""
-        while True:
+        while not self._closed:
             now = time.time()
             own = self._own(key, event_id)
             if own is not None and own[1] + SNAPSHOT_LEAD_S <= now:
@@ -123,6 +136,7 @@ class FrigateSnapshots:
             if own is None and now >= arrived + SNAPSHOT_WAIT_S:
                 return None
             self._changed.wait((own[1] + SNAPSHOT_LEAD_S if own else arrived + SNAPSHOT_WAIT_S) - now)
+        return None
 
     def _own(self, key: Key, event_id: str) -> tuple[bytes, float] | None:
         """The newest snapshot of ``key`` that can only be this event's, as far as is known now."""
@@ -150,7 +164,7 @@ class FrigateSnapshots:
             raise TriggerError(f"Frigate event {event.id} has no snapshot (has_snapshot is false: snapshots are off "
                                "for this camera in Frigate, or the object never moved)", code=ErrorCode.NO_FRAME)
         api = (self._config.frigate.api_url or "").rstrip("/")
-        source = HttpSourceConfig(type="http", url=f"{api}/api/events/{event.id}/snapshot.jpg")
+        source = HttpSourceConfig(type="http", url=f"{api}/api/events/{quote(event.id, safe='')}/snapshot.jpg")
         limits = self._config.limits
         try:
             return HttpSnapshotSource(camera.id, source, password=None, max_bytes=limits.max_payload_bytes,
