@@ -136,6 +136,19 @@ def test_a_new_objects_picture_before_its_event_message_is_its_own_if_no_other_c
     assert frigate.picture("late") == ErrorCode.NO_FRAME  # why a picture is taken only after 5 s
 
 
+def test_a_car_that_parks_blocks_only_until_it_is_said_to_stand_still() -> None:
+    config = AppConfig.model_validate({"frigate": {"enabled": True}, "cameras": [
+        {"id": "porch", "frigate": {"camera": "front"}}]})
+    frigate = Timeline(config)
+    frigate.event(0.0, "a", label="car")
+    frigate.event(1.0, "b", label="car")
+    frigate.snapshot(2.0, b"a's or b's", label="car")  # both moving: whose?
+    frigate.event(20.0, "a", "update", label="car", stationary=True)  # a has parked since
+    assert frigate.picture("b") == ErrorCode.NO_FRAME  # the picture from before may still be a's
+    frigate.snapshot(25.0, b"b's", label="car")
+    assert frigate.picture("b") == b"b's"
+
+
 def test_a_stationary_object_is_not_pictured_so_it_does_not_make_others_ambiguous() -> None:
     config = AppConfig.model_validate({"frigate": {"enabled": True}, "cameras": [
         {"id": "porch", "frigate": {"camera": "front"}}]})

@@ -41,16 +41,16 @@ class _Object:
     first: float
     last: float
     ended: float | None = None
-    # Whether Frigate may publish a picture of it: not while it is stationary (0.16+; up to 0.15 not
-    # before it moved, but 0.16 pictures a new object at once, so moving is not waited for here). Its
-    # pictures from before it stood still are over 10 s older (Frigate's stationary threshold) than
-    # that, so older than any newer object's first sight.
-    pictured: bool = False
+    # Since when it has stood still, as its messages said (None: moving). Frigate publishes no picture
+    # of a stationary object (0.16+; up to 0.15 none before it moved, but 0.16 pictures a new object at
+    # once, so moving is not waited for here). Only the time since we heard it is excluded: Frigate
+    # said so no later than that, and a picture from before may still be its.
+    still_since: float | None = None
 
     def about_at(self, when: float) -> bool:
         """Whether the snapshot that arrived at ``when`` could be of this object."""
-        return self.pictured and self.first - SNAPSHOT_LEAD_S <= when and (
-            self.ended is None or when <= self.ended + AFTER_END_S)
+        return (self.first - SNAPSHOT_LEAD_S <= when and (self.ended is None or when <= self.ended + AFTER_END_S)
+                and (self.still_since is None or when < self.still_since))
 
 
 class FrigateSnapshots:
@@ -97,7 +97,8 @@ class FrigateSnapshots:
         with self._changed:
             objects = self._objects.setdefault((event.camera, event.label), {})
             seen = objects.setdefault(event.id, _Object(first=now, last=now))
-            seen.last, seen.pictured = now, not event.stationary
+            seen.last = now
+            seen.still_since = (seen.still_since or now) if event.stationary else None
             if event.type == "end":
                 seen.ended = now
             for gone in [i for i, o in objects.items() if (o.ended or o.last) < now - KEPT_S]:
@@ -154,8 +155,10 @@ class FrigateSnapshots:
         """How many other objects of ``key`` could have been pictured since this one appeared."""
         objects = self._objects.get(key, {})
         mine = objects.get(event_id)
-        return 0 if mine is None else sum(1 for other_id, other in objects.items() if other_id != event_id and
-                                          other.pictured and (other.ended is None or other.ended >= mine.first))
+        if mine is None:
+            return 0
+        return sum(1 for other_id, other in objects.items() if other_id != event_id and other.still_since is None
+                   and (other.ended is None or other.ended >= mine.first))
 
     def _fetch(self, camera: CameraConfig, event: FrigateEvent) -> Frame:
         from edge_vlm.frames.sources.http import HttpSnapshotSource  # noqa: PLC0415
