@@ -108,7 +108,7 @@ class Service:
         self.controls = Controls(config, topics, states, self.publisher.send)
         self.trigger_topics = TriggerTopics(topics, RequestTopics.from_config(config, topics), limits.max_payload_bytes,
                                             submit=self.admission.submit, refuse=self.admission.refuse)
-        self.frigate = FrigateEvents(config, self.admission.submit)
+        self.frigate = FrigateEvents(config, self.admission.submit, seen=self.grabber.frigate.note_event)
         self.timer = IntervalTimer(config, self.admission.submit)
         self.detectors = watch_streams(config, self.sources, self.admission.submit)
         follow_states(self.detectors, states)
@@ -120,8 +120,7 @@ class Service:
                                publisher=self.publisher, diagnostics=self.diagnostics, synced=self.controls.synced)
         add_routes(self.router, config, topics, Handlers(
             retained_image=self.retained_images.offer, sync=self.session.sync, ha_status=self.session.ha_status,
-            stale_device=self.session.stale_device, controls=self.controls,
-            frigate_event_seen=self.grabber.frigate.note_event, frigate_event=self.frigate.handle,
+            stale_device=self.session.stale_device, controls=self.controls, frigate_event=self.frigate.handle,
             frigate_snapshot=self.grabber.frigate.handle, request=self.trigger_topics.request,
             trigger=self.trigger_topics.trigger, own_snapshot=self.admission.own_snapshot,
             snapshot=self.admission.snapshot))

@@ -83,8 +83,12 @@ def refusal(event: FrigateEvent, config: FrigateCameraConfig) -> str | None:
 class FrigateEvents:
     """Frigate's events topic, as the router hands it over."""
 
-    def __init__(self, config: AppConfig, submit: Callable[[Trigger], None]) -> None:
+    def __init__(self, config: AppConfig, submit: Callable[[Trigger], None],
+                 seen: Callable[[FrigateEvent, float], None] = lambda event, wall_time: None) -> None:
+        """``seen``: every event message, parsed, with its arrival (wall clock), before it is considered
+        (frames.sources.frigate follows which objects are about, to tell whose a snapshot is)."""
         self._submit = submit
+        self._seen = seen
         self._cameras: dict[str, list[CameraConfig]] = {}  # Frigate's camera -> ours (filters never overlap)
         for camera in config.cameras:
             if camera.frigate is not None:
@@ -101,6 +105,7 @@ class FrigateEvents:
         except TriggerError as exc:
             logger.warning("Ignoring a message on %s: %s", message.topic, exc)
             return
+        self._seen(event, message.wall_time)
         for camera in self._cameras.get(event.camera, []):
             self._consider(camera, event, message)
 

@@ -25,7 +25,6 @@ class Handlers:
     ha_status: Handler
     stale_device: Handler
     controls: Controls
-    frigate_event_seen: Handler  # every event message, first: which objects are about
     frigate_event: Handler
     frigate_snapshot: Handler
     request: Handler
@@ -48,7 +47,7 @@ def add_routes(router: Router, config: AppConfig, topics: Topics, handlers: Hand
         add(topic, handlers.controls.handle, replay_only=True)
     if any(c.frigate is not None for c in config.cameras):
         prefix = config.frigate.topic_prefix
-        add(f"{prefix}/events", handlers.frigate_event_seen, handlers.frigate_event, shared=True)
+        add(f"{prefix}/events", handlers.frigate_event, shared=True)
         # Such a topic may also be one of a camera's snapshot_topics: both hear of it.
         add(f"{prefix}/+/+/snapshot", handlers.frigate_snapshot, handlers.snapshot, latest_wins=True)
     add(topics.request, handlers.request, shared=True, asked=True)

@@ -66,20 +66,18 @@ def decode(data: bytes, camera: str, captured_at: float) -> Frame:
 
 
 class Timeline:
-    """Frigate's messages as they arrived, at times chosen in the past (so that nothing waits), seen
-    by both handlers as the router hands them over; then the snapshot each event is described with."""
+    """Frigate's messages as they arrived, at times chosen in the past (so that nothing waits), handed
+    over as the service wires them; then the snapshot each event is described with."""
 
     def __init__(self, config: AppConfig = CONFIG) -> None:
         self.start = time.time() - 120
         self.config = config
         self.triggers: list[Trigger] = []
-        self.events = FrigateEvents(config, self.triggers.append)
         self.store = FrigateSnapshots(config, decode)
+        self.events = FrigateEvents(config, self.triggers.append, seen=self.store.note_event)
 
     def event(self, at: float, event_id: str, kind: str = "new", **fields: Any) -> None:
-        message = event(event_id, kind, at=self.start + at, **fields)
-        self.store.note_event(message)
-        self.events.handle(message)
+        self.events.handle(event(event_id, kind, at=self.start + at, **fields))
 
     def snapshot(self, at: float, payload: bytes, label: str = "person") -> None:
         self.store.handle(snapshot(label, payload, at=self.start + at))

@@ -21,7 +21,7 @@ from edge_vlm.config.models import AppConfig, CameraConfig
 from edge_vlm.config.sources import HttpSourceConfig
 from edge_vlm.core.errors import ErrorCode, SourceError, TriggerError
 from edge_vlm.frames import Frame
-from edge_vlm.ingest.frigate import FrigateEvent, parse_event
+from edge_vlm.ingest.frigate import FrigateEvent
 from edge_vlm.mqtt.inbox import Received
 
 SNAPSHOT_WAIT_S = 3.0  # Frigate may publish an event's snapshot just after the event itself
@@ -84,16 +84,12 @@ class FrigateSnapshots:
                 del kept[:-KEPT_SNAPSHOTS]
                 self._changed.notify_all()
 
-    def note_event(self, message: Received) -> None:
-        """Any of Frigate's event messages (dispatcher thread, before it is considered for a
-        description): which objects are about, to tell whose a snapshot can be."""
-        try:
-            event = parse_event(message.payload)
-        except TriggerError:
-            return  # FrigateEvents says so
+    def note_event(self, event: FrigateEvent, now: float) -> None:
+        """Any of Frigate's event messages, arrived at ``now`` (the dispatcher thread, handed over by
+        ingest.frigate before it considers the event for a description): which objects are about, to
+        tell whose a snapshot can be."""
         if event.camera not in self._cameras:
             return
-        now = message.wall_time
         with self._changed:
             objects = self._objects.setdefault((event.camera, event.label), {})
             seen = objects.setdefault(event.id, _Object(first=now, last=now))
