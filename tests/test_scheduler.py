@@ -89,7 +89,7 @@ def test_an_automatic_job_never_replaces_one_that_was_asked_for() -> None:
     scheduler = scheduler_with(announced)
     scheduler.submit(job("a", "t1", Origin.TRIGGER))
     scheduler.submit(job("a", "m1", Origin.MOTION))
-    scheduler.submit(job("a", "t2", Origin.FRIGATE))
+    scheduler.submit(job("a", "t2", Origin.TRIGGER))
     # The motion job joins the waiting trigger (it will not run); a trigger replaces a trigger.
     assert announced.calls == [("t1", None), ("m1", "m1"), ("t2", "t1")]
     taken = scheduler.next(0)

@@ -1,9 +1,10 @@
 """The one slot policy, for triggers waiting for a frame and for jobs waiting for the NPU.
 
-Per key (a camera): requests ("ask anything") wait in the order they came, each answered, at most
-``MAX_REQUESTS``; anything else waits in one slot where the newest replaces the one before (it will
-see a newer frame anyway), except that one that came by itself (a snapshot, motion, an interval)
-never replaces one that was asked for (a trigger, a Frigate event): it joins it instead. Keys with
+Per key (a camera): requests ("ask anything") and Frigate's events, each a question of its own, wait
+in the order they came, each answered, at most ``MAX_REQUESTS``; anything else waits in one slot
+where the newest replaces the one before (it will see a newer frame anyway), except that one that
+came by itself (a snapshot, motion, an interval) never replaces one that was asked for (a trigger):
+it joins it instead. Keys with
 work take turns in the order their work arrived, so a busy camera cannot push the others back.
 
 Not thread-safe: its owner holds its own lock around it.
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from edge_vlm.core.contracts import AUTOMATIC, Origin
+from edge_vlm.core.contracts import AUTOMATIC, EACH_ANSWERED, Origin
 from edge_vlm.core.errors import ErrorCode, Refused
 from edge_vlm.core.stats import Stats
 
@@ -61,9 +62,9 @@ class Slots(Generic[Item]):
         """Let ``item`` wait under ``key``; Refused (``busy``) when too many requests wait there."""
         slot = self._slots.setdefault(key, _Slot())
         self._turns.setdefault(key, None)
-        if self._origin(item) == Origin.REQUEST:
+        if self._origin(item) in EACH_ANSWERED:
             if len(slot.requests) >= self._max_requests:
-                raise Refused(f"{self._max_requests} requests already wait here", code=ErrorCode.BUSY)
+                raise Refused(f"{self._max_requests} requests and events already wait here", code=ErrorCode.BUSY)
             slot.requests.append(item)
             return Placed()
         waiting = slot.latest

@@ -8,7 +8,7 @@ import pytest
 
 from edge_vlm.core.contracts import Origin
 from edge_vlm.core.errors import ErrorCode, Refused
-from edge_vlm.core.slots import Slots
+from edge_vlm.core.slots import Placed, Slots
 from edge_vlm.core.stats import Stats
 
 
@@ -40,10 +40,21 @@ def test_what_came_by_itself_joins_what_was_asked_for_and_never_replaces_it() ->
     policy.put("a", asked)
     placed = policy.put("a", Item("m1", Origin.MOTION))
     assert (placed.joined, placed.replaced) == (asked, None)
-    frigate = Item("f1", Origin.FRIGATE)
-    assert policy.put("a", frigate).replaced is asked  # asked replaces asked
-    assert policy.take("a") is frigate
+    again = Item("t2", Origin.TRIGGER)
+    assert policy.put("a", again).replaced is asked  # asked replaces asked
+    assert policy.take("a") is again
     assert stats.values()["jobs_coalesced"] == 2
+
+
+def test_frigate_events_are_each_answered_in_order_like_requests() -> None:
+    policy, stats = slots(max_requests=2)
+    trigger, first, second = Item("t1", Origin.TRIGGER), Item("f1", Origin.FRIGATE), Item("f2", Origin.FRIGATE)
+    for item in (trigger, first, second):  # each event is an object of its own: none replaces another
+        assert policy.put("a", item) == Placed()
+    with pytest.raises(Refused):
+        policy.put("a", Item("f3", Origin.FRIGATE))
+    assert [policy.take("a") for _ in range(4)] == [first, second, trigger, None]
+    assert stats.values().get("jobs_coalesced", 0) == 0
 
 
 def test_requests_wait_in_order_ahead_of_the_latest_and_too_many_are_refused() -> None:
