@@ -32,6 +32,7 @@ from edge_vlm.inference.job_maker import JobMaker
 from edge_vlm.inference.runner import Runner
 from edge_vlm.ingest.controls import Controls
 from edge_vlm.ingest.frigate import FrigateEvents
+from edge_vlm.ingest.frigate_reviews import FrigateReviews
 from edge_vlm.ingest.motion import follow_states, watch_streams
 from edge_vlm.ingest.requests import RequestTopics
 from edge_vlm.ingest.router import Router
@@ -109,6 +110,7 @@ class Service:
         self.trigger_topics = TriggerTopics(topics, RequestTopics.from_config(config, topics), limits.max_payload_bytes,
                                             submit=self.admission.submit, refuse=self.admission.refuse)
         self.frigate = FrigateEvents(config, self.admission.submit, seen=self.grabber.frigate.note_event)
+        self.frigate_reviews = FrigateReviews(config, self.admission.submit, self.admission.refuse, self.frigate.recent)
         self.timer = IntervalTimer(config, self.admission.submit)
         self.detectors = watch_streams(config, self.sources, self.admission.submit)
         follow_states(self.detectors, states)
@@ -121,9 +123,9 @@ class Service:
         add_routes(self.router, config, topics, Handlers(
             retained_image=self.retained_images.offer, sync=self.session.sync, ha_status=self.session.ha_status,
             stale_device=self.session.stale_device, controls=self.controls, frigate_event=self.frigate.handle,
-            frigate_snapshot=self.grabber.frigate.handle, request=self.trigger_topics.request,
-            trigger=self.trigger_topics.trigger, own_snapshot=self.admission.own_snapshot,
-            snapshot=self.admission.snapshot))
+            frigate_review=self.frigate_reviews.handle, frigate_snapshot=self.grabber.frigate.handle,
+            request=self.trigger_topics.request, trigger=self.trigger_topics.trigger,
+            own_snapshot=self.admission.own_snapshot, snapshot=self.admission.snapshot))
         self.connection.subscribe_on_connect(*self.router.subscriptions(config.mqtt.shared_group))
         self._stopping = threading.Event()
 

@@ -17,6 +17,14 @@ from tests.conftest import app_config
 from tests.support import images
 from tests.support.broker import Mosquitto
 from tests.support.frigate_api import FrigateApi, frigate_api
+from tests.support.frigate_payloads import (
+    EVENT_VERSIONS,
+    EVENTS_BESIDE,
+    REVIEW_VERSIONS,
+    event_message,
+    review_message,
+    review_segment,
+)
 from tests.support.mqtt import Message, Recorder
 from tests.test_cameras import online, watch
 
@@ -83,7 +91,7 @@ def test_events_that_pass_the_filters_are_described_keyed_by_their_id(
     assert first["origin"] == "frigate"
     assert first["prompt"] == "Is Alice the person at the porch of the Front door?"
     assert first["event"] == {"source": "frigate", "id": "e1", "type": "new", "label": "person",
-                              "sub_label": "Alice", "zones": ["porch"], "score": 0.9}
+                              "sub_label": "Alice", "zones": ["porch"], "score": 0.9, "revision": 0}
     assert first["text"] == PORCH_TEXT
     # the refused events were never fetched (several person events at once: each from the API)
     assert sorted(path.split("/")[3] for path in api.requests) == ["e1", "e2"]
@@ -108,20 +116,22 @@ def test_two_events_at_once_never_take_each_others_picture(
 
 
 
-def test_with_frigates_api_each_event_gets_its_own_snapshot(
+def test_with_frigates_api_each_event_gets_its_own_snapshot_in_every_release(
         broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders, api: FrigateApi) -> None:
     prefix, base, recorder = start(make_daemon, make_recorder, broker, [{"id": "front", "frigate": {}}], api.url)
-    api.snapshots.update(a2=PORCH, b2=STREET)
-    recorder.publish(f"{prefix}/events", frigate_event("a2"))
-    recorder.publish(f"{prefix}/front/person/snapshot", PORCH)
-    recorder.publish(f"{prefix}/events", frigate_event("b2"))
-    recorder.publish(f"{prefix}/front/person/snapshot", STREET)
     texts = {}
-    for event_id in ("a2", "b2"):
-        outcome = recorder.wait_where(outcome_of(f"{base}/front", event_id)).json()
-        texts[event_id] = outcome.get("text") or outcome["error"]
+    for version in EVENT_VERSIONS:  # two people at once, as each release publishes them
+        first, second = f"{version}-a", f"{version}-b"
+        api.snapshots.update({first: PORCH, second: STREET})
+        recorder.publish(f"{prefix}/events", event_message(version, "new", first, zones=("porch",)))
+        recorder.publish(f"{prefix}/front/person/snapshot", PORCH)
+        recorder.publish(f"{prefix}/events", event_message(version, "new", second, zones=("porch",)))
+        recorder.publish(f"{prefix}/front/person/snapshot", STREET)
+        for event_id in (first, second):
+            outcome = recorder.wait_where(outcome_of(f"{base}/front", event_id)).json()
+            texts[event_id] = outcome.get("text") or outcome["error"]
     # each its own, from MQTT when it was alone, else from the API: never the other's
-    assert texts == {"a2": PORCH_TEXT, "b2": STREET_TEXT}
+    assert texts == {f"{v}-{n}": text for v in EVENT_VERSIONS for n, text in (("a", PORCH_TEXT), ("b", STREET_TEXT))}
 
     # an event Frigate keeps no snapshot of: said as such, not as a camera that is down
     recorder.publish(f"{prefix}/events", frigate_event("n3"))
@@ -190,3 +200,41 @@ def test_a_description_is_written_back_into_frigate_when_asked(
     recorder.publish(f"{prefix}/events", frigate_event("w1"))
     result = recorder.wait_json(f"{config.base_topic}/front/result", id="w1")
     assert api.wait_for_description("w1") == result["text"] == PORCH_TEXT
+
+
+def test_a_review_item_is_one_result_updated_as_it_grows_and_a_name_updates_an_event(
+        broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders, api: FrigateApi) -> None:
+    cameras: list[dict[str, Any]] = [{"id": "porch", "frigate": {"camera": "front", "reviews": ["alert"],
+                                           "prompts": {"default": "Who ({sub_label}) and what ({label})?"}}},
+               {"id": "drive", "cooldown_s": 600, "frigate": {"camera": "drive", "again_when_named": True,
+                                                              "snapshot": "http"}}]
+    prefix, base, recorder = start(make_daemon, make_recorder, broker, cameras, api.url)
+    for version in REVIEW_VERSIONS:
+        person, review_id = f"{version}-p", f"{time.time():.6f}-{version.replace('.', '')}rv"
+        api.snapshots[person] = PORCH
+        recorder.publish(f"{prefix}/events", event_message(EVENTS_BESIDE[version], "new", person))
+        new = review_segment(version, review_id, "front", "alert", {person: "person"})
+        recorder.publish(f"{prefix}/reviews", review_message(version, "new", None, new))
+        first = recorder.wait_json(f"{base}/porch/result", id=review_id)
+        recorder.publish(f"{prefix}/events", event_message(EVENTS_BESIDE[version], "update", person, sub_label="Bob"))
+        named = review_segment(version, review_id, "front", "alert", {person: "person-verified"},
+                               sub_labels={person: "Bob"})
+        recorder.publish(f"{prefix}/reviews", review_message(version, "update", new, named))
+        recorder.publish(f"{prefix}/reviews", review_message(version, "end", named, {**named, "end_time": 1.0}))
+        again = recorder.wait_where(lambda m, r=review_id: m.topic == f"{base}/porch/result"  # type: ignore[misc]
+                                    and m.json()["id"] == r and m.json()["event"]["revision"] == 1).json()
+        assert (first["prompt"], first["text"].startswith(PORCH_TEXT), first["event"]["revision"]) == (
+            "Who () and what (person)?", True, 0)
+        assert (again["prompt"], again["event"]["sub_labels"]) == ("Who (Bob) and what (person)?", ["Bob"])
+    # one result per growth: the end, which brought nothing new, was not described
+    assert len(recorder.on(f"{base}/porch/result")) == 2 * len(REVIEW_VERSIONS)
+
+    # an event described before its name came: again when it comes, past the camera's cooldown
+    api.snapshots["car1"] = STREET
+    recorder.publish(f"{prefix}/events", event_message("0.18", "new", "car1", camera="drive", label="car"))
+    assert recorder.wait_json(f"{base}/drive/result", id="car1")["event"]["sub_label"] is None
+    recorder.publish(f"{prefix}/events", event_message("0.18", "update", "car1", camera="drive", label="car",
+                                                       plate="AB123"))
+    named_car = recorder.wait_where(lambda m: m.topic == f"{base}/drive/result" and m.json()["id"] == "car1"
+                                    and m.json()["event"]["revision"] == 1).json()
+    assert (named_car["event"]["sub_label"], named_car["text"].startswith(STREET_TEXT)) == ("AB123", True)

@@ -12,8 +12,6 @@ from edge_vlm.config.base import CREDENTIAL_NAME_PATTERN, ENV_NAME_PATTERN, Stri
 from edge_vlm.config.secrets import PasswordSourced
 from edge_vlm.core.redact import holds_password
 
-# Placeholders a Frigate prompt may use (filled from the event).
-
 
 class MqttSourceConfig(StrictModel):
     type: Literal["mqtt"] = Field(
@@ -173,9 +171,18 @@ class FrigateCameraConfig(StrictModel):
         "a known plate; else the plate read), wait up to this long for an update that brings one before "
         "describing, so that {sub_label} has it; 0: describe at once.",
     )
+    again_when_named: bool = Field(
+        False, description="When an event was described before a name was recognised (a face, a plate), "
+        "describe it again when one comes: the same id, an update of the same result (its event.revision 1).",
+    )
     include_stationary: bool = Field(
         False, description="Also describe an object that is stationary or has never moved (a parked car), "
         "which Frigate's own review items leave out.",
+    )
+    reviews: list[Literal["alert", "detection"]] = Field(
+        default_factory=list, description="Describe Frigate's review items (0.14+) of these severities "
+        "instead of each event: [alert], or [alert, detection]; one result per review item, described "
+        "again as it grows (a new object, a recognised name, detection becoming alert). Empty: events.",
     )
 
     def overlaps(self, other: FrigateCameraConfig) -> bool:
@@ -187,6 +194,9 @@ class FrigateCameraConfig(StrictModel):
     def _a_name_comes_in_an_update(self) -> FrigateCameraConfig:
         if self.name_wait_s and "update" not in self.event_types:
             raise ValueError("name_wait_s waits for an update that brings a name: event_types must include update")
+        if self.reviews and (self.name_wait_s or self.again_when_named):
+            raise ValueError("name_wait_s and again_when_named are for events: a review item is described again "
+                             "when a name comes anyway")
         return self
 
 

@@ -65,9 +65,9 @@ def parse_event(payload: bytes) -> FrigateEvent:
         raise TriggerError(f"not a Frigate event: {type(exc).__name__}: {exc}") from None
 
 
-def refusal(event: FrigateEvent, config: FrigateCameraConfig) -> str | None:
-    """Why ``event`` is not to be described, or None when it is."""
-    if event.type not in config.event_types:
+def refusal(event: FrigateEvent, config: FrigateCameraConfig, *, any_type: bool = False) -> str | None:
+    """Why ``event`` is not to be described, or None when it is (``any_type``: whichever message it is)."""
+    if not any_type and event.type not in config.event_types:
         return f"event type {event.type} not in {config.event_types}"
     if config.labels and event.label not in config.labels:
         return f"label {event.label} not in {config.labels}"
@@ -90,10 +90,15 @@ class FrigateEvents:
         self._submit = submit
         self._seen = seen
         self._cameras: dict[str, list[CameraConfig]] = {}  # Frigate's camera -> ours (filters never overlap)
+        self._followed: set[str] = set()  # Frigate's cameras whose events are kept (for review items too)
         for camera in config.cameras:
             if camera.frigate is not None:
-                self._cameras.setdefault(camera.frigate.camera or camera.id, []).append(camera)
-        self._described: dict[tuple[str, str], None] = {}  # (camera, event id), oldest first
+                self._followed.add(camera.frigate.camera or camera.id)
+                if not camera.frigate.reviews:  # else described by review item (ingest.frigate_reviews)
+                    self._cameras.setdefault(camera.frigate.camera or camera.id, []).append(camera)
+        # (camera, event id) -> the name it was described with (None: none yet), oldest first
+        self._described: dict[tuple[str, str], str | None] = {}
+        self._recent: dict[str, FrigateEvent] = {}  # event id -> its newest message, oldest first
         # (camera, event id) -> its newest message while it waits for a recognised name, and the timer
         self._waiting: dict[tuple[str, str], tuple[CameraConfig, FrigateEvent, Received, threading.Timer]] = {}
         self._lock = threading.Lock()
@@ -106,20 +111,32 @@ class FrigateEvents:
             logger.warning("Ignoring a message on %s: %s", message.topic, exc)
             return
         self._seen(event, message.wall_time)
+        if event.camera in self._followed:
+            with self._lock:
+                self._recent.pop(event.id, None)
+                self._recent[event.id] = event
+                if len(self._recent) > REMEMBERED_EVENTS:
+                    del self._recent[next(iter(self._recent))]
         for camera in self._cameras.get(event.camera, []):
             self._consider(camera, event, message)
 
     def _consider(self, camera: CameraConfig, event: FrigateEvent, message: Received) -> None:
         assert camera.frigate is not None
-        if (reason := refusal(event, camera.frigate)) is not None:
+        key = (camera.id, event.id)
+        # Once described, a name may come in any message, the end's too.
+        if (reason := refusal(event, camera.frigate, any_type=key in self._described)) is not None:
             logger.debug("Frigate event %s on %s not described for %s: %s", event.id, event.camera, camera.id, reason)
             return
-        key = (camera.id, event.id)
         wait_s = camera.frigate.name_wait_s
+        revision = 0
         with self._lock:  # the dispatcher thread and the timers
-            if key in self._described or self._stopped:  # an update or end of an event described already
+            if self._stopped:
                 return
-            if wait_s and event.sub_label is None and event.type != "end":
+            if key in self._described:  # an update or end of an event described already
+                if not (camera.frigate.again_when_named and event.sub_label and self._described[key] is None):
+                    return
+                revision = 1  # it has a name now: described again, as an update of the same result
+            elif wait_s and event.sub_label is None and event.type != "end":
                 # no name yet: wait for an update that brings one (a face, a plate), at most wait_s
                 timer = self._waiting[key][3] if key in self._waiting else threading.Timer(wait_s, self._waited, (key,))
                 self._waiting[key] = (camera, event, message, timer)
@@ -129,8 +146,8 @@ class FrigateEvents:
                 return
             if (waited := self._waiting.pop(key, None)) is not None:
                 waited[3].cancel()
-            self._mark_described(key)
-        self._describe(camera, event, message)
+            self._mark_described(key, event.sub_label)
+        self._describe(camera, event, message, revision)
 
     def _waited(self, key: tuple[str, str]) -> None:
         """No name came in time (a timer thread): describe the event as its last message had it."""
@@ -138,20 +155,27 @@ class FrigateEvents:
             waited = self._waiting.pop(key, None)
             if waited is None or self._stopped:
                 return
-            self._mark_described(key)
+            self._mark_described(key, waited[1].sub_label)
         self._describe(*waited[:3])
 
-    def _mark_described(self, key: tuple[str, str]) -> None:
-        self._described[key] = None
+    def _mark_described(self, key: tuple[str, str], name: str | None) -> None:
+        self._described.pop(key, None)
+        self._described[key] = name
         if len(self._described) > REMEMBERED_EVENTS:
             del self._described[next(iter(self._described))]
 
-    def _describe(self, camera: CameraConfig, event: FrigateEvent, message: Received) -> None:
+    def _describe(self, camera: CameraConfig, event: FrigateEvent, message: Received, revision: int = 0) -> None:
         assert camera.frigate is not None
         prompts = camera.frigate.prompts
         template = prompts.get(event.label) or prompts.get("default")  # else the camera's profile
         self._submit(Trigger(camera.id, Origin.FRIGATE, template, event.id, message.topic, message.received_at,
-                             message.wall_time, event.summary, frigate=event))
+                             message.wall_time, {**event.summary, "revision": revision}, frigate=event,
+                             revision=revision))
+
+    def recent(self, event_id: str) -> FrigateEvent | None:
+        """The newest message of one of our Frigate cameras' events, if it came lately."""
+        with self._lock:
+            return self._recent.get(event_id)
 
     def stop(self) -> None:
         """Events still waiting for a name are dropped: the service is stopping."""

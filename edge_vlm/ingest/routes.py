@@ -26,6 +26,7 @@ class Handlers:
     stale_device: Handler
     controls: Controls
     frigate_event: Handler
+    frigate_review: Handler
     frigate_snapshot: Handler
     request: Handler
     trigger: Handler
@@ -48,6 +49,8 @@ def add_routes(router: Router, config: AppConfig, topics: Topics, handlers: Hand
     if any(c.frigate is not None for c in config.cameras):
         prefix = config.frigate.topic_prefix
         add(f"{prefix}/events", handlers.frigate_event, shared=True)
+        if any(c.frigate is not None and c.frigate.reviews for c in config.cameras):
+            add(f"{prefix}/reviews", handlers.frigate_review, shared=True)
         # Such a topic may also be one of a camera's snapshot_topics: both hear of it.
         add(f"{prefix}/+/+/snapshot", handlers.frigate_snapshot, handlers.snapshot, latest_wins=True)
     add(topics.request, handlers.request, shared=True, asked=True)

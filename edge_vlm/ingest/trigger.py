@@ -33,6 +33,9 @@ class Trigger:
     image_base64: str | None = field(default=None, repr=False)  # a request's own image (JPEG or PNG), base64
     image_topic: str | None = None  # ...or the topic whose retained image to describe
     frigate: FrigateEvent | None = None  # ...or the snapshot of this Frigate event
+    # An update of a result already published under the same id (a Frigate event that got a name, a
+    # review item that grew): never held back by the camera's cooldown.
+    revision: int = 0
 
     @property
     def own_image(self) -> bool:

@@ -76,6 +76,9 @@ class FrigateWriter:
         """A description of a Frigate event (the worker's thread: never blocks on Frigate)."""
         now = time.monotonic()
         with self._changed:
+            if any(item[2] == event_id for item in self._due):  # described again (a name came): the newer text
+                self._due = [item for item in self._due if item[2] != event_id]
+                heapq.heapify(self._due)
             heapq.heappush(self._due, (now, now + GIVE_UP_S, event_id, camera, text))
             if len(self._due) > MAX_WAITING:
                 dropped = min(self._due, key=lambda item: item[1])  # the oldest: given up on soonest

@@ -136,7 +136,7 @@ class Outcomes:
                     self._image_shown[job.camera] = job.request_id
                     messages.insert(0, image_message(job, job.image, self._topics))
                 self._publisher.send_all(messages)
-            if self._frigate_described is not None and job.origin == Origin.FRIGATE and job.request_id:
+            if self._frigate_described is not None and (job.event or {}).get("source") == "frigate" and job.request_id:
                 self._frigate_described(job.camera, job.request_id, result.description.text)
         timings = {**result.timings_ms, "publish": round((time.perf_counter() - publishing) * 1000, 2)}
         npu = result.npu

@@ -179,7 +179,8 @@ class Admission:
     def admit(self, trigger: Trigger, camera: CameraConfig | None, frame: Frame, capture_ms: float) -> None:
         """The gate, then the job made and queued; or a refusal or a skip that says why."""
         request_id = str(trigger.request_id)
-        verdict = self._gate.frame(camera, trigger.origin, frame) if camera is not None else None
+        # a revision updates a result already out: the cooldown held back new ones, not this
+        verdict = self._gate.frame(camera, trigger.origin, frame) if camera and not trigger.revision else None
         if verdict is not None and verdict.skip is not None:
             self._not_admitted.skip(trigger, frame, verdict.skip)
             return

@@ -16,11 +16,12 @@ from edge_vlm.core.errors import ErrorCode, InputError
 from edge_vlm.frames import Frame
 from edge_vlm.frames.sources import frigate as frigate_snapshots
 from edge_vlm.frames.sources.frigate import FrigateSnapshots
-from edge_vlm.ingest.frigate import FrigateEvents
+from edge_vlm.ingest.frigate import FrigateEvent, FrigateEvents, parse_event
 from edge_vlm.ingest.trigger import Trigger
 from edge_vlm.mqtt.inbox import Received
 from tests.support import images
 from tests.support.frigate_api import frigate_api
+from tests.support.frigate_payloads import EVENT_VERSIONS, event_message
 
 CONFIG = AppConfig.model_validate({"frigate": {"enabled": True}, "cameras": [
     {"id": "porch", "frigate": {"camera": "front", "labels": ["person", "car"], "zones": ["steps"], "min_score": 0.6,
@@ -53,7 +54,7 @@ def test_events_that_pass_the_filters_become_one_trigger_each() -> None:
     first = triggers[0]
     assert first.frigate is not None and first.own_image
     assert first.event == {"source": "frigate", "id": "e1", "type": "new", "label": "person", "sub_label": "Ann",
-                           "zones": ["steps"], "score": 0.8}
+                           "zones": ["steps"], "score": 0.8, "revision": 0}
 
 
 def snapshot(label: str, payload: bytes, *, retain: bool = False, at: float | None = None) -> Received:
@@ -217,3 +218,34 @@ def test_an_event_waits_a_bounded_time_for_a_recognised_name() -> None:
         events.stop()
     assert not arrived.wait(1.0)  # stopping dropped what waited (twice its wait)
     assert [t.request_id for t in triggers] == ["f1", "p1", "p2"]
+
+
+@pytest.mark.parametrize("version", EVENT_VERSIONS)
+def test_every_releases_event_message_reads_the_same(version: str) -> None:
+    payload = event_message(version, "update", "1607123955.475377-mxklsc", "driveway", "car", zones=("drive",),
+                            score=0.84, sub_label="Ann's car", position_changes=0)
+    assert parse_event(payload) == FrigateEvent("1607123955.475377-mxklsc", "update", "driveway", "car", "Ann's car",
+                                                ("drive",), 0.84, stationary=False, moved=False, has_snapshot=True)
+    plate_only = parse_event(event_message(version, "update", "p", label="car", plate="AB123"))
+    assert plate_only.sub_label == ("AB123" if version == "0.18" else None)  # read plates came with 0.16
+
+
+def test_an_event_described_before_its_name_came_is_described_again_once_when_it_comes() -> None:
+    config = AppConfig.model_validate({"frigate": {"enabled": True}, "cameras": [
+        {"id": "porch", "frigate": {"camera": "front", "again_when_named": True, "event_types": ["new"]}}]})
+    triggers: list[Trigger] = []
+    events = FrigateEvents(config, triggers.append)
+    for kind, name in (("new", None), ("update", None), ("update", "Bob"), ("update", "Bob"), ("end", "Bob")):
+        events.handle(received(event_message("0.18", kind, "e1", sub_label=name)))
+    events.handle(received(event_message("0.18", "new", "e2", sub_label="Ann")))  # named at once: once
+    events.handle(received(event_message("0.18", "end", "e2", sub_label="Ann")))
+    events.handle(received(event_message("0.18", "new", "e3")))
+    events.handle(received(event_message("0.18", "end", "e3", sub_label="Cy")))  # a name in the end message counts
+    assert [(t.request_id, t.revision, (t.event or {}).get("revision"), (t.event or {}).get("sub_label"))
+            for t in triggers] == [("e1", 0, 0, None), ("e1", 1, 1, "Bob"), ("e2", 0, 0, "Ann"), ("e3", 0, 0, None),
+                                   ("e3", 1, 1, "Cy")]
+
+
+def received(payload: bytes) -> Received:
+    return Received("frigate/events", payload, retain=False, received_at=time.monotonic(), wall_time=time.time(),
+                    size=len(payload))

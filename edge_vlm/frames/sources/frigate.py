@@ -125,6 +125,8 @@ class FrigateSnapshots:
         """The event's own snapshot once it is sure (lock held): one that came up to SNAPSHOT_WAIT_S
         after the event message, and stayed its own for SNAPSHOT_LEAD_S after it came (a new object
         shows its picture up to that long before its own event message). None when none came."""
+        if event_id not in self._objects.get(key, {}):  # no message of it came: nothing to wait for
+            return None
         while not self._closed:
             now = time.time()
             own = self._own(key, event_id)
