@@ -89,7 +89,10 @@ class Service:
                 Failure(camera, code, message, event_id, origin=Origin.FRIGATE)))
         self.outcomes = Outcomes(topics, self.publisher, self.stats, self.alerts,
                                  cameras=[c.id for c in config.cameras], counters_changed=counters_changed.set,
-                                 frigate_described=None if self.frigate_writer is None else self.frigate_writer.offer)
+                                 frigate_described=None if self.frigate_writer is None else self.frigate_writer.offer,
+                                 # self.frigate is made below, once admission exists
+                                 frigate_unpictured=lambda camera, event_id: self.frigate.unpictured(  # noqa: PLW0108
+                                     camera, event_id))
         self.scheduler = Scheduler(self.stats, self.outcomes.accepted)
         self.runner = Runner(self.scheduler, self.backend, states, self.outcomes)
 

@@ -114,6 +114,14 @@ def test_two_events_at_once_never_take_each_others_picture(
     assert "set frigate.api_url" in error["message"]
     assert not [m for m in recorder.on(f"{base}/front/result") if m.json()["id"] == "b1"]
 
+    # a1 leaves; Frigate pictures b1 again; b1's next message tries again, and now the picture is its own
+    recorder.publish(f"{prefix}/events", frigate_event("a1", "end"))
+    time.sleep(1.1)  # the scene, not a wait: a picture within 1 s of an end may still be the ended one's
+    recorder.publish(f"{prefix}/front/person/snapshot", STREET)
+    recorder.publish(f"{prefix}/events", frigate_event("b1", "update"))
+    retried = recorder.wait_json(f"{base}/front/result", id="b1")
+    assert (retried["text"].startswith(STREET_TEXT), retried["event"]["revision"]) == (True, 0)
+
 
 
 def test_with_frigates_api_each_event_gets_its_own_snapshot_in_every_release(

@@ -26,6 +26,7 @@ from edge_vlm.mqtt.inbox import Received
 logger = logging.getLogger(__name__)
 
 REMEMBERED_EVENTS = 1024  # event ids already described, so each is described once
+PICTURE_RETRIES = 2  # an event that had no picture (no_frame) is tried again on its next messages
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class FrigateEvents:
         # (camera, event id) -> the name it was described with (None: none yet), oldest first
         self._described: dict[tuple[str, str], str | None] = {}
         self._recent: dict[str, FrigateEvent] = {}  # event id -> its newest message, oldest first
+        self._retried: dict[tuple[str, str], int] = {}  # (camera, event id) -> times tried again
         # (camera, event id) -> its newest message while it waits for a recognised name, and the timer
         self._waiting: dict[tuple[str, str], tuple[CameraConfig, FrigateEvent, Received, threading.Timer]] = {}
         self._lock = threading.Lock()
@@ -171,6 +173,19 @@ class FrigateEvents:
         self._submit(Trigger(camera.id, Origin.FRIGATE, template, event.id, message.topic, message.received_at,
                              message.wall_time, {**event.summary, "revision": revision}, frigate=event,
                              revision=revision))
+
+    def unpictured(self, camera: str, event_id: str) -> None:
+        """The event's description failed ``no_frame`` (another object was about, no snapshot came):
+        its next message that passes the filters tries again, ``PICTURE_RETRIES`` times at most."""
+        key = (camera, event_id)
+        with self._lock:
+            tries = self._retried.get(key, 0)
+            if key not in self._described or tries >= PICTURE_RETRIES:
+                return
+            del self._described[key]
+            self._retried[key] = tries + 1
+            if len(self._retried) > REMEMBERED_EVENTS:
+                del self._retried[next(iter(self._retried))]
 
     def recent(self, event_id: str) -> FrigateEvent | None:
         """The newest message of one of our Frigate cameras' events, if it came lately."""

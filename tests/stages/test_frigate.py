@@ -84,7 +84,7 @@ class Timeline:
         self.store.handle(snapshot(label, payload, at=self.start + at))
 
     def picture(self, event_id: str) -> bytes | ErrorCode:
-        trigger = next(t for t in self.triggers if t.request_id == event_id)
+        trigger = [t for t in self.triggers if t.request_id == event_id][-1]  # its latest
         assert trigger.frigate is not None
         try:
             return self.store.grab(self.config.cameras[0], trigger.frigate, trigger.wall_time).encoded
@@ -249,3 +249,21 @@ def test_an_event_described_before_its_name_came_is_described_again_once_when_it
 def received(payload: bytes) -> Received:
     return Received("frigate/events", payload, retain=False, received_at=time.monotonic(), wall_time=time.time(),
                     size=len(payload))
+
+
+def test_an_event_that_had_no_picture_is_tried_again_on_its_next_messages_twice_at_most() -> None:
+    frigate = Timeline()
+    frigate.event(0.0, "a")
+    frigate.event(0.5, "b")  # two people: no picture from the topic can be a's
+    frigate.snapshot(0.6, b"a's or b's")
+    assert frigate.picture("a") == ErrorCode.NO_FRAME
+    frigate.events.unpictured("porch", "a")  # as the service hands the no_frame back
+    frigate.event(9.0, "b", "end")
+    frigate.snapshot(12.0, b"a's, b gone")
+    frigate.event(20.0, "a", "update")  # its next message tries again
+    assert [t.request_id for t in frigate.triggers] == ["a", "b", "a"]
+    assert frigate.picture("a") == b"a's, b gone"
+    for at in (21.0, 22.0):  # once more, then given up
+        frigate.events.unpictured("porch", "a")
+        frigate.event(at, "a", "update")
+    assert [t.request_id for t in frigate.triggers] == ["a", "b", "a", "a"]
