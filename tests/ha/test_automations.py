@@ -11,6 +11,7 @@ on the oldest and the newest release).
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +21,8 @@ import pytest
 from tests.ha.conftest import HaDaemon
 from tests.support import ha, ha_phone, images
 from tests.support.backends import GATE_TIMEOUT_S, GatedBackend
+from tests.support.frigate_api import FrigateApi, frigate_api
+from tests.support.frigate_payloads import event_message, review_message, review_segment
 from tests.support.ha import HomeAssistant
 from tests.support.ha_automations import automation, documented_yaml, save_blueprint, script
 from tests.support.ha_phone import Notification, PushGateway
@@ -41,11 +44,18 @@ def my_phone(home_assistant: HomeAssistant) -> Iterator[PushGateway]:
 
 
 @pytest.fixture
-def daemon_settings() -> dict[str, Any]:
+def frigate() -> Iterator[FrigateApi]:
+    with frigate_api() as api:
+        yield api
+
+
+@pytest.fixture
+def daemon_settings(frigate: FrigateApi) -> dict[str, Any]:
     # the parcel rule of docs/configuration.md (Alerts), matched by what the opencv backend says of a frame
-    # with a person
+    # with a person; the driveway describes Frigate's alerts (docs/cameras.md, Frigate)
     return {"cameras": [{"id": "front_door", "alerts": [{"name": "parcel", "keywords": ["person"]}]},
-                        {"id": "driveway"}]}
+                        {"id": "driveway", "frigate": {"reviews": ["alert"], "snapshot": "http"}}],
+            "frigate": {"enabled": True, "api_url": frigate.url}}
 
 
 @pytest.fixture
@@ -224,3 +234,34 @@ def test_the_blueprint_notifies_any_notify_action_without_the_image(ha_daemon: H
         notification = ha.wait_until(shown, what="the persistent notification with the description")
         assert notification["title"] == "At the door"
         assert daemon.problems() == []
+
+
+def test_the_frigate_alert_notification_is_updated_in_place_as_the_review_item_grows(
+        ha_daemon: HaDaemon, my_phone: PushGateway, frigate: FrigateApi) -> None:
+    daemon, hass = ha_daemon, ha_daemon.hass
+    review_id = f"{time.time():.6f}-ha{hass.release.version.replace('.', '')}"
+    frigate.snapshots.update(p1=images.sample("front_door"), c1=images.sample("driveway"))
+    since = len(my_phone.notifications)
+    with automation(hass, documented_yaml("Frigate alerts \u2013 notify with the description")):
+        daemon.recorder.publish("frigate/events", event_message("0.18", "new", "p1", camera="driveway"))
+        first = review_segment("0.18", review_id, "driveway", "alert", {"p1": "person"})
+        daemon.recorder.publish("frigate/reviews", review_message("0.18", "new", None, first))
+        described = my_phone.wait_for(lambda n: _tag(n) == f"frigate-review-{review_id}", since,
+                                      what="the alert's notification")
+        # a car comes whose plate Frigate knows: the item grows, and is described again from its picture
+        daemon.recorder.publish("frigate/events", event_message("0.18", "new", "c1", camera="driveway", label="car",
+                                                               sub_label="Ann's car"))
+        grown = review_segment("0.18", review_id, "driveway", "alert", {"p1": "person", "c1": "car-verified"},
+                               sub_labels={"c1": "Ann's car"})
+        daemon.recorder.publish("frigate/reviews", review_message("0.18", "update", first, grown))
+        updated = my_phone.wait_for(lambda n: _tag(n) == f"frigate-review-{review_id}"
+                                    and n["message"] != described["message"], since, what="the updated notification")
+    results = [m.json() for m in daemon.recorder.on(daemon.topic("driveway", "result"))]
+    assert [(r["id"], r["event"]["revision"], r["description"]) for r in results] == [
+        (review_id, 0, described["message"]), (review_id, 1, updated["message"])]
+    assert described["title"] == "Driveway: person"
+    assert sorted(updated["title"].removeprefix("Driveway: ").split(", ")) == ["car", "person"]
+    assert updated["data"]["alert_once"] is True
+    assert {_tag(n) for n in my_phone.notifications[since:]} == {f"frigate-review-{review_id}"}  # one notification
+    assert updated["data"]["image"] == "/api/image_proxy/image.edge_vlm_driveway_described_image"
+    assert daemon.problems() == []
