@@ -107,13 +107,14 @@ def test_a_refused_request_is_answered_after_the_earlier_ones_of_its_camera() ->
                for n in range(3)]
     assert not scheduler.hold(refused[0])  # nothing before it: answered at once
     scheduler.submit(request("a", "a1"))
+    scheduler.submit(job("a", "f1", Origin.FRIGATE))  # a Frigate event waiting after it does not count
     assert scheduler.hold(refused[1])  # after a1
     running = scheduler.next(0)
     assert running is not None
     assert scheduler.hold(refused[2])  # after a1, which runs now
     assert not scheduler.hold(Failure("b", ErrorCode.UNKNOWN_CAMERA, "?", "b1", reply=Reply(topic="x")))
     assert scheduler.finished(running) == [refused[1], refused[2]]
-    assert not scheduler.hold(refused[0])  # a1 is answered: nothing to wait for
+    assert not scheduler.hold(refused[0])  # a1 is answered, f1 is no request: nothing to wait for
 
 
 def test_requests_wait_in_order_and_too_many_are_refused_busy() -> None:

@@ -28,8 +28,6 @@ class Origin(WireValue):
 AUTOMATIC = frozenset({Origin.SNAPSHOT, Origin.MOTION, Origin.INTERVAL})
 # Nobody waits for their answer: the camera's cooldown holds them back, a disabled camera ignores them.
 UNASKED = AUTOMATIC | {Origin.FRIGATE}
-# Each one is its own question (a request, a Frigate event): they wait in order, each answered, never replaced.
-EACH_ANSWERED = frozenset({Origin.REQUEST, Origin.FRIGATE})
 
 
 def new_request_id() -> str:

@@ -1,27 +1,30 @@
 """The one slot policy, for triggers waiting for a frame and for jobs waiting for the NPU.
 
-Per key (a camera): requests ("ask anything") and Frigate's events, each a question of its own, wait
-in the order they came, each answered, at most ``MAX_REQUESTS``; anything else waits in one slot
-where the newest replaces the one before (it will see a newer frame anyway), except that one that
-came by itself (a snapshot, motion, an interval) never replaces one that was asked for (a trigger):
-it joins it instead. Keys with
-work take turns in the order their work arrived, so a busy camera cannot push the others back.
+Per key (a camera): requests ("ask anything") wait in the order they came, each answered, at most
+``MAX_REQUESTS``, ahead of the rest; Frigate's events, each an object of its own, also wait in
+order and are each answered, at most ``MAX_EVENTS``; anything else waits in one slot where the
+newest replaces the one before (it will see a newer frame anyway), except that one that came by
+itself (a snapshot, motion, an interval) never replaces one that was asked for (a trigger): it joins
+it instead. After the requests, the events and that slot are served in the order they came. Keys
+with work take turns in the order their work arrived, so a busy camera cannot push the others back.
 
 Not thread-safe: its owner holds its own lock around it.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from edge_vlm.core.contracts import AUTOMATIC, EACH_ANSWERED, Origin
+from edge_vlm.core.contracts import AUTOMATIC, Origin
 from edge_vlm.core.errors import ErrorCode, Refused
 from edge_vlm.core.stats import Stats
 
 MAX_REQUESTS = 32  # waiting per camera
+MAX_EVENTS = 16  # Frigate events waiting per camera
 
 Item = TypeVar("Item")
 
@@ -38,12 +41,17 @@ class Placed(Generic[Item]):
 @dataclass
 class _Slot(Generic[Item]):
     requests: deque[Item] = field(default_factory=deque)
-    latest: Item | None = None
+    events: deque[tuple[int, Item]] = field(default_factory=deque)  # (arrival, Frigate event)
+    latest: tuple[int, Item] | None = None
 
     def __iter__(self) -> Iterator[Item]:
         yield from self.requests
+        yield from (item for _, item in self.events)
         if self.latest is not None:
-            yield self.latest
+            yield self.latest[1]
+
+    def __len__(self) -> int:
+        return len(self.requests) + len(self.events) + (self.latest is not None)
 
 
 class Slots(Generic[Item]):
@@ -55,38 +63,48 @@ class Slots(Generic[Item]):
         self._supersede = supersede
         self._stats = stats
         self._max_requests = max_requests
+        self._arrivals = itertools.count()
         self._slots: dict[str, _Slot[Item]] = {}
         self._turns: OrderedDict[str, None] = OrderedDict()  # keys with work, in turn order
 
     def put(self, key: str, item: Item) -> Placed[Item]:
-        """Let ``item`` wait under ``key``; Refused (``busy``) when too many requests wait there."""
+        """Let ``item`` wait under ``key``; Refused (``busy``) when too many requests or events wait there."""
         slot = self._slots.setdefault(key, _Slot())
         self._turns.setdefault(key, None)
-        if self._origin(item) in EACH_ANSWERED:
+        origin = self._origin(item)
+        if origin == Origin.REQUEST:
             if len(slot.requests) >= self._max_requests:
-                raise Refused(f"{self._max_requests} requests and events already wait here", code=ErrorCode.BUSY)
+                raise Refused(f"{self._max_requests} requests already wait here", code=ErrorCode.BUSY)
             slot.requests.append(item)
             return Placed()
-        waiting = slot.latest
-        if waiting is None:
-            slot.latest = item
+        if origin == Origin.FRIGATE:
+            if len(slot.events) >= MAX_EVENTS:
+                raise Refused(f"{MAX_EVENTS} Frigate events already wait here", code=ErrorCode.BUSY)
+            slot.events.append((next(self._arrivals), item))
             return Placed()
+        if slot.latest is None:
+            slot.latest = (next(self._arrivals), item)
+            return Placed()
+        waiting = slot.latest[1]
         self._stats.count("jobs_coalesced")
-        if self._origin(item) in AUTOMATIC and self._origin(waiting) not in AUTOMATIC:
+        if origin in AUTOMATIC and self._origin(waiting) not in AUTOMATIC:
             return Placed(joined=waiting)
-        slot.latest = item if self._supersede is None else self._supersede(item, waiting)
+        slot.latest = (slot.latest[0], item if self._supersede is None else self._supersede(item, waiting))
         return Placed(replaced=waiting)
 
     def take(self, key: str) -> Item | None:
-        """The next item of ``key``: its oldest request, else its latest."""
+        """The next item of ``key``: its oldest request, else its event or latest that came first."""
         slot = self._slots.get(key)
         if slot is None:
             return None
         if slot.requests:
-            item: Item | None = slot.requests.popleft()
+            item = slot.requests.popleft()
+        elif slot.events and (slot.latest is None or slot.events[0][0] < slot.latest[0]):
+            item = slot.events.popleft()[1]
         else:
-            item, slot.latest = slot.latest, None
-        if not slot.requests and slot.latest is None:
+            assert slot.latest is not None  # a slot with nothing waiting is deleted
+            item, slot.latest = slot.latest[1], None
+        if not slot:
             del self._slots[key]
             self._turns.pop(key, None)
         return item
@@ -107,15 +125,16 @@ class Slots(Generic[Item]):
         return slot.requests[-1] if slot is not None and slot.requests else None
 
     def drain(self) -> list[Item]:
-        """Everything waiting, taken away: the latest-wins items, then the requests."""
+        """Everything waiting, taken away: the latest-wins items, the events, then the requests."""
         slots = self._slots.values()
-        left = [s.latest for s in slots if s.latest is not None] + [r for s in slots for r in s.requests]
+        left = ([s.latest[1] for s in slots if s.latest is not None] + [e for s in slots for _, e in s.events]
+                + [r for s in slots for r in s.requests])
         self._slots.clear()
         self._turns.clear()
         return left
 
     def __len__(self) -> int:
-        return sum(len(slot.requests) + (slot.latest is not None) for slot in self._slots.values())
+        return sum(len(slot) for slot in self._slots.values())
 
     def __bool__(self) -> bool:
         return bool(self._slots)

@@ -47,7 +47,7 @@ class Scheduler:
             try:
                 placed = self._slots.put(job.camera, job)
             except Refused:
-                raise Refused("too many requests and events wait for this camera", code=ErrorCode.BUSY) from None
+                raise Refused("too many requests or Frigate events wait for this camera", code=ErrorCode.BUSY) from None
             dropped = placed.replaced
             if placed.joined is not None:
                 placed.joined.superseded_ids.append(job.request_id)

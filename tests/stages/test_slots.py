@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from edge_vlm.core import slots as slots_module
 from edge_vlm.core.contracts import Origin
 from edge_vlm.core.errors import ErrorCode, Refused
 from edge_vlm.core.slots import Placed, Slots
@@ -46,15 +47,22 @@ def test_what_came_by_itself_joins_what_was_asked_for_and_never_replaces_it() ->
     assert stats.values()["jobs_coalesced"] == 2
 
 
-def test_frigate_events_are_each_answered_in_order_like_requests() -> None:
-    policy, stats = slots(max_requests=2)
-    trigger, first, second = Item("t1", Origin.TRIGGER), Item("f1", Origin.FRIGATE), Item("f2", Origin.FRIGATE)
-    for item in (trigger, first, second):  # each event is an object of its own: none replaces another
+def test_frigate_events_are_each_answered_in_the_order_they_came_with_the_latest() -> None:
+    policy, stats = slots(max_requests=1)
+    first, trigger, second = Item("f1", Origin.FRIGATE), Item("t1", Origin.TRIGGER), Item("f2", Origin.FRIGATE)
+    for item in (first, trigger, second):  # each event is an object of its own: none replaces another
         assert policy.put("a", item) == Placed()
+    request = Item("r1", Origin.REQUEST)
+    policy.put("a", request)
     with pytest.raises(Refused):
-        policy.put("a", Item("f3", Origin.FRIGATE))
-    assert [policy.take("a") for _ in range(4)] == [first, second, trigger, None]
+        policy.put("a", Item("r2", Origin.REQUEST))  # events do not count against the requests' limit
+    assert [policy.take("a") for _ in range(5)] == [request, first, trigger, second, None]
     assert stats.values().get("jobs_coalesced", 0) == 0
+    for n in range(slots_module.MAX_EVENTS):
+        policy.put("b", Item(f"e{n}", Origin.FRIGATE))
+    with pytest.raises(Refused) as refused:
+        policy.put("b", Item("one too many", Origin.FRIGATE))
+    assert "Frigate events already wait" in str(refused.value)
 
 
 def test_requests_wait_in_order_ahead_of_the_latest_and_too_many_are_refused() -> None:
