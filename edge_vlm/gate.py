@@ -64,12 +64,15 @@ class Gate:
         """Whether Home Assistant's settings for the camera were read back (unknown cameras: yes)."""
         return camera_id not in self._states or self._states[camera_id].settled
 
-    def frame(self, camera: CameraConfig, origin: Origin, frame: Frame) -> Verdict:
+    def frame(self, camera: CameraConfig, origin: Origin, frame: Frame, *, revises: str | None = None) -> Verdict:
         """Whether a frame for ``camera`` is worth describing: one that came by itself is not within
-        the camera's cooldown, nor when its scene looks the same as the last one described."""
+        the camera's cooldown, nor when its scene looks the same as the last one described. One that
+        ``revises`` a description out already (a Frigate event named since) updates it: it is."""
         if origin not in UNASKED:
             return Verdict(None)
         state = self._states[camera.id]
+        if revises is not None and revises in state.described_ids:
+            return Verdict(None)
         if state.described_at is not None and time.monotonic() - state.described_at < state.cooldown_s:
             return Verdict(f"within the camera's cooldown of {state.cooldown_s:g} s")
         if not (camera.skip_unchanged and origin in AUTOMATIC):

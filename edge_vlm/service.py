@@ -89,10 +89,7 @@ class Service:
                 Failure(camera, code, message, event_id, origin=Origin.FRIGATE)))
         self.outcomes = Outcomes(topics, self.publisher, self.stats, self.alerts,
                                  cameras=[c.id for c in config.cameras], counters_changed=counters_changed.set,
-                                 frigate_described=None if self.frigate_writer is None else self.frigate_writer.offer,
-                                 # self.frigate is made below, once admission exists
-                                 frigate_unpictured=lambda camera, event_id: self.frigate.unpictured(  # noqa: PLW0108
-                                     camera, event_id))
+                                 frigate_described=None if self.frigate_writer is None else self.frigate_writer.offer)
         self.scheduler = Scheduler(self.stats, self.outcomes.accepted)
         self.runner = Runner(self.scheduler, self.backend, states, self.outcomes)
 
@@ -113,7 +110,8 @@ class Service:
         self.trigger_topics = TriggerTopics(topics, RequestTopics.from_config(config, topics), limits.max_payload_bytes,
                                             submit=self.admission.submit, refuse=self.admission.refuse)
         self.frigate = FrigateEvents(config, self.admission.submit, seen=self.grabber.frigate.note_event)
-        self.frigate_reviews = FrigateReviews(config, self.admission.submit, self.admission.refuse, self.frigate.recent)
+        self.grabber.frigate.on_unpictured(self.frigate.unpictured)
+        self.frigate_reviews = FrigateReviews(config, self.admission.submit, self.frigate.recent)
         self.timer = IntervalTimer(config, self.admission.submit)
         self.detectors = watch_streams(config, self.sources, self.admission.submit)
         follow_states(self.detectors, states)

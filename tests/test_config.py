@@ -347,6 +347,20 @@ def test_two_cameras_may_share_a_frigate_camera_only_with_filters_that_do_not_ov
         "line 2: cameras[0].frigate: name_wait_s waits for an update that brings a name: event_types must include "
         "update",
     ]
+    assert problems(frigate + "cameras: [{id: yard, frigate: {reviews: [alert]}}]\n") == [
+        "line 2: cameras[0].frigate.reviews: review items need frigate.api_url: one often holds two objects of a "
+        "label, whose snapshots only Frigate's API tells apart",
+    ]
+    api = "frigate: {enabled: true, api_url: 'http://frigate:5000'}\n"
+    assert problems(api + "cameras:\n  - {id: people, frigate: {camera: yard, labels: [person], reviews: [alert]}}\n"
+                    "  - {id: cars, frigate: {camera: yard, labels: [car], reviews: [alert]}}\n") == [
+        "line 4: cameras[1].frigate: Frigate's camera 'yard' is cameras[0]'s too, and both describe its review "
+        "items: one review item holds every object of the camera, so only one camera can describe them",
+    ]
+    assert problems(api + "cameras: [{id: yard, frigate: {reviews: [alert], again_when_named: true}}]\n") == [
+        "line 2: cameras[0].frigate: name_wait_s and again_when_named are for events: a review item is described "
+        "again when a name comes anyway",
+    ]
 
 
 def test_an_rtsp_password_needs_a_user() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from edge_vlm.config.sources import FrigateCameraConfig
+from edge_vlm.frames.sources import frigate as frigate_snapshots
 from edge_vlm.ingest.frigate import parse_event, refusal
 from edge_vlm.service import Service
 from tests.conftest import app_config
@@ -98,7 +99,10 @@ def test_events_that_pass_the_filters_are_described_keyed_by_their_id(
 
 
 def test_two_events_at_once_never_take_each_others_picture(
-        broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders) -> None:
+        broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Frigate (up to 0.15) may picture the label again right after an object's end: within AFTER_END_S
+    # the picture stays ambiguous. Taken as none here, so that the scene below needs no waiting.
+    monkeypatch.setattr(frigate_snapshots, "AFTER_END_S", 0.0)
     prefix, base, recorder = start(make_daemon, make_recorder, broker, [{"id": "front", "frigate": {}}])
     recorder.publish(f"{prefix}/events", frigate_event("a1"))
     recorder.publish(f"{prefix}/front/person/snapshot", PORCH)  # the one person about: a1's
@@ -116,7 +120,6 @@ def test_two_events_at_once_never_take_each_others_picture(
 
     # a1 leaves; Frigate pictures b1 again; b1's next message tries again, and now the picture is its own
     recorder.publish(f"{prefix}/events", frigate_event("a1", "end"))
-    time.sleep(1.1)  # the scene, not a wait: a picture within 1 s of an end may still be the ended one's
     recorder.publish(f"{prefix}/front/person/snapshot", STREET)
     recorder.publish(f"{prefix}/events", frigate_event("b1", "update"))
     retried = recorder.wait_json(f"{base}/front/result", id="b1")
@@ -234,8 +237,6 @@ def test_a_review_item_is_one_result_updated_as_it_grows_and_a_name_updates_an_e
         assert (first["prompt"], first["text"].startswith(PORCH_TEXT), first["event"]["revision"]) == (
             "Who () and what (person)?", True, 0)
         assert (again["prompt"], again["event"]["sub_labels"]) == ("Who (Bob) and what (person)?", ["Bob"])
-    # one result per growth: the end, which brought nothing new, was not described
-    assert len(recorder.on(f"{base}/porch/result")) == 2 * len(REVIEW_VERSIONS)
 
     # an event described before its name came: again when it comes, past the camera's cooldown
     api.snapshots["car1"] = STREET
@@ -246,3 +247,5 @@ def test_a_review_item_is_one_result_updated_as_it_grows_and_a_name_updates_an_e
     named_car = recorder.wait_where(lambda m: m.topic == f"{base}/drive/result" and m.json()["id"] == "car1"
                                     and m.json()["event"]["revision"] == 1).json()
     assert (named_car["event"]["sub_label"], named_car["text"].startswith(STREET_TEXT)) == ("AB123", True)
+    # one result per growth: the ends, which brought nothing new and came long before, were not described
+    assert len(recorder.on(f"{base}/porch/result")) == 2 * len(REVIEW_VERSIONS)

@@ -213,6 +213,10 @@ class AppConfig(StrictModel):
                 continue
             frigate_camera = camera.frigate.camera or camera.id
             for other, theirs in claimed.setdefault(frigate_camera, []):
+                if camera.frigate.reviews and theirs.reviews:
+                    raise ValueError(f"cameras[{index}].frigate: Frigate's camera {frigate_camera!r} is "
+                                     f"cameras[{other}]'s too, and both describe its review items: one review item "
+                                     "holds every object of the camera, so only one camera can describe them")
                 if camera.frigate.overlaps(theirs):
                     raise ValueError(f"cameras[{index}].frigate: Frigate's camera {frigate_camera!r} is "
                                      f"cameras[{other}]'s too, and an event could pass both filters: give them labels "
@@ -221,7 +225,10 @@ class AppConfig(StrictModel):
             if not self.frigate.enabled:
                 raise ValueError(f"cameras[{index}].frigate is set but frigate.enabled is false")
             if camera.frigate.snapshot == "http" and self.frigate.api_url is None:
-                raise ValueError(f"cameras[{index}].frigate.snapshot http needs frigate.api_url")
+                raise ValueError(f"cameras[{index}].frigate.snapshot: http needs frigate.api_url")
+            if camera.frigate.reviews and self.frigate.api_url is None:
+                raise ValueError(f"cameras[{index}].frigate.reviews: review items need frigate.api_url: one often "
+                                 "holds two objects of a label, whose snapshots only Frigate's API tells apart")
             if self.mqtt.shared_group is not None and self.frigate.api_url is None:
                 raise ValueError(f"cameras[{index}].frigate: with mqtt.shared_group each board hears only its share "
                                  "of Frigate's events, and cannot tell whose a snapshot is: set frigate.api_url")

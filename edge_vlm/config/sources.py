@@ -182,7 +182,8 @@ class FrigateCameraConfig(StrictModel):
     reviews: list[Literal["alert", "detection"]] = Field(
         default_factory=list, description="Describe Frigate's review items (0.14+) of these severities "
         "instead of each event: [alert], or [alert, detection]; one result per review item, described "
-        "again as it grows (a new object, a recognised name, detection becoming alert). Empty: events.",
+        "again as it grows (another object, a recognised name, detection becoming alert); needs "
+        "frigate.api_url. Empty: events.",
     )
 
     def overlaps(self, other: FrigateCameraConfig) -> bool:

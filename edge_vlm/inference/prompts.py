@@ -44,19 +44,16 @@ def multimodal_prompt(prompt: str) -> str:
 def placeholder_values(*, camera: str, previous: str | None, language: str | None,
                        event: Mapping[str, object] | None = None, now: float | None = None) -> dict[str, str]:
     event = event or {}
+    zones = event.get("zones") or []
     return {
         "camera": camera,
         "time": time.strftime("%H:%M on %A %d %B %Y", time.localtime(now)),
-        "label": str(event.get("label") or _listed(event.get("objects"))),  # an event's label, a review's objects
-        "sub_label": str(event.get("sub_label") or _listed(event.get("sub_labels"))),
-        "zones": _listed(event.get("zones")) or str(event.get("zones") or ""),
+        "label": str(event.get("label") or ""),
+        "sub_label": str(event.get("sub_label") or ""),
+        "zones": ", ".join(str(z) for z in zones) if isinstance(zones, list) else str(zones),
         "previous": previous or "nothing described yet",
         "language": language or "English",
     }
-
-
-def _listed(values: object) -> str:
-    return ", ".join(str(v) for v in values) if isinstance(values, list) else ""
 
 
 def question_prompt(question: str) -> str:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from edge_vlm.config.models import AppConfig, CameraConfig
 from edge_vlm.config.sources import FrigateCameraConfig
@@ -81,29 +81,47 @@ def refusal(event: FrigateEvent, config: FrigateCameraConfig, *, any_type: bool 
     return None
 
 
+Key = tuple[str, str]  # our camera, Frigate's event (or review item) id
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+def remember(memory: dict[K, V], key: K, value: V) -> None:
+    """Keep ``value`` as the newest of ``memory``, which forgets its oldest past REMEMBERED_EVENTS."""
+    memory.pop(key, None)
+    memory[key] = value
+    if len(memory) > REMEMBERED_EVENTS:
+        del memory[next(iter(memory))]
+
+
+def frigate_cameras(config: AppConfig, *, reviews: bool) -> dict[str, list[CameraConfig]]:
+    """Frigate's camera -> ours that describe its review items (``reviews``), else its events."""
+    cameras: dict[str, list[CameraConfig]] = {}
+    for camera in config.cameras:
+        if camera.frigate is not None and bool(camera.frigate.reviews) == reviews:
+            cameras.setdefault(camera.frigate.camera or camera.id, []).append(camera)
+    return cameras
+
+
 class FrigateEvents:
     """Frigate's events topic, as the router hands it over."""
 
     def __init__(self, config: AppConfig, submit: Callable[[Trigger], None],
-                 seen: Callable[[FrigateEvent, float], None] = lambda event, wall_time: None) -> None:
-        """``seen``: every event message, parsed, with its arrival (wall clock), before it is considered
-        (frames.sources.frigate follows which objects are about, to tell whose a snapshot is)."""
+                 seen: Callable[[FrigateEvent, float], None] = lambda event, received_at: None) -> None:
+        """``seen``: every event message, parsed, with its arrival (``time.monotonic()``), before it is
+        considered (frames.sources.frigate follows which objects are about, to tell whose a snapshot is)."""
         self._submit = submit
         self._seen = seen
-        self._cameras: dict[str, list[CameraConfig]] = {}  # Frigate's camera -> ours (filters never overlap)
-        self._followed: set[str] = set()  # Frigate's cameras whose events are kept (for review items too)
-        for camera in config.cameras:
-            if camera.frigate is not None:
-                self._followed.add(camera.frigate.camera or camera.id)
-                if not camera.frigate.reviews:  # else described by review item (ingest.frigate_reviews)
-                    self._cameras.setdefault(camera.frigate.camera or camera.id, []).append(camera)
-        # (camera, event id) -> the name it was described with (None: none yet), oldest first
-        self._described: dict[tuple[str, str], str | None] = {}
+        self._cameras = frigate_cameras(config, reviews=False)  # filters never overlap
+        # Frigate's cameras whose events are kept, for review items too
+        self._followed = {c.frigate.camera or c.id for c in config.cameras if c.frigate is not None}
+        self._described: dict[Key, str | None] = {}  # -> the name it was described with (None: none yet)
         self._recent: dict[str, FrigateEvent] = {}  # event id -> its newest message, oldest first
-        self._retried: dict[tuple[str, str], int] = {}  # (camera, event id) -> times tried again
-        # (camera, event id) -> its newest message while it waits for a recognised name, and the timer
-        self._waiting: dict[tuple[str, str], tuple[CameraConfig, FrigateEvent, Received, threading.Timer]] = {}
-        self._lock = threading.Lock()
+        self._retries: dict[Key, int] = {}  # -> times its picture was tried again after a no_frame
+        self._retry_due: set[Key] = set()  # no picture: its next message tries again
+        # -> its newest message while it waits for a recognised name, and the timer
+        self._waiting: dict[Key, tuple[CameraConfig, FrigateEvent, Received, threading.Timer]] = {}
+        self._lock = threading.Lock()  # the dispatcher, the timers and the capture threads
         self._stopped = False
 
     def handle(self, message: Received) -> None:
@@ -112,35 +130,36 @@ class FrigateEvents:
         except TriggerError as exc:
             logger.warning("Ignoring a message on %s: %s", message.topic, exc)
             return
-        self._seen(event, message.wall_time)
+        self._seen(event, message.received_at)
         if event.camera in self._followed:
             with self._lock:
-                self._recent.pop(event.id, None)
-                self._recent[event.id] = event
-                if len(self._recent) > REMEMBERED_EVENTS:
-                    del self._recent[next(iter(self._recent))]
+                remember(self._recent, event.id, event)
         for camera in self._cameras.get(event.camera, []):
             self._consider(camera, event, message)
 
     def _consider(self, camera: CameraConfig, event: FrigateEvent, message: Received) -> None:
-        assert camera.frigate is not None
+        """Describe the event now, later (waiting for a name), again (a name came), or not. Submitting
+        only queues the trigger, so it is done under the lock: descriptions are asked for in order."""
+        config = camera.frigate
+        assert config is not None
         key = (camera.id, event.id)
-        # Once described, a name may come in any message, the end's too.
-        if (reason := refusal(event, camera.frigate, any_type=key in self._described)) is not None:
-            logger.debug("Frigate event %s on %s not described for %s: %s", event.id, event.camera, camera.id, reason)
-            return
-        wait_s = camera.frigate.name_wait_s
-        revision = 0
-        with self._lock:  # the dispatcher thread and the timers
+        with self._lock:
             if self._stopped:
                 return
             if key in self._described:  # an update or end of an event described already
-                if not (camera.frigate.again_when_named and event.sub_label and self._described[key] is None):
-                    return
-                revision = 1  # it has a name now: described again, as an update of the same result
-            elif wait_s and event.sub_label is None and event.type != "end":
-                # no name yet: wait for an update that brings one (a face, a plate), at most wait_s
-                timer = self._waiting[key][3] if key in self._waiting else threading.Timer(wait_s, self._waited, (key,))
+                if config.again_when_named and event.sub_label and self._described[key] is None:
+                    remember(self._described, key, event.sub_label)  # named now: again, same id (any message)
+                    self._describe(camera, event, message, revision=1)
+                return
+            retry = key in self._retry_due  # after a no_frame: whichever message comes next
+            if (reason := refusal(event, config, any_type=retry)) is not None:
+                logger.debug("Frigate event %s on %s not described for %s: %s", event.id, event.camera, camera.id,
+                             reason)
+                return
+            if config.name_wait_s and event.sub_label is None and event.type != "end" and not retry:
+                # no name yet: wait for an update that brings one (a face, a plate), at most name_wait_s
+                timer = self._waiting[key][3] if key in self._waiting else threading.Timer(
+                    config.name_wait_s, self._waited, (key,))
                 self._waiting[key] = (camera, event, message, timer)
                 if not timer.is_alive():
                     timer.daemon = True
@@ -148,23 +167,18 @@ class FrigateEvents:
                 return
             if (waited := self._waiting.pop(key, None)) is not None:
                 waited[3].cancel()
-            self._mark_described(key, event.sub_label)
-        self._describe(camera, event, message, revision)
+            self._retry_due.discard(key)
+            remember(self._described, key, event.sub_label)
+            self._describe(camera, event, message)
 
-    def _waited(self, key: tuple[str, str]) -> None:
+    def _waited(self, key: Key) -> None:
         """No name came in time (a timer thread): describe the event as its last message had it."""
         with self._lock:
             waited = self._waiting.pop(key, None)
             if waited is None or self._stopped:
                 return
-            self._mark_described(key, waited[1].sub_label)
-        self._describe(*waited[:3])
-
-    def _mark_described(self, key: tuple[str, str], name: str | None) -> None:
-        self._described.pop(key, None)
-        self._described[key] = name
-        if len(self._described) > REMEMBERED_EVENTS:
-            del self._described[next(iter(self._described))]
+            remember(self._described, key, waited[1].sub_label)
+            self._describe(*waited[:3])
 
     def _describe(self, camera: CameraConfig, event: FrigateEvent, message: Received, revision: int = 0) -> None:
         assert camera.frigate is not None
@@ -175,17 +189,18 @@ class FrigateEvents:
                              revision=revision))
 
     def unpictured(self, camera: str, event_id: str) -> None:
-        """The event's description failed ``no_frame`` (another object was about, no snapshot came):
-        its next message that passes the filters tries again, ``PICTURE_RETRIES`` times at most."""
+        """No picture of the event could be had for now (another object was about, no snapshot came;
+        a capture thread): its next message tries again, ``PICTURE_RETRIES`` times at most."""
         key = (camera, event_id)
         with self._lock:
-            tries = self._retried.get(key, 0)
+            tries = self._retries.get(key, 0)
             if key not in self._described or tries >= PICTURE_RETRIES:
-                return
+                return  # not ours (a review item's object), or given up
             del self._described[key]
-            self._retried[key] = tries + 1
-            if len(self._retried) > REMEMBERED_EVENTS:
-                del self._retried[next(iter(self._retried))]
+            self._retry_due.add(key)
+            remember(self._retries, key, tries + 1)
+            if len(self._retry_due) > REMEMBERED_EVENTS:
+                self._retry_due.clear()  # an event that never sent another message is long gone
 
     def recent(self, event_id: str) -> FrigateEvent | None:
         """The newest message of one of our Frigate cameras' events, if it came lately."""

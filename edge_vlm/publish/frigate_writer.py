@@ -52,7 +52,8 @@ class FrigateWriter:
         self._login = None if config.username is None else {"user": config.username, "password": password or ""}
         self._report = report
         self._token: str | None = None
-        self._due: list[tuple[float, float, str, str, str]] = []  # (when, given up at, event id, camera, text)
+        self._due: list[tuple[float, float, str]] = []  # (when, given up at, event id), one per event
+        self._texts: dict[str, tuple[str, str]] = {}  # event id -> (camera, its newest description)
         self._changed = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="edge_vlm-frigate-writer", daemon=True)
@@ -73,17 +74,18 @@ class FrigateWriter:
                            "daemon stopped", len(self._due))
 
     def offer(self, camera: str, event_id: str, text: str) -> None:
-        """A description of a Frigate event (the worker's thread: never blocks on Frigate)."""
+        """A description of a Frigate event (the worker's thread: never blocks on Frigate). One
+        described again (a name came) replaces its text, also while the older one is being written."""
         now = time.monotonic()
         with self._changed:
-            if any(item[2] == event_id for item in self._due):  # described again (a name came): the newer text
-                self._due = [item for item in self._due if item[2] != event_id]
-                heapq.heapify(self._due)
-            heapq.heappush(self._due, (now, now + GIVE_UP_S, event_id, camera, text))
+            if event_id not in self._texts:
+                heapq.heappush(self._due, (now, now + GIVE_UP_S, event_id))
+            self._texts[event_id] = (camera, text)
             if len(self._due) > MAX_WAITING:
                 dropped = min(self._due, key=lambda item: item[1])  # the oldest: given up on soonest
                 self._due.remove(dropped)
                 heapq.heapify(self._due)
+                del self._texts[dropped[2]]
                 logger.warning("Frigate: %d descriptions wait to be written back; dropped event %s's",
                                MAX_WAITING, dropped[2])
             self._changed.notify()
@@ -95,7 +97,8 @@ class FrigateWriter:
                     self._changed.wait(None if not self._due else self._due[0][0] - time.monotonic())
                 if self._stopping:
                     return
-                _, give_up, event_id, camera, text = heapq.heappop(self._due)
+                _, give_up, event_id = heapq.heappop(self._due)
+                camera, text = self._texts[event_id]
             try:
                 written = self._write_if_ended(event_id, text)
             except NotYet as exc:
@@ -115,11 +118,16 @@ class FrigateWriter:
                 logger.info("Frigate: description written to event %s", event_id)
             elif time.monotonic() >= give_up:
                 self._failed(camera, event_id, f"the event had not ended {GIVE_UP_S:.0f} s after its description")
-            else:  # still tracked: asked again later
-                with self._changed:
-                    heapq.heappush(self._due, (time.monotonic() + POLL_S, give_up, event_id, camera, text))
+                continue
+            with self._changed:
+                if written and self._texts[event_id][1] == text:
+                    del self._texts[event_id]
+                else:  # still tracked, or described again while written: (again) later, or now
+                    heapq.heappush(self._due, (time.monotonic() + (0 if written else POLL_S), give_up, event_id))
 
     def _failed(self, camera: str, event_id: str, why: str) -> None:
+        with self._changed:
+            self._texts.pop(event_id, None)
         message = f"Frigate event {event_id}: description not written back: {why}"
         logger.warning("%s: %s", camera, message)
         self._report(camera, event_id, ErrorCode.FRIGATE_WRITE_FAILED, message)

@@ -49,14 +49,11 @@ ASKED = frozenset(Origin) - AUTOMATIC - {Origin.REQUEST}
 class Outcomes:
     def __init__(self, topics: Topics, publisher: Publisher, stats: Stats, alerts: Alerts, *,
                  cameras: Collection[str], counters_changed: Callable[[], None],
-                 frigate_described: Callable[[str, str, str], None] | None = None,
-                 frigate_unpictured: Callable[[str, str], None] = lambda camera, event_id: None) -> None:
+                 frigate_described: Callable[[str, str, str], None] | None = None) -> None:
         """``cameras``: the configured ones (each has an event entity); ``counters_changed``: the
         diagnostics are due (published by the dispatcher, rate-limited); ``frigate_described``: a
-        Frigate event's description, to write back into Frigate (camera, event id, text);
-        ``frigate_unpictured``: a Frigate event that had no picture (``no_frame``), to try again."""
+        Frigate event's description, to write back into Frigate (camera, event id, text)."""
         self._frigate_described = frigate_described
-        self._frigate_unpictured = frigate_unpictured
         self._topics = topics
         self._cameras = frozenset(cameras)
         self._publisher = publisher
@@ -100,8 +97,6 @@ class Outcomes:
         if held:
             return
         self.publish_failure(failure)
-        if failure.origin == Origin.FRIGATE and failure.code == ErrorCode.NO_FRAME and failure.request_id:
-            self._frigate_unpictured(failure.camera, failure.request_id)
         if failure.reply is None and failure.camera in self._cameras and failure.origin in ASKED:
             self._publisher.send(failure_event(failure, self._topics))  # someone waits: the event entity says it
 

@@ -179,8 +179,8 @@ class Admission:
     def admit(self, trigger: Trigger, camera: CameraConfig | None, frame: Frame, capture_ms: float) -> None:
         """The gate, then the job made and queued; or a refusal or a skip that says why."""
         request_id = str(trigger.request_id)
-        # a revision updates a result already out: the cooldown held back new ones, not this
-        verdict = self._gate.frame(camera, trigger.origin, frame) if camera and not trigger.revision else None
+        revises = request_id if trigger.revision else None
+        verdict = None if camera is None else self._gate.frame(camera, trigger.origin, frame, revises=revises)
         if verdict is not None and verdict.skip is not None:
             self._not_admitted.skip(trigger, frame, verdict.skip)
             return

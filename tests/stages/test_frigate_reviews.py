@@ -9,8 +9,7 @@ import time
 import pytest
 
 from edge_vlm.config.models import AppConfig
-from edge_vlm.core.contracts import Failure, Origin
-from edge_vlm.core.errors import ErrorCode
+from edge_vlm.core.contracts import Origin
 from edge_vlm.inference.prompts import placeholder_values
 from edge_vlm.ingest import frigate_reviews
 from edge_vlm.ingest.frigate import FrigateEvents
@@ -49,15 +48,14 @@ def test_a_message_that_is_no_review_item_is_ignored(caplog: pytest.LogCaptureFi
 class Reviews:
     """Review items and the events before them, handed over as the service wires them."""
 
-    def __init__(self, cameras: list[dict[str, object]] | None = None, api_url: str | None = None) -> None:
-        frigate: dict[str, object] = {"enabled": True} if api_url is None else {"enabled": True, "api_url": api_url}
+    def __init__(self, cameras: list[dict[str, object]] | None = None) -> None:
+        frigate = {"enabled": True, "api_url": "http://frigate:5000"}
         self.config = AppConfig.model_validate({"frigate": frigate, "cameras": cameras or [
             {"id": "porch", "frigate": {"camera": "front", "reviews": ["alert"], "labels": ["person", "car"],
                                         "prompts": {"car": "Which car?", "default": "Who is {sub_label}?"}}}]})
         self.triggers: list[Trigger] = []
-        self.refused: list[Failure] = []
         self.events = FrigateEvents(self.config, self.triggers.append)
-        self.reviews = FrigateReviews(self.config, self.triggers.append, self.refused.append, self.events.recent)
+        self.reviews = FrigateReviews(self.config, self.triggers.append, self.events.recent)
 
     def event(self, event_id: str, label: str = "person", version: str = "0.18", **fields: object) -> None:
         self.events.handle(received("frigate/events", event_message(version, "new", event_id, label=label,
@@ -94,10 +92,9 @@ def test_a_review_item_is_described_once_then_again_each_time_it_grows(version: 
                                     (2, "e1", "Who is {sub_label}?")]
     last = reviews.triggers[-1]
     assert (last.request_id, last.origin, last.camera) == (REVIEW_ID, Origin.FRIGATE, "porch")
-    assert last.event is not None and sorted(last.event.pop("objects")) == ["car", "person"]  # Frigate's set order
     assert last.event == {"source": "frigate_review", "id": REVIEW_ID, "type": "update", "severity": "alert",
+                          "label": "car, person", "sub_label": "Bob", "objects": ["car", "person"],
                           "sub_labels": ["Bob"], "zones": [], "detections": ["e1", "e2"], "revision": 2}
-    assert not reviews.refused
 
 
 def test_a_review_item_is_described_again_at_most_max_revisions_times(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -133,17 +130,25 @@ def test_a_review_item_of_other_labels_or_zones_is_not_described() -> None:
     assert reviews.triggers == []
 
 
-def test_without_its_objects_messages_nor_frigates_api_it_is_no_frame() -> None:
-    reviews = Reviews()
+def test_an_object_whose_messages_did_not_come_is_pictured_from_the_api_when_it_can_only_be_the_cameras() -> None:
+    reviews = Reviews([{"id": "porch", "frigate": {"camera": "front", "reviews": ["alert"], "labels": ["person"]}}])
     reviews.review("new", "alert", {"unheard": "person"})
-    assert reviews.triggers == []
-    assert [(f.code, f.request_id, f.origin) for f in reviews.refused] == [
-        (ErrorCode.NO_FRAME, REVIEW_ID, Origin.FRIGATE)]
-    assert "set frigate.api_url" in reviews.refused[0].message
+    reviews.event("car", label="car")
+    reviews.review("update", "alert", {"unheard": "person", "car": "car"})  # another object: described again
+    assert [(revision, pictured) for revision, pictured, _ in reviews.described()] == [(0, "unheard"), (1, "unheard")]
+    assert [t.frigate.label for t in reviews.triggers if t.frigate] == ["person", "person"]
 
-    with_api = Reviews(api_url="http://frigate:5000")
-    with_api.review("new", "alert", {"unheard": "person"})
-    assert with_api.described() == [(0, "unheard", "Who is {sub_label}?")]  # fetched from the API by its id
+    mixed = Reviews([{"id": "porch", "frigate": {"camera": "front", "reviews": ["alert"], "labels": ["person"]}}])
+    mixed.review("new", "alert", {"x1": "person", "x2": "car"})  # which unheard one is the person?
+    assert mixed.triggers == []
+
+
+def test_an_item_without_objects_audio_or_a_manual_event_is_not_described() -> None:
+    reviews = Reviews()
+    after = review_segment("0.18", REVIEW_ID, "front", "alert", {})
+    after["data"]["audio"] = ["speech"]
+    reviews.handle(review_message("0.18", "new", None, after))
+    assert reviews.triggers == []
 
 
 def test_a_camera_on_review_items_does_not_describe_each_event() -> None:

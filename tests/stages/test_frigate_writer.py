@@ -60,6 +60,25 @@ def test_a_description_is_written_once_its_event_has_ended(api: FrigateApi) -> N
     assert reports.got == []
 
 
+def test_a_description_given_again_replaces_the_one_waiting_to_be_written(api: FrigateApi) -> None:
+    reports = Reports()
+    written = writer(api, reports)
+    try:
+        api.events["e2"] = None  # still tracked: both wait
+        written.offer("porch", "e2", "A person.")
+        with api.changed:
+            assert api.changed.wait_for(lambda: api.requests.count("GET /api/events/e2") >= 1, 5)
+        written.offer("porch", "e2", "Bob, with a parcel.")  # described again: a name came
+        api.events["e2"] = 1767225600.0
+        assert api.wait_for_description("e2") == "Bob, with a parcel."
+        with api.changed:  # a third description, given while nothing waits: written too
+            written.offer("porch", "e2", "Bob, leaving.")
+            assert api.changed.wait_for(lambda: api.descriptions["e2"] == "Bob, leaving.", 5)
+    finally:
+        written.stop()
+    assert api.requests.count("POST /api/events/e2/description") == 2 and reports.got == []
+
+
 def test_frigates_login_is_used_and_renewed_and_a_password_never_shown(
         api: FrigateApi, caplog: pytest.LogCaptureFixture) -> None:
     reports = Reports()

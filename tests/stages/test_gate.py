@@ -68,6 +68,18 @@ def test_the_cooldown_holds_back_what_nobody_asked_for_only() -> None:
         assert gate.frame(camera("porch"), origin, frame("porch")).skip is None
 
 
+def test_an_update_of_a_description_out_already_passes_the_cooldown_and_only_that() -> None:
+    states = CameraStates(CONFIG)
+    gate = Gate(CONFIG, states)
+    states.described("porch", None, "a person", "event-1")  # a Frigate event, described before its name came
+    assert gate.frame(camera("porch"), Origin.FRIGATE, frame("porch"), revises="event-1").skip is None
+    # one whose first description never went out (held back itself) is a new one: held back again
+    assert gate.frame(camera("porch"), Origin.FRIGATE, frame("porch"), revises="event-0").skip is not None
+    for n in range(16):
+        states.described("porch", None, "more", f"later-{n}")
+    assert gate.frame(camera("porch"), Origin.FRIGATE, frame("porch"), revises="event-1").skip is not None
+
+
 def test_an_unchanged_scene_is_skipped_and_a_changed_one_carries_its_hash() -> None:
     states = CameraStates(CONFIG)
     gate = Gate(CONFIG, states)

@@ -36,7 +36,7 @@ Key = tuple[str, str]  # Frigate's camera, label
 
 @dataclass
 class _Object:
-    """One of Frigate's tracked objects, by the times (our clock) its event messages arrived."""
+    """One of Frigate's tracked objects, by the times its event messages arrived (``time.monotonic()``)."""
 
     first: float
     last: float
@@ -59,13 +59,20 @@ class FrigateSnapshots:
         self._decode = decode
         self._prefix = config.frigate.topic_prefix
         self._cameras = {c.frigate.camera or c.id for c in config.cameras if c.frigate is not None}
-        self._snapshots: dict[Key, list[tuple[bytes, float]]] = {}  # newest last, (jpeg, arrived)
+        # newest last: (jpeg, arrived as time.monotonic(), and as time.time() for the frame's time)
+        self._snapshots: dict[Key, list[tuple[bytes, float, float]]] = {}
         self._objects: dict[Key, dict[str, _Object]] = {}
         self._changed = threading.Condition()
         self._closed = False
         # With a shared subscription each board hears only its share of the event messages: it cannot
         # tell whose a snapshot is, so every event's comes from the API (check requires api_url).
         self._by_topic = config.mqtt.shared_group is None
+        self._unpictured: Callable[[str, str], None] = lambda camera, event_id: None
+
+    def on_unpictured(self, retry: Callable[[str, str], None]) -> None:
+        """``retry(camera, event id)``: an event's picture could not be had yet (another object
+        was about, or none came), so its next message may try again (ingest.frigate)."""
+        self._unpictured = retry
 
     def close(self) -> None:
         """Stopping: a grab waiting for a snapshot gives up at once."""
@@ -80,14 +87,14 @@ class FrigateSnapshots:
         if len(rest) == 3 and rest[0] in self._cameras and message.payload and not message.retain:
             with self._changed:
                 kept = self._snapshots.setdefault((rest[0], rest[1]), [])
-                kept.append((message.payload, message.wall_time))
+                kept.append((message.payload, message.received_at, message.wall_time))
                 del kept[:-KEPT_SNAPSHOTS]
                 self._changed.notify_all()
 
     def note_event(self, event: FrigateEvent, now: float) -> None:
-        """Any of Frigate's event messages, arrived at ``now`` (the dispatcher thread, handed over by
-        ingest.frigate before it considers the event for a description): which objects are about, to
-        tell whose a snapshot can be."""
+        """Any of Frigate's event messages, arrived at ``now`` (``time.monotonic()``; the dispatcher
+        thread, handed over by ingest.frigate before it considers the event for a description): which
+        objects are about, to tell whose a snapshot can be."""
         if event.camera not in self._cameras:
             return
         with self._changed:
@@ -102,8 +109,9 @@ class FrigateSnapshots:
             self._changed.notify_all()
 
     def grab(self, camera: CameraConfig, event: FrigateEvent, arrived: float) -> Frame:
-        """The event's snapshot (runs on a capture thread: may wait or fetch). Our clock decides
-        what is recent enough, never Frigate's (the two need not agree)."""
+        """The snapshot of the event whose message arrived at ``arrived`` (``time.monotonic()``: a
+        board without a clock battery sets its clock after boot), on a capture thread: may wait or
+        fetch. Our clock decides what is recent enough, never Frigate's (the two need not agree)."""
         assert camera.frigate is not None
         if camera.frigate.snapshot == "http" or not self._by_topic:
             return self._fetch(camera, event)
@@ -112,23 +120,24 @@ class FrigateSnapshots:
             found = self._settled(key, event.id, arrived)
             others = self._others(key, event.id)
         if found is not None:
-            return self._decode(found[0], camera.id, found[1])
+            return self._decode(found[0], camera.id, found[2])
         if self._config.frigate.api_url is not None:
             return self._fetch(camera, event)
+        self._unpictured(camera.id, event.id)  # may come later: its next message tries again
         topic = f"{self._prefix}/{key[0]}/{event.label}/snapshot"
         why = (f"{others} other {event.label} object(s) of {key[0]} were about too, and {topic} does not say whose "
                "picture it carries" if others else f"no snapshot on {topic} within {SNAPSHOT_WAIT_S:g} s of the event")
         raise TriggerError(f"Frigate event {event.id}: {why} (set frigate.api_url to fetch each event's own snapshot "
                            "from Frigate)", code=ErrorCode.NO_FRAME)
 
-    def _settled(self, key: Key, event_id: str, arrived: float) -> tuple[bytes, float] | None:
+    def _settled(self, key: Key, event_id: str, arrived: float) -> tuple[bytes, float, float] | None:
         """The event's own snapshot once it is sure (lock held): one that came up to SNAPSHOT_WAIT_S
         after the event message, and stayed its own for SNAPSHOT_LEAD_S after it came (a new object
         shows its picture up to that long before its own event message). None when none came."""
         if event_id not in self._objects.get(key, {}):  # no message of it came: nothing to wait for
             return None
         while not self._closed:
-            now = time.time()
+            now = time.monotonic()
             own = self._own(key, event_id)
             if own is not None and own[1] + SNAPSHOT_LEAD_S <= now:
                 return own
@@ -137,16 +146,16 @@ class FrigateSnapshots:
             self._changed.wait((own[1] + SNAPSHOT_LEAD_S if own else arrived + SNAPSHOT_WAIT_S) - now)
         return None
 
-    def _own(self, key: Key, event_id: str) -> tuple[bytes, float] | None:
+    def _own(self, key: Key, event_id: str) -> tuple[bytes, float, float] | None:
         """The newest snapshot of ``key`` that can only be this event's, as far as is known now."""
         objects = self._objects.get(key, {})
         mine = objects.get(event_id)
         if mine is None:
             return None
-        for data, when in reversed(self._snapshots.get(key, [])):
+        for data, when, wall_time in reversed(self._snapshots.get(key, [])):
             if mine.about_at(when) and not any(
                     other.about_at(when) for other_id, other in objects.items() if other_id != event_id):
-                return data, when
+                return data, when, wall_time
         return None
 
     def _others(self, key: Key, event_id: str) -> int:
