@@ -232,7 +232,7 @@ def test_every_releases_event_message_reads_the_same(version: str) -> None:
     assert parse_event(payload) == FrigateEvent("1607123955.475377-mxklsc", "update", "driveway", "car", "Ann's car",
                                                 ("drive",), 0.84, stationary=False, moved=False, has_snapshot=True)
     plate_only = parse_event(event_message(version, "update", "p", label="car", plate="AB123"))
-    assert plate_only.sub_label == ("AB123" if version == "0.18" else None)  # read plates came with 0.16
+    assert plate_only.sub_label == ("AB123" if version in ("0.17", "0.18") else None)  # read plates came with 0.16
 
 
 def test_an_event_described_before_its_name_came_is_described_again_once_when_it_comes() -> None:

@@ -3,13 +3,14 @@
 
 - ``<prefix>/events``: ``{"before", "after", "type"}`` where ``after`` is ``TrackedObject.to_dict()``;
   0.13: frigate/object_processing.py (v0.13.2), 0.15: frigate/track/tracked_object.py (v0.15.2),
-  0.18: frigate/track/tracked_object.py (v0.18.0-beta1), published by object_processing.py's
+  0.17: the same file at v0.17.2 (the newest release), 0.18: at v0.18.0-beta1, published by
+  object_processing.py's
   ``update`` and ``end`` callbacks. ``sub_label`` and ``recognized_license_plate`` are Python tuples
   (name, score) there, so JSON lists.
 - ``<prefix>/reviews``: ``{"type", "before", "after"}`` where ``after`` is
   ``PendingReviewSegment.get_data()`` of frigate/review/maintainer.py; 0.14 (v0.14.0: ``sub_labels``
-  from a set), 0.15 (v0.15.2), 0.18 (v0.18.0-beta1: ``verified_objects``, ``thumb_time``,
-  ``metadata``). An object with a recognised name is listed as ``<label>-verified``.
+  from a set), 0.15 (v0.15.2), 0.17 (v0.17.2) and 0.18 (v0.18.0-beta1): ``verified_objects``,
+  ``thumb_time``, ``metadata``. An object with a recognised name is listed as ``<label>-verified``.
 - ``<prefix>/<camera>/<label>/snapshot``: the JPEG itself.
 """
 
@@ -19,9 +20,9 @@ import json
 import time
 from typing import Any
 
-EVENT_VERSIONS = ("0.13", "0.15", "0.18")
-REVIEW_VERSIONS = ("0.14", "0.15", "0.18")
-EVENTS_BESIDE = {"0.14": "0.13", "0.15": "0.15", "0.18": "0.18"}  # 0.14's to_dict is 0.13's (v0.14.0)
+EVENT_VERSIONS = ("0.13", "0.15", "0.17", "0.18")
+REVIEW_VERSIONS = ("0.14", "0.15", "0.17", "0.18")
+EVENTS_BESIDE = {"0.14": "0.13", "0.15": "0.15", "0.17": "0.17", "0.18": "0.18"}  # 0.14's to_dict is 0.13's
 
 
 def tracked_object(version: str, event_id: str, camera: str, label: str, *, sub_label: str | None = None,
@@ -52,8 +53,9 @@ def tracked_object(version: str, event_id: str, camera: str, label: str, *, sub_
     after.update({"pending_loitering": False, "max_severity": "alert"})
     if version == "0.15":
         return after
-    after["snapshot_clean"] = True  # 0.18: inserted after "snapshot" in its to_dict; order does not matter to JSON
-    after.update({"computed_score": score, "current_estimated_speed": 0, "average_estimated_speed": 0,
+    if version == "0.18":  # inserted after "snapshot" and "score" in its to_dict; order does not matter to JSON
+        after.update({"snapshot_clean": True, "computed_score": score})
+    after.update({"current_estimated_speed": 0, "average_estimated_speed": 0,
                   "velocity_angle": 0, "path_data": [[[0.4, 0.6], now]],
                   "recognized_license_plate": None if plate is None else [plate, 0.96]})
     return after
@@ -78,7 +80,7 @@ def review_segment(version: str, review_id: str, camera: str, severity: str, det
         "sub_labels": list(set(names.values())) if version == "0.14" else list(names.values()),
         "zones": list(zones), "audio": [],
     }
-    if version == "0.18":
+    if version in ("0.17", "0.18"):
         data = {"detections": data["detections"], "objects": data["objects"],
                 "verified_objects": [o for o in detections.values() if "-verified" in o],
                 "sub_labels": data["sub_labels"], "zones": data["zones"], "audio": [], "thumb_time": start + 0.5,
