@@ -19,7 +19,6 @@ from edge_vlm.config.models import AppConfig
 
 TEXT_MAX = 255  # Home Assistant's limit for a text entity: the custom prompt's
 COOLDOWN_MAX_S = 86_400
-KEPT_IDS = 16  # described ids kept per camera
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,6 @@ class CameraState:
     described_at: float | None = None  # time.monotonic() of the last description
     scene: int | None = None  # the scene hash of the last frame described (when the camera skips unchanged ones)
     text: str | None = None  # the last description, for a prompt's {previous}
-    described_ids: tuple[str, ...] = ()  # the ids of its last descriptions (a later one may update one)
 
     @property
     def watches_motion(self) -> bool:
@@ -72,11 +70,9 @@ class CameraStates:
             listener(camera, state)
         return state
 
-    def described(self, camera: str, scene: int | None, text: str, request_id: str | None = None) -> None:
+    def described(self, camera: str, scene: int | None, text: str) -> None:
         """The camera's frame was described: its scene and text are now the last ones, as of now."""
         with self._lock:
             if camera in self._states:
-                state = self._states[camera]
-                ids = state.described_ids if request_id is None else (*state.described_ids[1 - KEPT_IDS:], request_id)
-                self._states[camera] = dataclasses.replace(state, described_at=time.monotonic(), scene=scene,
-                                                           text=text, described_ids=ids)
+                self._states[camera] = dataclasses.replace(self._states[camera], described_at=time.monotonic(),
+                                                           scene=scene, text=text)

@@ -11,6 +11,7 @@ noise and small light changes, cheap, and blind to what a person would not call 
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import cv2
@@ -41,10 +42,14 @@ class Verdict:
     scene: int | None = None  # the frame's scene hash, when the camera skips unchanged scenes
 
 
+KEPT_IDS = 64  # Frigate ids admitted per camera, whose later revisions pass the cooldown
+
+
 class Gate:
     def __init__(self, config: AppConfig, states: CameraStates) -> None:
         self._config = config
         self._states = states
+        self._admitted: dict[str, deque[str]] = {c.id: deque(maxlen=KEPT_IDS) for c in config.cameras}
 
     def camera(self, camera_id: str) -> CameraConfig:
         """The camera a trigger is for; TriggerError when it is unknown or switched off."""
@@ -60,6 +65,12 @@ class Gate:
                                code=ErrorCode.CAMERA_DISABLED)
         return camera
 
+    def admitted(self, camera_id: str, request_id: str) -> None:
+        """A Frigate event's or review item's description was queued: a revision of it may follow
+        (any thread: deque appends are atomic)."""
+        if camera_id in self._admitted and request_id not in self._admitted[camera_id]:
+            self._admitted[camera_id].append(request_id)
+
     def settled(self, camera_id: str) -> bool:
         """Whether Home Assistant's settings for the camera were read back (unknown cameras: yes)."""
         return camera_id not in self._states or self._states[camera_id].settled
@@ -67,12 +78,12 @@ class Gate:
     def frame(self, camera: CameraConfig, origin: Origin, frame: Frame, *, revises: str | None = None) -> Verdict:
         """Whether a frame for ``camera`` is worth describing: one that came by itself is not within
         the camera's cooldown, nor when its scene looks the same as the last one described. One that
-        ``revises`` a description out already (a Frigate event named since) updates it: it is."""
+        ``revises`` a description admitted already (a Frigate event named since) updates it: it is."""
         if origin not in UNASKED:
             return Verdict(None)
-        state = self._states[camera.id]
-        if revises is not None and revises in state.described_ids:
+        if revises is not None and revises in self._admitted[camera.id]:
             return Verdict(None)
+        state = self._states[camera.id]
         if state.described_at is not None and time.monotonic() - state.described_at < state.cooldown_s:
             return Verdict(f"within the camera's cooldown of {state.cooldown_s:g} s")
         if not (camera.skip_unchanged and origin in AUTOMATIC):

@@ -1,9 +1,9 @@
 """Getting frames off the dispatcher thread: a small pool, one capture at a time per camera.
 
 Grabbing may block (an RTSP connection, an HTTP request, a Frigate snapshot not published yet).
-Per camera, triggers wait by the slot policy (edge_vlm.core.slots): requests ("ask anything") and
-Frigate's events in order, at most ``MAX_REQUESTS`` (more are refused ``busy``, since a request may
-hold a whole image); any other
+Per camera, triggers wait by the slot policy (edge_vlm.core.slots): requests ("ask anything") in
+order, at most ``MAX_REQUESTS`` (more are refused ``busy``, since each may hold a whole image),
+Frigate's events and review items in order too (at most ``MAX_EVENTS``); any other
 trigger in one slot where the newest replaces the one before (it will see a newer frame anyway),
 except that one that came by itself (motion, an interval) never replaces one that was asked for.
 A trigger replaced while it waited is named in the one that replaced it (``superseded``).

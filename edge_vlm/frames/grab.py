@@ -58,7 +58,7 @@ class FrameGrabber:
         if trigger.frigate is not None:
             camera = self._config.camera(trigger.camera)
             assert camera is not None  # the gate checked it
-            return self.frigate.grab(camera, trigger.frigate, trigger.received_at)
+            return self.frigate.grab(camera, trigger.frigate, trigger.received_at, trigger.revision)
         return self._sources[trigger.camera].grab()
 
 

@@ -96,5 +96,5 @@ class Runner:
             return
         if job.reply is None:
             # The camera's last description ({previous}, its cooldown) is this one before anyone hears of it.
-            self._states.described(job.camera, job.scene, result.text, job.request_id)
+            self._states.described(job.camera, job.scene, result.text)
         self._outcomes.described(job, result)

@@ -115,7 +115,8 @@ class FrigateEvents:
         self._cameras = frigate_cameras(config, reviews=False)  # filters never overlap
         # Frigate's cameras whose events are kept, for review items too
         self._followed = {c.frigate.camera or c.id for c in config.cameras if c.frigate is not None}
-        self._described: dict[Key, str | None] = {}  # -> the name it was described with (None: none yet)
+        # -> the name it was described with (None: none yet), and the revision last asked for
+        self._described: dict[Key, tuple[str | None, int]] = {}
         self._recent: dict[str, FrigateEvent] = {}  # event id -> its newest message, oldest first
         self._retries: dict[Key, int] = {}  # -> times its picture was tried again after a no_frame
         self._retry_due: set[Key] = set()  # no picture: its next message tries again
@@ -147,9 +148,10 @@ class FrigateEvents:
             if self._stopped:
                 return
             if key in self._described:  # an update or end of an event described already
-                if config.again_when_named and event.sub_label and self._described[key] is None:
-                    remember(self._described, key, event.sub_label)  # named now: again, same id (any message)
-                    self._describe(camera, event, message, revision=1)
+                name, revision = self._described[key]
+                if config.again_when_named and event.sub_label and name is None:
+                    remember(self._described, key, (event.sub_label, revision + 1))  # named now: again (any message)
+                    self._describe(camera, event, message, revision + 1)
                 return
             retry = key in self._retry_due  # after a no_frame: whichever message comes next
             if (reason := refusal(event, config, any_type=retry)) is not None:
@@ -168,7 +170,7 @@ class FrigateEvents:
             if (waited := self._waiting.pop(key, None)) is not None:
                 waited[3].cancel()
             self._retry_due.discard(key)
-            remember(self._described, key, event.sub_label)
+            remember(self._described, key, (event.sub_label, 0))
             self._describe(camera, event, message)
 
     def _waited(self, key: Key) -> None:
@@ -177,7 +179,7 @@ class FrigateEvents:
             waited = self._waiting.pop(key, None)
             if waited is None or self._stopped:
                 return
-            remember(self._described, key, waited[1].sub_label)
+            remember(self._described, key, (waited[1].sub_label, 0))
             self._describe(*waited[:3])
 
     def _describe(self, camera: CameraConfig, event: FrigateEvent, message: Received, revision: int = 0) -> None:
@@ -188,17 +190,21 @@ class FrigateEvents:
                              message.wall_time, {**event.summary, "revision": revision}, frigate=event,
                              revision=revision))
 
-    def unpictured(self, camera: str, event_id: str) -> None:
-        """No picture of the event could be had for now (another object was about, no snapshot came;
-        a capture thread): its next message tries again, ``PICTURE_RETRIES`` times at most."""
+    def unpictured(self, camera: str, event_id: str, revision: int) -> None:
+        """No picture of the event's description ``revision`` could be had for now (another object
+        was about, no snapshot came; a capture thread): its next message tries again (a named one,
+        for a revision), ``PICTURE_RETRIES`` times at most."""
         key = (camera, event_id)
         with self._lock:
             tries = self._retries.get(key, 0)
-            if key not in self._described or tries >= PICTURE_RETRIES:
-                return  # not ours (a review item's object), or given up
+            if key not in self._described or self._described[key][1] != revision or tries >= PICTURE_RETRIES:
+                return  # not ours (a review item's object), a newer description was asked for, or given up
+            remember(self._retries, key, tries + 1)
+            if revision:  # as if still unnamed: the next named message asks for this revision again
+                self._described[key] = (None, revision - 1)
+                return
             del self._described[key]
             self._retry_due.add(key)
-            remember(self._retries, key, tries + 1)
             if len(self._retry_due) > REMEMBERED_EVENTS:
                 self._retry_due.clear()  # an event that never sent another message is long gone
 

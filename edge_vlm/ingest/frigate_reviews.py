@@ -140,16 +140,21 @@ class FrigateReviews:
     @staticmethod
     def _pictured(config: FrigateCameraConfig, review: FrigateReview,
                   heard: dict[str, FrigateEvent]) -> FrigateEvent | None:
-        """Whose snapshot shows the review item: of the camera's labels, a named object first, else
-        the best scored; else one whose messages did not come here (it began before the daemon
+        """Whose snapshot shows the review item: of the camera's labels, a named object first, then a
+        moving one, then the best scored; else one whose messages did not come here (it began before the daemon
         started, or another board heard them), fetched by its id from Frigate's API, when it cannot
         be of another label."""
         wanted = [e for e in heard.values() if not config.labels or e.label in config.labels]
         if wanted:
             return max(wanted, key=lambda e: (e.sub_label is not None, not e.stationary, e.score))
         unheard = [d for d in review.detections if d not in heard]
-        # the labels the unheard objects may have: the item's, but for those heard
-        maybe = sorted(set(review.objects) - {e.label for e in heard.values()}) or list(review.objects)
-        if not unheard or (config.labels and not set(maybe) <= set(config.labels)):
-            return None  # none unheard, or an unheard one may be of another label: whose picture?
-        return FrigateEvent(unheard[0], review.type, review.camera, (maybe or ["object"])[0], None, review.zones, 0.0)
+        missing = sorted(set(review.objects) - {e.label for e in heard.values()})  # no heard object has these
+        if len(unheard) == 1 and len(missing) == 1:
+            label = missing[0]  # the one object not heard has the one label no heard one has
+        elif not config.labels or set(review.objects) <= set(config.labels):
+            label = (missing or [*review.objects, "object"])[0]  # any object of the item will do
+        else:
+            return None  # an unheard one may be of another label: whose picture?
+        if not unheard or (config.labels and label not in config.labels):
+            return None
+        return FrigateEvent(unheard[0], review.type, review.camera, label, None, review.zones, 0.0)

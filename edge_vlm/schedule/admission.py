@@ -190,6 +190,9 @@ class Admission:
             self._scheduler.submit(job)
         except (InputError, BackendError) as error:
             self._refuse(trigger, error)
+            return
+        if camera is not None and trigger.origin == Origin.FRIGATE:
+            self._gate.admitted(camera.id, request_id)
 
     def refuse(self, failure: Failure) -> None:
         """An input that will not become a job; a request's refusal is held until the camera's

@@ -278,19 +278,16 @@ def test_an_event_that_had_no_picture_is_tried_again_on_its_next_message_twice_a
     assert [t.request_id for t in frigate.triggers].count("c") == 3  # the first, and two tries again
 
 
-def test_an_event_that_had_no_picture_is_tried_again_on_its_next_messages_twice_at_most() -> None:
-    frigate = Timeline()
-    frigate.event(0.0, "a")
-    frigate.event(0.5, "b")  # two people: no picture from the topic can be a's
-    frigate.snapshot(0.6, b"a's or b's")
-    assert frigate.picture("a") == ErrorCode.NO_FRAME
-    frigate.events.unpictured("porch", "a")  # as the service hands the no_frame back
-    frigate.event(9.0, "b", "end")
-    frigate.snapshot(12.0, b"a's, b gone")
-    frigate.event(20.0, "a", "update")  # its next message tries again
-    assert [t.request_id for t in frigate.triggers] == ["a", "b", "a"]
-    assert frigate.picture("a") == b"a's, b gone"
-    for at in (21.0, 22.0):  # once more, then given up
-        frigate.events.unpictured("porch", "a")
-        frigate.event(at, "a", "update")
-    assert [t.request_id for t in frigate.triggers] == ["a", "b", "a", "a"]
+def test_a_revision_without_a_picture_is_asked_again_when_named_and_an_older_failure_is_ignored() -> None:
+    config = AppConfig.model_validate({"frigate": {"enabled": True}, "cameras": [
+        {"id": "porch", "frigate": {"camera": "front", "again_when_named": True}}]})
+    triggers: list[Trigger] = []
+    events = FrigateEvents(config, triggers.append)
+    events.handle(received(event_message("0.18", "new", "e1")))
+    events.handle(received(event_message("0.18", "update", "e1", sub_label="Bob")))  # revision 1
+    events.unpictured("porch", "e1", 0)  # revision 0's failure, come late: revision 1 was asked for since
+    events.handle(received(event_message("0.18", "update", "e1", sub_label="Bob")))
+    events.unpictured("porch", "e1", 1)  # revision 1 had no picture: the next named message asks again
+    events.handle(received(event_message("0.18", "update", "e1", sub_label="Bob", stationary=True)))
+    events.handle(received(event_message("0.18", "update", "e1", sub_label="Bob")))
+    assert [(t.request_id, t.revision) for t in triggers] == [("e1", 0), ("e1", 1), ("e1", 1)]

@@ -140,6 +140,8 @@ def test_an_object_whose_messages_did_not_come_is_pictured_from_the_api_when_it_
 
     mixed = Reviews([{"id": "porch", "frigate": {"camera": "front", "reviews": ["alert"], "labels": ["person"]}}])
     mixed.review("new", "alert", {"x1": "person", "x2": "car"})  # which unheard one is the person?
+    mixed.event("car1", label="car")
+    mixed.review("update", "alert", {"car1": "car", "car2": "car", "x3": "person"})  # car2 or x3?
     assert mixed.triggers == []
 
 

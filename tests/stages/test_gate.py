@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from edge_vlm import gate as gate_module
 from edge_vlm.camera_state import CameraStates
 from edge_vlm.config.models import AppConfig, CameraConfig
 from edge_vlm.core.contracts import Failure, Origin
@@ -68,15 +69,16 @@ def test_the_cooldown_holds_back_what_nobody_asked_for_only() -> None:
         assert gate.frame(camera("porch"), origin, frame("porch")).skip is None
 
 
-def test_an_update_of_a_description_out_already_passes_the_cooldown_and_only_that() -> None:
+def test_an_update_of_an_admitted_description_passes_the_cooldown_and_only_that() -> None:
     states = CameraStates(CONFIG)
     gate = Gate(CONFIG, states)
-    states.described("porch", None, "a person", "event-1")  # a Frigate event, described before its name came
+    gate.admitted("porch", "event-1")  # a Frigate event, queued before its name came
+    states.described("porch", None, "another event, described meanwhile")
     assert gate.frame(camera("porch"), Origin.FRIGATE, frame("porch"), revises="event-1").skip is None
     # one whose first description never went out (held back itself) is a new one: held back again
     assert gate.frame(camera("porch"), Origin.FRIGATE, frame("porch"), revises="event-0").skip is not None
-    for n in range(16):
-        states.described("porch", None, "more", f"later-{n}")
+    for n in range(gate_module.KEPT_IDS):
+        gate.admitted("porch", f"later-{n}")
     assert gate.frame(camera("porch"), Origin.FRIGATE, frame("porch"), revises="event-1").skip is not None
 
 

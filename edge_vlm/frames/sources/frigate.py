@@ -67,11 +67,12 @@ class FrigateSnapshots:
         # With a shared subscription each board hears only its share of the event messages: it cannot
         # tell whose a snapshot is, so every event's comes from the API (check requires api_url).
         self._by_topic = config.mqtt.shared_group is None
-        self._unpictured: Callable[[str, str], None] = lambda camera, event_id: None
+        self._unpictured: Callable[[str, str, int], None] = lambda camera, event_id, revision: None
 
-    def on_unpictured(self, retry: Callable[[str, str], None]) -> None:
-        """``retry(camera, event id)``: an event's picture could not be had yet (another object
-        was about, or none came), so its next message may try again (ingest.frigate)."""
+    def on_unpictured(self, retry: Callable[[str, str, int], None]) -> None:
+        """``retry(camera, event id, revision)``: the picture for an event's description could not be
+        had yet (another object was about, or none came), so its next message may try again
+        (ingest.frigate)."""
         self._unpictured = retry
 
     def close(self) -> None:
@@ -108,10 +109,11 @@ class FrigateSnapshots:
                 del objects[gone]
             self._changed.notify_all()
 
-    def grab(self, camera: CameraConfig, event: FrigateEvent, arrived: float) -> Frame:
+    def grab(self, camera: CameraConfig, event: FrigateEvent, arrived: float, revision: int = 0) -> Frame:
         """The snapshot of the event whose message arrived at ``arrived`` (``time.monotonic()``: a
         board without a clock battery sets its clock after boot), on a capture thread: may wait or
-        fetch. Our clock decides what is recent enough, never Frigate's (the two need not agree)."""
+        fetch. Our clock decides what is recent enough, never Frigate's (the two need not agree).
+        ``revision``: which description of the event it is for (0: the first), said when none is had."""
         assert camera.frigate is not None
         if camera.frigate.snapshot == "http" or not self._by_topic:
             return self._fetch(camera, event)
@@ -123,7 +125,7 @@ class FrigateSnapshots:
             return self._decode(found[0], camera.id, found[2])
         if self._config.frigate.api_url is not None:
             return self._fetch(camera, event)
-        self._unpictured(camera.id, event.id)  # may come later: its next message tries again
+        self._unpictured(camera.id, event.id, revision)  # may come later: its next message tries again
         topic = f"{self._prefix}/{key[0]}/{event.label}/snapshot"
         why = (f"{others} other {event.label} object(s) of {key[0]} were about too, and {topic} does not say whose "
                "picture it carries" if others else f"no snapshot on {topic} within {SNAPSHOT_WAIT_S:g} s of the event")
