@@ -141,9 +141,9 @@ class FrigateReviews:
     def _pictured(config: FrigateCameraConfig, review: FrigateReview,
                   heard: dict[str, FrigateEvent]) -> FrigateEvent | None:
         """Whose snapshot shows the review item: of the camera's labels, a named object first, then a
-        moving one, then the best scored; else one whose messages did not come here (it began before the daemon
-        started, or another board heard them), fetched by its id from Frigate's API, when it cannot
-        be of another label."""
+        moving one, then the best scored; else one whose messages did not come here (it began before
+        the daemon started, or another board heard them), fetched by its id from Frigate's API, when
+        it cannot be of another label."""
         wanted = [e for e in heard.values() if not config.labels or e.label in config.labels]
         if wanted:
             return max(wanted, key=lambda e: (e.sub_label is not None, not e.stationary, e.score))
