@@ -76,7 +76,7 @@ def test_result_messages() -> None:
         "answers": None, "alerts": None, "superseded_ids": ["id-0"],
         "timings_ms": {"capture": 2.0, "queued": 1.0, "analyze": 40.0},
         "image_size": [1920, 1080], "details": {"people": 2}, "npu": None,
-        "event": {"source": "frigate", "id": "ev1"},
+        "event": {"source": "frigate", "id": "ev1"}, "clip": None,
     }
 
 

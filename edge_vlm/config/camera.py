@@ -7,6 +7,7 @@ from pydantic import Field, field_validator, model_validator
 from edge_vlm.config.automation import AlertRule, PromptText
 from edge_vlm.config.base import ID_PATTERN, StrictModel
 from edge_vlm.config.sources import (
+    ClipConfig,
     FrigateCameraConfig,
     MotionConfig,
     MqttSourceConfig,
@@ -67,6 +68,10 @@ class CameraConfig(StrictModel):
         "can change it.",
     )
     alerts: list[AlertRule] = Field(default_factory=list, max_length=16, description="What to alert on.")
+    clip: ClipConfig | None = Field(
+        None, description="Keep the last seconds of the stream, so that a trigger can ask for a clip: what "
+        "happened, as a grid of key frames (persistent rtsp sources). Unset: no buffer, no clips.",
+    )
 
     @model_validator(mode="after")
     def _prompt_or_profile(self) -> CameraConfig:
@@ -86,6 +91,8 @@ class CameraConfig(StrictModel):
     def _motion_needs_a_stream(self) -> CameraConfig:
         if self.motion.enabled and not self.watches_stream:
             raise ValueError("motion.enabled needs a persistent rtsp source (it watches the stream)")
+        if self.clip is not None and not self.watches_stream:
+            raise ValueError("clip needs a persistent rtsp source (it keeps the stream's last seconds)")
         return self
 
     @field_validator("snapshot_topics")

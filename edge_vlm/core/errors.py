@@ -44,6 +44,7 @@ class ErrorCode(WireValue):
     CAMERA_UNAVAILABLE = "camera_unavailable"
     AUTH_FAILED = "auth_failed"
     NO_FRAME = "no_frame"
+    NO_CLIP = "no_clip"
     STALE_FRAME = "stale_frame"
     BUSY = "busy"
     CANCELLED = "cancelled"

@@ -20,6 +20,7 @@ import struct
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -28,6 +29,9 @@ from PIL import Image, UnidentifiedImageError
 from edge_vlm.core.errors import ErrorCode, ImageError
 from edge_vlm.frames.completeness import JPEG_MAGIC, PNG_MAGIC, check_complete
 from edge_vlm.frames.pixels import orientation_of, upright_rgb
+
+if TYPE_CHECKING:
+    from edge_vlm.frames.clip import Clip
 
 ACCEPTED_FORMATS = ("JPEG", "PNG")
 PUBLISHED_JPEG_QUALITY = 85
@@ -56,6 +60,7 @@ class Frame:
     format: str  # "JPEG" or "PNG"
     captured_at: float  # wall-clock seconds since the epoch
     stored_upright: bool = True  # False: ``encoded`` needs its EXIF orientation applied to be upright
+    clip: Clip | None = None  # a clip's composite: the key frames it shows (edge_vlm.frames.clip)
 
     @property
     def size(self) -> tuple[int, int]:

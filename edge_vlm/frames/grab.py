@@ -8,14 +8,22 @@ import binascii
 import time
 from collections.abc import Mapping
 
+import cv2
+
 from edge_vlm.config.models import AppConfig
-from edge_vlm.core.errors import ImageError
+from edge_vlm.core.contracts import Origin
+from edge_vlm.core.errors import ErrorCode, ImageError, TriggerError
 from edge_vlm.frames import Frame, decode_image
+from edge_vlm.frames.buffer import FrameBuffer
+from edge_vlm.frames.clip import composite, key_frames
 from edge_vlm.frames.sources import Source
 from edge_vlm.frames.sources.frigate import FrigateSnapshots
 from edge_vlm.frames.sources.mqtt_snapshot import LatestSnapshot
 from edge_vlm.frames.sources.retained import RetainedImages
 from edge_vlm.ingest.trigger import IMAGE_REQUESTS, Trigger
+
+# What a camera's clip.default applies to: what asks about the camera's moment, by a person or motion.
+CLIP_BY_DEFAULT = frozenset({Origin.TRIGGER, Origin.REQUEST, Origin.MOTION})
 
 
 class FrameGrabber:
@@ -59,7 +67,41 @@ class FrameGrabber:
             camera = self._config.camera(trigger.camera)
             assert camera is not None  # the gate checked it
             return self.frigate.grab(camera, trigger.frigate, trigger.received_at, trigger.revision)
-        return self._sources[trigger.camera].grab()
+        seconds = self._clip_seconds(trigger)  # first: a camera without a buffer says so, whatever its frame
+        frame = self._sources[trigger.camera].grab()
+        return frame if seconds is None else self._clip(frame, seconds)
+
+    def _clip_seconds(self, trigger: Trigger) -> float | None:
+        """How many seconds before the trigger to describe, or None for its frame alone."""
+        camera = self._config.camera(trigger.camera)
+        clip = None if camera is None else camera.clip
+        asked = trigger.clip if trigger.clip is not None else (
+            clip is not None and clip.default and trigger.origin in CLIP_BY_DEFAULT)
+        if asked is False:
+            return None
+        if clip is None:
+            raise TriggerError(f"camera {trigger.camera!r} keeps no clip: set cameras[].clip (a persistent rtsp "
+                               "source keeps its last seconds)", code=ErrorCode.NO_CLIP)
+        return clip.seconds if asked is True else min(float(asked), clip.seconds)
+
+    def _clip(self, now: Frame, seconds: float) -> Frame:
+        """The key frames of the camera's last ``seconds`` up to ``now``, as one image (frames.clip)."""
+        buffer = getattr(self._sources[now.camera], "buffer", None)
+        camera = self._config.camera(now.camera)
+        assert isinstance(buffer, FrameBuffer)  # a camera with clip has a persistent rtsp source (checked)
+        assert camera is not None
+        assert camera.clip is not None
+        kept = [f for f in buffer.frames(since=now.captured_at - seconds) if f.captured_at < now.captured_at]
+        newest = buffer.as_kept(now.pixels, now.captured_at)
+        frames = [*kept, newest] if newest is not None else kept
+        if not frames:
+            return now
+        pixels, clip = composite(key_frames(frames, camera.clip.frames))
+        ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+        if not ok:  # pragma: no cover - libjpeg does not fail on a valid uint8 array
+            raise ImageError("could not encode the clip as JPEG")
+        return Frame(now.camera, pixels, (pixels.shape[1], pixels.shape[0]), encoded.tobytes(), "JPEG",
+                     now.captured_at, clip=clip)
 
 
 def _base64(data: str) -> bytes:

@@ -37,6 +37,8 @@ class JobMaker:
                                     event=trigger.event)
         prompt = build_prompt(_text_profile(trigger.prompt) if trigger.prompt else profile, values,
                               self._config.language)
+        if frame.clip is not None:  # a grid of key frames: say how to read it first
+            prompt = f"{frame.clip.reading()} {prompt}"
         questions = ({rule.name: rule.question for rule in camera.alerts if rule.question is not None}
                      if camera is not None and trigger.origin != Origin.REQUEST else {})
         image = None if trigger.reply is not None else frame.jpeg(self._config.limits.max_published_image_bytes)

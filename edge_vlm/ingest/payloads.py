@@ -27,6 +27,7 @@ MAX_ID_LENGTH = 128
 MAX_TRIGGER_BYTES = 16_384
 MAX_REQUEST_BYTES = 16_000_000  # a request may carry an image, base64
 MAX_REPLY_TO = 1024
+MAX_CLIP_S = 60
 
 
 class _Payload(BaseModel):
@@ -35,6 +36,15 @@ class _Payload(BaseModel):
     prompt: str | None = Field(None, min_length=1, max_length=4000, description="The question, this once.")
     profile: str | None = Field(None, pattern=ID_PATTERN, description="A profile to use, this once.")
     id: str | None = Field(None, min_length=1, max_length=MAX_ID_LENGTH, description="Request id.")
+    clip: bool | float | None = Field(None, description="Describe what happened in the camera's last seconds "
+                                      "(true: its clip.seconds; a number: that many), not only its current frame.")
+
+    @field_validator("clip")
+    @classmethod
+    def _clip_seconds(cls, value: bool | float | None) -> bool | float | None:
+        if not isinstance(value, bool) and value is not None and not 0 < value <= MAX_CLIP_S:
+            raise ValueError(f"clip: {value:g} seconds is not between 0 and {MAX_CLIP_S}")
+        return value
 
     @field_validator("id", mode="before")
     @classmethod
@@ -60,6 +70,8 @@ class AskRequest(_Payload):
     def _one_image(self) -> AskRequest:
         if sum(x is not None for x in (self.camera, self.image, self.image_topic)) != 1:
             raise ValueError("give exactly one of camera, image and image_topic")
+        if self.clip and self.camera is None:
+            raise ValueError("clip needs a camera: an image brought along has no seconds before it")
         return self
 
 

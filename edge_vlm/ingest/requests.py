@@ -84,7 +84,7 @@ def _trigger(message: Received, request: AskRequest, reply: Reply, topics: Reque
                            code=ErrorCode.BAD_IMAGE_TOPIC)
     return Trigger(request.camera or IMAGE_REQUESTS, Origin.REQUEST, request.prompt, request.id or new_request_id(),
                    message.topic, message.received_at, message.wall_time, profile=request.profile, reply=reply,
-                   image_base64=request.image, image_topic=request.image_topic)
+                   image_base64=request.image, image_topic=request.image_topic, clip=request.clip)
 
 
 def _image_topic_problem(topic: str, allowed: tuple[str, ...]) -> str | None:

@@ -36,6 +36,9 @@ class Trigger:
     # An update of a result already published under the same id (a Frigate event that got a name, a
     # review item that grew): never held back by the camera's cooldown.
     revision: int = 0
+    # Describe what happened, not only what is: True (the camera's clip.seconds) or seconds of its
+    # buffer, as a grid of key frames; False: not; None: as the camera's clip.default says.
+    clip: bool | float | None = None
 
     @property
     def own_image(self) -> bool:

@@ -46,7 +46,7 @@ class TriggerTopics:
                                  origin=Origin.TRIGGER))
             return
         self._submit(Trigger(camera, Origin.TRIGGER, request.prompt, request.id, message.topic, message.received_at,
-                             message.wall_time, profile=request.profile))
+                             message.wall_time, profile=request.profile, clip=request.clip))
 
     def request(self, message: Received) -> None:
         """``<base>/request``: ask anything."""

@@ -24,6 +24,7 @@ from edge_vlm.core.topics import (
     Topics,
 )
 from edge_vlm.frames import Frame
+from edge_vlm.frames.clip import Clip
 from edge_vlm.inference.results import Result
 from edge_vlm.ingest.trigger import Trigger
 from edge_vlm.schedule.job import Job
@@ -81,6 +82,7 @@ class ResultPayload:
     details: dict[str, Any]
     npu: dict[str, Any] | None  # the job's NPU work over all its turns (the vlm backend)
     event: dict[str, Any] | None
+    clip: dict[str, Any] | None  # a clip's key frames: their times, the span, the grid
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -112,7 +114,12 @@ def result_payload(result: Result, *, latency_ms: float, alerts: list[str] | Non
         described_at=iso_time(result.finished_at), latency_ms=round(latency_ms, 1), coalesced=job.coalesced,
         origin=job.origin, superseded_ids=job.superseded_ids, timings_ms=result.timings_ms,
         image_size=list(job.frame.source_size), details=result.description.details, npu=result.npu,
-        event=job.event)
+        event=job.event, clip=None if job.frame.clip is None else clip_summary(job.frame.clip))
+
+
+def clip_summary(clip: Clip) -> dict[str, Any]:
+    return {"frames": [iso_time(t) for t in clip.times], "span_s": round(clip.span_s, 2),
+            "grid": [clip.columns, clip.rows]}
 
 
 def result_messages(payload: ResultPayload, topics: Topics) -> list[Outbound]:

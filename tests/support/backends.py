@@ -23,9 +23,11 @@ class GatedBackend(OpencvBackend):
         self.entered = threading.Event()
         self.gate = threading.Event()
         self.prompts: list[str] = []
+        self.frames: list[Frame] = []  # what it was given, in order
 
     def describe(self, prepared: np.ndarray, frame: Frame, prompt: str) -> Description:
         self.prompts.append(prompt)
+        self.frames.append(frame)
         self.entered.set()
         if not self.gate.wait(GATE_TIMEOUT_S):
             raise BackendError("test gate never opened")

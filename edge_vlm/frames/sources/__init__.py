@@ -37,10 +37,13 @@ def create_source(camera: CameraConfig, config: AppConfig, environ: Mapping[str,
     credential cannot be read."""
     source = camera.source
     if isinstance(source, RtspSourceConfig):
+        from edge_vlm.frames.buffer import FrameBuffer  # noqa: PLC0415
         from edge_vlm.frames.sources.rtsp import RtspSource  # noqa: PLC0415 - keeps OpenCV's FFmpeg out until used
 
         password = read_secret(source.password_env, source.password_credential, environ)
-        return RtspSource(camera.id, source, password=password, on_state=on_state)
+        clip = camera.clip
+        buffer = None if clip is None else FrameBuffer(clip.seconds, clip.fps, clip.long_side)
+        return RtspSource(camera.id, source, password=password, on_state=on_state, buffer=buffer)
     if isinstance(source, HttpSourceConfig):
         from edge_vlm.frames.sources.http import HttpSnapshotSource  # noqa: PLC0415
 

@@ -26,11 +26,9 @@ interrupted, and a daemon thread stuck in one must not hold up the daemon's stop
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import cv2
 import numpy as np
@@ -39,6 +37,8 @@ from edge_vlm.config.sources import RtspSourceConfig
 from edge_vlm.core.errors import ErrorCode, SourceError
 from edge_vlm.core.redact import redact_url
 from edge_vlm.frames import Frame
+from edge_vlm.frames.buffer import FrameBuffer
+from edge_vlm.frames.sources.rtsp_open import open_capture, stream_url
 
 logger = logging.getLogger(__name__)
 
@@ -51,60 +51,6 @@ STOP_WAIT_S = 2.0
 
 StateListener = Callable[[bool, str], None]
 FrameListener = Callable[[np.ndarray], None]  # a sampled BGR frame; must return at once
-
-
-class _CaptureOptions:
-    """OPENCV_FFMPEG_CAPTURE_OPTIONS is read from the process environment while a capture opens.
-    Opens with the same options may overlap (a camera that hangs in its open timeout must not hold
-    the others up); opens with other options wait until those are done."""
-
-    def __init__(self) -> None:
-        self._changed = threading.Condition()
-        self._options: str | None = None
-        self._holders = 0
-
-    def open(self, options: str, url: str, params: list[int]) -> cv2.VideoCapture:
-        with self._changed:
-            self._changed.wait_for(lambda: self._holders == 0 or self._options == options)
-            if self._holders == 0:
-                self._options = options
-                os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = options
-            self._holders += 1
-        try:
-            return cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
-        finally:
-            with self._changed:
-                self._holders -= 1
-                if self._holders == 0:
-                    os.environ.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)
-                    self._changed.notify_all()
-
-
-_OPTIONS = _CaptureOptions()
-
-
-def stream_url(config: RtspSourceConfig, password: str | None) -> str:
-    """The URL to open, with the configured credentials in it (never to be logged)."""
-    if config.username is None:
-        return config.url
-    parts = urlsplit(config.url)
-    userinfo = quote(config.username, safe="") + (f":{quote(password, safe='')}" if password else "")
-    host_port = parts.netloc.rsplit("@", 1)[-1]  # keeps IPv6 brackets and the port as written
-    return urlunsplit(parts._replace(netloc=f"{userinfo}@{host_port}"))
-
-
-def open_capture(config: RtspSourceConfig, url: str) -> cv2.VideoCapture | None:
-    # The variable replaces FFmpeg's defaults: the transport must always be in it.
-    options = f"rtsp_transport;{config.transport}"
-    if config.fast_probe:
-        options += "|analyzeduration;0|probesize;32"
-    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(config.open_timeout_s * 1000),
-              cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(config.read_timeout_s * 1000)]
-    capture = _OPTIONS.open(options, url, params)
-    if capture.isOpened():
-        return capture
-    capture.release()
-    return None
 
 
 def _frame(camera: str, bgr: np.ndarray, captured_at: float) -> Frame:
@@ -131,9 +77,11 @@ class _Lag:
 
 class RtspSource:
     def __init__(self, camera: str, config: RtspSourceConfig, *, password: str | None,
-                 on_state: StateListener | None = None) -> None:
+                 on_state: StateListener | None = None, buffer: FrameBuffer | None = None) -> None:
+        """``buffer``: where the reader keeps the stream's last seconds (the camera's clip)."""
         self.camera = camera
         self.config = config
+        self.buffer = buffer
         self.instant = False
         self.connected = False
         self.on_frame: FrameListener | None = None  # sampled frames, for motion detection
@@ -234,11 +182,14 @@ class RtspSource:
                 return f"no data for {self.config.read_timeout_s:g} s"
             captured_at = time.time() - lag.seconds(time.time())
             sample = self.on_frame is not None and time.monotonic() - sampled >= self.sample_interval_s
-            if not (self._want.is_set() or sample):
+            keep = self.buffer is not None and self.buffer.due()
+            if not (self._want.is_set() or sample or keep):
                 continue
             ok, bgr = capture.retrieve()
             if not ok:
                 return "a frame could not be decoded"
+            if keep and self.buffer is not None:
+                self.buffer.offer(bgr, captured_at)
             if self._want.is_set():
                 self._want.clear()
                 with self._fresh:

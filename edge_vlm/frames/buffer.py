@@ -1,0 +1,127 @@
+"""The seconds before a trigger: a camera's last frames, kept small, so that a description can say
+what happened and not only what is (issue 16).
+
+A persistent RTSP reader hands a frame every ``1 / fps`` seconds to its camera's ``FrameBuffer``,
+which keeps it downscaled to ``long_side`` pixels and JPEG-compressed, with a tiny grey thumbnail
+that says how much changed since the frame kept before. Frames older than ``seconds`` are dropped
+as new ones come, so a buffer never holds more than ``capacity`` frames; each is at most its raw
+downscaled size, which makes ``bound_bytes`` the most a buffer can hold (a JPEG of a camera frame
+is typically a tenth of it).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+THUMB = (32, 18)  # width, height of the grey thumbnail that change and likeness are measured on
+QUALITY = 80  # JPEG quality of a kept frame
+
+
+@dataclass(frozen=True)
+class KeptFrame:
+    captured_at: float  # time.time() of the frame
+    jpeg: bytes = field(repr=False)  # the frame, downscaled, as JPEG
+    size: tuple[int, int]  # its width and height as kept
+    thumb: np.ndarray = field(repr=False)  # grey, THUMB, float32
+    change: float  # mean absolute difference of ``thumb`` to the frame kept before (0-255; the first: 0)
+
+    def likeness(self, other: KeptFrame) -> float:
+        """How different two kept frames look: the mean absolute difference of their thumbnails."""
+        return float(np.abs(self.thumb - other.thumb).mean())
+
+    def rgb(self) -> np.ndarray:
+        bgr = cv2.imdecode(np.frombuffer(self.jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert bgr is not None  # encoded by offer()
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.jpeg) + self.thumb.nbytes
+
+
+def fit_long_side(image: np.ndarray, long_side: int) -> np.ndarray:
+    """``image`` scaled down (never up) so that its longer side is at most ``long_side``."""
+    height, width = image.shape[:2]
+    scale = long_side / max(height, width)
+    if scale >= 1:
+        return image
+    return cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
+                      interpolation=cv2.INTER_AREA)
+
+
+def thumbnail(bgr: np.ndarray) -> np.ndarray:
+    grey = cv2.cvtColor(cv2.resize(bgr, THUMB, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+    return grey.astype(np.float32)
+
+
+class FrameBuffer:
+    """One camera's last ``seconds`` of frames at ``fps``, thread-safe (the reader adds, captures read)."""
+
+    def __init__(self, seconds: float, fps: float, long_side: int) -> None:
+        self.seconds, self.fps, self.long_side = seconds, fps, long_side
+        self.capacity = math.ceil(seconds * fps) + 1
+        self._frames: deque[KeptFrame] = deque(maxlen=self.capacity)
+        self._lock = threading.Lock()
+        self._last_kept = -math.inf  # time.monotonic() of the last frame kept
+
+    @staticmethod
+    def bound(seconds: float, fps: float, long_side: int) -> int:
+        """The most bytes a buffer of these settings holds: ``capacity`` frames, each no larger than a
+        square frame of ``long_side`` as raw RGB (a JPEG of a camera frame is far smaller)."""
+        return (math.ceil(seconds * fps) + 1) * (long_side * long_side * 3 + THUMB[0] * THUMB[1] * 4)
+
+    @property
+    def bound_bytes(self) -> int:
+        return self.bound(self.seconds, self.fps, self.long_side)
+
+    def due(self, now: float | None = None) -> bool:
+        """Whether a frame is wanted now (``1 / fps`` since the last kept one): the reader asks first,
+        so that it decodes only frames that will be kept."""
+        return (time.monotonic() if now is None else now) - self._last_kept >= 1 / self.fps
+
+    def offer(self, bgr: np.ndarray, captured_at: float) -> None:
+        """Keep a frame (the reader's thread): downscaled, compressed; older ones past ``seconds`` go."""
+        self._last_kept = time.monotonic()
+        with self._lock:
+            previous = self._frames[-1] if self._frames else None
+        kept = self._kept(bgr, captured_at, previous)
+        if kept is None:
+            return
+        with self._lock:
+            self._frames.append(kept)
+            while self._frames and self._frames[0].captured_at < captured_at - self.seconds:
+                self._frames.popleft()
+
+    def as_kept(self, rgb: np.ndarray, captured_at: float) -> KeptFrame | None:
+        """A frame (RGB) as the buffer would keep it, after its newest, without keeping it: the
+        moment of a trigger, which ends its clip."""
+        with self._lock:
+            previous = self._frames[-1] if self._frames else None
+        return self._kept(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), captured_at, previous)
+
+    def _kept(self, bgr: np.ndarray, captured_at: float, previous: KeptFrame | None) -> KeptFrame | None:
+        small = fit_long_side(bgr, self.long_side)
+        ok, encoded = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, QUALITY])
+        jpeg = encoded.tobytes() if ok else b""
+        if not jpeg or len(jpeg) > small.size:  # noise, say: never more than the raw frame (the stated bound)
+            return None
+        thumb = thumbnail(small)
+        change = 0.0 if previous is None else float(np.abs(thumb - previous.thumb).mean())
+        return KeptFrame(captured_at, jpeg, (small.shape[1], small.shape[0]), thumb, change)
+
+    def frames(self, since: float) -> list[KeptFrame]:
+        """The frames kept whose time is ``since`` (``time.time()``) or later, oldest first."""
+        with self._lock:
+            return [f for f in self._frames if f.captured_at >= since]
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(f.nbytes for f in self._frames)

@@ -1,0 +1,95 @@
+"""A clip: what happened in a camera's last seconds, as one image that the backend reads in one pass.
+
+From the frames a camera's buffer kept (edge_vlm.frames.buffer) and the frame of the moment of the
+trigger, ``key_frames`` picks at most K: always the newest; then those that changed most from the
+frame before them, no two closer in time than a share of the span, never one that looks like one
+already picked. ``composite`` lays them out in a grid, oldest first, read left to right and top
+to bottom, each labelled with its time before the newest: one image, so one vision-encoder pass
+and the image tokens of one frame, whatever K is (the multi-image input of RKLLM 1.3 costs an
+encoder pass and the image tokens per frame; benchmarks/clip_cost.py compares them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from edge_vlm.frames.buffer import KeptFrame
+
+SAME = 2.0  # thumbnails closer than this (mean absolute grey difference, 0-255) look the same
+LABEL_SCALE = 0.0016  # label text height per pixel of cell width
+
+
+@dataclass(frozen=True)
+class Clip:
+    """The frames of a clip's composite, oldest first: their times (``time.time()``) and layout."""
+
+    times: tuple[float, ...]
+    columns: int
+    rows: int
+
+    @property
+    def span_s(self) -> float:
+        return self.times[-1] - self.times[0] if self.times else 0.0
+
+    def reading(self) -> str:
+        """How to read the composite, for the prompt."""
+        if len(self.times) == 1:
+            return "The image is one frame, taken now."
+        return (f"The image is a grid of {len(self.times)} frames from the last {self.span_s:.0f} s, "
+                f"{self.columns} across and {self.rows} down, oldest first, read left to right and top to "
+                "bottom; the last one is now. Each is labelled with how long before now it was taken.")
+
+
+def key_frames(frames: Sequence[KeptFrame], k: int) -> list[KeptFrame]:
+    """At most ``k`` of ``frames`` (oldest first, the last the newest), oldest first: the newest, then
+    the most changed, spread in time (no two within span / 2k), none looking like one picked."""
+    if not frames:
+        return []
+    newest = frames[-1]
+    picked = [newest]
+    gap = (newest.captured_at - frames[0].captured_at) / (2 * k) if k > 1 else math.inf
+    for frame in sorted(frames[:-1], key=lambda f: f.change, reverse=True):
+        if len(picked) >= k:
+            break
+        if any(abs(frame.captured_at - p.captured_at) < gap or frame.likeness(p) < SAME for p in picked):
+            continue
+        picked.append(frame)
+    return sorted(picked, key=lambda f: f.captured_at)
+
+
+def layout(n: int) -> tuple[int, int]:
+    """Columns and rows of a grid for ``n`` frames: near square, wider than high."""
+    columns = math.ceil(math.sqrt(n))
+    return columns, math.ceil(n / columns)
+
+
+def composite(frames: Sequence[KeptFrame]) -> tuple[np.ndarray, Clip]:
+    """The frames in a grid (RGB; cells the size of the newest frame, each labelled), and its Clip."""
+    columns, rows = layout(len(frames))
+    width, height = frames[-1].size
+    canvas = np.zeros((rows * height, columns * width, 3), np.uint8)
+    newest = frames[-1].captured_at
+    for index, frame in enumerate(frames):
+        rgb = frame.rgb()
+        if (rgb.shape[1], rgb.shape[0]) != (width, height):
+            rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+        top, left = (index // columns) * height, (index % columns) * width
+        canvas[top:top + height, left:left + width] = rgb
+        _label(canvas, left, top, width, "now" if frame is frames[-1] else f"-{newest - frame.captured_at:.1f} s")
+    return canvas, Clip(tuple(f.captured_at for f in frames), columns, rows)
+
+
+def _label(canvas: np.ndarray, left: int, top: int, width: int, text: str) -> None:
+    scale = max(0.4, width * LABEL_SCALE)
+    thickness = max(1, round(scale * 2))
+    (text_width, text_height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    pad = max(2, text_height // 3)
+    cv2.rectangle(canvas, (left, top), (left + text_width + 2 * pad, top + text_height + baseline + 2 * pad),
+                  (0, 0, 0), cv2.FILLED)
+    cv2.putText(canvas, text, (left + pad, top + pad + text_height), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                (255, 255, 255), thickness, cv2.LINE_AA)
