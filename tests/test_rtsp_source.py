@@ -18,7 +18,8 @@ from edge_vlm.config.sources import RtspSourceConfig
 from edge_vlm.core.errors import SourceError
 from edge_vlm.frames import Frame
 from edge_vlm.frames.sources.mqtt_snapshot import LatestSnapshot
-from edge_vlm.frames.sources.rtsp import STOP_WAIT_S, RtspSource, stream_url
+from edge_vlm.frames.sources.rtsp import STOP_WAIT_S, RtspSource
+from edge_vlm.frames.sources.rtsp_open import stream_url
 from tests.conftest import ServerFactory, app_config
 from tests.support.broker import Mosquitto
 from tests.support.mqtt import Recorder
