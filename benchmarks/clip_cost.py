@@ -87,6 +87,7 @@ def clip_frame(camera: str) -> tuple[Frame, list[KeptFrame]]:
     for index, name in enumerate(("garden_night", "driveway", "front_door", "driveway")):
         bgr = cv2.imdecode(np.frombuffer(images.sample(name), np.uint8), cv2.IMREAD_COLOR)
         assert bgr is not None
+        bgr = cv2.flip(bgr, 1) if index == 3 else bgr  # the driveway again, seen the other way: a scene of its own
         buffer.offer(cv2.resize(bgr, (1280, 720)), now - 6 + 2 * index)
     picked = key_frames(buffer.frames(since=0), K)
     pixels, clip = composite(picked)

@@ -75,4 +75,4 @@ def test_a_clip_shows_the_object_that_came_and_went_before_the_trigger(
     assert recorder.wait_json(f"{config.base_topic}/gate/result", id="c2")["clip"] is None
     recorder.publish(f"{config.base_topic}/porch/trigger", '{"id": "c3", "clip": 5}')
     error = recorder.wait_json(f"{config.base_topic}/porch/error", id="c3")
-    assert error["error"] == "no_clip" and "set cameras[].clip" in error["message"]
+    assert error["error"] == "no_clip" and "only a camera with a persistent rtsp source" in error["message"]

@@ -127,8 +127,8 @@ class ClipConfig(StrictModel):
     fps: float = Field(2.0, gt=0, le=10, description="Frames kept per second.")
     long_side: int = Field(640, ge=160, le=1920, description="Kept frames are scaled down to this long side.")
     frames: int = Field(4, ge=2, le=9, description="Key frames in a clip's image (a grid, read in one pass).")
-    default: bool = Field(False, description="Every trigger of this camera asks for a clip unless it says "
-                          "otherwise; Frigate events and requests too.")
+    default: bool = Field(False, description="Every trigger, request and motion episode of this camera asks "
+                          "for a clip unless it says otherwise.")
 
 
 class MotionConfig(StrictModel):

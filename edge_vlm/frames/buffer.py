@@ -2,11 +2,12 @@
 what happened and not only what is (issue 16).
 
 A persistent RTSP reader hands a frame every ``1 / fps`` seconds to its camera's ``FrameBuffer``,
-which keeps it downscaled to ``long_side`` pixels and JPEG-compressed, with a tiny grey thumbnail
-that says how much changed since the frame kept before. Frames older than ``seconds`` are dropped
-as new ones come, so a buffer never holds more than ``capacity`` frames; each is at most its raw
-downscaled size, which makes ``bound_bytes`` the most a buffer can hold (a JPEG of a camera frame
-is typically a tenth of it).
+which keeps it downscaled to ``long_side`` pixels and JPEG-compressed, with the small blurred grey
+picture motion detection compares (edge_vlm.ingest.motion), and the share of its pixels that
+changed since the frame kept before (outside the camera's ``motion.ignore`` areas, such as a
+clock). Frames older than ``seconds`` are dropped as new ones come, so a buffer never holds more
+than ``capacity`` frames; each is at most its raw downscaled size, which makes ``bound_bytes`` the
+most a buffer can hold (a JPEG of a camera frame is typically a tenth of it).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-THUMB = (32, 18)  # width, height of the grey thumbnail that change and likeness are measured on
+from edge_vlm.ingest.motion import WIDTH as THUMB_WIDTH
+from edge_vlm.ingest.motion import changed_share, small_grey, watched_area
+
 QUALITY = 80  # JPEG quality of a kept frame
 
 
@@ -29,12 +32,12 @@ class KeptFrame:
     captured_at: float  # time.time() of the frame
     jpeg: bytes = field(repr=False)  # the frame, downscaled, as JPEG
     size: tuple[int, int]  # its width and height as kept
-    thumb: np.ndarray = field(repr=False)  # grey, THUMB, float32
-    change: float  # mean absolute difference of ``thumb`` to the frame kept before (0-255; the first: 0)
+    thumb: np.ndarray = field(repr=False)  # small blurred grey (ingest.motion.small_grey)
+    change: float  # the share of pixels that changed from the frame kept before (0-1; the first: 0)
 
-    def likeness(self, other: KeptFrame) -> float:
-        """How different two kept frames look: the mean absolute difference of their thumbnails."""
-        return float(np.abs(self.thumb - other.thumb).mean())
+    def difference(self, other: KeptFrame) -> float:
+        """How different two kept frames look: the share of their pixels that changed (0-1)."""
+        return changed_share(self.thumb, other.thumb) or 0.0
 
     def rgb(self) -> np.ndarray:
         bgr = cv2.imdecode(np.frombuffer(self.jpeg, np.uint8), cv2.IMREAD_COLOR)
@@ -56,16 +59,14 @@ def fit_long_side(image: np.ndarray, long_side: int) -> np.ndarray:
                       interpolation=cv2.INTER_AREA)
 
 
-def thumbnail(bgr: np.ndarray) -> np.ndarray:
-    grey = cv2.cvtColor(cv2.resize(bgr, THUMB, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
-    return grey.astype(np.float32)
-
-
 class FrameBuffer:
     """One camera's last ``seconds`` of frames at ``fps``, thread-safe (the reader adds, captures read)."""
 
-    def __init__(self, seconds: float, fps: float, long_side: int) -> None:
+    def __init__(self, seconds: float, fps: float, long_side: int,
+                 ignore: list[tuple[float, float, float, float]] | None = None) -> None:
+        """``ignore``: areas where change does not count (the camera's motion.ignore)."""
         self.seconds, self.fps, self.long_side = seconds, fps, long_side
+        self._ignore = ignore or []
         self.capacity = math.ceil(seconds * fps) + 1
         self._frames: deque[KeptFrame] = deque(maxlen=self.capacity)
         self._lock = threading.Lock()
@@ -75,7 +76,7 @@ class FrameBuffer:
     def bound(seconds: float, fps: float, long_side: int) -> int:
         """The most bytes a buffer of these settings holds: ``capacity`` frames, each no larger than a
         square frame of ``long_side`` as raw RGB (a JPEG of a camera frame is far smaller)."""
-        return (math.ceil(seconds * fps) + 1) * (long_side * long_side * 3 + THUMB[0] * THUMB[1] * 4)
+        return (math.ceil(seconds * fps) + 1) * (long_side * long_side * 3 + THUMB_WIDTH * THUMB_WIDTH)
 
     @property
     def bound_bytes(self) -> int:
@@ -112,8 +113,10 @@ class FrameBuffer:
         jpeg = encoded.tobytes() if ok else b""
         if not jpeg or len(jpeg) > small.size:  # noise, say: never more than the raw frame (the stated bound)
             return None
-        thumb = thumbnail(small)
-        change = 0.0 if previous is None else float(np.abs(thumb - previous.thumb).mean())
+        thumb = small_grey(small)
+        share = None if previous is None else changed_share(previous.thumb, thumb, watched_area(thumb.shape,
+                                                                                                  self._ignore))
+        change = share or 0.0
         return KeptFrame(captured_at, jpeg, (small.shape[1], small.shape[0]), thumb, change)
 
     def frames(self, since: float) -> list[KeptFrame]:

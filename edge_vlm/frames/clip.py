@@ -20,7 +20,7 @@ import numpy as np
 
 from edge_vlm.frames.buffer import KeptFrame
 
-SAME = 2.0  # thumbnails closer than this (mean absolute grey difference, 0-255) look the same
+SAME = 0.002  # frames of which a smaller share of pixels changed look the same (a person far off: ~0.008)
 LABEL_SCALE = 0.0016  # label text height per pixel of cell width
 
 
@@ -31,6 +31,11 @@ class Clip:
     times: tuple[float, ...]
     columns: int
     rows: int
+
+    @property
+    def grid(self) -> tuple[int, int, int] | None:
+        """Columns, rows and frames of a composite; None for the frame of the moment alone."""
+        return (self.columns, self.rows, len(self.times)) if len(self.times) > 1 else None
 
     @property
     def span_s(self) -> float:
@@ -56,7 +61,7 @@ def key_frames(frames: Sequence[KeptFrame], k: int) -> list[KeptFrame]:
     for frame in sorted(frames[:-1], key=lambda f: f.change, reverse=True):
         if len(picked) >= k:
             break
-        if any(abs(frame.captured_at - p.captured_at) < gap or frame.likeness(p) < SAME for p in picked):
+        if any(abs(frame.captured_at - p.captured_at) < gap or frame.difference(p) < SAME for p in picked):
             continue
         picked.append(frame)
     return sorted(picked, key=lambda f: f.captured_at)
@@ -69,17 +74,20 @@ def layout(n: int) -> tuple[int, int]:
 
 
 def composite(frames: Sequence[KeptFrame]) -> tuple[np.ndarray, Clip]:
-    """The frames in a grid (RGB; cells the size of the newest frame, each labelled), and its Clip."""
+    """The frames in a grid (RGB; cells the size of the newest frame, another size fitted into its
+    cell's top left; each labelled), and its Clip."""
     columns, rows = layout(len(frames))
     width, height = frames[-1].size
     canvas = np.zeros((rows * height, columns * width, 3), np.uint8)
     newest = frames[-1].captured_at
     for index, frame in enumerate(frames):
         rgb = frame.rgb()
-        if (rgb.shape[1], rgb.shape[0]) != (width, height):
-            rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+        if (rgb.shape[1], rgb.shape[0]) != (width, height):  # fitted into the cell, not stretched
+            scale = min(width / rgb.shape[1], height / rgb.shape[0])
+            rgb = cv2.resize(rgb, (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale))),
+                             interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
         top, left = (index // columns) * height, (index % columns) * width
-        canvas[top:top + height, left:left + width] = rgb
+        canvas[top:top + rgb.shape[0], left:left + rgb.shape[1]] = rgb
         _label(canvas, left, top, width, "now" if frame is frames[-1] else f"-{newest - frame.captured_at:.1f} s")
     return canvas, Clip(tuple(f.captured_at for f in frames), columns, rows)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import time
 from collections.abc import Mapping
 
@@ -15,7 +16,7 @@ from edge_vlm.core.contracts import Origin
 from edge_vlm.core.errors import ErrorCode, ImageError, TriggerError
 from edge_vlm.frames import Frame, decode_image
 from edge_vlm.frames.buffer import FrameBuffer
-from edge_vlm.frames.clip import composite, key_frames
+from edge_vlm.frames.clip import Clip, composite, key_frames
 from edge_vlm.frames.sources import Source
 from edge_vlm.frames.sources.frigate import FrigateSnapshots
 from edge_vlm.frames.sources.mqtt_snapshot import LatestSnapshot
@@ -80,8 +81,9 @@ class FrameGrabber:
         if asked is False:
             return None
         if clip is None:
-            raise TriggerError(f"camera {trigger.camera!r} keeps no clip: set cameras[].clip (a persistent rtsp "
-                               "source keeps its last seconds)", code=ErrorCode.NO_CLIP)
+            why = ("set cameras[].clip to keep its last seconds" if camera is not None and camera.watches_stream
+                   else "only a camera with a persistent rtsp source keeps its last seconds (cameras[].clip)")
+            raise TriggerError(f"camera {trigger.camera!r} keeps no clip: {why}", code=ErrorCode.NO_CLIP)
         return clip.seconds if asked is True else min(float(asked), clip.seconds)
 
     def _clip(self, now: Frame, seconds: float) -> Frame:
@@ -93,10 +95,10 @@ class FrameGrabber:
         assert camera.clip is not None
         kept = [f for f in buffer.frames(since=now.captured_at - seconds) if f.captured_at < now.captured_at]
         newest = buffer.as_kept(now.pixels, now.captured_at)
-        frames = [*kept, newest] if newest is not None else kept
-        if not frames:
-            return now
-        pixels, clip = composite(key_frames(frames, camera.clip.frames))
+        picked = key_frames([*kept, newest], camera.clip.frames) if newest is not None else []
+        if len(picked) < 2:  # nothing happened (or nothing kept): the frame of the moment, at its full size
+            return dataclasses.replace(now, clip=Clip((now.captured_at,), 1, 1))
+        pixels, clip = composite(picked)
         ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
         if not ok:  # pragma: no cover - libjpeg does not fail on a valid uint8 array
             raise ImageError("could not encode the clip as JPEG")

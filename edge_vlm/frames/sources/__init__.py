@@ -42,7 +42,7 @@ def create_source(camera: CameraConfig, config: AppConfig, environ: Mapping[str,
 
         password = read_secret(source.password_env, source.password_credential, environ)
         clip = camera.clip
-        buffer = None if clip is None else FrameBuffer(clip.seconds, clip.fps, clip.long_side)
+        buffer = None if clip is None else FrameBuffer(clip.seconds, clip.fps, clip.long_side, camera.motion.ignore)
         return RtspSource(camera.id, source, password=password, on_state=on_state, buffer=buffer)
     if isinstance(source, HttpSourceConfig):
         from edge_vlm.frames.sources.http import HttpSnapshotSource  # noqa: PLC0415

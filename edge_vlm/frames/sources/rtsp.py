@@ -189,7 +189,10 @@ class RtspSource:
             if not ok:
                 return "a frame could not be decoded"
             if keep and self.buffer is not None:
-                self.buffer.offer(bgr, captured_at)
+                try:
+                    self.buffer.offer(bgr, captured_at)
+                except Exception:  # the reader must go on: a clip is a bonus, the live frame is not
+                    logger.exception("Camera %s: a frame could not be kept for clips", self.camera)
             if self._want.is_set():
                 self._want.clear()
                 with self._fresh:

@@ -78,6 +78,21 @@ def sentence(people: int, faces: int, light: str, motion: str | None) -> str:
     return text[0].upper() + text[1:]
 
 
+def sequence(people: list[int]) -> str:
+    """What the people counts of a clip's frames (oldest first) say happened."""
+    most = max(people)
+    who = _count(most, "person", "people") if most else ""
+    if not most:
+        return f"No people in any of the {len(people)} frames"
+    if people[0] == 0 and people[-1] == 0:
+        return f"{who} came and left"
+    if people[0] == 0:
+        return f"{who} came and {'is' if most == 1 else 'are'} still there"
+    if people[-1] == 0:
+        return f"{who} {'was' if most == 1 else 'were'} there and left"
+    return f"{who} throughout the {len(people)} frames"
+
+
 class OpencvBackend(WorkerBackend):
     """The daemon's side: frames are scaled here, analysed in the worker."""
 
@@ -89,8 +104,9 @@ class OpencvBackend(WorkerBackend):
         self.min_long_side = config.analysis_size
 
     def prepare(self, frame: Frame) -> np.ndarray:
-        """The frame scaled to ``analysis_size`` on its long side, up or down."""
-        return analysis_input(frame.pixels, self.config.analysis_size)
+        """The frame scaled to ``analysis_size`` on its long side, up or down (a clip's grid: each cell)."""
+        across = 1 if frame.clip is None else frame.clip.columns
+        return analysis_input(frame.pixels, self.config.analysis_size * across)
 
     def conversation(self, prepared: np.ndarray, frame: Frame) -> AbstractContextManager[Chat]:
         return one_by_one(self, prepared, frame)  # the analysis keeps nothing a question could reuse
@@ -141,8 +157,28 @@ class OpencvAnalyzer:
 
     def run(self, job: RunJob, aborted: Callable[[], bool]) -> JobDone:
         started = time.monotonic()
-        text, timings, details = self.analyze(job.pixels, job.camera)
+        if job.grid is None:
+            text, timings, details = self.analyze(job.pixels, job.camera)
+        else:
+            text, timings, details = self.analyze_clip(job.pixels, job.camera, job.grid)
         return JobDone(job.job_id, text, timings, details, started=started, finished=time.monotonic())
+
+    def analyze_clip(self, rgb: np.ndarray, camera: str,
+                     grid: tuple[int, int, int]) -> tuple[str, dict[str, float], dict[str, Any]]:
+        """A clip's grid, cell by cell, oldest first: who came and went, then the newest frame's sentence."""
+        columns, rows, count = grid
+        height, width = rgb.shape[0] // rows, rgb.shape[1] // columns
+        timings: dict[str, float] = {}
+        people: list[int] = []
+        for index in range(count):
+            top, left = (index // columns) * height, (index % columns) * width
+            # the cells' own motion baseline: the camera's is its live frames'
+            text, cell_timings, details = self.analyze(rgb[top:top + height, left:left + width], f"{camera} clip")
+            people.append(int(details["people"]))
+            for stage, ms in cell_timings.items():
+                timings[stage] = round(timings.get(stage, 0.0) + ms, 2)
+        self._previous.pop(f"{camera} clip", None)
+        return f"{sequence(people)}; now: {text}", timings, {**details, "people_per_frame": people}
 
     def analyze(self, rgb: np.ndarray, camera: str) -> tuple[str, dict[str, float], dict[str, Any]]:
         """The sentence, stage timings and details for one prepared frame of ``camera``."""

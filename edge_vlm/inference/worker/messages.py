@@ -23,6 +23,7 @@ class RunJob:
     conversation: int | None = None  # None: a single question, forgotten once answered
     max_new_tokens: int | None = None  # None: the model's configured limit
     alone: str | None = None  # a follow-up as it stands alone, for when the image must be read again
+    grid: tuple[int, int, int] | None = None  # a clip's composite: columns, rows, frames (oldest first)
 
 
 @dataclass(frozen=True)

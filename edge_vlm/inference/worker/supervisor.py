@@ -157,8 +157,9 @@ class WorkerBackend:
 
     def job(self, prepared: np.ndarray, frame: Frame, prompt: str, *, conversation: int | None = None,
             max_new_tokens: int | None = None, alone: str | None = None) -> RunJob:
+        grid = frame.clip.grid if frame.clip is not None else None
         return RunJob(next(self._job_ids), frame.camera, prepared, self.job_prompt(prompt), conversation,
-                      max_new_tokens, None if alone is None else self.job_prompt(alone))
+                      max_new_tokens, None if alone is None else self.job_prompt(alone), grid)
 
     def conversation(self, prepared: np.ndarray, frame: Frame) -> AbstractContextManager[Chat]:
         return self._conversation(prepared, frame)
