@@ -20,8 +20,6 @@ Run: .venv/bin/python -m benchmarks.clip_cost
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,21 +28,17 @@ import cv2
 import numpy as np
 
 from benchmarks import help_argument
-from benchmarks.npu_cost import Counter, Work
+from benchmarks.npu_cost import Work, counted_vlm
 from edge_vlm.camera_state import CameraStates
 from edge_vlm.config.models import AppConfig
-from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.core.contracts import Origin
 from edge_vlm.frames import Frame, decode_image
 from edge_vlm.frames.buffer import FrameBuffer, KeptFrame
 from edge_vlm.frames.clip import composite, key_frames
 from edge_vlm.inference.answers import answer
-from edge_vlm.inference.backends.vlm import VlmBackend
 from edge_vlm.inference.job_maker import JobMaker
 from edge_vlm.ingest.trigger import Trigger
 from tests.support import images
-from tests.support.imgenc_standin import PASSES_ENV
-from tests.support.native import LOG_ENV, build_fake_rkllmrt
 from tests.support.npu import vlm_backend
 
 K = 4
@@ -98,46 +92,36 @@ def clip_frame(camera: str) -> tuple[Frame, list[KeptFrame]]:
 
 def main() -> None:
     help_argument(__doc__)
-    with tempfile.TemporaryDirectory(prefix="clip-cost-") as scratch:
-        directory = Path(scratch)
-        library = build_fake_rkllmrt("1.3", directory)
-        rkllm_log, passes_log = directory / "rkllm.jsonl", directory / "passes.txt"
-        os.environ[LOG_ENV], os.environ[PASSES_ENV] = str(rkllm_log), str(passes_log)  # the worker inherits them
-        app = AppConfig.model_validate({
+    def make_config(directory: Path, library: Path) -> AppConfig:
+        return AppConfig.model_validate({
             "backend": vlm_backend(directory, library, abi="1.3"),
             "cameras": [{"id": "gate", "prompt": f"What happened at the gate? [[reply:{DESCRIPTION}]]"}]})
-        assert isinstance(app.backend, VlmBackendConfig)
-        backend = VlmBackend(app.backend)
-        backend.load()
-        try:
-            counter = Counter(rkllm_log, passes_log)
-            counter.since_last()  # loading
-            maker = JobMaker(app, CameraStates(app), backend)
-            camera = app.camera("gate")
-            assert camera is not None
 
-            def describe(frame: Frame) -> Work:
-                job = maker.make(Trigger("gate", Origin.TRIGGER), camera, frame, request_id="b", capture_ms=0.0,
-                                 scene=None)
-                answer(backend, job)
-                return counter.since_last()
+    with counted_vlm(make_config) as (app, backend, counter):
+        maker = JobMaker(app, CameraStates(app), backend)
+        camera = app.camera("gate")
+        assert camera is not None
 
-            def decoded(data: bytes) -> Frame:
-                return decode_image(data, camera="gate", captured_at=time.time(),
-                                    max_bytes=app.limits.max_payload_bytes, max_pixels=app.limits.max_image_pixels)
+        def describe(frame: Frame) -> Work:
+            job = maker.make(Trigger("gate", Origin.TRIGGER), camera, frame, request_id="b", capture_ms=0.0,
+                             scene=None)
+            answer(backend, job)
+            return counter.since_last()
 
-            started = time.perf_counter()
-            clip, picked = clip_frame("gate")
-            clip_ms = (time.perf_counter() - started) * 1000
-            single = describe(decoded(images.sample("front_door")))
-            composite_work = describe(clip)
-            separate = Work()  # the same key frames, each described by itself
-            for kept in picked:
-                one = describe(decoded(kept.jpeg))
-                for field in ("encoder_passes", "runs", "image_tokens", "prompt_tokens", "generated_tokens"):
-                    setattr(separate, field, getattr(separate, field) + getattr(one, field))
-        finally:
-            backend.close()
+        def decoded(data: bytes) -> Frame:
+            return decode_image(data, camera="gate", captured_at=time.time(),
+                                max_bytes=app.limits.max_payload_bytes, max_pixels=app.limits.max_image_pixels)
+
+        started = time.perf_counter()
+        clip, picked = clip_frame("gate")
+        clip_ms = (time.perf_counter() - started) * 1000
+        single = describe(decoded(images.sample("front_door")))
+        composite_work = describe(clip)
+        separate = Work()  # the same key frames, each described by itself
+        for kept in picked:
+            one = describe(decoded(kept.jpeg))
+            for field in ("encoder_passes", "runs", "image_tokens", "prompt_tokens", "generated_tokens"):
+                setattr(separate, field, getattr(separate, field) + getattr(one, field))
     assert clip.clip is not None
     frames = len(clip.clip.times)
     print(f"Counted (the real backend, stand-ins for the board): a clip of {frames} key frames in a "

@@ -28,6 +28,8 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,37 +145,45 @@ def config(directory: Path, library: Path) -> AppConfig:
     })
 
 
-def main() -> None:
-    help_argument(__doc__)
+@contextmanager
+def counted_vlm(make_config: Callable[[Path, Path], AppConfig]) -> Iterator[tuple[AppConfig, VlmBackend, Counter]]:
+    """The real vlm backend, loaded, on the board's stand-ins, with a Counter of their work (loading
+    not counted); ``make_config(directory, library)`` gives the configuration."""
     with tempfile.TemporaryDirectory(prefix="npu-cost-") as scratch:
         directory = Path(scratch)
         library = build_fake_rkllmrt("1.3", directory)
         rkllm_log, passes_log = directory / "rkllm.jsonl", directory / "passes.txt"
         os.environ[LOG_ENV], os.environ[PASSES_ENV] = str(rkllm_log), str(passes_log)  # the worker inherits them
-        app = config(directory, library)
+        app = make_config(directory, library)
         assert isinstance(app.backend, VlmBackendConfig)
         backend = VlmBackend(app.backend)
         backend.load()
         try:
             counter = Counter(rkllm_log, passes_log)
             counter.since_last()  # loading
-            maker = JobMaker(app, CameraStates(app), backend)
-            snapshot = images.sample("front_door")
-            rows = []
-            for kind in KINDS:
-                camera = app.camera(kind)
-                assert camera is not None
-                frame = decode_image(snapshot, camera=kind, captured_at=time.time(),
-                                     max_bytes=app.limits.max_payload_bytes, max_pixels=app.limits.max_image_pixels)
-                job = maker.make(Trigger(kind, Origin.TRIGGER), camera, frame, request_id=kind, capture_ms=0.0,
-                                 scene=None)
-                result = answer(backend, job)
-                now = counter.since_last()
-                naive(backend, job)
-                before = counter.since_last()
-                rows.append((kind, now, before, result.fields, result.answers))
+            yield app, backend, counter
         finally:
             backend.close()
+
+
+def main() -> None:
+    help_argument(__doc__)
+    with counted_vlm(config) as (app, backend, counter):
+        maker = JobMaker(app, CameraStates(app), backend)
+        snapshot = images.sample("front_door")
+        rows = []
+        for kind in KINDS:
+            camera = app.camera(kind)
+            assert camera is not None
+            frame = decode_image(snapshot, camera=kind, captured_at=time.time(),
+                                 max_bytes=app.limits.max_payload_bytes, max_pixels=app.limits.max_image_pixels)
+            job = maker.make(Trigger(kind, Origin.TRIGGER), camera, frame, request_id=kind, capture_ms=0.0,
+                             scene=None)
+            result = answer(backend, job)
+            now = counter.since_last()
+            naive(backend, job)
+            before = counter.since_last()
+            rows.append((kind, now, before, result.fields, result.answers))
     plain_s = rows[0][1].board_s()
     print("Board seconds per job (Qwen2-VL-2B, RK3588 w8a8: encoder 3.28 s, prefill 3.23 ms/token, "
           "16.6 tokens/s), from the work counted")
