@@ -11,6 +11,7 @@ import pytest
 from edge_vlm.core.contracts import Origin
 from edge_vlm.core.errors import InputError
 from edge_vlm.core.stats import Stats
+from edge_vlm.frames import capture as capture_module
 from edge_vlm.frames.capture import CLOSE_WAIT_S, CapturePool
 from edge_vlm.ingest.trigger import Trigger
 
@@ -70,3 +71,10 @@ def test_close_does_not_wait_for_a_grab_stuck_in_its_source(caplog: pytest.LogCa
     assert "Still capturing for front_door" in caplog.text
     assert all(thread.daemon for thread in grabs.threads)  # nor does it keep the process alive at exit
     grabs.release.set()
+
+
+def test_a_trigger_that_replaces_a_waiting_one_keeps_the_clip_it_asked_for() -> None:
+    waiting = Trigger("gate", Origin.TRIGGER, request_id="t1", clip=True)
+    assert capture_module._superseding(Trigger("gate", Origin.TRIGGER, request_id="t2"), waiting).clip is True
+    assert capture_module._superseding(Trigger("gate", Origin.TRIGGER, request_id="t3", clip=False), waiting).clip \
+        is False  # its own choice stands

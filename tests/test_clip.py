@@ -11,6 +11,7 @@ from datetime import datetime
 import numpy as np
 import pytest
 
+from edge_vlm.frames import Frame
 from edge_vlm.service import Service
 from tests.conftest import ServerFactory, app_config
 from tests.support.backends import GatedBackend
@@ -30,6 +31,18 @@ def white_square(cell: np.ndarray) -> bool:
     height = int(cell.shape[0])
     white = int((cell[height // 4:] > 240).all(axis=2).sum())
     return white > (height // 6) ** 2 // 2
+
+
+def cells_of(frame: Frame) -> list[np.ndarray]:
+    """The pictures of a clip's composite, oldest first (the frame itself when it is one)."""
+    assert frame.clip is not None
+    grid = frame.clip.grid
+    if grid is None:
+        return [frame.pixels]
+    columns, rows, count = grid
+    height, width = frame.pixels.shape[0] // rows, frame.pixels.shape[1] // columns
+    return [frame.pixels[r * height:(r + 1) * height, c * width:(c + 1) * width]
+            for r in range(rows) for c in range(columns)][:count]
 
 
 def test_a_clip_shows_the_object_that_came_and_went_before_the_trigger(
@@ -61,14 +74,18 @@ def test_a_clip_shows_the_object_that_came_and_went_before_the_trigger(
     assert any(came <= t <= went + 0.5 for t in times)  # the object's time is among them
     frame = backend.frames[-1]
     assert frame.clip is not None and np.allclose(frame.clip.times, times, rtol=0, atol=0.002)
-    columns, rows = result["clip"]["grid"]
-    height, width = frame.pixels.shape[0] // rows, frame.pixels.shape[1] // columns
-    cells = [frame.pixels[r * height:(r + 1) * height, c * width:(c + 1) * width]
-             for r in range(rows) for c in range(columns)][:len(times)]
+    cells = cells_of(frame)
     assert any(white_square(cell) for cell in cells)  # ...and the object in its picture
     assert not white_square(cells[-1])  # gone by now
     assert backend.prompts[-1].startswith(f"The image is a grid of {len(times)} frames")
     assert result["image_size"] == [frame.pixels.shape[1], frame.pixels.shape[0]]
+
+    # only the seconds asked for: the object left more than 3 s ago, so a 2 s clip never shows it
+    asked_at = time.time()
+    recorder.publish(f"{config.base_topic}/gate/trigger", '{"id": "c0", "clip": 2}')
+    short = recorder.wait_json(f"{config.base_topic}/gate/result", id="c0")["clip"]
+    assert all(datetime.fromisoformat(t).timestamp() >= asked_at - 2.5 for t in short["frames"])
+    assert not any(white_square(cell) for cell in cells_of(backend.frames[-1]))
 
     # a trigger without clip is the frame of the moment; a camera without a buffer says why not
     recorder.publish(f"{config.base_topic}/gate/trigger", '{"id": "c2"}')

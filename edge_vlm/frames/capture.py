@@ -37,7 +37,10 @@ CLOSE_WAIT_S = 3.0
 
 
 def _superseding(new: Trigger, waiting: Trigger) -> Trigger:
-    return dataclasses.replace(new, superseded=(*waiting.superseded, str(waiting.request_id)))
+    """``new`` in ``waiting``'s place, naming it; a clip the waiting one asked for is kept, since its
+    asker gets this one's answer (``new``'s own choice of clip stands)."""
+    clip = new.clip if new.clip is not None else waiting.clip
+    return dataclasses.replace(new, superseded=(*waiting.superseded, str(waiting.request_id)), clip=clip)
 
 
 class CapturePool:
