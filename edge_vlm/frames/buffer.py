@@ -6,8 +6,8 @@ which keeps it downscaled to ``long_side`` pixels and JPEG-compressed, with the 
 picture motion detection compares (edge_vlm.ingest.motion), and the share of its pixels that
 changed since the frame kept before (outside the camera's ``motion.ignore`` areas, such as a
 clock). Frames older than ``seconds`` are dropped as new ones come, so a buffer never holds more
-than ``capacity`` frames; each is at most its raw downscaled size, which makes ``bound_bytes`` the
-most a buffer can hold (a JPEG of a camera frame is typically a tenth of it).
+than ``capacity`` frames; each is at most its raw downscaled size, which makes ``bound()`` the most
+a buffer can hold (a JPEG of a camera frame is typically a tenth of it).
 """
 
 from __future__ import annotations
@@ -44,10 +44,6 @@ class KeptFrame:
         assert bgr is not None  # encoded by offer()
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
-    @property
-    def nbytes(self) -> int:
-        return len(self.jpeg) + self.thumb.nbytes
-
 
 def fit_long_side(image: np.ndarray, long_side: int) -> np.ndarray:
     """``image`` scaled down (never up) so that its longer side is at most ``long_side``."""
@@ -78,14 +74,10 @@ class FrameBuffer:
         square frame of ``long_side`` as raw RGB (a JPEG of a camera frame is far smaller)."""
         return (math.ceil(seconds * fps) + 1) * (long_side * long_side * 3 + THUMB_WIDTH * THUMB_WIDTH)
 
-    @property
-    def bound_bytes(self) -> int:
-        return self.bound(self.seconds, self.fps, self.long_side)
-
-    def due(self, now: float | None = None) -> bool:
+    def due(self) -> bool:
         """Whether a frame is wanted now (``1 / fps`` since the last kept one): the reader asks first,
         so that it decodes only frames that will be kept."""
-        return (time.monotonic() if now is None else now) - self._last_kept >= 1 / self.fps
+        return time.monotonic() - self._last_kept >= 1 / self.fps
 
     def offer(self, bgr: np.ndarray, captured_at: float) -> None:
         """Keep a frame (the reader's thread): downscaled, compressed; older ones past ``seconds`` go."""
@@ -123,8 +115,3 @@ class FrameBuffer:
         """The frames kept whose time is ``since`` (``time.time()``) or later, oldest first."""
         with self._lock:
             return [f for f in self._frames if f.captured_at >= since]
-
-    @property
-    def nbytes(self) -> int:
-        with self._lock:
-            return sum(f.nbytes for f in self._frames)

@@ -43,8 +43,6 @@ class Clip:
 
     def reading(self) -> str:
         """How to read the composite, for the prompt."""
-        if len(self.times) == 1:
-            return "The image is one frame, taken now."
         return (f"The image is a grid of {len(self.times)} frames from the last {self.span_s:.0f} s, "
                 f"{self.columns} across and {self.rows} down, oldest first, read left to right and top to "
                 "bottom; the last one is now. Each is labelled with how long before now it was taken.")

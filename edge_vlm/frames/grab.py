@@ -9,8 +9,6 @@ import dataclasses
 import time
 from collections.abc import Mapping
 
-import cv2
-
 from edge_vlm.config.models import AppConfig
 from edge_vlm.core.contracts import Origin
 from edge_vlm.core.errors import ErrorCode, ImageError, TriggerError
@@ -68,12 +66,13 @@ class FrameGrabber:
             camera = self._config.camera(trigger.camera)
             assert camera is not None  # the gate checked it
             return self.frigate.grab(camera, trigger.frigate, trigger.received_at, trigger.revision)
-        seconds = self._clip_seconds(trigger)  # first: a camera without a buffer says so, whatever its frame
+        clip = self._clip_asked(trigger)  # first: a camera without a buffer says so, whatever its frame
         frame = self._sources[trigger.camera].grab()
-        return frame if seconds is None else self._clip(frame, seconds)
+        return frame if clip is None else self._clip(frame, *clip)
 
-    def _clip_seconds(self, trigger: Trigger) -> float | None:
-        """How many seconds before the trigger to describe, or None for its frame alone."""
+    def _clip_asked(self, trigger: Trigger) -> tuple[float, int] | None:
+        """How many seconds before the trigger to describe, in how many key frames; None for its
+        frame alone."""
         camera = self._config.camera(trigger.camera)
         clip = None if camera is None else camera.clip
         asked = trigger.clip if trigger.clip is not None else (
@@ -84,26 +83,20 @@ class FrameGrabber:
             why = ("set cameras[].clip to keep its last seconds" if camera is not None and camera.watches_stream
                    else "only a camera with a persistent rtsp source keeps its last seconds (cameras[].clip)")
             raise TriggerError(f"camera {trigger.camera!r} keeps no clip: {why}", code=ErrorCode.NO_CLIP)
-        return clip.seconds if asked is True else min(float(asked), clip.seconds)
+        return (clip.seconds if asked is True else min(float(asked), clip.seconds)), clip.frames
 
-    def _clip(self, now: Frame, seconds: float) -> Frame:
-        """The key frames of the camera's last ``seconds`` up to ``now``, as one image (frames.clip)."""
+    def _clip(self, now: Frame, seconds: float, frames: int) -> Frame:
+        """At most ``frames`` key frames of the camera's last ``seconds`` up to ``now``, as one image
+        (frames.clip)."""
         buffer = getattr(self._sources[now.camera], "buffer", None)
-        camera = self._config.camera(now.camera)
         assert isinstance(buffer, FrameBuffer)  # a camera with clip has a persistent rtsp source (checked)
-        assert camera is not None
-        assert camera.clip is not None
         kept = [f for f in buffer.frames(since=now.captured_at - seconds) if f.captured_at < now.captured_at]
         newest = buffer.as_kept(now.pixels, now.captured_at)
-        picked = key_frames([*kept, newest], camera.clip.frames) if newest is not None else []
+        picked = key_frames([*kept, newest], frames) if newest is not None else []
         if len(picked) < 2:  # nothing happened (or nothing kept): the frame of the moment, at its full size
             return dataclasses.replace(now, clip=Clip((now.captured_at,), 1, 1))
-        pixels, clip = composite(picked)
-        ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
-        if not ok:  # pragma: no cover - libjpeg does not fail on a valid uint8 array
-            raise ImageError("could not encode the clip as JPEG")
-        return Frame(now.camera, pixels, (pixels.shape[1], pixels.shape[0]), encoded.tobytes(), "JPEG",
-                     now.captured_at, clip=clip)
+        pixels, clip = composite(picked)  # shown as JPEG by Frame.jpeg(), as a stream's frame is
+        return Frame(now.camera, pixels, (pixels.shape[1], pixels.shape[0]), b"", "RAW", now.captured_at, clip=clip)
 
 
 def _base64(data: str) -> bytes:

@@ -37,7 +37,7 @@ class JobMaker:
                                     event=trigger.event)
         prompt = build_prompt(_text_profile(trigger.prompt) if trigger.prompt else profile, values,
                               self._config.language)
-        if frame.clip is not None and len(frame.clip.times) > 1:  # a grid of key frames: say how to read it
+        if frame.clip is not None and frame.clip.grid is not None:  # a grid of key frames: say how to read it
             prompt = f"{frame.clip.reading()} {prompt}"
         questions = ({rule.name: rule.question for rule in camera.alerts if rule.question is not None}
                      if camera is not None and trigger.origin != Origin.REQUEST else {})
