@@ -65,7 +65,8 @@ def test_a_clip_shows_the_object_that_came_and_went_before_the_trigger(
     server.stop_motion()
     went = time.time()
     time.sleep(3)
-    recorder.publish(f"{config.base_topic}/gate/trigger", '{"id": "c1", "clip": true}')
+    ask = '"prompt": "What happened in {span}?"'  # the placeholder says what the image covers
+    recorder.publish(f"{config.base_topic}/gate/trigger", '{"id": "c1", "clip": true, %s}' % ask)
     result = recorder.wait_json(f"{config.base_topic}/gate/result", id="c1")
 
     times = [datetime.fromisoformat(t).timestamp() for t in result["clip"]["frames"]]
@@ -78,6 +79,7 @@ def test_a_clip_shows_the_object_that_came_and_went_before_the_trigger(
     assert any(white_square(cell) for cell in cells)  # ...and the object in its picture
     assert not white_square(cells[-1])  # gone by now
     assert backend.prompts[-1].startswith(f"The image is a grid of {len(times)} frames")
+    assert backend.prompts[-1].endswith(f"What happened in the last {max(1, round(times[-1] - times[0]))} seconds?")
     assert result["image_size"] == [frame.pixels.shape[1], frame.pixels.shape[0]]
 
     # only the seconds asked for: the object left more than 3 s ago, so a 2 s clip never shows it
@@ -88,8 +90,9 @@ def test_a_clip_shows_the_object_that_came_and_went_before_the_trigger(
     assert not any(white_square(cell) for cell in cells_of(backend.frames[-1]))
 
     # a trigger without clip is the frame of the moment; a camera without a buffer says why not
-    recorder.publish(f"{config.base_topic}/gate/trigger", '{"id": "c2"}')
+    recorder.publish(f"{config.base_topic}/gate/trigger", '{"id": "c2", %s}' % ask)
     assert recorder.wait_json(f"{config.base_topic}/gate/result", id="c2")["clip"] is None
+    assert backend.prompts[-1] == "What happened in this moment?"
     recorder.publish(f"{config.base_topic}/porch/trigger", '{"id": "c3", "clip": 5}')
     error = recorder.wait_json(f"{config.base_topic}/porch/error", id="c3")
     assert error["error"] == "no_clip" and "only a camera with a persistent rtsp source" in error["message"]

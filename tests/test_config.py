@@ -414,7 +414,7 @@ def test_a_unit_needs_a_number() -> None:
 
 def test_every_prompt_in_the_file_has_its_placeholders_checked() -> None:
     use = ("unknown placeholder(s) ['{0}']; "
-           "use ['camera', 'time', 'label', 'sub_label', 'zones', 'previous', 'language']")
+           "use ['camera', 'time', 'span', 'label', 'sub_label', 'zones', 'previous', 'language']")
     assert problems('prompt: "hi {nope}"\ncameras: [{id: a}]\n') == [
         f"line 1: prompt: 'hi {{nope}}': {use.format('nope')}"]
     assert problems('cameras: [{id: a, prompt: "x {bad}"}]\n') == [

@@ -10,7 +10,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from edge_vlm.config.base import ID_PATTERN, StrictModel
 
 # Placeholders a prompt may use; each is filled when the prompt is asked (edge_vlm.inference.prompts).
-PLACEHOLDERS = ("camera", "time", "label", "sub_label", "zones", "previous", "language")
+PLACEHOLDERS = ("camera", "time", "span", "label", "sub_label", "zones", "previous", "language")
 FIELD_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
 
 # A follow-up in the job's conversation: the model has the image, the question and its answer.
@@ -55,8 +55,9 @@ class FieldSpec(StrictModel):
 
 class ProfileConfig(StrictModel):
     prompt: PromptText = Field(
-        min_length=1, max_length=4000, description="The question; placeholders {camera}, {time}, {label}, "
-        "{sub_label}, {zones}, {previous} (the camera's last description), {language}.")
+        min_length=1, max_length=4000, description="The question; placeholders {camera}, {time}, {span} "
+        "(what the image covers: 'this moment' or a clip's 'the last 8 seconds'), {label}, {sub_label}, {zones}, "
+        "{previous} (the camera's last description), {language}.")
     fields: dict[str, FieldSpec] = Field(
         default_factory=dict, max_length=16,
         description="Ask for a JSON object with these fields (each becomes a Home Assistant entity); empty: text.",

@@ -173,7 +173,7 @@ class FrigateCameraConfig(StrictModel):
     )
     prompts: dict[str, PromptText] = Field(
         default_factory=dict, description="Prompt per label ('default' for the others), instead of the "
-        "camera's profile; placeholders {label}, {sub_label}, {zones}, {camera}, {time}, {previous}, {language}.",
+        "camera's profile; placeholders {label}, {sub_label}, {zones}, {camera}, {time}, {span}, {previous}, {language}.",
     )
     name_wait_s: float = Field(
         0, ge=0, le=60, description="When the object has no recognised name yet (Frigate's sub_label: a face, "

@@ -42,12 +42,15 @@ def multimodal_prompt(prompt: str) -> str:
 
 
 def placeholder_values(*, camera: str, previous: str | None, language: str | None,
-                       event: Mapping[str, object] | None = None, now: float | None = None) -> dict[str, str]:
+                       event: Mapping[str, object] | None = None, now: float | None = None,
+                       span_s: float | None = None) -> dict[str, str]:
+    """What each placeholder becomes; ``span_s``: the seconds a clip's key frames span (None: one frame)."""
     event = event or {}
     zones = event.get("zones") or []
     return {
         "camera": camera,
         "time": time.strftime("%H:%M on %A %d %B %Y", time.localtime(now)),
+        "span": "this moment" if span_s is None else f"the last {max(1, round(span_s))} seconds",
         "label": str(event.get("label") or ""),
         "sub_label": str(event.get("sub_label") or ""),
         "zones": ", ".join(str(z) for z in zones) if isinstance(zones, list) else str(zones),
