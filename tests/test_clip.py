@@ -4,6 +4,7 @@ them, as one image."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -14,10 +15,12 @@ import pytest
 from edge_vlm.frames import Frame
 from edge_vlm.service import Service
 from tests.conftest import ServerFactory, app_config
+from tests.support import http_server as cam
+from tests.support import images
 from tests.support.backends import GatedBackend
 from tests.support.broker import Mosquitto
 from tests.support.mqtt import Recorder
-from tests.test_cameras import rtsp_camera, watch
+from tests.test_cameras import online, rtsp_camera, watch
 
 pytestmark = pytest.mark.mqtt
 
@@ -48,8 +51,9 @@ def cells_of(frame: Frame) -> list[np.ndarray]:
 def test_a_clip_shows_the_object_that_came_and_went_before_the_trigger(
         broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders, rtsp_server: ServerFactory) -> None:
     server = rtsp_server(fps=10)
-    config = app_config(broker.port, cameras=[rtsp_camera(server.url, clip=CLIP),
-                                              {"id": "porch"}])  # an mqtt camera: no buffer
+    config = app_config(broker.port, cameras=[rtsp_camera(server.url, clip=CLIP), {"id": "porch"},  # no clip
+                                              {"id": "yard", "source": {"type": "rtsp", "url": server.url,
+                                                                        "mode": "on_demand"}}])
     recorder = watch(make_recorder, broker, config)
     backend = GatedBackend()
     backend.gate.set()
@@ -65,8 +69,8 @@ def test_a_clip_shows_the_object_that_came_and_went_before_the_trigger(
     server.stop_motion()
     went = time.time()
     time.sleep(3)
-    ask = '"prompt": "What happened in {span}?"'  # the placeholder says what the image covers
-    recorder.publish(f"{config.base_topic}/gate/trigger", '{"id": "c1", "clip": true, %s}' % ask)
+    ask = {"prompt": "What happened in {span}?"}  # the placeholder says what the image covers
+    recorder.publish(f"{config.base_topic}/gate/trigger", json.dumps({"id": "c1", "clip": True, **ask}))
     result = recorder.wait_json(f"{config.base_topic}/gate/result", id="c1")
 
     times = [datetime.fromisoformat(t).timestamp() for t in result["clip"]["frames"]]
@@ -90,9 +94,69 @@ def test_a_clip_shows_the_object_that_came_and_went_before_the_trigger(
     assert not any(white_square(cell) for cell in cells_of(backend.frames[-1]))
 
     # a trigger without clip is the frame of the moment; a camera without a buffer says why not
-    recorder.publish(f"{config.base_topic}/gate/trigger", '{"id": "c2", %s}' % ask)
+    recorder.publish(f"{config.base_topic}/gate/trigger", json.dumps({"id": "c2", **ask}))
     assert recorder.wait_json(f"{config.base_topic}/gate/result", id="c2")["clip"] is None
     assert backend.prompts[-1] == "What happened in this moment?"
     recorder.publish(f"{config.base_topic}/porch/trigger", '{"id": "c3", "clip": 5}')
     error = recorder.wait_json(f"{config.base_topic}/porch/error", id="c3")
-    assert error["error"] == "no_clip" and "only a camera with a persistent rtsp source" in error["message"]
+    assert error["error"] == "no_clip" and "set cameras[].clip to keep its last seconds" in error["message"]
+    recorder.publish(f"{config.base_topic}/yard/trigger", '{"id": "c4", "clip": true}')
+    error = recorder.wait_json(f"{config.base_topic}/yard/error", id="c4")
+    assert error["error"] == "no_clip" and "mode on_demand keeps no stream open" in error["message"]
+
+
+def clip_cells(recorder: Recorder, backend: GatedBackend, topic: str, came: float, went: float) -> list[np.ndarray]:
+    """The key frames of the clip just asked for on ``topic`` (a result), checked against the scene:
+    in time order, the object's time among them."""
+    result = recorder.wait_json(topic, id="clip")
+    times = [datetime.fromisoformat(t).timestamp() for t in result["clip"]["frames"]]
+    assert 2 <= len(times) <= 4 and times == sorted(times)
+    assert any(came <= t <= went + 0.3 for t in times)
+    frame = backend.frames[-1]
+    assert frame.clip is not None and np.allclose(frame.clip.times, times, rtol=0, atol=0.002)
+    return cells_of(frame)
+
+
+def test_an_http_camera_is_polled_for_its_clip(broker: Mosquitto, make_daemon: Daemon,
+                                               make_recorder: Recorders) -> None:
+    with cam.serve() as server:
+        config = app_config(broker.port, cameras=[{"id": "yard", "clip": CLIP, "source": {
+            "type": "http", "url": f"{server.url}/scene.jpg"}}])
+        recorder = watch(make_recorder, broker, config)
+        backend = GatedBackend()
+        backend.gate.set()
+        make_daemon(config, backend)
+        online(recorder, config)
+
+        time.sleep(1)  # the scene's timeline: the yard, an object for 1.5 s (6 polls at 4 fps), the yard
+        came = time.time()
+        server.object_in_view.set()
+        time.sleep(1.5)
+        server.object_in_view.clear()
+        went = time.time()
+        time.sleep(1)
+        recorder.publish(f"{config.base_topic}/yard/trigger", '{"id": "clip", "clip": true}')
+        cells = clip_cells(recorder, backend, f"{config.base_topic}/yard/result", came, went)
+        assert any(white_square(cell) for cell in cells) and not white_square(cells[-1])
+
+
+def test_an_mqtt_camera_keeps_the_snapshots_it_received_for_its_clip(
+        broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders) -> None:
+    config = app_config(broker.port, cameras=[{"id": "porch", "clip": {**CLIP, "fps": 10}}])
+    recorder = watch(make_recorder, broker, config)
+    backend = GatedBackend()
+    backend.gate.set()
+    make_daemon(config, backend)
+    online(recorder, config)
+    result = f"{config.base_topic}/porch/result"
+    yard = images.scene(640, 360, seed=3)
+    times = []
+    for n, pixels in enumerate([yard, images.with_square(yard), yard]):  # each described as it comes
+        times.append(time.time())
+        recorder.publish(f"{config.base_topic}/porch/snapshot", images.encode(pixels))
+        recorder.count(result, n + 1)
+        time.sleep(0.2)  # the scene's timeline: snapshots 1/fps apart at least, or one is not kept
+
+    recorder.publish(f"{config.base_topic}/porch/trigger", '{"id": "clip", "clip": true}')
+    cells = clip_cells(recorder, backend, result, times[1], times[2])
+    assert [white_square(cell) for cell in cells] == [True, False]  # the first yard looks like the last: not kept

@@ -462,3 +462,13 @@ def test_request_topic_filters_may_name_their_own_subtrees() -> None:
     assert mqtt.image_topics == ["edge_vlm/images/#", "edge_vlm/+/image", "edge_vlm/yard/snapshot", "cams/#"]
     assert problems(text.replace("cams/#", "ha/#")) == [
         "line 5: mqtt.image_topics: 'ha/#' reaches into the discovery prefix ha/"]
+
+
+def test_a_clip_needs_a_source_that_keeps_frames_coming() -> None:
+    on_demand = "{type: rtsp, url: 'rtsp://cam/1', mode: on_demand}"
+    assert problems(f"cameras: [{{id: a, source: {on_demand}, clip: {{}}}}]\n") == [
+        "line 1: cameras[0]: clip needs frames coming all the time: an rtsp source in mode persistent (on_demand "
+        "connects only when asked), an http source (polled at clip.fps) or mqtt snapshots"]
+    config = load_config_text("cameras: [{id: a, clip: {fps: 1}}, {id: b, source: {type: http, url: 'http://c/s.jpg'}, "
+                              "clip: {}}, {id: c, source: {type: rtsp, url: 'rtsp://c/1'}, clip: {seconds: 5}}]\n")
+    assert [(c.clip.seconds, c.clip.fps) for c in config.config.cameras if c.clip] == [(10, 1), (10, 2), (5, 2)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import shutil
 import signal
 import socket
@@ -19,7 +20,10 @@ from PIL import Image
 from edge_vlm.config.sources import HttpSourceConfig
 from edge_vlm.core.errors import ImageError, SourceError
 from edge_vlm.frames import Frame
+from edge_vlm.frames.buffer import FrameBuffer
 from edge_vlm.frames.sources.http import HttpSnapshotSource
+from edge_vlm.frames.sources.http_poll import STOP_WAIT_S as POLL_STOP_WAIT_S
+from edge_vlm.frames.sources.http_poll import PolledHttpSource
 from tests.conftest import app_config
 from tests.support import http_server as cam
 from tests.support.broker import Mosquitto
@@ -197,6 +201,57 @@ def test_stop_ends_a_grab_in_flight_and_refuses_the_next(server: cam.CameraServe
     with pytest.raises(SourceError) as after:  # a stopped source grabs no more
         snapshot.grab()
     assert after.value.code == "cancelled"
+
+
+class LogLines(logging.Handler):
+    """The log lines of one logger, and an event per line wanted."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+        self.seen: dict[str, threading.Event] = {}
+        self._logger = logging.getLogger(name)
+
+    def __enter__(self) -> LogLines:
+        self._logger.addHandler(self)
+        self._logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._logger.removeHandler(self)
+
+    def when(self, text: str) -> threading.Event:
+        return self.seen.setdefault(text, threading.Event())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = record.getMessage()
+        self.lines.append(line)
+        for text, event in list(self.seen.items()):
+            if text in line:
+                event.set()
+
+
+def test_a_camera_polled_for_clips_that_fails_is_logged_once_and_polled_on(server: cam.CameraServer) -> None:
+    buffer = FrameBuffer(seconds=10, fps=10, long_side=320)
+    polled = PolledHttpSource(source(f"{server.url}/scene.jpg"), buffer)
+    server.scene_down.set()
+    with LogLines("edge_vlm.frames.sources.http_poll") as log:
+        failed, back = log.when("snapshot for clips failed (http snapshot"), log.when("snapshots for clips come again")
+        polled.start()
+        try:
+            assert failed.wait(MARGIN_S)
+            deadline = time.monotonic() + MARGIN_S
+            while len(server.seen_auth) < 4 and time.monotonic() < deadline:  # polled on while it fails
+                time.sleep(0.05)
+            assert len(server.seen_auth) >= 4
+            server.scene_down.clear()
+            assert back.wait(MARGIN_S)
+        finally:
+            started_stop = time.monotonic()
+            polled.stop()
+        assert time.monotonic() - started_stop < POLL_STOP_WAIT_S + 1
+    assert sum("failed" in line for line in log.lines) == 1 and "HTTP 503" in log.lines[0]
+    assert [f.size for f in buffer.frames(since=0)][:1] == [(320, 180)]  # kept once it answered
 
 
 def test_a_closed_port_is_connection_refused() -> None:

@@ -69,8 +69,9 @@ class CameraConfig(StrictModel):
     )
     alerts: list[AlertRule] = Field(default_factory=list, max_length=16, description="What to alert on.")
     clip: ClipConfig | None = Field(
-        None, description="Keep the last seconds of the stream, so that a trigger can ask for a clip: what "
-        "happened, as a grid of key frames (persistent rtsp sources). Unset: no buffer, no clips.",
+        None, description="Keep the camera's last seconds, so that a trigger can ask for a clip: what happened, "
+        "as a grid of key frames (the frames of a persistent rtsp stream, an http source polled at clip.fps, or "
+        "the mqtt snapshots received). Unset: no buffer, no clips.",
     )
 
     @model_validator(mode="after")
@@ -91,8 +92,9 @@ class CameraConfig(StrictModel):
     def _motion_needs_a_stream(self) -> CameraConfig:
         if self.motion.enabled and not self.watches_stream:
             raise ValueError("motion.enabled needs a persistent rtsp source (it watches the stream)")
-        if self.clip is not None and not self.watches_stream:
-            raise ValueError("clip needs a persistent rtsp source (it keeps the stream's last seconds)")
+        if self.clip is not None and not self.keeps_frames:
+            raise ValueError("clip needs frames coming all the time: an rtsp source in mode persistent (on_demand "
+                             "connects only when asked), an http source (polled at clip.fps) or mqtt snapshots")
         return self
 
     @field_validator("snapshot_topics")
@@ -108,6 +110,11 @@ class CameraConfig(StrictModel):
     def watches_stream(self) -> bool:
         """A persistent RTSP camera: it has a stream state and can detect motion."""
         return isinstance(self.source, RtspSourceConfig) and self.source.mode == "persistent"
+
+    @property
+    def keeps_frames(self) -> bool:
+        """Whether its source can keep its last seconds for clips: all but an on-demand RTSP stream."""
+        return not isinstance(self.source, RtspSourceConfig) or self.watches_stream
 
     @property
     def display_name(self) -> str:

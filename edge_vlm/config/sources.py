@@ -124,7 +124,8 @@ SourceConfig = Annotated[
 
 class ClipConfig(StrictModel):
     seconds: float = Field(10.0, gt=0, le=60, description="Seconds before a trigger kept for a clip.")
-    fps: float = Field(2.0, gt=0, le=10, description="Frames kept per second.")
+    fps: float = Field(2.0, gt=0, le=10, description="Frames kept per second at most (an http source is "
+                       "polled this often; mqtt snapshots are kept as they come, at most this often).")
     long_side: int = Field(640, ge=160, le=1920, description="Kept frames are scaled down to this long side.")
     frames: int = Field(4, ge=2, le=9, description="Key frames in a clip's image (a grid, read in one pass).")
     default: bool = Field(False, description="Every trigger, request and motion episode of this camera asks "
@@ -173,7 +174,8 @@ class FrigateCameraConfig(StrictModel):
     )
     prompts: dict[str, PromptText] = Field(
         default_factory=dict, description="Prompt per label ('default' for the others), instead of the "
-        "camera's profile; placeholders {label}, {sub_label}, {zones}, {camera}, {time}, {span}, {previous}, {language}.",
+        "camera's profile; placeholders {label}, {sub_label}, {zones}, {camera}, {time}, {span}, {previous}, "
+        "{language}.",
     )
     name_wait_s: float = Field(
         0, ge=0, le=60, description="When the object has no recognised name yet (Frigate's sub_label: a face, "

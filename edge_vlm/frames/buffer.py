@@ -1,8 +1,10 @@
 """The seconds before a trigger: a camera's last frames, kept small, so that a description can say
 what happened and not only what is (issue 16).
 
-A persistent RTSP reader hands a frame every ``1 / fps`` seconds to its camera's ``FrameBuffer``,
-which keeps it downscaled to ``long_side`` pixels and JPEG-compressed, with the small blurred grey
+A persistent RTSP reader hands a frame every ``1 / fps`` seconds to its camera's ``FrameBuffer``
+(an ``http`` camera's poller on the same timer, an ``mqtt`` camera's snapshots as they come, at most
+as often), which
+keeps it downscaled to ``long_side`` pixels and JPEG-compressed, with the small blurred grey
 picture motion detection compares (edge_vlm.ingest.motion), and the share of its pixels that
 changed since the frame kept before (outside the camera's ``motion.ignore`` areas, such as a
 clock). Frames older than ``seconds`` are dropped as new ones come, so a buffer never holds more
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from edge_vlm.frames.decode import Frame
 from edge_vlm.ingest.motion import WIDTH as THUMB_WIDTH
 from edge_vlm.ingest.motion import changed_share, small_grey, watched_area
 
@@ -92,11 +95,19 @@ class FrameBuffer:
             while self._frames and self._frames[0].captured_at < captured_at - self.seconds:
                 self._frames.popleft()
 
-    def as_kept(self, rgb: np.ndarray, captured_at: float) -> KeptFrame | None:
-        """A frame (RGB) as the buffer would keep it, after its newest, without keeping it: the
-        moment of a trigger, which ends its clip."""
+    def keep(self, frame: Frame) -> None:
+        """Keep a decoded frame (a snapshot received) unless it was taken less than ``1 / fps`` after
+        the newest kept."""
         with self._lock:
-            previous = self._frames[-1] if self._frames else None
+            newest = self._frames[-1].captured_at if self._frames else -math.inf
+        if frame.captured_at - newest >= 1 / self.fps:
+            self.offer(cv2.cvtColor(frame.pixels, cv2.COLOR_RGB2BGR), frame.captured_at)
+
+    def as_kept(self, rgb: np.ndarray, captured_at: float) -> KeptFrame | None:
+        """A frame (RGB) as the buffer would keep it, after the newest kept before it, without keeping
+        it: the moment of a trigger, which ends its clip (and may be kept already, a snapshot's)."""
+        with self._lock:
+            previous = next((f for f in reversed(self._frames) if f.captured_at < captured_at), None)
         return self._kept(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), captured_at, previous)
 
     def _kept(self, bgr: np.ndarray, captured_at: float, previous: KeptFrame | None) -> KeptFrame | None:

@@ -80,8 +80,9 @@ class FrameGrabber:
         if asked is False:
             return None
         if clip is None:
-            why = ("set cameras[].clip to keep its last seconds" if camera is not None and camera.watches_stream
-                   else "only a camera with a persistent rtsp source keeps its last seconds (cameras[].clip)")
+            why = ("set cameras[].clip to keep its last seconds" if camera is not None and camera.keeps_frames
+                   else "an rtsp source in mode on_demand keeps no stream open: set its mode to persistent, and "
+                   "cameras[].clip")
             raise TriggerError(f"camera {trigger.camera!r} keeps no clip: {why}", code=ErrorCode.NO_CLIP)
         return (clip.seconds if asked is True else min(float(asked), clip.seconds)), clip.frames
 
@@ -89,7 +90,7 @@ class FrameGrabber:
         """At most ``frames`` key frames of the camera's last ``seconds`` up to ``now``, as one image
         (frames.clip)."""
         buffer = getattr(self._sources[now.camera], "buffer", None)
-        assert isinstance(buffer, FrameBuffer)  # a camera with clip has a persistent rtsp source (checked)
+        assert isinstance(buffer, FrameBuffer)  # create_source gives a camera with clip a buffer
         kept = [f for f in buffer.frames(since=now.captured_at - seconds) if f.captured_at < now.captured_at]
         newest = buffer.as_kept(now.pixels, now.captured_at)
         picked = key_frames([*kept, newest], frames) if newest is not None else []

@@ -33,6 +33,9 @@ JPEG = images.jpeg(320, 240)
 HUGE_BYTES = 64_000_000
 CHUNK = b"\0" * 65_536
 TRICKLE_EVERY_S = 1.0  # the slow routes' default pace: a byte per second
+# The clip tests' scene (/scene.jpg): a yard, and an object in it while object_in_view is set.
+YARD_JPEG = images.encode(images.scene(640, 360, seed=3), quality=90)
+OBJECT_JPEG = images.encode(images.with_square(images.scene(640, 360, seed=3)), quality=90)
 # The slow header's padding: at a byte per 0.1 s the headers alone take over a minute.
 PADDING = "x" * 600
 
@@ -56,6 +59,8 @@ class CameraServer(ThreadingHTTPServer):
         self.stream_ended = threading.Event()  # set once a huge response stopped (done, or the client hung up)
         self.trickling = threading.Event()  # set once a slow route has begun to answer
         self.trickle_ended = threading.Event()  # and once it stopped (done, or the client hung up)
+        self.object_in_view = threading.Event()  # /scene.jpg shows the object
+        self.scene_down = threading.Event()  # /scene.jpg answers 503
 
     @property
     def url(self) -> str:
@@ -93,11 +98,15 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: PLR0911 - one branch per route
+    def do_GET(self) -> None:  # noqa: PLR0911, PLR0912 - one branch per route
         path, auth = urlsplit(self.path).path, self.headers.get("Authorization")
         self.server.seen_auth.append(auth)
         if path in ("/snapshot.jpg", "/api/front_door/latest.jpg"):
             return self._send(200, JPEG)
+        if path == "/scene.jpg" and self.server.scene_down.is_set():
+            return self._send(503, b"")
+        if path == "/scene.jpg":
+            return self._send(200, OBJECT_JPEG if self.server.object_in_view.is_set() else YARD_JPEG)
         if path == "/basic.jpg":
             ok = auth == "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
             return self._send(200, JPEG) if ok else self._send(401, b"", f'Basic realm="{REALM}"')

@@ -29,6 +29,15 @@ def scene(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.asarray(Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC))
 
 
+def with_square(pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` with a white square, a sixth of their height, in the middle: an object come into view."""
+    height, width = pixels.shape[:2]
+    side = height // 6
+    out: np.ndarray = pixels.copy()
+    out[(height - side) // 2:(height + side) // 2, (width - side) // 2:(width + side) // 2] = 255
+    return out
+
+
 def jpeg(width: int = 640, height: int = 360, seed: int = 0, quality: int = 85) -> bytes:
     return encode(scene(width, height, seed), "JPEG", quality=quality)
 

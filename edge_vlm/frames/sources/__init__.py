@@ -17,6 +17,7 @@ from edge_vlm.config.models import AppConfig, CameraConfig
 from edge_vlm.config.secrets import read_secret
 from edge_vlm.config.sources import HttpSourceConfig, RtspSourceConfig
 from edge_vlm.frames import Frame
+from edge_vlm.frames.buffer import FrameBuffer
 
 
 class Source(Protocol):
@@ -35,25 +36,25 @@ def create_source(camera: CameraConfig, config: AppConfig, environ: Mapping[str,
                   min_long_side: int | None = None, on_state: Callable[[bool, str], None] | None = None) -> Source:
     """The source ``camera`` is configured with, not started yet; SecretUnavailable if its password
     credential cannot be read."""
-    source = camera.source
+    source, clip = camera.source, camera.clip
+    buffer = None if clip is None else FrameBuffer(clip.seconds, clip.fps, clip.long_side, camera.motion.ignore)
     if isinstance(source, RtspSourceConfig):
-        from edge_vlm.frames.buffer import FrameBuffer  # noqa: PLC0415
         from edge_vlm.frames.sources.rtsp import RtspSource  # noqa: PLC0415 - keeps OpenCV's FFmpeg out until used
 
         password = read_secret(source.password_env, source.password_credential, environ)
-        clip = camera.clip
-        buffer = None if clip is None else FrameBuffer(clip.seconds, clip.fps, clip.long_side, camera.motion.ignore)
         return RtspSource(camera.id, source, password=password, on_state=on_state, buffer=buffer)
     if isinstance(source, HttpSourceConfig):
         from edge_vlm.frames.sources.http import HttpSnapshotSource  # noqa: PLC0415
+        from edge_vlm.frames.sources.http_poll import PolledHttpSource  # noqa: PLC0415
 
         password = read_secret(source.password_env, source.password_credential, environ)
         limits = config.limits
-        return HttpSnapshotSource(camera.id, source, password=password, max_bytes=limits.max_payload_bytes,
-                                  max_pixels=limits.max_image_pixels, min_long_side=min_long_side)
+        snapshots = HttpSnapshotSource(camera.id, source, password=password, max_bytes=limits.max_payload_bytes,
+                                       max_pixels=limits.max_image_pixels, min_long_side=min_long_side)
+        return snapshots if buffer is None else PolledHttpSource(snapshots, buffer)
     from edge_vlm.frames.sources.mqtt_snapshot import LatestSnapshot  # noqa: PLC0415
 
-    return LatestSnapshot(camera.id, f"{config.base_topic}/{camera.id}/snapshot", source.max_frame_age_s)
+    return LatestSnapshot(camera.id, f"{config.base_topic}/{camera.id}/snapshot", source.max_frame_age_s, buffer)
 
 
 def stop_all(sources: Mapping[str, Source]) -> None:

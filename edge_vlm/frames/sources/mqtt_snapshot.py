@@ -1,11 +1,16 @@
-"""The ``mqtt`` source: the last snapshot received for a camera."""
+"""The ``mqtt`` source: the last snapshot received for a camera (and, with a clip, the last
+seconds of them)."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 from edge_vlm.core.errors import ErrorCode, SourceError, TriggerError
 from edge_vlm.frames import Frame
+from edge_vlm.frames.buffer import FrameBuffer
+
+logger = logging.getLogger(__name__)
 
 
 class LatestSnapshot:
@@ -13,8 +18,11 @@ class LatestSnapshot:
 
     instant = True
 
-    def __init__(self, camera: str, snapshot_topic: str, max_frame_age_s: float | None) -> None:
+    def __init__(self, camera: str, snapshot_topic: str, max_frame_age_s: float | None,
+                 buffer: FrameBuffer | None = None) -> None:
+        """``buffer``: where the snapshots received are kept for the camera's clip."""
         self.camera = camera
+        self.buffer = buffer
         self._snapshot_topic = snapshot_topic
         self._max_age = max_frame_age_s
         self._frame: Frame | None = None
@@ -27,6 +35,11 @@ class LatestSnapshot:
 
     def update(self, frame: Frame) -> None:
         self._frame = frame
+        if self.buffer is not None:
+            try:
+                self.buffer.keep(frame)
+            except Exception:  # the snapshot is described all the same: a clip is a bonus
+                logger.exception("Camera %s: a snapshot could not be kept for clips", self.camera)
 
     def grab(self) -> Frame:
         frame = self._frame
