@@ -19,8 +19,10 @@ from tests.support import http_server as cam
 from tests.support import images
 from tests.support.backends import GatedBackend
 from tests.support.broker import Mosquitto
+from tests.support.frigate_api import frigate_api
 from tests.support.mqtt import Recorder
 from tests.test_cameras import online, rtsp_camera, watch
+from tests.test_frigate import frigate_event
 
 pytestmark = pytest.mark.mqtt
 
@@ -105,10 +107,11 @@ def test_a_clip_shows_the_object_that_came_and_went_before_the_trigger(
     assert error["error"] == "no_clip" and "mode on_demand keeps no stream open" in error["message"]
 
 
-def clip_cells(recorder: Recorder, backend: GatedBackend, topic: str, came: float, went: float) -> list[np.ndarray]:
-    """The key frames of the clip just asked for on ``topic`` (a result), checked against the scene:
-    in time order, the object's time among them."""
-    result = recorder.wait_json(topic, id="clip")
+def clip_cells(recorder: Recorder, backend: GatedBackend, topic: str, came: float, went: float,
+               request_id: str = "clip") -> list[np.ndarray]:
+    """The key frames of the clip asked for as ``request_id``, from its result on ``topic``, checked
+    against the scene: in time order, the object's time among them."""
+    result = recorder.wait_json(topic, id=request_id)
     times = [datetime.fromisoformat(t).timestamp() for t in result["clip"]["frames"]]
     assert 2 <= len(times) <= 4 and times == sorted(times)
     assert any(came <= t <= went + 0.3 for t in times)
@@ -160,3 +163,28 @@ def test_an_mqtt_camera_keeps_the_snapshots_it_received_for_its_clip(
     recorder.publish(f"{config.base_topic}/porch/trigger", '{"id": "clip", "clip": true}')
     cells = clip_cells(recorder, backend, result, times[1], times[2])
     assert [white_square(cell) for cell in cells] == [True, False]  # the first yard looks like the last: not kept
+
+
+def test_a_frigate_event_is_described_with_the_seconds_before_its_snapshot(
+        broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders) -> None:
+    with cam.serve() as server, frigate_api() as api:
+        prefix = f"frigate{time.monotonic_ns()}"
+        camera = {"id": "front", "clip": CLIP, "source": {"type": "http", "url": f"{server.url}/scene.jpg"},
+                  "frigate": {"snapshot": "http", "clip": True}}
+        config = app_config(broker.port, frigate={"enabled": True, "topic_prefix": prefix, "api_url": api.url},
+                            cameras=[camera])
+        recorder = watch(make_recorder, broker, config)
+        backend = GatedBackend()
+        backend.gate.set()
+        make_daemon(config, backend)
+        online(recorder, config)
+
+        time.sleep(1)  # the scene's timeline: the yard; a person comes, Frigate's event and its snapshot
+        came = time.time()
+        server.object_in_view.set()
+        time.sleep(1)
+        api.snapshots["e1"] = cam.OBJECT_JPEG
+        recorder.publish(f"{prefix}/events", frigate_event("e1"))
+        cells = clip_cells(recorder, backend, f"{config.base_topic}/front/result", came, time.time(), "e1")
+        assert [white_square(cell) for cell in cells] == [False, True]  # before it came, and its snapshot
+        assert recorder.wait_json(f"{config.base_topic}/front/result", id="e1")["clip"]["grid"] == [2, 1]

@@ -92,6 +92,8 @@ class CameraConfig(StrictModel):
     def _motion_needs_a_stream(self) -> CameraConfig:
         if self.motion.enabled and not self.watches_stream:
             raise ValueError("motion.enabled needs a persistent rtsp source (it watches the stream)")
+        if self.frigate is not None and self.frigate.clip and self.clip is None:
+            raise ValueError("frigate.clip describes events with the camera's last seconds: set clip too")
         if self.clip is not None and not self.keeps_frames:
             raise ValueError("clip needs frames coming all the time: an rtsp source in mode persistent (on_demand "
                              "connects only when asked), an http source (polled at clip.fps) or mqtt snapshots")

@@ -196,6 +196,10 @@ class FrigateCameraConfig(StrictModel):
         "again as it grows (another object, a recognised name, detection becoming alert); needs "
         "frigate.api_url. Empty: events.",
     )
+    clip: bool = Field(
+        False, description="Describe each event (or review item) as a clip: the camera's kept seconds before "
+        "its snapshot, and the snapshot as the last frame; needs the camera's clip.",
+    )
 
     def overlaps(self, other: FrigateCameraConfig) -> bool:
         """Whether an event could pass both filters: their labels meet (an empty list takes all).

@@ -62,12 +62,13 @@ class FrameGrabber:
             return self.decode(_base64(trigger.image_base64), IMAGE_REQUESTS, time.time())
         if trigger.image_topic is not None:
             return self.decode(self._retained.fetch(trigger.image_topic), IMAGE_REQUESTS, time.time())
-        if trigger.frigate is not None:
+        clip = self._clip_asked(trigger)  # first: a camera without a buffer says so, whatever its frame
+        if trigger.frigate is not None:  # the event's snapshot, the last frame of its clip
             camera = self._config.camera(trigger.camera)
             assert camera is not None  # the gate checked it
-            return self.frigate.grab(camera, trigger.frigate, trigger.received_at, trigger.revision)
-        clip = self._clip_asked(trigger)  # first: a camera without a buffer says so, whatever its frame
-        frame = self._sources[trigger.camera].grab()
+            frame = self.frigate.grab(camera, trigger.frigate, trigger.received_at, trigger.revision)
+        else:
+            frame = self._sources[trigger.camera].grab()
         return frame if clip is None else self._clip(frame, *clip)
 
     def _clip_asked(self, trigger: Trigger) -> tuple[float, int] | None:

@@ -188,7 +188,7 @@ class FrigateEvents:
         template = prompts.get(event.label) or prompts.get("default")  # else the camera's profile
         self._submit(Trigger(camera.id, Origin.FRIGATE, template, event.id, message.topic, message.received_at,
                              message.wall_time, {**event.summary, "revision": revision}, frigate=event,
-                             revision=revision))
+                             revision=revision, clip=camera.frigate.clip or None))
 
     def unpictured(self, camera: str, event_id: str, revision: int) -> None:
         """No picture of the event's description ``revision`` could be had for now (another object

@@ -135,7 +135,8 @@ class FrigateReviews:
         prompts = config.prompts
         template = prompts.get(pictured.label) or prompts.get("default")  # the pictured object's label
         self._submit(Trigger(camera.id, Origin.FRIGATE, template, review.id, message.topic, message.received_at,
-                             message.wall_time, review.summary(revision), frigate=pictured, revision=revision))
+                             message.wall_time, review.summary(revision), frigate=pictured, revision=revision,
+                             clip=config.clip or None))
 
     @staticmethod
     def _pictured(config: FrigateCameraConfig, review: FrigateReview,
