@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from edge_vlm.frames import Frame
+from edge_vlm.frames.clip import span_words
 from edge_vlm.service import Service
 from tests.conftest import ServerFactory, app_config
 from tests.support import http_server as cam
@@ -85,7 +86,7 @@ def test_a_clip_shows_the_object_that_came_and_went_before_the_trigger(
     assert any(white_square(cell) for cell in cells)  # ...and the object in its picture
     assert not white_square(cells[-1])  # gone by now
     assert backend.prompts[-1].startswith(f"The image is a grid of {len(times)} frames")
-    assert backend.prompts[-1].endswith(f"What happened in the last {max(1, round(times[-1] - times[0]))} seconds?")
+    assert backend.prompts[-1].endswith(f"What happened in {span_words(frame.clip.span_s)}?")
     assert result["image_size"] == [frame.pixels.shape[1], frame.pixels.shape[0]]
 
     # only the seconds asked for: the object left more than 3 s ago, so a 2 s clip never shows it

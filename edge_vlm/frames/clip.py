@@ -43,9 +43,15 @@ class Clip:
 
     def reading(self) -> str:
         """How to read the composite, for the prompt."""
-        return (f"The image is a grid of {len(self.times)} frames from the last {self.span_s:.0f} s, "
+        return (f"The image is a grid of {len(self.times)} frames from {span_words(self.span_s)}, "
                 f"{self.columns} across and {self.rows} down, oldest first, read left to right and top to "
                 "bottom; the last one is now. Each is labelled with how long before now it was taken.")
+
+
+def span_words(seconds: float) -> str:
+    """The time a clip covers, for a prompt: "the last 8 seconds"."""
+    whole = max(1, round(seconds))
+    return "the last second" if whole == 1 else f"the last {whole} seconds"
 
 
 def key_frames(frames: Sequence[KeptFrame], k: int) -> list[KeptFrame]:

@@ -18,6 +18,7 @@ from edge_vlm.config.prompt_text import (
     fill,
     json_instruction,
 )
+from edge_vlm.frames.clip import span_words
 
 __all__ = [
     "CHAT_TEMPLATE_TOKENS",
@@ -50,7 +51,7 @@ def placeholder_values(*, camera: str, previous: str | None, language: str | Non
     return {
         "camera": camera,
         "time": time.strftime("%H:%M on %A %d %B %Y", time.localtime(now)),
-        "span": "this moment" if span_s is None else f"the last {max(1, round(span_s))} seconds",
+        "span": "this moment" if span_s is None else span_words(span_s),
         "label": str(event.get("label") or ""),
         "sub_label": str(event.get("sub_label") or ""),
         "zones": ", ".join(str(z) for z in zones) if isinstance(zones, list) else str(zones),

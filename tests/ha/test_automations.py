@@ -11,13 +11,16 @@ on the oldest and the newest release).
 
 from __future__ import annotations
 
+import io
 import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from PIL import Image
 
+from edge_vlm.frames.clip import span_words
 from tests.ha.conftest import HaDaemon
 from tests.support import ha, ha_phone, images
 from tests.support.backends import GATE_TIMEOUT_S, GatedBackend
@@ -53,7 +56,9 @@ def frigate() -> Iterator[FrigateApi]:
 def daemon_settings(frigate: FrigateApi) -> dict[str, Any]:
     # the parcel rule of docs/configuration.md (Alerts), matched by what the opencv backend says of a frame
     # with a person; the driveway describes Frigate's alerts (docs/cameras.md, Frigate)
-    return {"cameras": [{"id": "front_door", "alerts": [{"name": "parcel", "keywords": ["person"]}]},
+    # front_door keeps the snapshots it receives for clips (docs/cameras.md, Clips)
+    return {"cameras": [{"id": "front_door", "alerts": [{"name": "parcel", "keywords": ["person"]}],
+                         "clip": {"seconds": 10, "fps": 10}},
                         {"id": "driveway", "frigate": {"reviews": ["alert"], "snapshot": "http"}}],
             "frigate": {"enabled": True, "api_url": frigate.url}}
 
@@ -73,10 +78,12 @@ def _fetch(hass: HomeAssistant, path: str) -> bytes:
     return body
 
 
-def _snapshot(daemon: HaDaemon, name: str) -> str:
-    """Publish the sample ``name`` as front_door's snapshot; the id of the job it became (its pending)."""
+def _snapshot(daemon: HaDaemon, image: str | bytes) -> str:
+    """Publish the sample named ``image`` (or the image) as front_door's snapshot; the id of the job
+    it became (its pending)."""
     since = len(daemon.recorder.messages)
-    daemon.recorder.publish(daemon.topic("front_door", "snapshot"), images.sample(name))
+    daemon.recorder.publish(daemon.topic("front_door", "snapshot"),
+                            images.sample(image) if isinstance(image, str) else image)
     pending = daemon.recorder.wait_for(daemon.topic("front_door", "event"), lambda m: m.index >= since
                                        and m.json()["event_type"] == "pending")
     return str(pending.json()["id"])
@@ -155,6 +162,38 @@ def test_the_readme_alert_shows_the_description_and_its_frame(ha_daemon: HaDaemo
         assert result["alerts"] == ["parcel"]
         assert alert["message"] == result["description"]
         assert _fetch(hass, alert["data"]["image"]) == _described_image(daemon, job)
+        assert daemon.problems() == []
+
+
+def test_the_doorbell_automation_describes_what_happened_before_it_rang(
+        ha_daemon: HaDaemon, my_phone: PushGateway, daemon_backend: GatedBackend) -> None:
+    """Pasted with the notification automation: a person came and went before the bell; the answer
+    covers them, and the notification's picture is the clip's grid of key frames."""
+    daemon, hass = ha_daemon, ha_daemon.hass
+    with automation(hass, documented_yaml("Front door \u2013 notify with the description")), \
+            automation(hass, documented_yaml("Doorbell \u2013 describe what happened before it rang")):
+        yard = images.scene(640, 360, seed=3)
+        for pixels in (yard, images.with_square(yard), yard):  # each described as it comes
+            _result(daemon, _snapshot(daemon, images.encode(pixels)))
+            time.sleep(0.2)  # the scene's timeline: snapshots 1/fps apart at least, or one is not kept
+        since = len(my_phone.notifications)
+
+        hass.call("input_boolean", "turn_on", entity_id="input_boolean.doorbell_button")  # the bell rings
+
+        described = my_phone.wait_for(lambda n: n.get("title") == "Front door" and n["message"] not in (
+            "Someone's there, looking…", "clear_notification"), since, what="the doorbell's description")
+        job = _tag(described).removeprefix("edge_vlm-front_door-")
+        result = _result(daemon, job)
+        assert result["origin"] == "trigger" and result["clip"]["grid"] == [2, 1]  # the person, and now
+        clip = daemon_backend.frames[-1].clip  # the last job described: the doorbell's
+        assert clip is not None and round(clip.span_s, 2) == result["clip"]["span_s"]
+        asked = f"Who came to the Front door in {span_words(clip.span_s)}, and what did they do?"
+        assert result["prompt"].endswith(asked)
+        assert described["message"] == result["description"]
+        shown = _fetch(hass, described["data"]["image"])
+        assert shown == _described_image(daemon, job)
+        assert Image.open(io.BytesIO(shown)).size == tuple(result["image_size"])  # the grid, two frames wide
+        hass.call("input_boolean", "turn_off", entity_id="input_boolean.doorbell_button")
         assert daemon.problems() == []
 
 

@@ -114,7 +114,7 @@ def test_the_composite_shows_each_key_frame_in_its_cell_oldest_first_labelled() 
     white = [int((cell[150:230] > 240).all(axis=2).sum()) for cell in cells]  # the square's band, below the label
     assert white[0] == 0 and white[1] > 5000 and white[2] > 5000 and white[3] == 0  # the fourth cell is empty
     assert (cells[0][:10, :10] == 0).all()  # the label's dark box in the corner
-    assert "grid of 3 frames from the last 4 s" in clip.reading() and "oldest first" in clip.reading()
+    assert "grid of 3 frames from the last 4 seconds" in clip.reading() and "oldest first" in clip.reading()
 
 
 def test_the_opencv_backend_says_who_came_and_went_in_a_clip_from_its_cells() -> None:

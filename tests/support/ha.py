@@ -43,6 +43,14 @@ mobile_app:
 notify:
 automation: !include automations.yaml
 script: !include scripts.yaml
+# binary_sensor.front_door_doorbell of docs/home-assistant.md, rung by turning the input_boolean on
+input_boolean:
+  doorbell_button:
+template:
+  - binary_sensor:
+      - name: Front door doorbell
+        unique_id: front_door_doorbell
+        state: "{{ is_state('input_boolean.doorbell_button', 'on') }}"
 """
 
 # What the session measured, said at its end (tests/ha/conftest.py).
