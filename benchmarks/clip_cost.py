@@ -31,6 +31,7 @@ from benchmarks import help_argument
 from benchmarks.npu_cost import Work, counted_vlm
 from edge_vlm.camera_state import CameraStates
 from edge_vlm.config.models import AppConfig
+from edge_vlm.config.sources import ClipConfig
 from edge_vlm.core.contracts import Origin
 from edge_vlm.frames import Frame, decode_image
 from edge_vlm.frames.buffer import FrameBuffer, KeptFrame
@@ -76,7 +77,7 @@ FAMILIES = (  # RK3588 w8a8, rknn-llm v1.2.2-v1.3.0 (Qwen3-VL v1.2.3+, Qwen3.5 v
 def clip_frame(camera: str) -> tuple[Frame, list[KeptFrame]]:
     """Four scenes as a camera's buffer keeps them, picked and laid out as the daemon does; and the
     key frames."""
-    buffer = FrameBuffer(seconds=10, fps=2, long_side=640)
+    buffer = FrameBuffer(ClipConfig())
     now = time.time()
     for index, name in enumerate(("garden_night", "driveway", "front_door", "driveway")):
         bgr = cv2.imdecode(np.frombuffer(images.sample(name), np.uint8), cv2.IMREAD_COLOR)

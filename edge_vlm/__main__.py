@@ -19,6 +19,7 @@ from edge_vlm.config.sources import RtspSourceConfig
 from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.core.errors import BackendError, ConfigError, InputError
 from edge_vlm.core.redact import redact_url
+from edge_vlm.doctor.check import size_text
 from edge_vlm.install import add_parser as add_install_service
 
 if TYPE_CHECKING:
@@ -97,6 +98,8 @@ def summary(config: AppConfig) -> str:
             source += f", every {camera.interval_s:g} s"
         if camera.frigate is not None:
             source += ", Frigate events"
+        if camera.clip is not None:
+            source += f", clip {camera.clip.seconds:g} s ({size_text(camera.clip.most_bytes)} at most)"
         lines.append(f"  {camera.id} ({camera.display_name}){state}: source {source}{extra}")
     return "\n".join(lines)
 

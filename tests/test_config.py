@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from edge_vlm.__main__ import main
+from edge_vlm.__main__ import main, summary
 from edge_vlm.config import AppConfig, load_config, load_config_text, preflight
 from edge_vlm.config.mistakes import WHERE_CREDENTIALS_GO
 from edge_vlm.config.vlm import VlmBackendConfig
@@ -472,5 +472,6 @@ def test_a_clip_needs_a_source_that_keeps_frames_coming() -> None:
     config = load_config_text("cameras: [{id: a, clip: {fps: 1}}, {id: b, source: {type: http, url: 'http://c/s.jpg'}, "
                               "clip: {}}, {id: c, source: {type: rtsp, url: 'rtsp://c/1'}, clip: {seconds: 5}}]\n")
     assert [(c.clip.seconds, c.clip.fps) for c in config.config.cameras if c.clip] == [(10, 1), (10, 2), (5, 2)]
+    assert "  b (B): source http http://c/s.jpg, clip 10 s (26.3 MB at most)" in summary(config.config).splitlines()
     assert problems("frigate: {enabled: true}\ncameras: [{id: a, frigate: {clip: true}}]\n") == [
         "line 2: cameras[0]: frigate.clip describes events with the camera's last seconds: set clip too"]

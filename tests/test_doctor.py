@@ -35,11 +35,11 @@ def put(root: Path, path: str, data: bytes | str = b"", mode: int = 0o644, size:
 
 
 def write_config(path: Path, *, encoder: str = "imgenc", runtime_version: str = "auto",
-                 cpus: str | None = None) -> Path:
+                 cpus: str | None = None, cameras: str = "[{id: front_door}]") -> Path:
     encoder_lines = (f"    type: imgenc\n    executable: {IMGENC}\n    model: {MODELS}/qwen2-vl-vision_rk3588.rknn\n"
                      if encoder == "imgenc" else f"    type: rknn\n    model: {MODELS}/qwen2-vl-vision_rk3588.rknn\n")
     path.write_text(
-        "cameras: [{id: front_door}]\n"
+        f"cameras: {cameras}\n"
         "backend:\n"
         "  type: vlm\n"
         "  family: qwen2-vl-2b\n"
@@ -192,6 +192,17 @@ def test_too_little_memory_fails(tmp_path: Path, board: Path) -> None:
     assert memory.finding == "0.0 MB available for 3.50 GB of model files: the models do not fit"
     put(board, "proc/meminfo", "MemAvailable:    4000000 kB\n")  # 4.1 GB for 3.5: under 1.5x
     assert checks_on(board, write_config(tmp_path / "vlm.yaml"))["memory"].status == "WARN"
+
+
+def test_clip_buffers_count_beside_the_models(tmp_path: Path, board: Path) -> None:
+    """Each camera's clip buffer at its most (docs/cameras.md: 26.3 MB with the defaults)."""
+    put(board, "proc/meminfo", "MemAvailable:    3500000 kB\n")  # 3.58 GB: the 3.5 GB of models fit, not more
+    cameras = "[{id: a, clip: {}}, {id: b, clip: {seconds: 30, fps: 5, long_side: 1920}}]"
+    memory = checks_on(board, write_config(tmp_path / "vlm.yaml", cameras=cameras))["memory"]
+    assert memory.status == "FAIL"
+    assert memory.finding == ("3.58 GB available for 3.50 GB of model files and 1.70 GB of clip buffers at most: "
+                              "they do not fit")
+    assert memory.fix.endswith("; shorter clips (cameras[].clip: seconds, fps, long_side)")
 
 
 def test_a_model_download_that_is_a_web_page_or_cut_off_is_named(tmp_path: Path, board: Path) -> None:

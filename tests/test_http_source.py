@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_vlm.config.sources import HttpSourceConfig
+from edge_vlm.config.sources import ClipConfig, HttpSourceConfig
 from edge_vlm.core.errors import ImageError, SourceError
 from edge_vlm.frames import Frame
 from edge_vlm.frames.buffer import FrameBuffer
@@ -232,7 +232,7 @@ class LogLines(logging.Handler):
 
 
 def test_a_camera_polled_for_clips_that_fails_is_logged_once_and_polled_on(server: cam.CameraServer) -> None:
-    buffer = FrameBuffer(seconds=10, fps=10, long_side=320)
+    buffer = FrameBuffer(ClipConfig(fps=10, long_side=320))
     polled = PolledHttpSource(source(f"{server.url}/scene.jpg"), buffer)
     server.scene_down.set()
     with LogLines("edge_vlm.frames.sources.http_poll") as log:

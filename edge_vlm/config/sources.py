@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -122,6 +123,10 @@ SourceConfig = Annotated[
 ]
 
 
+# The small grey picture kept with each frame of a clip buffer (edge_vlm.ingest.motion: WIDTH x WIDTH at most).
+THUMB_BYTES = 160 * 160
+
+
 class ClipConfig(StrictModel):
     seconds: float = Field(10.0, gt=0, le=60, description="Seconds before a trigger kept for a clip.")
     fps: float = Field(2.0, gt=0, le=10, description="Frames kept per second at most (an http source is "
@@ -130,6 +135,18 @@ class ClipConfig(StrictModel):
     frames: int = Field(4, ge=2, le=9, description="Key frames in a clip's image (a grid, read in one pass).")
     default: bool = Field(False, description="Every trigger, request and motion episode of this camera asks "
                           "for a clip unless it says otherwise.")
+
+    @property
+    def capacity(self) -> int:
+        """The most frames a buffer keeps: ``seconds`` of them at ``fps``, and the one at their start."""
+        return math.ceil(self.seconds * self.fps) + 1
+
+    @property
+    def most_bytes(self) -> int:
+        """The most a camera's buffer holds (edge_vlm.frames.buffer): ``capacity`` frames, each no
+        larger than a square frame of ``long_side`` as raw RGB (a JPEG of a camera frame is far
+        smaller), with motion detection's small grey picture."""
+        return self.capacity * (self.long_side * self.long_side * 3 + THUMB_BYTES)
 
 
 class MotionConfig(StrictModel):

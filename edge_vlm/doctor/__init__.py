@@ -34,17 +34,20 @@ __all__ = ["ROOT", "Check", "doctor", "load_backend", "print_checks", "run_check
 ROOT = Path("/")
 
 
-def load_backend(config_path: Path | None, root: Path = ROOT) -> tuple[list[Check], VlmBackendConfig | None]:
+def load_backend(config_path: Path | None, root: Path = ROOT) -> tuple[list[Check], VlmBackendConfig | None, int]:
+    """The configuration's checks, its NPU backend (None: none to check) and the most its cameras'
+    clip buffers hold (bytes)."""
     if config_path is None:
         return [Check("models", "SKIP", "no configuration given: edge-vlm doctor -c FILE also checks the "
-                      "runtime, the model files, memory and CPUs")], None
+                      "runtime, the model files, memory and CPUs")], None, 0
     try:
         loaded = load_config(config_path)
     except ConfigError as exc:
         return [Check("config", "FAIL", f"{config_path}: {len(exc.problems)} problem(s), the first: "
                       f"{exc.problems[0]}", f"edge-vlm check -c {config_path} lists them all"),
-                Check("models", "SKIP", "the configuration is not valid")], None
+                Check("models", "SKIP", "the configuration is not valid")], None, 0
     backend = loaded.config.backend
+    clips = sum(camera.clip.most_bytes for camera in loaded.config.cameras if camera.clip is not None)
     # What `edge-vlm check` (and the daemon's start) also says of this machine: files, secrets.
     problems = preflight(loaded, os.environ, root)
     stopping = Check("config", "FAIL", f"{config_path}: valid, but {len(problems)} problem(s) stop the daemon "
@@ -52,9 +55,9 @@ def load_backend(config_path: Path | None, root: Path = ROOT) -> tuple[list[Chec
         if problems else None
     if isinstance(backend, OpencvBackendConfig):
         return [stopping or Check("config", "PASS", f"{config_path}: valid, backend opencv"),
-                Check("models", "SKIP", "the opencv backend uses no model files")], None
+                Check("models", "SKIP", "the opencv backend uses no model files")], None, clips
     return [stopping or Check("config", "PASS", f"{config_path}: valid, backend vlm, family {backend.family}, "
-                              f"encoder {backend.encoder.type}")], backend
+                              f"encoder {backend.encoder.type}")], backend, clips
 
 
 def run_checks(config_path: Path | None, *, root: Path = ROOT, machine: str | None = None,
@@ -64,11 +67,11 @@ def run_checks(config_path: Path | None, *, root: Path = ROOT, machine: str | No
     board = check_board(machine or platform.machine(), soc)
     on_npu = board.status != "FAIL"
     checks = [board, check_driver(root) if on_npu else Check("npu driver", "SKIP", "not a Rockchip board")]
-    config_checks, backend = load_backend(config_path, root)
+    config_checks, backend, clips = load_backend(config_path, root)
     checks += config_checks
     if backend is not None:
         cpus = frozenset(os.sched_getaffinity(0) if affinity is None else affinity)
-        checks += model_checks(backend, soc if on_npu else None, root, cpus, find_library)
+        checks += model_checks(backend, soc if on_npu else None, root, cpus, find_library, clips=clips)
     return checks
 
 

@@ -146,14 +146,15 @@ def check_imgenc(configured: Path, root: Path) -> Check:
 
 
 def model_checks(backend: VlmBackendConfig, soc: str | None, root: Path, affinity: frozenset[int],
-                 find_library: FindLibrary) -> list[Check]:
+                 find_library: FindLibrary, *, clips: int = 0) -> list[Check]:
+    """``clips``: the most the cameras' clip buffers hold (bytes), in memory beside the models."""
     llm, encoder = backend.llm, backend.encoder
     files = [check_file("encoder.model", encoder.model, root), check_file("llm.model", llm.model, root)]
     checks = [check_runtime(llm, root), *(check for check, _ in files)]
     if soc is None:
         return [*checks, Check("board checks", "SKIP", "memory, CPUs, libraries and imgenc: not a Rockchip board")]
     sizes = [size for _, size in files if size is not None]
-    checks.append(check_memory(root, sum(sizes)) if len(sizes) == len(files)
+    checks.append(check_memory(root, sum(sizes), clips) if len(sizes) == len(files)
                   else Check("memory", "SKIP", "a model file is missing"))
     checks += [check_cpus(llm, soc, affinity), check_libomp(on_board(root, llm.library).parent, find_library)]
     if isinstance(encoder, RknnEncoderConfig):

@@ -89,14 +89,21 @@ def read_available(root: Path) -> int | None:
     return int(match.group(1)) * 1024 if match else None
 
 
-def check_memory(root: Path, needed: int) -> Check:
+def check_memory(root: Path, models: int, clips: int = 0) -> Check:
+    """Whether the model files (``models`` bytes) and the cameras' clip buffers (``clips``, at
+    their most) fit in the memory available."""
     available = read_available(root)
     if available is None:
         return Check("memory", "WARN", "no MemAvailable in /proc/meminfo")
-    found = f"{size_text(available)} available for {size_text(needed)} of model files"
+    needed = models + clips
+    found = f"{size_text(available)} available for {size_text(models)} of model files"
+    if clips:
+        found += f" and {size_text(clips)} of clip buffers at most"
     fix = "stop other programs, choose a smaller model family, or use a board with more RAM"
+    if clips:
+        fix += "; shorter clips (cameras[].clip: seconds, fps, long_side)"
     if available < needed:
-        return Check("memory", "FAIL", f"{found}: the models do not fit", fix)
+        return Check("memory", "FAIL", f"{found}: {'they' if clips else 'the models'} do not fit", fix)
     if available < MEMORY_MARGIN * needed:
         return Check("memory", "WARN", f"{found}: less than {MEMORY_MARGIN}x, and the runtime needs more than "
                      "the files (context, buffers)", fix)

@@ -8,8 +8,8 @@ keeps it downscaled to ``long_side`` pixels and JPEG-compressed, with the small 
 picture motion detection compares (edge_vlm.ingest.motion), and the share of its pixels that
 changed since the frame kept before (outside the camera's ``motion.ignore`` areas, such as a
 clock). Frames older than ``seconds`` are dropped as new ones come, so a buffer never holds more
-than ``capacity`` frames; each is at most its raw downscaled size, which makes ``bound()`` the most
-a buffer can hold (a JPEG of a camera frame is typically a tenth of it).
+than ``capacity`` frames; each is at most its raw downscaled size, which makes the clip settings'
+``most_bytes`` the most a buffer can hold (a JPEG of a camera frame is typically a tenth of it).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from edge_vlm.config.sources import ClipConfig
 from edge_vlm.frames.decode import Frame
-from edge_vlm.ingest.motion import WIDTH as THUMB_WIDTH
 from edge_vlm.ingest.motion import changed_share, small_grey, watched_area
 
 QUALITY = 80  # JPEG quality of a kept frame
@@ -61,21 +61,14 @@ def fit_long_side(image: np.ndarray, long_side: int) -> np.ndarray:
 class FrameBuffer:
     """One camera's last ``seconds`` of frames at ``fps``, thread-safe (the reader adds, captures read)."""
 
-    def __init__(self, seconds: float, fps: float, long_side: int,
-                 ignore: list[tuple[float, float, float, float]] | None = None) -> None:
+    def __init__(self, clip: ClipConfig, ignore: list[tuple[float, float, float, float]] | None = None) -> None:
         """``ignore``: areas where change does not count (the camera's motion.ignore)."""
-        self.seconds, self.fps, self.long_side = seconds, fps, long_side
+        self.seconds, self.fps, self.long_side = clip.seconds, clip.fps, clip.long_side
         self._ignore = ignore or []
-        self.capacity = math.ceil(seconds * fps) + 1
+        self.capacity = clip.capacity
         self._frames: deque[KeptFrame] = deque(maxlen=self.capacity)
         self._lock = threading.Lock()
         self._last_kept = -math.inf  # time.monotonic() of the last frame kept
-
-    @staticmethod
-    def bound(seconds: float, fps: float, long_side: int) -> int:
-        """The most bytes a buffer of these settings holds: ``capacity`` frames, each no larger than a
-        square frame of ``long_side`` as raw RGB (a JPEG of a camera frame is far smaller)."""
-        return (math.ceil(seconds * fps) + 1) * (long_side * long_side * 3 + THUMB_WIDTH * THUMB_WIDTH)
 
     def due(self) -> bool:
         """Whether a frame is wanted now (``1 / fps`` since the last kept one): the reader asks first,

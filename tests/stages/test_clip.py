@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from edge_vlm.config.models import OpencvBackendConfig
+from edge_vlm.config.sources import ClipConfig
 from edge_vlm.frames.buffer import FrameBuffer, KeptFrame
 from edge_vlm.frames.clip import composite, key_frames, layout
 from edge_vlm.inference.backends.opencv import OpencvAnalyzer, analysis_input, sequence
+from edge_vlm.ingest.motion import WIDTH as MOTION_WIDTH
 from tests.support import images
 
 WIDTH, HEIGHT = 1920, 1080
@@ -36,7 +38,7 @@ def filled(buffer: FrameBuffer, times_and_squares: list[tuple[float, int | None]
 
 
 def test_a_buffer_keeps_its_last_seconds_downscaled_and_never_older_ones() -> None:
-    buffer = FrameBuffer(seconds=10, fps=2, long_side=640)
+    buffer = FrameBuffer(ClipConfig())
     kept = filled(buffer, [(1000 + t / 2, None) for t in range(60)])  # 30 s at 2 fps
     assert [f.captured_at for f in kept] == [1000 + t / 2 for t in range(39, 60)]  # 10 s and the frame at its start
     assert len(kept) <= buffer.capacity == 21
@@ -50,13 +52,13 @@ def test_four_1080p_cameras_stay_within_the_stated_bound_for_three_minutes() -> 
     Three minutes of camera time at 2 fps (noisy frames, JPEG's hard case), the memory Python
     allocated while the buffers took them measured by tracemalloc, not by the buffers' own count."""
     noise = np.random.default_rng(7)
-    bound = FrameBuffer.bound(10, 2, 640)
-    assert bound == 21 * (640 * 640 * 3 + 160 * 160)  # 26.3 MB per camera, 105 MB for four
+    bound = ClipConfig().most_bytes
+    assert bound == 21 * (640 * 640 * 3 + MOTION_WIDTH * MOTION_WIDTH)  # 26.3 MB per camera, 105 MB for four
     frames = [scene(None if n % 5 else 800, noise) for n in range(6)]
     tracemalloc.start()
     try:
         baseline = tracemalloc.get_traced_memory()[0]
-        buffers = [FrameBuffer(seconds=10, fps=2, long_side=640) for _ in range(4)]
+        buffers = [FrameBuffer(ClipConfig()) for _ in range(4)]
         most = 0
         for step in range(360):
             for index, buffer in enumerate(buffers):
@@ -71,7 +73,7 @@ def test_four_1080p_cameras_stay_within_the_stated_bound_for_three_minutes() -> 
 
 def test_a_person_far_off_counts_as_change_and_noise_or_a_clock_does_not() -> None:
     noise = np.random.default_rng(3)
-    buffer = FrameBuffer(seconds=10, fps=2, long_side=640, ignore=[(0.8, 0.0, 1.0, 0.1)])  # the clock's corner
+    buffer = FrameBuffer(ClipConfig(), ignore=[(0.8, 0.0, 1.0, 0.1)])  # the clock's corner
     for t in range(8):
         frame = scene(None, noise)
         frame[10:90, 1600:1900] = 30 * t % 255  # an on-screen clock, ticking
@@ -85,7 +87,7 @@ def test_a_person_far_off_counts_as_change_and_noise_or_a_clock_does_not() -> No
 
 
 def test_key_frames_take_the_newest_and_the_changes_spread_in_time_never_two_alike() -> None:
-    buffer = FrameBuffer(seconds=10, fps=2, long_side=640)
+    buffer = FrameBuffer(ClipConfig())
     # still until 3 s, a square from 3 s to 5 s moving right, still again until 8 s
     squares = [(t / 2, 200 + 150 * (t - 6) if 6 <= t < 10 else None) for t in range(17)]
     kept = filled(buffer, squares)
@@ -95,7 +97,7 @@ def test_key_frames_take_the_newest_and_the_changes_spread_in_time_never_two_ali
     assert any(3.0 <= t < 5.0 for t in times)  # the object was there
     assert times == sorted(times)
     assert all(a.difference(b) >= 0.002 for i, a in enumerate(picked) for b in picked[i + 1:])
-    still = key_frames(filled(FrameBuffer(10, 2, 640), [(t / 2, None) for t in range(17)]), 4)
+    still = key_frames(filled(FrameBuffer(ClipConfig()), [(t / 2, None) for t in range(17)]), 4)
     assert [f.captured_at for f in still] == [8.0]  # nothing happened: one frame, not four alike
 
 
@@ -105,7 +107,7 @@ def test_the_grid_is_near_square(n: int, grid: tuple[int, int]) -> None:
 
 
 def test_the_composite_shows_each_key_frame_in_its_cell_oldest_first_labelled() -> None:
-    buffer = FrameBuffer(seconds=10, fps=2, long_side=640)
+    buffer = FrameBuffer(ClipConfig())
     kept = filled(buffer, [(0.0, None), (2.0, 200), (4.0, 1400)])
     pixels, clip = composite(kept)
     assert pixels.shape == (720, 1280, 3) and (clip.columns, clip.rows) == (2, 2)
@@ -121,7 +123,7 @@ def test_the_opencv_backend_says_who_came_and_went_in_a_clip_from_its_cells() ->
     config = OpencvBackendConfig()
     analyzer = OpencvAnalyzer(config)
     analyzer.load()
-    buffer = FrameBuffer(seconds=10, fps=2, long_side=640)
+    buffer = FrameBuffer(ClipConfig())
     for at, name in ((0.0, "driveway"), (2.0, "front_door"), (4.0, "garden_night")):  # nobody, 1 person, nobody
         bgr = cv2.imdecode(np.frombuffer(images.sample(name), np.uint8), cv2.IMREAD_COLOR)
         assert bgr is not None

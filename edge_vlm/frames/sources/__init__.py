@@ -37,7 +37,7 @@ def create_source(camera: CameraConfig, config: AppConfig, environ: Mapping[str,
     """The source ``camera`` is configured with, not started yet; SecretUnavailable if its password
     credential cannot be read."""
     source, clip = camera.source, camera.clip
-    buffer = None if clip is None else FrameBuffer(clip.seconds, clip.fps, clip.long_side, camera.motion.ignore)
+    buffer = None if clip is None else FrameBuffer(clip, camera.motion.ignore)
     if isinstance(source, RtspSourceConfig):
         from edge_vlm.frames.sources.rtsp import RtspSource  # noqa: PLC0415 - keeps OpenCV's FFmpeg out until used
 
