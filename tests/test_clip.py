@@ -146,24 +146,34 @@ def test_an_http_camera_is_polled_for_its_clip(broker: Mosquitto, make_daemon: D
 
 def test_an_mqtt_camera_keeps_the_snapshots_it_received_for_its_clip(
         broker: Mosquitto, make_daemon: Daemon, make_recorder: Recorders) -> None:
-    config = app_config(broker.port, cameras=[{"id": "porch", "clip": {**CLIP, "fps": 10}}])
+    """A camera that publishes a frame every so often, kept and not described (describe_snapshots)."""
+    config = app_config(broker.port, cameras=[{"id": "porch", "clip": {**CLIP, "fps": 10},
+                                               "describe_snapshots": False}])
     recorder = watch(make_recorder, broker, config)
     backend = GatedBackend()
     backend.gate.set()
     make_daemon(config, backend)
     online(recorder, config)
-    result = f"{config.base_topic}/porch/result"
     yard = images.scene(640, 360, seed=3)
     times = []
-    for n, pixels in enumerate([yard, images.with_square(yard), yard]):  # each described as it comes
+    for pixels in (yard, images.with_square(yard), yard):
         times.append(time.time())
         recorder.publish(f"{config.base_topic}/porch/snapshot", images.encode(pixels))
-        recorder.count(result, n + 1)
-        time.sleep(0.2)  # the scene's timeline: snapshots 1/fps apart at least, or one is not kept
+        time.sleep(0.2)  # the scene's timeline: snapshots in time slots of their own (1/fps), or one is not kept
 
-    recorder.publish(f"{config.base_topic}/porch/trigger", '{"id": "clip", "clip": true}')
+    recorder.publish(f"{config.base_topic}/porch/trigger", '{"id": "clip", "clip": true}')  # after them, in order
+    result = f"{config.base_topic}/porch/result"
     cells = clip_cells(recorder, backend, result, times[1], times[2])
     assert [white_square(cell) for cell in cells] == [True, False]  # the first yard looks like the last: not kept
+    assert [m.json()["id"] for m in recorder.on(result)] == ["clip"]  # the snapshots were kept, not described
+
+
+def square_x(cell: np.ndarray) -> float | None:
+    """Where the white square is in a cell, as a share of its width (None: none there)."""
+    if not white_square(cell):
+        return None
+    columns = np.nonzero((cell[cell.shape[0] // 4:] > 240).all(axis=2))[1]
+    return float(columns.mean()) / int(cell.shape[1])
 
 
 def test_a_frigate_event_is_described_with_the_seconds_before_its_snapshot(
@@ -171,7 +181,7 @@ def test_a_frigate_event_is_described_with_the_seconds_before_its_snapshot(
     with cam.serve() as server, frigate_api() as api:
         prefix = f"frigate{time.monotonic_ns()}"
         camera = {"id": "front", "clip": CLIP, "source": {"type": "http", "url": f"{server.url}/scene.jpg"},
-                  "frigate": {"snapshot": "http", "clip": True}}
+                  "frigate": {"snapshot": "http", "clip": True, "event_types": ["new", "end"]}}
         config = app_config(broker.port, frigate={"enabled": True, "topic_prefix": prefix, "api_url": api.url},
                             cameras=[camera])
         recorder = watch(make_recorder, broker, config)
@@ -179,13 +189,21 @@ def test_a_frigate_event_is_described_with_the_seconds_before_its_snapshot(
         backend.gate.set()
         make_daemon(config, backend)
         online(recorder, config)
+        # Frigate's picture of the person, told apart from the camera's frames by where it is
+        api.snapshots.update(e1=images.encode(images.with_square(images.scene(640, 360, seed=3), at=0.2)),
+                             e2=cam.OBJECT_JPEG)
 
         time.sleep(1)  # the scene's timeline: the yard; a person comes, Frigate's event and its snapshot
         came = time.time()
         server.object_in_view.set()
         time.sleep(1)
-        api.snapshots["e1"] = cam.OBJECT_JPEG
         recorder.publish(f"{prefix}/events", frigate_event("e1"))
         cells = clip_cells(recorder, backend, f"{config.base_topic}/front/result", came, time.time(), "e1")
-        assert [white_square(cell) for cell in cells] == [False, True]  # before it came, and its snapshot
-        assert recorder.wait_json(f"{config.base_topic}/front/result", id="e1")["clip"]["grid"] == [2, 1]
+        assert square_x(cells[0]) is None  # the yard before the person came...
+        assert [round(square_x(cell) or 0, 1) for cell in cells[1:-1]] in ([], [0.5])  # (the camera saw them)...
+        assert (square_x(cells[-1]) or 1) < 0.3  # ...and last the event's snapshot, not the camera's frame
+
+        # an object described at its end: its snapshot alone (the seconds before the end show where it was)
+        recorder.publish(f"{prefix}/events", frigate_event("e2", "end"))
+        ended = recorder.wait_json(f"{config.base_topic}/front/result", id="e2")
+        assert ended["clip"] is None and backend.frames[-1].clip is None

@@ -40,6 +40,11 @@ class CameraConfig(StrictModel):
         description="Extra topics carrying raw JPEG/PNG snapshots for this camera, e.g. "
         "frigate/front_door/person/snapshot (wildcards + and # allowed).",
     )
+    describe_snapshots: bool = Field(
+        True, description="Describe each snapshot received. false: keep them only, as the camera's latest "
+        "frame and for its clip (a camera that publishes a frame every second or so); triggers, requests, "
+        "intervals and Frigate events describe.",
+    )
     accept_retained: bool = Field(
         False, description="Describe retained snapshots delivered on subscribe. Off by default: "
         "Frigate's snapshots are retained and would be stale at start-up.",
@@ -89,7 +94,7 @@ class CameraConfig(StrictModel):
         return alerts
 
     @model_validator(mode="after")
-    def _motion_needs_a_stream(self) -> CameraConfig:
+    def _sources_can_do_what_is_asked(self) -> CameraConfig:
         if self.motion.enabled and not self.watches_stream:
             raise ValueError("motion.enabled needs a persistent rtsp source (it watches the stream)")
         if self.frigate is not None and self.frigate.clip and self.clip is None:

@@ -9,7 +9,10 @@ picture motion detection compares (edge_vlm.ingest.motion), and the share of its
 changed since the frame kept before (outside the camera's ``motion.ignore`` areas, such as a
 clock). Frames older than ``seconds`` are dropped as new ones come, so a buffer never holds more
 than ``capacity`` frames; each is at most its raw downscaled size, which makes the clip settings'
-``most_bytes`` the most a buffer can hold (a JPEG of a camera frame is typically a tenth of it).
+``most_bytes`` the most a buffer can hold (a JPEG of a camera frame is typically a tenth of it). That
+counts a square frame and a square grey picture: a portrait frame's grey picture is taller, but its
+frame smaller by more, for any frame up to 3·long_side²/160² times as high as wide (3:1 at the
+smallest long_side, 48:1 at the default).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from edge_vlm.frames.decode import Frame
 from edge_vlm.ingest.motion import changed_share, small_grey, watched_area
 
 QUALITY = 80  # JPEG quality of a kept frame
+SNAPSHOT_GAP = 0.75  # the least time between two snapshots kept, as a share of 1 / fps
 
 
 @dataclass(frozen=True)
@@ -39,8 +43,10 @@ class KeptFrame:
     change: float  # the share of pixels that changed from the frame kept before (0-1; the first: 0)
 
     def difference(self, other: KeptFrame) -> float:
-        """How different two kept frames look: the share of their pixels that changed (0-1)."""
-        return changed_share(self.thumb, other.thumb) or 0.0
+        """How different two kept frames look: the share of their pixels that changed (0-1); frames
+        of another shape (a Frigate snapshot cropped to its object) are wholly different."""
+        share = changed_share(self.thumb, other.thumb)
+        return 1.0 if share is None else share
 
     def rgb(self) -> np.ndarray:
         bgr = cv2.imdecode(np.frombuffer(self.jpeg, np.uint8), cv2.IMREAD_COLOR)
@@ -89,11 +95,12 @@ class FrameBuffer:
                 self._frames.popleft()
 
     def keep(self, frame: Frame) -> None:
-        """Keep a decoded frame (a snapshot received) unless it was taken less than ``1 / fps`` after
-        the newest kept."""
+        """Keep a decoded frame (a snapshot received; one thread keeps) unless it was taken less than
+        ``SNAPSHOT_GAP / fps`` after the newest kept: a camera that publishes at ``fps``, early or late
+        by a quarter of its period, has every frame kept; a faster one is thinned."""
         with self._lock:
-            newest = self._frames[-1].captured_at if self._frames else -math.inf
-        if frame.captured_at - newest >= 1 / self.fps:
+            newest = self._frames[-1].captured_at if self._frames else None
+        if newest is None or frame.captured_at - newest >= SNAPSHOT_GAP / self.fps:
             self.offer(cv2.cvtColor(frame.pixels, cv2.COLOR_RGB2BGR), frame.captured_at)
 
     def as_kept(self, rgb: np.ndarray, captured_at: float) -> KeptFrame | None:

@@ -41,10 +41,11 @@ class FrameGrabber:
 
     @property
     def blocking_sources(self) -> int:
-        """How many cameras' grabs may block (each wants a capture thread): their sources', and a
-        Frigate event's, which waits for its own snapshot."""
+        """How many cameras' grabs may block (each wants a capture thread): their sources', a Frigate
+        event's, which waits for its own snapshot, and a clip's, which decodes and lays out its frames."""
         frigate = {c.id for c in self._config.cameras if c.frigate is not None}
-        return sum(not source.instant or camera in frigate for camera, source in self._sources.items())
+        clips = {c.id for c in self._config.cameras if c.clip is not None}  # a composite takes a while
+        return sum(not source.instant or camera in frigate | clips for camera, source in self._sources.items())
 
     def arrived(self, frame: Frame) -> None:
         """A snapshot for ``frame.camera`` arrived: the camera's latest frame, if its source keeps that."""
@@ -53,8 +54,8 @@ class FrameGrabber:
             source.update(frame)
 
     def instant(self, trigger: Trigger) -> bool:
-        """Whether grab() returns at once (a frame in memory): no capture thread needed."""
-        return not trigger.own_image and self._sources[trigger.camera].instant
+        """Whether grab() returns at once (a frame in memory, no clip to make): no capture thread needed."""
+        return not trigger.own_image and self._sources[trigger.camera].instant and not self._clip_wanted(trigger)
 
     def grab(self, trigger: Trigger) -> Frame:
         """The trigger's frame; InputError (SourceError, ImageError, …) saying why there is none."""
@@ -71,19 +72,30 @@ class FrameGrabber:
             frame = self._sources[trigger.camera].grab()
         return frame if clip is None else self._clip(frame, *clip)
 
+    def _clip_wanted(self, trigger: Trigger) -> bool | float:
+        """Whether the trigger asks for a clip: True, seconds, or False (its frame alone). A Frigate
+        object that has ended is described from its snapshot alone: the seconds before the message
+        that said so show where it was, not what it did."""
+        if trigger.frigate is not None and trigger.frigate.type == "end":
+            return False
+        if trigger.clip is not None:
+            return trigger.clip
+        camera = self._config.camera(trigger.camera)
+        clip = None if camera is None else camera.clip
+        return clip is not None and clip.default and trigger.origin in CLIP_BY_DEFAULT
+
     def _clip_asked(self, trigger: Trigger) -> tuple[float, int] | None:
         """How many seconds before the trigger to describe, in how many key frames; None for its
         frame alone."""
-        camera = self._config.camera(trigger.camera)
-        clip = None if camera is None else camera.clip
-        asked = trigger.clip if trigger.clip is not None else (
-            clip is not None and clip.default and trigger.origin in CLIP_BY_DEFAULT)
+        asked = self._clip_wanted(trigger)
         if asked is False:
             return None
+        camera = self._config.camera(trigger.camera)
+        clip = None if camera is None else camera.clip
         if clip is None:
-            why = ("set cameras[].clip to keep its last seconds" if camera is not None and camera.keeps_frames
-                   else "an rtsp source in mode on_demand keeps no stream open: set its mode to persistent, and "
-                   "cameras[].clip")
+            why = ("an rtsp source in mode on_demand keeps no stream open: set its mode to persistent, and "
+                   "cameras[].clip" if camera is not None and not camera.keeps_frames
+                   else "set cameras[].clip to keep its last seconds")
             raise TriggerError(f"camera {trigger.camera!r} keeps no clip: {why}", code=ErrorCode.NO_CLIP)
         return (clip.seconds if asked is True else min(float(asked), clip.seconds)), clip.frames
 

@@ -32,14 +32,14 @@ class JobMaker:
         prepared = self._backend.prepare(frame)
         preprocess_ms = (time.perf_counter() - started) * 1000
         state = self._states[camera.id] if camera is not None else None
-        grid = frame.clip if frame.clip is not None and frame.clip.grid is not None else None
+        clip = frame.clip if frame.clip is not None and frame.clip.grid is not None else None  # key frames
         values = placeholder_values(camera=camera.display_name if camera else "the image",
                                     previous=state.text if state else None, language=self._config.language,
-                                    event=trigger.event, span_s=grid.span_s if grid else None)
+                                    event=trigger.event, span_s=clip.span_s if clip else None)
         prompt = build_prompt(_text_profile(trigger.prompt) if trigger.prompt else profile, values,
                               self._config.language)
-        if grid is not None:  # a grid of key frames: say how to read it
-            prompt = f"{grid.reading()} {prompt}"
+        if clip is not None:  # a grid of key frames: say how to read it
+            prompt = f"{clip.reading()} {prompt}"
         questions = ({rule.name: rule.question for rule in camera.alerts if rule.question is not None}
                      if camera is not None and trigger.origin != Origin.REQUEST else {})
         image = None if trigger.reply is not None else frame.jpeg(self._config.limits.max_published_image_bytes)

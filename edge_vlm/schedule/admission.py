@@ -170,6 +170,8 @@ class Admission:
         for camera in cameras:
             camera_frame = dataclasses.replace(frame, camera=camera.id)
             self._grabber.arrived(camera_frame)
+            if not camera.describe_snapshots:  # kept as its latest frame (and for clips) only
+                continue
             trigger = Trigger(camera.id, Origin.SNAPSHOT, topic=message.topic, received_at=message.received_at,
                               wall_time=message.wall_time, request_id=new_request_id())
             self.admit(trigger, camera, camera_frame, capture_ms)

@@ -11,6 +11,7 @@ import pytest
 
 from edge_vlm.config.models import OpencvBackendConfig
 from edge_vlm.config.sources import ClipConfig
+from edge_vlm.frames import Frame
 from edge_vlm.frames.buffer import FrameBuffer, KeptFrame
 from edge_vlm.frames.clip import composite, key_frames, layout
 from edge_vlm.inference.backends.opencv import OpencvAnalyzer, analysis_input, sequence
@@ -99,6 +100,34 @@ def test_key_frames_take_the_newest_and_the_changes_spread_in_time_never_two_ali
     assert all(a.difference(b) >= 0.002 for i, a in enumerate(picked) for b in picked[i + 1:])
     still = key_frames(filled(FrameBuffer(ClipConfig()), [(t / 2, None) for t in range(17)]), 4)
     assert [f.captured_at for f in still] == [8.0]  # nothing happened: one frame, not four alike
+
+
+def snapshot(at: float, square: int | None = None) -> Frame:
+    """A decoded snapshot (RGB) taken at ``at``."""
+    rgb = cv2.cvtColor(scene(square), cv2.COLOR_BGR2RGB)
+    return Frame("porch", rgb, (WIDTH, HEIGHT), b"", "RAW", at)
+
+
+def test_snapshots_are_kept_at_about_fps_early_or_late_by_a_quarter_period_and_in_order() -> None:
+    buffer = FrameBuffer(ClipConfig(fps=10))  # a period of 0.1 s
+    for at in (100.0, 100.08, 100.19, 100.25, 99.0, 100.5, 100.5):  # jittered, too soon, older, the same
+        buffer.keep(snapshot(at))
+    assert [f.captured_at for f in buffer.frames(since=0)] == [100.0, 100.08, 100.19, 100.5]
+    fast = FrameBuffer(ClipConfig(fps=10))
+    for n in range(40):  # at twice fps: thinned to fps
+        fast.keep(snapshot(200 + n * 0.05))
+    assert len(fast.frames(since=0)) == 20
+
+
+def test_the_moment_of_a_trigger_is_compared_with_the_frame_kept_before_it() -> None:
+    """A snapshot kept already, or one older than the newest kept, is compared with the one before
+    it, never with itself or a later one."""
+    buffer = FrameBuffer(ClipConfig())
+    kept = filled(buffer, [(1.0, None), (2.0, 800), (3.0, None)])
+    again = buffer.as_kept(cv2.cvtColor(scene(800), cv2.COLOR_BGR2RGB), 2.0)  # the snapshot kept at 2.0
+    assert again is not None and again.change == kept[1].change > 0.01  # against 1.0's yard, as when kept
+    later = buffer.as_kept(cv2.cvtColor(scene(800), cv2.COLOR_BGR2RGB), 2.5)  # between 2.0 and 3.0
+    assert later is not None and later.change < 0.002  # like 2.0, the newest before it, not 3.0
 
 
 @pytest.mark.parametrize(("n", "grid"), [(1, (1, 1)), (2, (2, 1)), (3, (2, 2)), (4, (2, 2)), (5, (3, 2)), (9, (3, 3))])

@@ -29,12 +29,14 @@ def scene(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.asarray(Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC))
 
 
-def with_square(pixels: np.ndarray) -> np.ndarray:
-    """``pixels`` with a white square, a sixth of their height, in the middle: an object come into view."""
+def with_square(pixels: np.ndarray, at: float = 0.5) -> np.ndarray:
+    """``pixels`` with a white square, a sixth of their height, centred ``at`` that share of their
+    width, half-way down: an object come into view."""
     height, width = pixels.shape[:2]
     side = height // 6
+    left = round(width * at) - side // 2
     out: np.ndarray = pixels.copy()
-    out[(height - side) // 2:(height + side) // 2, (width - side) // 2:(width + side) // 2] = 255
+    out[(height - side) // 2:(height + side) // 2, left:left + side] = 255
     return out
 
 
