@@ -157,3 +157,13 @@ def test_a_camera_on_review_items_does_not_describe_each_event() -> None:
     reviews = Reviews()
     reviews.event("e1", zones=("porch",))
     assert reviews.triggers == []
+
+
+def test_a_camera_with_frigate_clip_asks_for_a_clip_of_each_review_item_and_event() -> None:
+    clip = {"id": "porch", "clip": {}, "frigate": {"camera": "front", "reviews": ["alert"], "clip": True}}
+    plain = {"id": "yard", "frigate": {"camera": "back"}}
+    reviews = Reviews([clip, plain])
+    reviews.event("e1")
+    reviews.review("new", "alert", {"e1": "person"})
+    reviews.events.handle(received("frigate/events", event_message("0.18", "new", "e9", camera="back")))
+    assert [(t.camera, t.clip) for t in reviews.triggers] == [("porch", True), ("yard", None)]
