@@ -160,8 +160,9 @@ def test_a_camera_on_review_items_does_not_describe_each_event() -> None:
 
 
 def test_a_camera_with_frigate_clip_asks_for_a_clip_of_each_review_item_and_event() -> None:
-    clip = {"id": "porch", "clip": {}, "frigate": {"camera": "front", "reviews": ["alert"], "clip": True}}
-    plain = {"id": "yard", "frigate": {"camera": "back"}}
+    clip: dict[str, object] = {"id": "porch", "clip": {},
+                               "frigate": {"camera": "front", "reviews": ["alert"], "clip": True}}
+    plain: dict[str, object] = {"id": "yard", "frigate": {"camera": "back"}}
     reviews = Reviews([clip, plain])
     reviews.event("e1")
     reviews.review("new", "alert", {"e1": "person"})
