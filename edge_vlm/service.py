@@ -16,6 +16,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from edge_vlm.camera_state import CameraStates
 from edge_vlm.config.models import AppConfig
@@ -49,6 +50,10 @@ from edge_vlm.publish.publisher import Publisher
 from edge_vlm.publish.session import Session
 from edge_vlm.schedule.admission import Admission
 from edge_vlm.schedule.scheduler import Scheduler
+
+if TYPE_CHECKING:
+    from edge_vlm.ingest.api.server import ApiServer
+    from edge_vlm.ingest.trigger import Trigger
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +134,8 @@ class Service:
             own_snapshot=self.admission.own_snapshot, snapshot=self.admission.snapshot))
         self.connection.subscribe_on_connect(*self.router.subscriptions(config.mqtt.shared_group))
         self._stopping = threading.Event()
+        self._model_available = threading.Event()
+        self.api = None if not config.http.enabled else _api_server(config, environ, self.admission.submit, self.ready)
 
     # Lifecycle
 
@@ -156,8 +163,10 @@ class Service:
             self.backend.load()
             logger.info("Backend %s loaded in %.0f ms", self.backend.name, (time.perf_counter() - started) * 1000)
         self.diagnostics.model_availability(True, "loaded")
+        self._model_available.set()
         # Weakly: a backend kept across a reload must not keep the replaced service alive.
         self.backend.on_availability(_weak_listener(self.diagnostics.model_availability))
+        self.backend.on_availability(_weak_listener(self._model_changed))
         self.alerts.start()
         for camera, detector in self.detectors.items():
             detector.start(camera)
@@ -169,6 +178,18 @@ class Service:
         self.connection.start()
         self.session.start()
         self.runner.start()
+        if self.api is not None:  # last: a port taken fails the start before anyone is served
+            self.api.start()
+
+    def ready(self) -> dict[str, bool]:
+        """What must hold to answer the HTTP API's requests (its /readyz)."""
+        return {"model_loaded": self._model_available.is_set(), "broker_connected": self.connection.connected}
+
+    def _model_changed(self, available: bool, reason: str) -> None:
+        if available:
+            self._model_available.set()
+        else:
+            self._model_available.clear()
 
     def stop(self, grace: float = STOP_GRACE_S, *, close_backend: bool = True) -> None:
         """Take no more work, finish or abort the job in flight, publish ``offline``, disconnect;
@@ -179,6 +200,8 @@ class Service:
         self._stopping.set()
         try:
             # In the order work flows: no new messages, no new frames, no new jobs, then the job in flight.
+            if self.api is not None:
+                self.api.stop()
             self.session.stop(grace)
             self.timer.stop()
             self.frigate.stop()
@@ -205,6 +228,16 @@ class Service:
     def stopped(self) -> bool:
         """Its threads have ended (after stop()): nothing of it uses the backend any more."""
         return self._stopping.is_set() and not (self.session.alive or self.runner.alive)
+
+
+def _api_server(config: AppConfig, environ: Mapping[str, str], submit: Callable[[Trigger], None],
+                ready: Callable[[], dict[str, bool]]) -> ApiServer:
+    """The HTTP API (``http:``), not started; SecretUnavailable if its key's credential cannot be read."""
+    from edge_vlm.ingest.api.app import Api  # noqa: PLC0415 - Starlette and uvicorn only when it is on
+    from edge_vlm.ingest.api.server import ApiServer  # noqa: PLC0415
+
+    key = read_secret(config.http.api_key_env, config.http.api_key_credential, environ)
+    return ApiServer(config.http, Api(config.http, key, submit=submit, ready=ready).app)
 
 
 def _weak_listener(method: Callable[[bool, str], None]) -> Callable[[bool, str], None]:

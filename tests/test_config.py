@@ -475,3 +475,20 @@ def test_a_clip_needs_a_source_that_keeps_frames_coming() -> None:
     assert "  b (B): source http http://c/s.jpg, clip 10 s (26.3 MB at most)" in summary(config.config).splitlines()
     assert problems("frigate: {enabled: true}\ncameras: [{id: a, frigate: {clip: true}}]\n") == [
         "line 2: cameras[0]: frigate.clip describes events with the camera's last seconds: set clip too"]
+
+
+def test_the_http_api_needs_a_key_unless_it_is_on_loopback_and_says_so() -> None:
+    assert load_config_text("cameras: [{id: a}]\n").config.http.enabled is False  # off by default
+    assert problems("cameras: [{id: a}]\nhttp: {enabled: true}\n") == [
+        "line 2: http: the API needs a key: set api_key_env or api_key_credential (or allow_no_key, on a loopback "
+        "bind address only)"]
+    assert problems("cameras: [{id: a}]\nhttp: {enabled: true, allow_no_key: true, bind: 0.0.0.0}\n") == [
+        "line 2: http: allow_no_key serves anyone who can reach 0.0.0.0: only on a loopback bind address "
+        "(127.0.0.1); set api_key_env or api_key_credential instead"]
+    assert problems("cameras: [{id: a}]\nhttp: {enabled: true, api_key_env: K, bind: board.local}\n") == [
+        "line 2: http.bind: 'board.local': an IP address, e.g. 127.0.0.1, 192.168.1.10 or 0.0.0.0"]
+    http = load_config_text("cameras: [{id: a}]\nhttp: {enabled: true, api_key_env: K, bind: 0.0.0.0}\n").config.http
+    assert (http.port, http.model_names) == (11434, ("edge-vlm", "edge-vlm:latest"))
+    loaded = load_config_text("cameras: [{id: a}]\nhttp:\n  enabled: true\n  api_key_env: EDGE_VLM_TEST_KEY\n")
+    assert preflight(loaded, {}) == ["line 4: http.api_key_env: 'EDGE_VLM_TEST_KEY': the environment variable is not set"]
+    assert preflight(loaded, {"EDGE_VLM_TEST_KEY": "k"}) == []

@@ -16,6 +16,7 @@ from pydantic import Discriminator, Field, Tag, ValidationInfo, field_validator,
 from edge_vlm.config.automation import OPENCV_DETAILS, ProfileConfig, PromptText
 from edge_vlm.config.base import DEFAULT_PROMPT, ID_PATTERN, TOPIC_PREFIX_PATTERN, LogLevel, StrictModel
 from edge_vlm.config.camera import CameraConfig
+from edge_vlm.config.http_api import HttpApiConfig
 from edge_vlm.config.mqtt import DiscoveryConfig, MqttConfig
 from edge_vlm.config.opencv import OpencvBackendConfig
 from edge_vlm.config.prompt_text import build_prompt
@@ -121,6 +122,9 @@ class AppConfig(StrictModel):
     cameras: list[CameraConfig] = Field(min_length=1, max_length=64, description="The cameras.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Input and queue limits.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log levels.")
+    http: HttpApiConfig = Field(
+        default_factory=HttpApiConfig, description="The Ollama and OpenAI compatible HTTP API (off by default).",
+    )
     diagnostics: DiagnosticsConfig = Field(
         default_factory=DiagnosticsConfig, description="The daemon's diagnostics on <base>/<node>/diagnostics.",
     )

@@ -63,6 +63,11 @@ def _secret_problems(loaded: ConfigFile, environ: Mapping[str, str]) -> list[str
         if problem is not None:
             key = "password_env" if owner.password_credential is None else "password_credential"
             problems.append(f"{loaded.where(*path, key)}: {problem}")
+    http = loaded.config.http
+    if http.enabled and not http.allow_no_key and (
+            problem := secret_problem(http.api_key_env, http.api_key_credential, environ)) is not None:
+        key = "api_key_env" if http.api_key_credential is None else "api_key_credential"
+        problems.append(f"{loaded.where('http', key)}: {problem}")
     return problems
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from edge_vlm.core.errors import ErrorCode, WireValue
 
@@ -37,10 +39,13 @@ def new_request_id() -> str:
 
 @dataclass(frozen=True)
 class Reply:
-    """Where the answer to a request goes: its response topic, and the correlation data to echo."""
+    """Where the answer to a request goes: its response topic, and the correlation data to echo; or,
+    for an asker in this process (the HTTP API), ``answer``, called with the answer (the result's or
+    the error's payload, as it would be published) instead."""
 
     topic: str
     correlation: bytes | None = None
+    answer: Callable[[dict[str, Any]], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

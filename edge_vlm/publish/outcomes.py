@@ -28,6 +28,7 @@ from edge_vlm.publish.messages import (
     event_message,
     failure_event,
     failure_message,
+    failure_payload,
     image_message,
     reply_message,
     result_messages,
@@ -108,7 +109,10 @@ class Outcomes:
         self._counters_changed()
 
     def publish_failure(self, failure: Failure) -> None:
-        self._publisher.send(failure_message(failure, self._topics))
+        if failure.reply is not None and failure.reply.answer is not None:  # the asker is in this process
+            failure.reply.answer(failure_payload(failure))
+        else:
+            self._publisher.send(failure_message(failure, self._topics))
         self._counters_changed()
 
     def stream(self, camera: str, connected: bool, reason: str) -> None:
@@ -120,7 +124,9 @@ class Outcomes:
     def described(self, job: Job, result: Result) -> None:
         latency_ms = (time.monotonic() - job.received_at) * 1000
         publishing = time.perf_counter()
-        if job.reply is not None:
+        if job.reply is not None and job.reply.answer is not None:  # the asker is in this process
+            job.reply.answer(result_payload(result, latency_ms=latency_ms).as_dict())
+        elif job.reply is not None:
             self._publisher.send(reply_message(job.reply, result_payload(result, latency_ms=latency_ms)))
         else:
             fired = self._alerts.check(result)

@@ -1,0 +1,70 @@
+"""The HTTP API: the board's model for Ollama and OpenAI clients (LLM Vision, Frigate's GenAI, Home
+Assistant's Ollama integration), on the same NPU queue as the cameras."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pydantic import Field, field_validator, model_validator
+
+from edge_vlm.config.base import CREDENTIAL_NAME_PATTERN, ENV_NAME_PATTERN, StrictModel
+
+MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}(:[a-z0-9._-]{1,32})?$"
+
+
+class HttpApiConfig(StrictModel):
+    enabled: bool = Field(False, description="Serve the Ollama and OpenAI APIs. Off by default.")
+    bind: str = Field(
+        "127.0.0.1", description="The address to listen on: 127.0.0.1 (this board only), the board's LAN "
+        "address, or 0.0.0.0 (every interface).",
+    )
+    port: int = Field(11434, ge=0, le=65535, description="The port; 11434 is Ollama's, where its clients look "
+                      "(0: any free port, said in the log).")
+    api_key_env: str | None = Field(
+        None, pattern=ENV_NAME_PATTERN, description="Environment variable holding the API key clients send "
+        "(Authorization: Bearer <key>).",
+    )
+    api_key_credential: str | None = Field(
+        None, pattern=CREDENTIAL_NAME_PATTERN, description="Or the systemd credential holding it "
+        "(LoadCredential=).",
+    )
+    allow_no_key: bool = Field(
+        False, description="Serve without an API key: only on a loopback bind address (127.0.0.1, ::1).",
+    )
+    model: str = Field(
+        "edge-vlm", pattern=MODEL_NAME_PATTERN, description="The model name clients ask for (and see in "
+        "the model lists); 'edge-vlm:latest' is the same.",
+    )
+    max_request_mb: float = Field(
+        20.0, gt=0, le=200, description="The largest request body, images included (base64); larger ones "
+        "are refused with 413 before they are read.",
+    )
+
+    @field_validator("bind")
+    @classmethod
+    def _an_address(cls, bind: str) -> str:
+        try:
+            ipaddress.ip_address(bind)
+        except ValueError:
+            raise ValueError("an IP address, e.g. 127.0.0.1, 192.168.1.10 or 0.0.0.0") from None
+        return bind
+
+    @model_validator(mode="after")
+    def _a_key_unless_loopback(self) -> HttpApiConfig:
+        if self.api_key_env is not None and self.api_key_credential is not None:
+            raise ValueError("set api_key_env or api_key_credential, not both")
+        keyed = self.api_key_env is not None or self.api_key_credential is not None
+        if self.allow_no_key and keyed:
+            raise ValueError("allow_no_key with an API key set: choose one")
+        if self.allow_no_key and not ipaddress.ip_address(self.bind).is_loopback:
+            raise ValueError(f"allow_no_key serves anyone who can reach {self.bind}: only on a loopback bind "
+                             "address (127.0.0.1); set api_key_env or api_key_credential instead")
+        if self.enabled and not keyed and not self.allow_no_key:
+            raise ValueError("the API needs a key: set api_key_env or api_key_credential (or allow_no_key, on "
+                             "a loopback bind address only)")
+        return self
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """The names a client may ask for this model by."""
+        return (self.model, self.model.removesuffix(":latest") if ":" in self.model else f"{self.model}:latest")

@@ -1,0 +1,181 @@
+"""The HTTP API's routes: Ollama's (``/api/...``) and OpenAI's (``/v1/...``), each request a job on
+the NPU queue like an MQTT request, its answer (or error) in the client's API's shape.
+
+A request is checked before anything is read of it (the key, then the size its Content-Length
+announces) and its body read only up to ``http.max_request_mb``; then it becomes a trigger for
+admission, whose answer comes back through ``Reply.answer`` from the worker's thread and is handed
+to the request's event loop. The key is compared in constant time and never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from edge_vlm.config.http_api import HttpApiConfig
+from edge_vlm.core.contracts import Origin, Reply, new_request_id
+from edge_vlm.core.errors import ErrorCode
+from edge_vlm.ingest.api import answers
+from edge_vlm.ingest.api.asks import ApiError, Ask, ollama_chat, ollama_generate, openai_chat, parse_json
+from edge_vlm.ingest.trigger import IMAGE_REQUESTS, Trigger
+
+logger = logging.getLogger(__name__)
+
+ANSWER_TIMEOUT_S = 600.0  # a job that never answers (it always does: this bounds a bug, not a board)
+OLLAMA_VERSION = "0.6.0"  # the Ollama API this one answers as (clients check /api/version)
+
+# The HTTP status of each error a job or its input can end in.
+STATUS = {ErrorCode.PAYLOAD_TOO_LARGE: 413, ErrorCode.IMAGE_TOO_LARGE: 413, ErrorCode.BUSY: 429,
+          ErrorCode.MODEL_UNAVAILABLE: 503, ErrorCode.CANCELLED: 503, ErrorCode.TIMED_OUT: 504,
+          ErrorCode.WORKER_CRASHED: 500, ErrorCode.BACKEND_FAILED: 500, ErrorCode.INTERNAL_ERROR: 500,
+          ErrorCode.BAD_ANSWER: 502}
+
+
+class Api:
+    def __init__(self, config: HttpApiConfig, key: str | None, *, submit: Callable[[Trigger], None],
+                 ready: Callable[[], Mapping[str, bool]]) -> None:
+        """``submit``: admission's, for the triggers; ``ready``: what must hold to answer (the model
+        loaded, the broker connected), each by name."""
+        self._config = config
+        self._key = key
+        self._submit = submit
+        self._ready = ready
+        self._limit = int(config.max_request_mb * 1_000_000)
+        self.app = Starlette(routes=[
+            Route("/healthz", self._healthz), Route("/readyz", self._readyz),
+            Route("/api/version", self._version), Route("/api/tags", self._tags),
+            Route("/api/show", self._show, methods=["POST"]),
+            Route("/api/chat", self._ollama_chat, methods=["POST"]),
+            Route("/api/generate", self._ollama_generate, methods=["POST"]),
+            Route("/v1/models", self._models), Route("/v1/chat/completions", self._openai_chat, methods=["POST"]),
+        ], exception_handlers={ApiError: self._refused})  # type: ignore[dict-item]  # Starlette's handler type
+
+    # Health: no key needed, nothing told but whether it serves
+
+    async def _healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def _readyz(self, request: Request) -> Response:
+        checks = dict(self._ready())
+        return JSONResponse({"ready": all(checks.values()), **checks}, status_code=200 if all(checks.values()) else 503)
+
+    # Ollama
+
+    async def _version(self, request: Request) -> Response:
+        self._authorize(request)
+        return JSONResponse({"version": OLLAMA_VERSION})
+
+    async def _tags(self, request: Request) -> Response:
+        self._authorize(request)
+        return JSONResponse({"models": [answers.ollama_model(self._config.model)]})
+
+    async def _show(self, request: Request) -> Response:
+        self._authorize(request)
+        data = parse_json(await self._body(request))
+        self._known(data.get("model") or data.get("name"))
+        return JSONResponse(answers.ollama_show())
+
+    async def _ollama_chat(self, request: Request) -> Response:
+        return await self._answer(request, ollama_chat, answers.ollama_chat)
+
+    async def _ollama_generate(self, request: Request) -> Response:
+        return await self._answer(request, ollama_generate, answers.ollama_generate)
+
+    # OpenAI
+
+    async def _models(self, request: Request) -> Response:
+        self._authorize(request)
+        return JSONResponse({"object": "list", "data": [answers.openai_model(self._config.model)]})
+
+    async def _openai_chat(self, request: Request) -> Response:
+        return await self._answer(request, openai_chat, answers.openai_chat)
+
+    # Each request
+
+    async def _answer(self, request: Request, read: Callable[[dict[str, Any]], Ask],
+                      shape: Callable[[str, dict[str, Any], bool], answers.Shaped]) -> Response:
+        self._authorize(request)
+        ask = read(parse_json(await self._body(request)))
+        self._known(ask.model)
+        if ask.image_base64 is None:
+            raise ApiError(400, "no image: edge_vlm describes an image; send one with the question")
+        payload = await self._ask(ask, request.url.path)
+        if "error" in payload:
+            code = ErrorCode(payload["error"])
+            raise ApiError(STATUS.get(code, 400), str(payload["message"]),
+                           "server_error" if STATUS.get(code, 400) >= 500 else "invalid_request_error")
+        shaped = shape(self._config.model, payload, ask.stream)
+        if not ask.stream:
+            return JSONResponse(shaped.whole)
+        return StreamingResponse(_chunks(shaped.chunks), media_type=shaped.media_type)
+
+    async def _ask(self, ask: Ask, path: str) -> dict[str, Any]:
+        """The job's answer: its result's payload, or its error's."""
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[dict[str, Any]] = loop.create_future()
+
+        def answer(payload: dict[str, Any]) -> None:  # any thread
+            loop.call_soon_threadsafe(_settle, answered, payload)
+
+        self._submit(Trigger(IMAGE_REQUESTS, Origin.REQUEST, ask.prompt, new_request_id(), f"http POST {path}",
+                             time.monotonic(), time.time(), reply=Reply("", answer=answer),
+                             image_base64=ask.image_base64))
+        try:
+            return await asyncio.wait_for(answered, ANSWER_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise ApiError(504, f"no answer within {ANSWER_TIMEOUT_S:g} s", "server_error") from None
+
+    def _authorize(self, request: Request) -> None:
+        if self._key is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self._key.encode()):
+            raise ApiError(401, "a valid API key is needed: Authorization: Bearer <key> (http.api_key_env or "
+                           "http.api_key_credential on the board)", "invalid_api_key")
+
+    def _known(self, model: Any) -> None:
+        if model not in self._config.model_names:
+            raise ApiError(404, f"model {model!r} not found: this server has {self._config.model!r}", "not_found")
+
+    async def _body(self, request: Request) -> bytes:
+        """The body, refused with 413 past the limit: by its Content-Length before reading, else as it comes."""
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > self._limit:
+            raise ApiError(413, f"the request of {int(length)} bytes is over the limit of {self._limit} "
+                           "(http.max_request_mb)")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self._limit:
+                raise ApiError(413, f"the request is over the limit of {self._limit} bytes (http.max_request_mb)")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _refused(self, request: Request, error: ApiError) -> Response:
+        logger.info("HTTP %s %s refused: %s %s", request.method, request.url.path, error.status, error)
+        if request.url.path.startswith("/v1/"):
+            body: dict[str, Any] = {"error": {"message": str(error), "type": error.kind, "param": None,
+                                              "code": error.kind if error.status in (401, 404) else None}}
+        else:
+            body = {"error": str(error)}
+        return JSONResponse(body, status_code=error.status)
+
+
+def _settle(future: asyncio.Future[dict[str, Any]], payload: dict[str, Any]) -> None:
+    if not future.done():  # the client may have gone
+        future.set_result(payload)
+
+
+async def _chunks(chunks: list[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk

@@ -1,0 +1,156 @@
+"""What an Ollama or OpenAI client asks, read from its request body: the question and the image.
+
+Pure: a JSON body in, an ``Ask`` out, or an ``ApiError`` with the HTTP status and the message the
+client gets (in its API's error shape, by edge_vlm.ingest.api.app). The conversation is made into
+one question (the system prompt, then each turn, the last user turn last), since the board's model
+answers one question about one image at a time; the image is the last one sent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+DATA_URI = re.compile(r"^data:image/[a-z0-9.+-]+;base64,(?P<data>.*)$", re.S | re.I)
+
+
+class ApiError(Exception):
+    """A request refused: its HTTP status, and what the client is told."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind  # OpenAI's error type
+
+
+@dataclass(frozen=True)
+class Ask:
+    model: str
+    prompt: str
+    image_base64: str | None = field(repr=False)
+    stream: bool
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (RecursionError, ValueError):
+        raise ApiError(400, "the request body is not JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the request body is not a JSON object")
+    return data
+
+
+def _text(value: Any, where: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ApiError(400, f"{where} is not a string")
+    return value
+
+
+def _model(data: dict[str, Any]) -> str:
+    """The model asked for; a JSON answer asked for is refused (not served yet), never ignored."""
+    if data.get("format") or (data.get("response_format") or {"type": "text"}) != {"type": "text"}:
+        raise ApiError(400, "JSON answers (format, response_format) are not served yet: ask in the prompt")
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "model is required")
+    return model
+
+
+def _stream(data: dict[str, Any], default: bool) -> bool:
+    stream = data.get("stream", default)
+    if stream is None:
+        return default
+    if not isinstance(stream, bool):
+        raise ApiError(400, "stream is not true or false")
+    return stream
+
+
+def _one_question(turns: list[tuple[str, str]]) -> str:
+    """A conversation as one question: the last user turn, after what came before it."""
+    if not turns or not any(role == "user" and text.strip() for role, text in turns):
+        raise ApiError(400, "no question: the messages hold no user text")
+    if len(turns) == 1:
+        return turns[0][1]
+    earlier = "\n".join(f"{role}: {text}" for role, text in turns[:-1] if text.strip())
+    return f"{earlier}\n{turns[-1][1]}" if earlier else turns[-1][1]
+
+
+def ollama_chat(data: dict[str, Any]) -> Ask:
+    """``POST /api/chat``: ``messages`` with ``images`` (base64) on a user message; streams by default."""
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "messages is required: a list of {role, content, images}")
+    turns: list[tuple[str, str]] = []
+    image = None
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise ApiError(400, f"messages[{index}] is not an object")
+        role = _text(message.get("role"), f"messages[{index}].role") or "user"
+        turns.append((role, _text(message.get("content"), f"messages[{index}].content")))
+        image = _last_image(message.get("images"), f"messages[{index}].images") or image
+    return Ask(_model(data), _one_question(turns), image, _stream(data, True))
+
+
+def ollama_generate(data: dict[str, Any]) -> Ask:
+    """``POST /api/generate``: ``prompt`` (and ``system``) with ``images``; streams by default."""
+    prompt = _text(data.get("prompt"), "prompt")
+    system = _text(data.get("system"), "system")
+    if not prompt.strip():
+        raise ApiError(400, "prompt is required")
+    return Ask(_model(data), f"{system}\n{prompt}" if system.strip() else prompt,
+               _last_image(data.get("images"), "images"), _stream(data, True))
+
+
+def _last_image(images: Any, where: str) -> str | None:
+    if images is None:
+        return None
+    if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
+        raise ApiError(400, f"{where} is not a list of base64 images")
+    return images[-1] if images else None
+
+
+def openai_chat(data: dict[str, Any]) -> Ask:
+    """``POST /v1/chat/completions``: ``messages`` whose content is text or parts (``text``,
+    ``image_url`` with a data URI); does not stream unless asked."""
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "messages is required: a list of {role, content}")
+    turns: list[tuple[str, str]] = []
+    image = None
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise ApiError(400, f"messages[{index}] is not an object")
+        role = _text(message.get("role"), f"messages[{index}].role") or "user"
+        content = message.get("content")
+        if isinstance(content, list):
+            texts = []
+            for number, part in enumerate(content):
+                where = f"messages[{index}].content[{number}]"
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind == "text":
+                    texts.append(_text(part.get("text"), f"{where}.text"))
+                elif kind == "image_url":
+                    image = _data_uri(part.get("image_url"), where)
+                else:
+                    raise ApiError(400, f"{where}: only text and image_url parts are understood")
+            turns.append((role, "\n".join(texts)))
+        else:
+            turns.append((role, _text(content, f"messages[{index}].content")))
+    return Ask(_model(data), _one_question(turns), image, _stream(data, False))
+
+
+def _data_uri(image_url: Any, where: str) -> str:
+    url = image_url.get("url") if isinstance(image_url, dict) else image_url
+    if not isinstance(url, str):
+        raise ApiError(400, f"{where}.image_url.url is required")
+    match = DATA_URI.match(url)
+    if match is None:
+        shown = url if len(url) <= 60 else url[:57] + "..."
+        raise ApiError(400, f"{where}: {shown!r} is no data URI (data:image/jpeg;base64,...); edge_vlm fetches no "
+                       "image URLs")
+    return match.group("data")

@@ -1,0 +1,149 @@
+"""The HTTP API through the official client libraries (issue 17): Ollama's and OpenAI's Python
+clients against the running daemon, its backend the opencv one behind a gate (the board's runtime
+is not needed to answer as Ollama and OpenAI do)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import ollama
+import openai
+import pytest
+
+from edge_vlm.service import Service
+from tests.conftest import app_config
+from tests.support import images
+from tests.support.backends import GatedBackend
+from tests.support.broker import Mosquitto
+
+pytestmark = pytest.mark.mqtt
+
+Daemon = Callable[..., Service]
+KEY = "edge-vlm-test-key-0123456789"
+KEY_ENV = "EDGE_VLM_TEST_API_KEY"
+PORCH = images.sample("front_door")
+PORCH_TEXT = "1 person; 1 face visible; daylight"  # what the opencv backend says of it (then "; no motion")
+
+
+class Api:
+    def __init__(self, service: Service, backend: GatedBackend) -> None:
+        assert service.api is not None
+        self.url = f"http://127.0.0.1:{service.api.port}"
+        self.backend = backend
+        self.clients: list[ollama.Client | openai.OpenAI] = []  # closed when the test ends
+
+    def ollama(self, key: str = KEY) -> ollama.Client:
+        client = ollama.Client(host=self.url, headers={"Authorization": f"Bearer {key}"})
+        self.clients.append(client)
+        return client
+
+    def openai(self, key: str = KEY) -> openai.OpenAI:
+        client = openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0)
+        self.clients.append(client)
+        return client
+
+    def get(self, path: str) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+
+@pytest.fixture
+def make_api(broker: Mosquitto, make_daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Api]]:
+    monkeypatch.setenv(KEY_ENV, KEY)
+    made: list[Api] = []
+
+    def make(**http: Any) -> Api:
+        config = app_config(broker.port, cameras=[{"id": "porch"}],
+                            http={"enabled": True, "port": 0, "api_key_env": KEY_ENV, **http})
+        backend = GatedBackend()
+        backend.gate.set()
+        made.append(Api(make_daemon(config, backend), backend))
+        return made[-1]
+
+    yield make
+    for api in made:
+        for client in api.clients:
+            client.close()
+
+
+def data_uri(jpeg: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+
+
+def test_the_ollama_client_chats_and_generates_with_an_image_streamed_or_not(make_api: Callable[..., Api]) -> None:
+    api = make_api()
+    client = api.ollama()
+    asked = [{"role": "user", "content": "Who is at the door?", "images": [PORCH]}]
+
+    answer = client.chat(model="edge-vlm", messages=asked)
+    assert (answer.message.role, answer.message.content, answer.done) == ("assistant", PORCH_TEXT, True)
+    assert api.backend.prompts[-1] == "Who is at the door?"
+    streamed = list(client.chat(model="edge-vlm:latest", messages=asked, stream=True))
+    assert "".join(chunk.message.content or "" for chunk in streamed).startswith(PORCH_TEXT) and streamed[-1].done
+    generated = client.generate(model="edge-vlm", prompt="Describe it.", images=[PORCH])
+    assert (generated.response or "").startswith(PORCH_TEXT)
+    assert api.backend.prompts[-1] == "Describe it."
+
+    assert [m.model for m in client.list().models] == ["edge-vlm"]
+    assert "vision" in (client.show("edge-vlm").capabilities or [])
+    with pytest.raises(ollama.ResponseError) as unknown:
+        client.chat(model="llava", messages=asked)
+    assert unknown.value.status_code == 404 and "model 'llava' not found" in unknown.value.error
+
+
+def test_the_openai_client_chats_with_an_image_streamed_or_not(make_api: Callable[..., Api]) -> None:
+    api = make_api()
+    client = api.openai()
+    asked: Any = [{"role": "system", "content": "Be brief."},
+                  {"role": "user", "content": [{"type": "text", "text": "Who is at the door?"},
+                                               {"type": "image_url", "image_url": {"url": data_uri(PORCH)}}]}]
+
+    completion = client.chat.completions.create(model="edge-vlm", messages=asked)
+    assert completion.choices[0].message.content == PORCH_TEXT
+    assert completion.choices[0].finish_reason == "stop"
+    assert api.backend.prompts[-1] == "system: Be brief.\nWho is at the door?"
+    stream = client.chat.completions.create(model="edge-vlm", messages=asked, stream=True)
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in stream).startswith(PORCH_TEXT)
+    assert [m.id for m in client.models.list()] == ["edge-vlm"]
+
+    with pytest.raises(openai.BadRequestError) as json_asked:  # refused, not ignored
+        client.chat.completions.create(model="edge-vlm", messages=asked, response_format={"type": "json_object"})
+    assert "JSON answers (format, response_format) are not served yet" in json_asked.value.message
+    with pytest.raises(openai.BadRequestError) as fetched:  # no URL is fetched
+        client.chat.completions.create(model="edge-vlm", messages=[{"role": "user", "content": [
+            {"type": "text", "text": "What is it?"}, {"type": "image_url", "image_url": {"url": "http://x/a.jpg"}}]}])
+    assert "edge_vlm fetches no image URLs" in fetched.value.message
+
+
+def test_a_wrong_key_is_401_and_health_needs_none(make_api: Callable[..., Api]) -> None:
+    api = make_api()
+    with pytest.raises(openai.AuthenticationError) as refused:
+        api.openai(key="wrong").models.list()
+    assert refused.value.status_code == 401 and refused.value.code == "invalid_api_key"
+    with pytest.raises(ollama.ResponseError) as also:
+        api.ollama(key="wrong").list()
+    assert also.value.status_code == 401 and "a valid API key is needed" in also.value.error
+    assert api.get("/healthz") == (200, {"status": "ok"})
+    assert api.get("/readyz") == (200, {"ready": True, "model_loaded": True, "broker_connected": True})
+
+
+def test_a_request_over_the_limit_is_413_before_it_is_read(make_api: Callable[..., Api]) -> None:
+    api = make_api(max_request_mb=1)
+    big = images.jpeg(3000, 2000, quality=100)  # about 2 MB, 2.7 MB as base64
+    assert len(big) > 1_000_000
+    with pytest.raises(openai.APIStatusError) as refused:
+        api.openai().chat.completions.create(model="edge-vlm", messages=[{"role": "user", "content": [
+            {"type": "text", "text": "What is it?"}, {"type": "image_url", "image_url": {"url": data_uri(big)}}]}])
+    assert refused.value.status_code == 413
+    with pytest.raises(ollama.ResponseError) as also:
+        api.ollama().chat(model="edge-vlm", messages=[{"role": "user", "content": "What?", "images": [big]}])
+    assert also.value.status_code == 413 and "http.max_request_mb" in also.value.error
+    assert api.backend.prompts == []  # nothing reached the NPU
