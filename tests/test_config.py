@@ -490,5 +490,6 @@ def test_the_http_api_needs_a_key_unless_it_is_on_loopback_and_says_so() -> None
     http = load_config_text("cameras: [{id: a}]\nhttp: {enabled: true, api_key_env: K, bind: 0.0.0.0}\n").config.http
     assert (http.port, http.model_names) == (11434, ("edge-vlm", "edge-vlm:latest"))
     loaded = load_config_text("cameras: [{id: a}]\nhttp:\n  enabled: true\n  api_key_env: EDGE_VLM_TEST_KEY\n")
-    assert preflight(loaded, {}) == ["line 4: http.api_key_env: 'EDGE_VLM_TEST_KEY': the environment variable is not set"]
+    assert preflight(loaded, {}) == [
+        "line 4: http.api_key_env: 'EDGE_VLM_TEST_KEY': the environment variable is not set"]
     assert preflight(loaded, {"EDGE_VLM_TEST_KEY": "k"}) == []

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ollama
@@ -18,7 +20,7 @@ import pytest
 from edge_vlm.service import Service
 from tests.conftest import app_config
 from tests.support import images
-from tests.support.backends import GatedBackend
+from tests.support.backends import GATE_TIMEOUT_S, GatedBackend
 from tests.support.broker import Mosquitto
 
 pytestmark = pytest.mark.mqtt
@@ -33,6 +35,7 @@ PORCH_TEXT = "1 person; 1 face visible; daylight"  # what the opencv backend say
 class Api:
     def __init__(self, service: Service, backend: GatedBackend) -> None:
         assert service.api is not None
+        self.service = service
         self.url = f"http://127.0.0.1:{service.api.port}"
         self.backend = backend
         self.clients: list[ollama.Client | openai.OpenAI] = []  # closed when the test ends
@@ -147,3 +150,31 @@ def test_a_request_over_the_limit_is_413_before_it_is_read(make_api: Callable[..
         api.ollama().chat(model="edge-vlm", messages=[{"role": "user", "content": "What?", "images": [big]}])
     assert also.value.status_code == 413 and "http.max_request_mb" in also.value.error
     assert api.backend.prompts == []  # nothing reached the NPU
+
+
+def test_a_client_with_too_many_requests_waiting_gets_429_with_retry_after(make_api: Callable[..., Api]) -> None:
+    api = make_api(max_waiting_per_client=2)
+    api.backend.gate.clear()  # the NPU busy with the first request
+    client = api.openai()
+    asked: Any = [{"role": "user", "content": [{"type": "text", "text": "Who is at the door?"},
+                                               {"type": "image_url", "image_url": {"url": data_uri(PORCH)}}]}]
+    with ThreadPoolExecutor(2) as pool:
+        waiting = [pool.submit(client.chat.completions.create, model="edge-vlm", messages=asked) for _ in range(2)]
+        assert api.backend.entered.wait(GATE_TIMEOUT_S), "the first request never reached the backend"
+        deadline = time.monotonic() + GATE_TIMEOUT_S
+        while api.service.scheduler.depth < 1 and time.monotonic() < deadline:  # the second in the queue
+            time.sleep(0.02)
+        assert api.service.scheduler.depth == 1
+
+        with pytest.raises(openai.RateLimitError) as refused:
+            client.chat.completions.create(model="edge-vlm", messages=asked)
+        assert refused.value.response.headers["retry-after"] == "5"
+        assert "2 requests of yours already wait or run (http.max_waiting_per_client)" in refused.value.message
+        with pytest.raises(ollama.ResponseError) as also:
+            api.ollama().chat(model="edge-vlm", messages=[{"role": "user", "content": "Who?", "images": [PORCH]}])
+        assert also.value.status_code == 429
+
+        api.backend.gate.set()
+        assert [(w.result(GATE_TIMEOUT_S).choices[0].message.content or "")[:len(PORCH_TEXT)] for w in waiting] == [
+            PORCH_TEXT, PORCH_TEXT]
+    assert len(api.backend.prompts) == 2  # the refused ones never reached the NPU

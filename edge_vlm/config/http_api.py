@@ -35,6 +35,10 @@ class HttpApiConfig(StrictModel):
         "edge-vlm", pattern=MODEL_NAME_PATTERN, description="The model name clients ask for (and see in "
         "the model lists); 'edge-vlm:latest' is the same.",
     )
+    max_waiting_per_client: int = Field(
+        2, ge=1, le=32, description="Requests one client (by its address) may have waiting or running at "
+        "once; more get 429 (Too Many Requests) with Retry-After.",
+    )
     max_request_mb: float = Field(
         20.0, gt=0, le=200, description="The largest request body, images included (base64); larger ones "
         "are refused with 413 before they are read.",

@@ -31,6 +31,7 @@ from edge_vlm.ingest.trigger import IMAGE_REQUESTS, Trigger
 logger = logging.getLogger(__name__)
 
 ANSWER_TIMEOUT_S = 600.0  # a job that never answers (it always does: this bounds a bug, not a board)
+RETRY_AFTER_S = 5  # what a client told 429 (too many requests) is asked to wait
 OLLAMA_VERSION = "0.6.0"  # the Ollama API this one answers as (clients check /api/version)
 
 # The HTTP status of each error a job or its input can end in.
@@ -50,6 +51,7 @@ class Api:
         self._submit = submit
         self._ready = ready
         self._limit = int(config.max_request_mb * 1_000_000)
+        self._asking: dict[str, int] = {}  # client address -> its requests waiting or running (the loop's thread)
         self.app = Starlette(routes=[
             Route("/healthz", self._healthz), Route("/readyz", self._readyz),
             Route("/api/version", self._version), Route("/api/tags", self._tags),
@@ -108,11 +110,22 @@ class Api:
         self._known(ask.model)
         if ask.image_base64 is None:
             raise ApiError(400, "no image: edge_vlm describes an image; send one with the question")
-        payload = await self._ask(ask, request.url.path)
+        client = request.client.host if request.client is not None else ""
+        if self._asking.get(client, 0) >= self._config.max_waiting_per_client:
+            raise ApiError(429, f"{self._config.max_waiting_per_client} requests of yours already wait or run "
+                           "(http.max_waiting_per_client): ask again when one is answered", "rate_limit_exceeded")
+        self._asking[client] = self._asking.get(client, 0) + 1
+        try:
+            payload = await self._ask(ask, request.url.path)
+        finally:
+            self._asking[client] -= 1
+            if not self._asking[client]:
+                del self._asking[client]
         if "error" in payload:
             code = ErrorCode(payload["error"])
-            raise ApiError(STATUS.get(code, 400), str(payload["message"]),
-                           "server_error" if STATUS.get(code, 400) >= 500 else "invalid_request_error")
+            status = STATUS.get(code, 400)
+            raise ApiError(status, str(payload["message"]), "server_error" if status >= 500 else
+                           "rate_limit_exceeded" if status == 429 else "invalid_request_error")
         shaped = shape(self._config.model, payload, ask.stream)
         if not ask.stream:
             return JSONResponse(shaped.whole)
@@ -165,10 +178,11 @@ class Api:
         logger.info("HTTP %s %s refused: %s %s", request.method, request.url.path, error.status, error)
         if request.url.path.startswith("/v1/"):
             body: dict[str, Any] = {"error": {"message": str(error), "type": error.kind, "param": None,
-                                              "code": error.kind if error.status in (401, 404) else None}}
+                                              "code": error.kind if error.status in (401, 404, 429) else None}}
         else:
             body = {"error": str(error)}
-        return JSONResponse(body, status_code=error.status)
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if error.status == 429 else None
+        return JSONResponse(body, status_code=error.status, headers=headers)
 
 
 def _settle(future: asyncio.Future[dict[str, Any]], payload: dict[str, Any]) -> None:
