@@ -131,8 +131,18 @@ def npu_backend(fake_rkllmrt: dict[str, Path], tmp_path: Path,
 
 
 def model_calls(tmp_path: Path) -> list[dict[str, Any]]:
-    """Every call the runtime logged, in order."""
-    return [json.loads(line) for line in (tmp_path / "rkllm-calls.jsonl").read_text().splitlines()]
+    """Every call the runtime logged, in order (a line still being written is not one yet)."""
+    text = (tmp_path / "rkllm-calls.jsonl").read_text()
+    return [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines()]
+
+
+def last_call(tmp_path: Path, event: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Every call logged once the last is ``event``: the worker ends a conversation after the job's
+    result is out (the daemon does not wait for it), so its call comes a moment later."""
+    deadline = time.monotonic() + timeout
+    while (calls := model_calls(tmp_path))[-1]["event"] != event and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return calls
 
 
 def model_prompts(tmp_path: Path) -> list[str]:
@@ -333,7 +343,7 @@ def test_alert_rules_of_each_kind_fire_with_a_retained_state_and_an_event(
     asked = model_prompts(tmp_path)[-3:]  # the description, then each question, a follow-up without the image
     assert asked[1:] == ["Is a dog there? [[see:Yes, a small dog.]] Answer with yes or no only.",
                          "Is it raining? [[reply:No.]] Answer with yes or no only."]
-    calls = model_calls(tmp_path)
+    calls = last_call(tmp_path, "rkllm_clear_kv_cache")
     runs = [c for c in calls if c["event"] == "rkllm_run"][-3:]
     assert [(r["keep_history"], r["max_new_tokens"]) for r in runs] == [(1, 0), (1, YES_NO_TOKENS), (1, YES_NO_TOKENS)]
     assert [r["image_tokens"] for r in calls if r["event"] == "rkllm_run_done"][-3:] == [16, 0, 0]
