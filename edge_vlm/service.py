@@ -135,7 +135,8 @@ class Service:
         self.connection.subscribe_on_connect(*self.router.subscriptions(config.mqtt.shared_group))
         self._stopping = threading.Event()
         self._model_available = threading.Event()
-        self.api = None if not config.http.enabled else _api_server(config, environ, self.admission.submit, self.ready)
+        self.api = None if not config.http.enabled else _api_server(config, environ, self.admission.submit,
+                                                                    self.runner.cancel, self.ready)
 
     # Lifecycle
 
@@ -162,6 +163,8 @@ class Service:
             started = time.perf_counter()
             self.backend.load()
             logger.info("Backend %s loaded in %.0f ms", self.backend.name, (time.perf_counter() - started) * 1000)
+        if self.api is not None:  # first after the model: a port taken fails the start before anything runs
+            self.api.start()
         self.diagnostics.model_availability(True, "loaded")
         self._model_available.set()
         # Weakly: a backend kept across a reload must not keep the replaced service alive.
@@ -178,8 +181,6 @@ class Service:
         self.connection.start()
         self.session.start()
         self.runner.start()
-        if self.api is not None:  # last: a port taken fails the start before anyone is served
-            self.api.start()
 
     def ready(self) -> dict[str, bool]:
         """What must hold to answer the HTTP API's requests (its /readyz)."""
@@ -231,13 +232,13 @@ class Service:
 
 
 def _api_server(config: AppConfig, environ: Mapping[str, str], submit: Callable[[Trigger], None],
-                ready: Callable[[], dict[str, bool]]) -> ApiServer:
+                cancel: Callable[[str, str, str], None], ready: Callable[[], dict[str, bool]]) -> ApiServer:
     """The HTTP API (``http:``), not started; SecretUnavailable if its key's credential cannot be read."""
     from edge_vlm.ingest.api.app import Api  # noqa: PLC0415 - Starlette and uvicorn only when it is on
     from edge_vlm.ingest.api.server import ApiServer  # noqa: PLC0415
 
     key = read_secret(config.http.api_key_env, config.http.api_key_credential, environ)
-    return ApiServer(config.http, Api(config.http, key, submit=submit, ready=ready).app)
+    return ApiServer(config.http, Api(config.http, key, submit=submit, cancel=cancel, ready=ready).app)
 
 
 def _weak_listener(method: Callable[[bool, str], None]) -> Callable[[bool, str], None]:

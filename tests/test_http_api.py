@@ -6,22 +6,28 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import ollama
 import openai
 import pytest
 
+from edge_vlm.core.errors import ConfigError
 from edge_vlm.service import Service
 from tests.conftest import app_config
 from tests.support import images
 from tests.support.backends import GATE_TIMEOUT_S, GatedBackend
 from tests.support.broker import Mosquitto
+from tests.support.native import LOG_ENV
+from tests.support.npu import vlm_backend
 
 pytestmark = pytest.mark.mqtt
 
@@ -33,12 +39,18 @@ PORCH_TEXT = "1 person; 1 face visible; daylight"  # what the opencv backend say
 
 
 class Api:
-    def __init__(self, service: Service, backend: GatedBackend) -> None:
+    def __init__(self, service: Service, backend: GatedBackend | None = None) -> None:
+        """``backend``: the daemon's, when it is the gated opencv one."""
         assert service.api is not None
         self.service = service
         self.url = f"http://127.0.0.1:{service.api.port}"
-        self.backend = backend
+        self._backend = backend
         self.clients: list[ollama.Client | openai.OpenAI] = []  # closed when the test ends
+
+    @property
+    def backend(self) -> GatedBackend:
+        assert self._backend is not None, "the daemon's backend is not the gated one"
+        return self._backend
 
     def ollama(self, key: str = KEY) -> ollama.Client:
         client = ollama.Client(host=self.url, headers={"Authorization": f"Bearer {key}"})
@@ -161,10 +173,7 @@ def test_a_client_with_too_many_requests_waiting_gets_429_with_retry_after(make_
     with ThreadPoolExecutor(2) as pool:
         waiting = [pool.submit(client.chat.completions.create, model="edge-vlm", messages=asked) for _ in range(2)]
         assert api.backend.entered.wait(GATE_TIMEOUT_S), "the first request never reached the backend"
-        deadline = time.monotonic() + GATE_TIMEOUT_S
-        while api.service.scheduler.depth < 1 and time.monotonic() < deadline:  # the second in the queue
-            time.sleep(0.02)
-        assert api.service.scheduler.depth == 1
+        wait_until(lambda: api.service.scheduler.depth == 1, "the second request waiting")
 
         with pytest.raises(openai.RateLimitError) as refused:
             client.chat.completions.create(model="edge-vlm", messages=asked)
@@ -178,3 +187,93 @@ def test_a_client_with_too_many_requests_waiting_gets_429_with_retry_after(make_
         assert [(w.result(GATE_TIMEOUT_S).choices[0].message.content or "")[:len(PORCH_TEXT)] for w in waiting] == [
             PORCH_TEXT, PORCH_TEXT]
     assert len(api.backend.prompts) == 2  # the refused ones never reached the NPU
+
+
+def test_a_client_that_goes_away_has_its_waiting_job_taken_from_the_queue(make_api: Callable[..., Api]) -> None:
+    api = make_api(max_waiting_per_client=4)
+    api.backend.gate.clear()
+    client = api.ollama()
+    asked = [{"role": "user", "content": "Who is at the door?", "images": [PORCH]}]
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(client.chat, model="edge-vlm", messages=asked)
+        assert api.backend.entered.wait(GATE_TIMEOUT_S), "the first request never reached the backend"
+        with raw_request(api, "/api/chat", {"model": "edge-vlm", "stream": False, "messages": [
+                {"role": "user", "content": "And now?", "images": [base64.b64encode(PORCH).decode()]}]}):
+            wait_until(lambda: api.service.scheduler.depth == 1, "the second request waiting")
+        # the connection closed: its job leaves the queue
+        wait_until(lambda: api.service.scheduler.depth == 0, "the abandoned request taken from the queue")
+        api.backend.gate.set()
+        assert (first.result(GATE_TIMEOUT_S).message.content or "").startswith(PORCH_TEXT)
+    assert api.backend.prompts == ["Who is at the door?"]  # the abandoned one never reached the NPU
+
+
+def test_a_client_that_goes_away_has_its_running_job_aborted_and_the_npu_freed(
+        broker: Mosquitto, make_daemon: Daemon, fake_rkllmrt: dict[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the NPU path (the runtime's stand-in, which logs every call): a run that would take
+    seconds ([[slow]]: 200 ms a token) is aborted when its client closes the connection, and the
+    next request is answered."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    monkeypatch.setenv(LOG_ENV, str(tmp_path / "rkllm-calls.jsonl"))  # the worker, spawned, inherits it
+    config = app_config(broker.port, cameras=[{"id": "porch"}], backend=vlm_backend(
+        tmp_path, fake_rkllmrt["1.3"], abi="1.3", encoder="onnx"), http={"enabled": True, "port": 0,
+                                                                         "api_key_env": KEY_ENV})
+    service = make_daemon(config)
+    api = Api(service)
+    image = base64.b64encode(PORCH).decode()
+
+    with raw_request(api, "/api/chat", {"model": "edge-vlm", "stream": False, "messages": [
+            {"role": "user", "content": "[[slow]] Describe it.", "images": [image]}]}):
+        wait_until(lambda: any("[[slow]]" in c.get("prompt", "") for c in runtime_calls(tmp_path)),
+                   "the slow run on the NPU")
+    wait_until(lambda: any(c["event"] == "rkllm_abort" for c in runtime_calls(tmp_path)), "the run aborted")
+
+    quick = api.ollama().chat(model="edge-vlm", messages=[{"role": "user", "content": "Quick?", "images": [image]}])
+    assert (quick.message.content or "").endswith("Quick? Café … ok")
+    done = [c for c in runtime_calls(tmp_path) if c["event"] == "rkllm_run_done"]
+    assert [d["finished"] for d in done] == [False, True]  # the slow run cut short, the next one whole
+    for client in api.clients:
+        client.close()
+
+
+@contextmanager
+def raw_request(api: Api, path: str, body: dict[str, Any]) -> Iterator[socket.socket]:
+    """A request sent over a socket of its own, which is closed when the block ends: a client that
+    goes away before the answer."""
+    data = json.dumps(body).encode()
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode()
+    port = int(api.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + data)
+        yield sock
+
+
+def runtime_calls(tmp_path: Path) -> list[dict[str, Any]]:
+    """Every call the runtime's stand-in logged (a line still being written is not one yet)."""
+    path = tmp_path / "rkllm-calls.jsonl"
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines()]
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = GATE_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout:g} s"
+        time.sleep(0.02)
+
+
+def test_a_port_that_is_taken_stops_the_start_and_says_so(broker: Mosquitto, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, KEY)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = app_config(broker.port, cameras=[{"id": "porch"}],
+                            http={"enabled": True, "port": port, "api_key_env": KEY_ENV})
+        service = Service(config, password=None)
+        with pytest.raises(ConfigError) as refused:
+            service.start()
+        assert str(refused.value) == (f"http: cannot listen on 127.0.0.1:{port}: the port is taken (another "
+                                      "server, Ollama itself?)")
+        service.stop()

@@ -8,10 +8,13 @@ import threading
 import numpy as np
 import pytest
 
+from edge_vlm.camera_state import CameraStates
+from edge_vlm.config.models import AppConfig
 from edge_vlm.core.contracts import Failure, Origin, Reply
 from edge_vlm.core.errors import ErrorCode, Refused
 from edge_vlm.core.stats import Stats
 from edge_vlm.frames import Frame
+from edge_vlm.inference.runner import Runner
 from edge_vlm.schedule.job import Job
 from edge_vlm.schedule.scheduler import Scheduler
 
@@ -144,3 +147,50 @@ def test_the_worker_cannot_take_a_job_before_its_acceptance_is_announced() -> No
     worker.join(5)
     assert blocked_while_announcing == [True]
     assert [t.request_id if t else None for t in taken] == ["a1"]
+
+
+class Failed:
+    """The runner's outcomes: the jobs failed, by id and code (nothing else is expected here)."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[str, ErrorCode, str]] = []
+
+    def described(self, job: Job, result: object) -> None:
+        raise AssertionError(f"job {job.request_id} ran")
+
+    def failed(self, job: Job, code: ErrorCode, message: str, *, queued_ms: float | None = None) -> None:
+        self.jobs.append((job.request_id, code, message))
+
+    def publish_failure(self, failure: Failure) -> None:
+        raise AssertionError(f"unexpected failure {failure}")
+
+
+class Aborts:
+    """A backend that is only ever aborted here."""
+
+    def __init__(self) -> None:
+        self.aborted: list[str] = []
+
+    def abort(self, why: str = "the daemon is stopping") -> None:
+        self.aborted.append(why)
+
+
+def test_a_cancelled_request_leaves_the_queue_or_fails_when_begun_and_is_let_be_once_answered() -> None:
+    scheduler = scheduler_with()
+    outcomes, backend = Failed(), Aborts()
+    states = CameraStates(AppConfig.model_validate({"cameras": [{"id": "a"}]}))
+    runner = Runner(scheduler, backend, states, outcomes)  # type: ignore[arg-type]  # only abort() is used
+    for request_id in ("r1", "r2", "r3"):
+        scheduler.submit(job("", request_id, Origin.REQUEST))
+
+    runner.cancel("", "r2", "the client went away")  # waiting: taken from the queue, failed at once
+    assert outcomes.jobs == [("r2", ErrorCode.CANCELLED, "cancelled before it ran: the client went away")]
+    assert scheduler.depth == 2
+
+    taken = scheduler.next(0)  # r1, taken by the worker, not begun
+    assert taken is not None and taken.request_id == "r1"
+    runner.cancel("", "r1", "gone too")
+    runner.serve(taken)  # the worker begins it: cancelled, never run
+    assert outcomes.jobs[-1] == ("r1", ErrorCode.CANCELLED, "cancelled before it ran: gone too")
+    runner.cancel("", "r1", "answered already")  # nothing left of it: nothing happens
+    assert (len(outcomes.jobs), backend.aborted, scheduler.depth) == (2, [], 1)

@@ -120,6 +120,18 @@ class Slots(Generic[Item]):
                 return item
         return None
 
+    def take_request(self, key: str, match: Callable[[Item], bool]) -> Item | None:
+        """The waiting request of ``key`` that ``match`` picks, taken away (it will not run); None if none."""
+        slot = self._slots.get(key)
+        found = next((item for item in slot.requests if match(item)), None) if slot is not None else None
+        if slot is None or found is None:
+            return None
+        slot.requests.remove(found)
+        if not slot:
+            del self._slots[key]
+            self._turns.pop(key, None)
+        return found
+
     def last_request(self, key: str) -> Item | None:
         slot = self._slots.get(key)
         return slot.requests[-1] if slot is not None and slot.requests else None

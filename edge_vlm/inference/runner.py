@@ -39,6 +39,10 @@ class Runner:
         self._outcomes = outcomes
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="edge_vlm-worker", daemon=True)
+        # The job on the backend, and one cancelled between being taken and begun (under _lock)
+        self._lock = threading.Lock()
+        self._current: Job | None = None
+        self._doomed: tuple[str, str, str] | None = None  # camera, request id, why
 
     def start(self) -> None:
         self._thread.start()
@@ -65,6 +69,25 @@ class Runner:
             for failure in job.held:
                 self._outcomes.publish_failure(failure)
 
+    def cancel(self, camera: str, request_id: str, why: str) -> None:
+        """A request whose asker went away (any thread): taken from the queue if it waits, aborted
+        if it runs (the NPU freed for the next job), nothing if it was answered. It fails
+        ``cancelled`` with ``why``."""
+        with self._lock:
+            waiting = self._scheduler.take_request(camera, request_id)
+            if waiting is not None:
+                self._outcomes.failed(waiting, ErrorCode.CANCELLED, f"cancelled before it ran: {why}")
+                for failure in waiting.held:
+                    self._outcomes.publish_failure(failure)
+                return
+            if self._current is not None and (self._current.camera, self._current.request_id) == (camera, request_id):
+                logger.info("%s: aborting job %s: %s", camera or "request", request_id, why)
+                self._backend.abort(why)
+                return
+            taken = self._scheduler.running  # taken from the queue, not begun: the loop sees this
+            if taken is not None and (taken.camera, taken.request_id) == (camera, request_id):
+                self._doomed = (camera, request_id, why)
+
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
@@ -76,12 +99,28 @@ class Runner:
                 if self._stopping.is_set():
                     return
                 continue
-            try:
+            self.serve(job)
+
+    def serve(self, job: Job) -> None:
+        """Run a job taken from the scheduler (the worker thread's), or fail it if its request was
+        cancelled between being taken and begun; then answer the refusals held behind it."""
+        with self._lock:
+            doomed, self._doomed = self._doomed, None
+            if doomed is not None and doomed[:2] != (job.camera, job.request_id):
+                doomed = None
+            self._current = None if doomed else job
+        try:
+            if doomed is not None:
+                self._outcomes.failed(job, ErrorCode.CANCELLED, f"cancelled before it ran: {doomed[2]}")
+            else:
                 self._run(job)
-            except Exception:  # the worker must outlive any one job
-                logger.exception("Unexpected error while running job %s", job.request_id)
-            for failure in self._scheduler.finished(job):  # later requests' errors, in their turn
-                self._outcomes.publish_failure(failure)
+        except Exception:  # the worker must outlive any one job
+            logger.exception("Unexpected error while running job %s", job.request_id)
+        finally:
+            with self._lock:
+                self._current = None
+        for failure in self._scheduler.finished(job):  # later requests' errors, in their turn
+            self._outcomes.publish_failure(failure)
 
     def _run(self, job: Job) -> None:
         queued_ms = round((time.monotonic() - job.queued_at) * 1000, 2)

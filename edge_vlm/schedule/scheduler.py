@@ -79,6 +79,12 @@ class Scheduler:
             held, job.held = job.held, []
             return held
 
+    def take_request(self, camera: str, request_id: str) -> Job | None:
+        """The waiting request ``request_id`` of ``camera``, taken away: it will not run (its asker
+        went away). None when it does not wait (it runs, or was answered)."""
+        with self._changed:
+            return self._slots.take_request(camera, lambda job: job.request_id == request_id)
+
     def hold(self, failure: Failure) -> bool:
         """Keep a request's refusal until the camera's earlier requests are answered (it goes with
         the last of them); False when none waits or runs: answer it now."""
@@ -96,6 +102,12 @@ class Scheduler:
             left = self._slots.drain()
             self._changed.notify_all()
             return left
+
+    @property
+    def running(self) -> Job | None:
+        """The job taken by next() and not yet finished."""
+        with self._changed:
+            return self._running
 
     @property
     def depth(self) -> int:

@@ -47,8 +47,9 @@ class Backend(Protocol):
         tokens prefilled once) and answers each from what it kept; forgotten when the block ends."""
         ...
 
-    def abort(self) -> None:
-        """Stop the job in flight as soon as possible; called from another thread."""
+    def abort(self, why: str = "the daemon is stopping") -> None:
+        """Stop the job in flight as soon as possible (it fails ``cancelled``: aborted, ``why``);
+        called from another thread."""
         ...
 
     def on_availability(self, listener: Callable[[bool, str], None]) -> None:

@@ -193,9 +193,9 @@ class WorkerBackend:
             with contextlib.suppress(OSError, ValueError):
                 worker.send(EndConversation(conversation))
 
-    def abort(self) -> None:
+    def abort(self, why: str = "the daemon is stopping") -> None:
         if (worker := self._worker) is not None:
-            self._abort(worker, ErrorCode.CANCELLED, "aborted: the daemon is stopping")
+            self._abort(worker, ErrorCode.CANCELLED, f"aborted: {why}")
 
     def _abort(self, worker: WorkerProcess, code: ErrorCode, message: str) -> None:
         if (job_id := self._current_job) is not None:

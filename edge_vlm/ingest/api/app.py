@@ -43,12 +43,14 @@ STATUS = {ErrorCode.PAYLOAD_TOO_LARGE: 413, ErrorCode.IMAGE_TOO_LARGE: 413, Erro
 
 class Api:
     def __init__(self, config: HttpApiConfig, key: str | None, *, submit: Callable[[Trigger], None],
-                 ready: Callable[[], Mapping[str, bool]]) -> None:
-        """``submit``: admission's, for the triggers; ``ready``: what must hold to answer (the model
-        loaded, the broker connected), each by name."""
+                 cancel: Callable[[str, str, str], None], ready: Callable[[], Mapping[str, bool]]) -> None:
+        """``submit``: admission's, for the triggers; ``cancel(camera, request id, why)``: the
+        runner's, for a request whose client went away; ``ready``: what must hold to answer (the
+        model loaded, the broker connected), each by name."""
         self._config = config
         self._key = key
         self._submit = submit
+        self._cancel = cancel
         self._ready = ready
         self._limit = int(config.max_request_mb * 1_000_000)
         self._asking: dict[str, int] = {}  # client address -> its requests waiting or running (the loop's thread)
@@ -116,7 +118,9 @@ class Api:
                            "(http.max_waiting_per_client): ask again when one is answered", "rate_limit_exceeded")
         self._asking[client] = self._asking.get(client, 0) + 1
         try:
-            payload = await self._ask(ask, request.url.path)
+            payload = await self._ask(ask, request)
+            if payload is None:  # the client went away: nobody to answer
+                return Response(status_code=499)
         finally:
             self._asking[client] -= 1
             if not self._asking[client]:
@@ -131,21 +135,33 @@ class Api:
             return JSONResponse(shaped.whole)
         return StreamingResponse(_chunks(shaped.chunks), media_type=shaped.media_type)
 
-    async def _ask(self, ask: Ask, path: str) -> dict[str, Any]:
-        """The job's answer: its result's payload, or its error's."""
+    async def _ask(self, ask: Ask, request: Request) -> dict[str, Any] | None:
+        """The job's answer: its result's payload, or its error's; None when the client went away
+        first (the job is cancelled: taken from the queue, or aborted on the NPU)."""
         loop = asyncio.get_running_loop()
         answered: asyncio.Future[dict[str, Any]] = loop.create_future()
 
         def answer(payload: dict[str, Any]) -> None:  # any thread
             loop.call_soon_threadsafe(_settle, answered, payload)
 
-        self._submit(Trigger(IMAGE_REQUESTS, Origin.REQUEST, ask.prompt, new_request_id(), f"http POST {path}",
+        request_id = new_request_id()
+        self._submit(Trigger(IMAGE_REQUESTS, Origin.REQUEST, ask.prompt, request_id, f"http POST {request.url.path}",
                              time.monotonic(), time.time(), reply=Reply("", answer=answer),
                              image_base64=ask.image_base64))
+        gone: asyncio.Future[None] = asyncio.ensure_future(_disconnected(request))
+        either: set[asyncio.Future[Any]] = {answered, gone}
         try:
-            return await asyncio.wait_for(answered, ANSWER_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            raise ApiError(504, f"no answer within {ANSWER_TIMEOUT_S:g} s", "server_error") from None
+            await asyncio.wait(either, timeout=ANSWER_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if answered.done():
+            return answered.result()
+        if gone.done() and not gone.cancelled():
+            logger.info("HTTP %s: the client went away before the answer: cancelling request %s",
+                        request.url.path, request_id)
+            self._cancel(IMAGE_REQUESTS, request_id, "the HTTP client went away")
+            return None
+        raise ApiError(504, f"no answer within {ANSWER_TIMEOUT_S:g} s", "server_error")
 
     def _authorize(self, request: Request) -> None:
         if self._key is None:
@@ -183,6 +199,12 @@ class Api:
             body = {"error": str(error)}
         headers = {"Retry-After": str(RETRY_AFTER_S)} if error.status == 429 else None
         return JSONResponse(body, status_code=error.status, headers=headers)
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client disconnects (its body read, what comes next is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _settle(future: asyncio.Future[dict[str, Any]], payload: dict[str, Any]) -> None:

@@ -1,13 +1,15 @@
 """The HTTP API's server: uvicorn with its own event loop on a thread of its own.
 
-The socket is bound in ``start()``, on the caller's thread, so that a port already taken (Ollama
-itself on 11434, say) stops the start with an error that says so. ``stop()`` takes no new
+The socket is bound and listening in ``start()``, on the caller's thread, so that a port already
+taken (Ollama itself on 11434, say) stops the start with an error that says so, and a client that
+connects right after the start waits for uvicorn's loop rather than being refused. ``stop()`` takes no new
 connections and gives the requests in flight a moment to be answered (the daemon answers each
 waiting job before it stops: ``cancelled``).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import threading
@@ -20,6 +22,7 @@ from edge_vlm.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
+BACKLOG = 64
 STOP_WAIT_S = 3  # stop() waits this long for the requests in flight, then closes their connections
 
 
@@ -42,9 +45,11 @@ class ApiServer:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, self._config.port))
+            sock.listen(BACKLOG)  # connections wait from now on, while uvicorn's loop starts
         except OSError as exc:
             sock.close()
-            why = "the port is taken (another server, Ollama itself?)" if exc.errno == 98 else exc.strerror
+            taken = exc.errno == errno.EADDRINUSE
+            why = "the port is taken (another server, Ollama itself?)" if taken else exc.strerror
             raise ConfigError([f"http: cannot listen on {host}:{self._config.port}: {why}"]) from None
         sock.set_inheritable(True)
         self.port = sock.getsockname()[1]
