@@ -20,8 +20,17 @@ class Shaped:
     media_type: str
 
 
+DAEMON_STAGES = frozenset({"capture", "preprocess", "queued"})  # the rest of a result's timings are the model's
+
+
 def _ns(payload: dict[str, Any]) -> int:
     return round(float(payload.get("latency_ms") or 0) * 1_000_000)
+
+
+def _model_ns(payload: dict[str, Any]) -> int:
+    """The time the model took (its stages in the result's timings), in nanoseconds."""
+    timings = payload.get("timings_ms") or {}
+    return round(sum(float(ms) for stage, ms in timings.items() if stage not in DAEMON_STAGES) * 1_000_000)
 
 
 def _ollama(model: str, payload: dict[str, Any], key: str, content: Any) -> Shaped:
@@ -29,7 +38,8 @@ def _ollama(model: str, payload: dict[str, Any], key: str, content: Any) -> Shap
     chunk that says it is done, with the times."""
     created = payload.get("described_at") or ""
     text = str(payload.get("text") or "")
-    done = {"done": True, "done_reason": "stop", "total_duration": _ns(payload), "load_duration": 0}
+    done = {"done": True, "done_reason": "stop", "total_duration": _ns(payload), "load_duration": 0,
+            "eval_duration": _model_ns(payload)}
     whole = {"model": model, "created_at": created, key: content(text), **done}
     chunks = [{"model": model, "created_at": created, key: content(text), "done": False},
               {"model": model, "created_at": created, key: content(""), **done}]
