@@ -31,7 +31,7 @@ from benchmarks.overhead import TIMEOUT_S, Client, camera_jpeg, percentile
 from edge_vlm.ingest.api.answers import DAEMON_STAGES
 from tests.support.broker import Mosquitto
 
-KEY = "benchmark-key"
+KEY = "benchmark-key-0123456789"
 PROMPT = "Who is at the door?"
 WARM_UP = 5
 

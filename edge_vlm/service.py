@@ -201,8 +201,6 @@ class Service:
         self._stopping.set()
         try:
             # In the order work flows: no new messages, no new frames, no new jobs, then the job in flight.
-            if self.api is not None:
-                self.api.stop()
             self.session.stop(grace)
             self.timer.stop()
             self.frigate.stop()
@@ -213,6 +211,8 @@ class Service:
             self.admission.close()
             self.runner.cancel_waiting()
             self.runner.stop(grace)
+            if self.api is not None:  # after the jobs: each HTTP request waiting has had its answer (cancelled)
+                self.api.stop()
             if not self.session.alive:  # else it still routes: two threads must not
                 self.session.drain()  # until the connection goes, right after this
             self.alerts.stop()

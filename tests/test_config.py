@@ -492,4 +492,7 @@ def test_the_http_api_needs_a_key_unless_it_is_on_loopback_and_says_so() -> None
     loaded = load_config_text("cameras: [{id: a}]\nhttp:\n  enabled: true\n  api_key_env: EDGE_VLM_TEST_KEY\n")
     assert preflight(loaded, {}) == [
         "line 4: http.api_key_env: 'EDGE_VLM_TEST_KEY': the environment variable is not set"]
-    assert preflight(loaded, {"EDGE_VLM_TEST_KEY": "k"}) == []
+    assert preflight(loaded, {"EDGE_VLM_TEST_KEY": "k" * 16}) == []
+    assert preflight(loaded, {"EDGE_VLM_TEST_KEY": ""}) == [  # an empty variable is no key
+        "line 4: http.api_key_env: the API key is shorter than 16 characters: set a long random one (openssl "
+        "rand -hex 24)"]

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import ollama
 import openai
 import pytest
@@ -277,3 +278,54 @@ def test_a_port_that_is_taken_stops_the_start_and_says_so(broker: Mosquitto, mon
         assert str(refused.value) == (f"http: cannot listen on 127.0.0.1:{port}: the port is taken (another "
                                       "server, Ollama itself?)")
         service.stop()
+
+
+def test_an_empty_or_short_key_stops_the_start(broker: Mosquitto, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An EnvironmentFile line ``EDGE_VLM_API_KEY=`` would otherwise let in anyone who sends ``Bearer``."""
+    config = app_config(broker.port, cameras=[{"id": "porch"}],
+                        http={"enabled": True, "port": 0, "api_key_env": KEY_ENV})
+    for key in ("", "short"):
+        monkeypatch.setenv(KEY_ENV, key)
+        with pytest.raises(ConfigError, match="the API key is empty or shorter than 16 characters"):
+            Service(config, password=None)
+
+
+def test_what_is_not_ours_is_answered_in_the_apis_shape_and_a_chunked_body_is_cut_off(
+        make_api: Callable[..., Api]) -> None:
+    api = make_api(max_request_mb=1)
+    assert api.get("/api/nothing") == (404, {"error": "Not Found"})
+    assert api.get("/v1/nothing")[1]["error"]["message"] == "Not Found"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the body is counted as it comes
+        yield b'{"model": "edge-vlm", "messages": [{"role": "user", "content": "'
+        for _ in range(30):
+            yield b"x" * 65_536
+        yield b'"}]}'
+
+    answer = httpx.post(f"{api.url}/api/chat", content=chunks(), headers={"Authorization": f"Bearer {KEY}"},
+                        timeout=GATE_TIMEOUT_S)
+    assert answer.status_code == 413 and "over the limit of 1000000 bytes" in answer.json()["error"]
+    assert api.backend.prompts == []
+
+
+def test_a_stop_answers_the_waiting_request_and_lets_the_running_one_finish(make_api: Callable[..., Api]) -> None:
+    api = make_api()
+    api.backend.gate.clear()
+    client = api.openai()
+    asked: Any = [{"role": "user", "content": [{"type": "text", "text": "Who is at the door?"},
+                                               {"type": "image_url", "image_url": {"url": data_uri(PORCH)}}]}]
+    with ThreadPoolExecutor(3) as pool:
+        running = pool.submit(client.chat.completions.create, model="edge-vlm", messages=asked)
+        assert api.backend.entered.wait(GATE_TIMEOUT_S)
+        waiting = pool.submit(client.chat.completions.create, model="edge-vlm", messages=asked)
+        wait_until(lambda: api.service.scheduler.depth == 1, "the second request waiting")
+
+        stopping = pool.submit(api.service.stop, 30)
+        with pytest.raises(openai.InternalServerError) as cancelled:  # 503, at once, in OpenAI's shape
+            waiting.result(GATE_TIMEOUT_S)
+        assert cancelled.value.status_code == 503
+        assert "the daemon stopped before this job ran" in cancelled.value.message
+        api.backend.gate.set()  # the job in flight finishes within the stop's grace, and is answered
+        assert (running.result(GATE_TIMEOUT_S).choices[0].message.content or "").startswith(PORCH_TEXT)
+        stopping.result(GATE_TIMEOUT_S)  # no error
+    assert api.service.stopped

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from edge_vlm.config.base import CREDENTIAL_NAME_PATTERN, ENV_NAME_PATTERN, StrictModel
 
+MIN_KEY = 16  # characters of an API key: a short one is guessed
 MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}(:[a-z0-9._-]{1,32})?$"
 
 

@@ -77,8 +77,9 @@ class Runner:
             waiting = self._scheduler.take_request(camera, request_id)
             if waiting is not None:
                 self._outcomes.failed(waiting, ErrorCode.CANCELLED, f"cancelled before it ran: {why}")
-                for failure in waiting.held:
-                    self._outcomes.publish_failure(failure)
+                for failure in waiting.held:  # behind the camera's earlier requests still, if any
+                    if not self._scheduler.hold(failure):
+                        self._outcomes.publish_failure(failure)
                 return
             if self._current is not None and (self._current.camera, self._current.request_id) == (camera, request_id):
                 logger.info("%s: aborting job %s: %s", camera or "request", request_id, why)

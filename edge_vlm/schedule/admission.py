@@ -199,7 +199,10 @@ class Admission:
     def refuse(self, failure: Failure) -> None:
         """An input that will not become a job; a request's refusal is held until the camera's
         earlier requests are answered."""
-        self._not_admitted.refuse(failure, held=failure.reply is not None and self._scheduler.hold(failure))
+        # An MQTT request's refusal waits for the camera's earlier requests; an HTTP client's goes at
+        # once (its asker waits on a connection of its own: no order to keep with the others').
+        held = failure.reply is not None and failure.reply.answer is None and self._scheduler.hold(failure)
+        self._not_admitted.refuse(failure, held=held)
 
     def _refuse(self, trigger: Trigger, error: InputError | BackendError) -> None:
         origin = Origin.REQUEST if trigger.reply is not None else trigger.origin

@@ -10,6 +10,7 @@ to the request's event loop. The key is compared in constant time and never logg
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import time
@@ -17,13 +18,14 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from edge_vlm.config.http_api import HttpApiConfig
+from edge_vlm.config.http_api import MIN_KEY, HttpApiConfig
 from edge_vlm.core.contracts import Origin, Reply, new_request_id
-from edge_vlm.core.errors import ErrorCode
+from edge_vlm.core.errors import ConfigError, ErrorCode
 from edge_vlm.ingest.api import answers
 from edge_vlm.ingest.api.asks import ApiError, Ask, ollama_chat, ollama_generate, openai_chat, parse_json
 from edge_vlm.ingest.trigger import IMAGE_REQUESTS, Trigger
@@ -31,7 +33,9 @@ from edge_vlm.ingest.trigger import IMAGE_REQUESTS, Trigger
 logger = logging.getLogger(__name__)
 
 ANSWER_TIMEOUT_S = 600.0  # a job that never answers (it always does: this bounds a bug, not a board)
-RETRY_AFTER_S = 5  # what a client told 429 (too many requests) is asked to wait
+RETRY_AFTER_S = 5  # what a client told 429 (too many requests) or 503 is asked to wait
+BODIES_AT_ONCE = 4  # request bodies read at the same time (each up to http.max_request_mb)
+MAX_PROMPT = 8000  # characters of a question, the conversation's turns included
 OLLAMA_VERSION = "0.6.0"  # the Ollama API this one answers as (clients check /api/version)
 
 # The HTTP status of each error a job or its input can end in.
@@ -54,6 +58,10 @@ class Api:
         self._ready = ready
         self._limit = int(config.max_request_mb * 1_000_000)
         self._asking: dict[str, int] = {}  # client address -> its requests waiting or running (the loop's thread)
+        self._reading = asyncio.Semaphore(BODIES_AT_ONCE)
+        if (key is None and not config.allow_no_key) or (key is not None and len(key) < MIN_KEY):
+            raise ConfigError([f"http: the API key is empty or shorter than {MIN_KEY} characters: set a long "
+                               "random one (e.g. openssl rand -hex 24)"])
         self.app = Starlette(routes=[
             Route("/healthz", self._healthz), Route("/readyz", self._readyz),
             Route("/api/version", self._version), Route("/api/tags", self._tags),
@@ -61,7 +69,8 @@ class Api:
             Route("/api/chat", self._ollama_chat, methods=["POST"]),
             Route("/api/generate", self._ollama_generate, methods=["POST"]),
             Route("/v1/models", self._models), Route("/v1/chat/completions", self._openai_chat, methods=["POST"]),
-        ], exception_handlers={ApiError: self._refused})  # type: ignore[dict-item]  # Starlette's handler type
+        ], exception_handlers={ApiError: self._refused, HTTPException: self._starlette_error,  # type: ignore[dict-item]
+                               ClientDisconnect: self._client_gone})
 
     # Health: no key needed, nothing told but whether it serves
 
@@ -107,17 +116,26 @@ class Api:
 
     async def _answer(self, request: Request, read: Callable[[dict[str, Any]], Ask],
                       shape: Callable[[str, dict[str, Any], bool], answers.Shaped]) -> Response:
+        """A question: its client's turn taken before its body is read (so one client cannot have
+        more than its share of bodies in memory), asked if the model is there, answered in shape."""
         self._authorize(request)
-        ask = read(parse_json(await self._body(request)))
-        self._known(ask.model)
-        if ask.image_base64 is None:
-            raise ApiError(400, "no image: edge_vlm describes an image; send one with the question")
         client = request.client.host if request.client is not None else ""
         if self._asking.get(client, 0) >= self._config.max_waiting_per_client:
             raise ApiError(429, f"{self._config.max_waiting_per_client} requests of yours already wait or run "
                            "(http.max_waiting_per_client): ask again when one is answered", "rate_limit_exceeded")
         self._asking[client] = self._asking.get(client, 0) + 1
         try:
+            async with self._reading:
+                ask = read(parse_json(await self._body(request)))
+            self._known(ask.model)
+            if ask.image_base64 is None:
+                raise ApiError(400, "no image: edge_vlm describes an image; send one with the question")
+            if len(ask.prompt) > MAX_PROMPT:
+                raise ApiError(400, f"the question is {len(ask.prompt)} characters long: at most {MAX_PROMPT} "
+                               "(the system prompt and the conversation's turns included)")
+            if not self._ready().get("model_loaded", True):
+                raise ApiError(503, "the model is not loaded (the inference worker is starting or restarting)",
+                               "server_error")
             payload = await self._ask(ask, request)
             if payload is None:  # the client went away: nobody to answer
                 return Response(status_code=499)
@@ -142,7 +160,8 @@ class Api:
         answered: asyncio.Future[dict[str, Any]] = loop.create_future()
 
         def answer(payload: dict[str, Any]) -> None:  # any thread
-            loop.call_soon_threadsafe(_settle, answered, payload)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the server stopped, nobody waits
+                loop.call_soon_threadsafe(_settle, answered, payload)
 
         request_id = new_request_id()
         self._submit(Trigger(IMAGE_REQUESTS, Origin.REQUEST, ask.prompt, request_id, f"http POST {request.url.path}",
@@ -152,19 +171,24 @@ class Api:
         either: set[asyncio.Future[Any]] = {answered, gone}
         try:
             await asyncio.wait(either, timeout=ANSWER_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the server is stopping: the job is nobody's any more
+            self._cancel(IMAGE_REQUESTS, request_id, "the HTTP API stopped")
+            raise
         finally:
             gone.cancel()
         if answered.done():
             return answered.result()
-        if gone.done() and not gone.cancelled():
-            logger.info("HTTP %s: the client went away before the answer: cancelling request %s",
-                        request.url.path, request_id)
-            self._cancel(IMAGE_REQUESTS, request_id, "the HTTP client went away")
+        why = "the HTTP client went away" if gone.done() and not gone.cancelled() else \
+            f"no answer within {ANSWER_TIMEOUT_S:g} s"
+        # off the loop: the runner's lock may be held while a job goes down the worker's pipe
+        await asyncio.to_thread(self._cancel, IMAGE_REQUESTS, request_id, why)
+        if gone.done():
+            logger.info("HTTP %s: %s before the answer: request %s cancelled", request.url.path, why, request_id)
             return None
-        raise ApiError(504, f"no answer within {ANSWER_TIMEOUT_S:g} s", "server_error")
+        raise ApiError(504, why, "server_error")
 
     def _authorize(self, request: Request) -> None:
-        if self._key is None:
+        if self._key is None:  # allow_no_key (checked when built)
             return
         given = request.headers.get("authorization", "")
         scheme, _, token = given.partition(" ")
@@ -174,7 +198,8 @@ class Api:
 
     def _known(self, model: Any) -> None:
         if model not in self._config.model_names:
-            raise ApiError(404, f"model {model!r} not found: this server has {self._config.model!r}", "not_found")
+            shown = repr(model) if len(repr(model)) <= 80 else repr(model)[:77] + "..."
+            raise ApiError(404, f"model {shown} not found: this server has {self._config.model!r}", "model_not_found")
 
     async def _body(self, request: Request) -> bytes:
         """The body, refused with 413 past the limit: by its Content-Length before reading, else as it comes."""
@@ -191,14 +216,27 @@ class Api:
         return b"".join(chunks)
 
     async def _refused(self, request: Request, error: ApiError) -> Response:
-        logger.info("HTTP %s %s refused: %s %s", request.method, request.url.path, error.status, error)
+        # a wrong key is no news worth a line each (anyone on the network can send one)
+        logger.log(logging.DEBUG if error.status == 401 else logging.INFO, "HTTP %s %s refused: %s %s",
+                   request.method, request.url.path, error.status, error)
         if request.url.path.startswith("/v1/"):
             body: dict[str, Any] = {"error": {"message": str(error), "type": error.kind, "param": None,
                                               "code": error.kind if error.status in (401, 404, 429) else None}}
         else:
             body = {"error": str(error)}
-        headers = {"Retry-After": str(RETRY_AFTER_S)} if error.status == 429 else None
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if error.status in (429, 503) else {}
+        if error.status in (401, 413):  # what the client still sends is not read
+            headers["Connection"] = "close"
         return JSONResponse(body, status_code=error.status, headers=headers)
+
+    async def _starlette_error(self, request: Request, error: Exception) -> Response:
+        """A path or method that is none of ours, in the API's shape."""
+        assert isinstance(error, HTTPException)
+        return await self._refused(request, ApiError(error.status_code, str(error.detail), "not_found"))
+
+    async def _client_gone(self, request: Request, error: Exception) -> Response:
+        """The client went away while sending its request: nobody to answer."""
+        return Response(status_code=499)
 
 
 async def _disconnected(request: Request) -> None:

@@ -2,9 +2,9 @@
 
 The socket is bound and listening in ``start()``, on the caller's thread, so that a port already
 taken (Ollama itself on 11434, say) stops the start with an error that says so, and a client that
-connects right after the start waits for uvicorn's loop rather than being refused. ``stop()`` takes no new
-connections and gives the requests in flight a moment to be answered (the daemon answers each
-waiting job before it stops: ``cancelled``).
+connects right after the start waits for uvicorn's loop rather than being refused. ``stop()`` comes after the
+daemon's jobs are done or cancelled (each waiting request has had its answer: 503), takes no new
+connections and gives the answers in flight a moment to go out.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from edge_vlm.core.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 BACKLOG = 64
+MAX_CONNECTIONS = 64  # open at once; more are answered 503 by uvicorn
 STOP_WAIT_S = 3  # stop() waits this long for the requests in flight, then closes their connections
 
 
@@ -31,9 +32,10 @@ class ApiServer:
         self._config = config
         # log_config None: the daemon's logging stays as configured; no access log (nothing of a
         # request is logged but its refusal)
+        # proxy_headers off: a client cannot pass for another (X-Forwarded-For) to get past its limit
         self._server = uvicorn.Server(uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=STOP_WAIT_S,
-            server_header=False))
+            app, log_config=None, access_log=False, lifespan="off", ws="none", proxy_headers=False,
+            limit_concurrency=MAX_CONNECTIONS, timeout_graceful_shutdown=STOP_WAIT_S, server_header=False))
         self._thread: threading.Thread | None = None
         self.port = config.port
 
@@ -51,7 +53,6 @@ class ApiServer:
             taken = exc.errno == errno.EADDRINUSE
             why = "the port is taken (another server, Ollama itself?)" if taken else exc.strerror
             raise ConfigError([f"http: cannot listen on {host}:{self._config.port}: {why}"]) from None
-        sock.set_inheritable(True)
         self.port = sock.getsockname()[1]
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
                                         name="edge_vlm-http", daemon=True)
