@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import socket
 import time
 import urllib.error
@@ -28,6 +29,7 @@ from tests.support import images
 from tests.support.backends import GATE_TIMEOUT_S, GatedBackend
 from tests.support.broker import Mosquitto
 from tests.support.native import LOG_ENV
+from tests.support.notify import DaemonProcess, NotifySocket, ready, reloading, write_config
 from tests.support.npu import vlm_backend
 
 pytestmark = pytest.mark.mqtt
@@ -329,3 +331,30 @@ def test_a_stop_answers_the_waiting_request_and_lets_the_running_one_finish(make
         assert (running.result(GATE_TIMEOUT_S).choices[0].message.content or "").startswith(PORCH_TEXT)
         stopping.result(GATE_TIMEOUT_S)  # no error
     assert api.service.stopped
+
+
+def test_a_reload_serves_on_the_same_port_with_the_new_settings(
+        tmp_path: Path, broker: Mosquitto, notify_socket: NotifySocket,
+        daemons: Callable[..., DaemonProcess]) -> None:
+    """SIGHUP: the old service (and its server) stops, the new one listens on the same port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    http = {"enabled": True, "port": port, "api_key_env": KEY_ENV}
+    config = app_config(broker.port, cameras=[{"id": "porch"}], http=http)
+    config_file = tmp_path / "edge_vlm.yaml"
+    write_config(config_file, config)
+    daemon = daemons(config_file, tmp_path / "daemon.log", NOTIFY_SOCKET=notify_socket.address, **{KEY_ENV: KEY})
+    notify_socket.wait_for(ready)
+    with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0) as client:
+        assert [m.id for m in client.models.list()] == ["edge-vlm"]
+
+        write_config(config_file, app_config(broker.port, cameras=[{"id": "porch"}], http={**http, "model": "board"}))
+        daemon.signal(signal.SIGHUP)
+        notify_socket.wait_for(reloading)
+        last = notify_socket.matching(reloading)[-1]
+        notify_socket.wait_for(ready, after=last.index)
+        assert [m.id for m in client.models.list()] == ["board"]
+    assert "Reloaded" in daemon.text() and "cannot listen" not in daemon.text()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
