@@ -141,6 +141,18 @@ def test_the_openai_client_chats_with_an_image_streamed_or_not(make_api: Callabl
     assert "edge_vlm fetches no image URLs" in fetched.value.message
 
 
+def test_a_client_that_takes_only_a_url_has_the_key_in_its_path(make_api: Callable[..., Api]) -> None:
+    """Home Assistant's Ollama integration asks for a URL and sends no header of ours."""
+    api = make_api()
+    with ollama.Client(host=f"{api.url}/k/{KEY}") as client:
+        answer = client.chat(model="edge-vlm", messages=[{"role": "user", "content": "Who?", "images": [PORCH]}])
+        assert (answer.message.content or "").startswith(PORCH_TEXT)
+        assert [m.model for m in client.list().models] == ["edge-vlm"]
+    with ollama.Client(host=f"{api.url}/k/{KEY}x") as wrong, pytest.raises(ollama.ResponseError) as refused:
+        wrong.list()
+    assert refused.value.status_code == 401 and KEY not in refused.value.error
+
+
 def test_a_wrong_key_is_401_and_health_needs_none(make_api: Callable[..., Api]) -> None:
     api = make_api()
     with pytest.raises(openai.AuthenticationError) as refused:

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edge_vlm.config.http_api import MIN_KEY, HttpApiConfig
 from edge_vlm.core.contracts import Origin, Reply, new_request_id
@@ -62,7 +63,7 @@ class Api:
         if (key is None and not config.allow_no_key) or (key is not None and len(key) < MIN_KEY):
             raise ConfigError([f"http: the API key is empty or shorter than {MIN_KEY} characters: set a long "
                                "random one (e.g. openssl rand -hex 24)"])
-        self.app = Starlette(routes=[
+        self.app: ASGIApp = KeyInPath(Starlette(routes=[
             Route("/healthz", self._healthz), Route("/readyz", self._readyz),
             Route("/api/version", self._version), Route("/api/tags", self._tags),
             Route("/api/show", self._show, methods=["POST"]),
@@ -70,7 +71,7 @@ class Api:
             Route("/api/generate", self._ollama_generate, methods=["POST"]),
             Route("/v1/models", self._models), Route("/v1/chat/completions", self._openai_chat, methods=["POST"]),
         ], exception_handlers={ApiError: self._refused, HTTPException: self._starlette_error,  # type: ignore[dict-item]
-                               ClientDisconnect: self._client_gone})
+                               ClientDisconnect: self._client_gone}))
 
     # Health: no key needed, nothing told but whether it serves
 
@@ -190,11 +191,12 @@ class Api:
     def _authorize(self, request: Request) -> None:
         if self._key is None:  # allow_no_key (checked when built)
             return
-        given = request.headers.get("authorization", "")
-        scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self._key.encode()):
-            raise ApiError(401, "a valid API key is needed: Authorization: Bearer <key> (http.api_key_env or "
-                           "http.api_key_credential on the board)", "invalid_api_key")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        given = token.strip() if scheme.lower() == "bearer" else request.scope.get(KeyInPath.SCOPE_KEY, "")
+        if not hmac.compare_digest(given.encode(), self._key.encode()):
+            raise ApiError(401, "a valid API key is needed: Authorization: Bearer <key>, or the URL "
+                           f"http://<board>:{self._config.port}/k/<key> (http.api_key_env or http.api_key_credential "
+                           "on the board)", "invalid_api_key")
 
     def _known(self, model: Any) -> None:
         if model not in self._config.model_names:
@@ -237,6 +239,25 @@ class Api:
     async def _client_gone(self, request: Request, error: Exception) -> Response:
         """The client went away while sending its request: nobody to answer."""
         return Response(status_code=499)
+
+
+class KeyInPath:
+    """``/k/<key>/api/chat`` is ``/api/chat`` with the key: for clients that take a URL and send no
+    header of ours (Home Assistant's Ollama integration). The key is taken out of the path before
+    any route, log line or error message sees it."""
+
+    PREFIX = "/k/"
+    SCOPE_KEY = "edge_vlm.key"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.PREFIX):
+            key, _, rest = scope["path"][len(self.PREFIX):].partition("/")
+            path = "/" + rest
+            scope = {**scope, "path": path, "raw_path": path.encode(), self.SCOPE_KEY: key}
+        await self.app(scope, receive, send)
 
 
 async def _disconnected(request: Request) -> None:
