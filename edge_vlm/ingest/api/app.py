@@ -37,6 +37,7 @@ ANSWER_TIMEOUT_S = 600.0  # a job that never answers (it always does: this bound
 RETRY_AFTER_S = 5  # what a client told 429 (too many requests) or 503 is asked to wait
 BODIES_AT_ONCE = 4  # request bodies read at the same time (each up to http.max_request_mb)
 MAX_PROMPT = 8000  # characters of a question, the conversation's turns included
+SMALL_BODY = 65_536  # the most a request without an image may send (/api/show)
 OLLAMA_VERSION = "0.6.0"  # the Ollama API this one answers as (clients check /api/version)
 
 # The HTTP status of each error a job or its input can end in.
@@ -94,7 +95,7 @@ class Api:
 
     async def _show(self, request: Request) -> Response:
         self._authorize(request)
-        data = parse_json(await self._body(request))
+        data = parse_json(await self._body(request, SMALL_BODY))
         self._known(data.get("model") or data.get("name"))
         return JSONResponse(answers.ollama_show())
 
@@ -203,17 +204,19 @@ class Api:
             shown = repr(model) if len(repr(model)) <= 80 else repr(model)[:77] + "..."
             raise ApiError(404, f"model {shown} not found: this server has {self._config.model!r}", "model_not_found")
 
-    async def _body(self, request: Request) -> bytes:
-        """The body, refused with 413 past the limit: by its Content-Length before reading, else as it comes."""
+    async def _body(self, request: Request, limit: int | None = None) -> bytes:
+        """The body, refused with 413 past the limit (``http.max_request_mb`` unless given): by its
+        Content-Length before reading, else as it comes."""
+        limit = self._limit if limit is None else limit
         length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > self._limit:
-            raise ApiError(413, f"the request of {int(length)} bytes is over the limit of {self._limit} "
+        if length.isdigit() and int(length) > limit:
+            raise ApiError(413, f"the request of {int(length)} bytes is over the limit of {limit} "
                            "(http.max_request_mb)")
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > self._limit:
-                raise ApiError(413, f"the request is over the limit of {self._limit} bytes (http.max_request_mb)")
+            if size > limit:
+                raise ApiError(413, f"the request is over the limit of {limit} bytes (http.max_request_mb)")
             chunks.append(chunk)
         return b"".join(chunks)
 
