@@ -134,7 +134,7 @@ def test_the_openai_client_chats_with_an_image_streamed_or_not(make_api: Callabl
 
     with pytest.raises(openai.BadRequestError) as json_asked:  # refused, not ignored
         client.chat.completions.create(model="edge-vlm", messages=asked, response_format={"type": "json_object"})
-    assert "JSON answers (format, response_format) are not served yet" in json_asked.value.message
+    assert "a JSON answer needs its JSON schema" in json_asked.value.message
     with pytest.raises(openai.BadRequestError) as fetched:  # no URL is fetched
         client.chat.completions.create(model="edge-vlm", messages=[{"role": "user", "content": [
             {"type": "text", "text": "What is it?"}, {"type": "image_url", "image_url": {"url": "http://x/a.jpg"}}]}])
@@ -370,3 +370,46 @@ def test_a_reload_serves_on_the_same_port_with_the_new_settings(
     assert "Reloaded" in daemon.text() and "cannot listen" not in daemon.text()
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0
+
+
+def test_a_json_schema_gets_the_json_object_checked_from_both_clients(
+        broker: Mosquitto, make_daemon: Daemon, fake_rkllmrt: dict[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the NPU path: the runtime's stand-in answers what [[reply:...]] says; the daemon asks for
+    the schema's fields as a profile's structured answer does, and checks the answer against them."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    monkeypatch.setenv(LOG_ENV, str(tmp_path / "rkllm-calls.jsonl"))
+    config = app_config(broker.port, cameras=[{"id": "porch"}], backend=vlm_backend(
+        tmp_path, fake_rkllmrt["1.3"], abi="1.3", encoder="onnx"), http={"enabled": True, "port": 0,
+                                                                         "api_key_env": KEY_ENV})
+    api = Api(make_daemon(config))
+    schema: Any = {"type": "object", "properties": {"people": {"type": "integer", "minimum": 0},
+                                               "parcel": {"type": "boolean", "description": "a parcel is there"}},
+              "required": ["people", "parcel"]}
+    question = 'How many people? [[reply:Sure: {"people": "2", "parcel": "yes"}]]'  # as small models answer
+
+    answer = api.ollama().chat(model="edge-vlm", format=schema, messages=[
+        {"role": "user", "content": question, "images": [PORCH]}])
+    assert json.loads(answer.message.content or "") == {"people": 2, "parcel": True}
+    asked = [c["prompt"] for c in runtime_calls(tmp_path) if c["event"] == "rkllm_run"][-1]
+    assert 'Answer with only a JSON object like {"people": 0, "parcel": false}' in asked
+    assert '"parcel" (boolean): a parcel is there' in asked
+
+    asked_openai: Any = [{"role": "user", "content": [{"type": "text", "text": question},
+                                                      {"type": "image_url", "image_url": {"url": data_uri(PORCH)}}]}]
+    completion = api.openai().chat.completions.create(
+        model="edge-vlm", response_format={"type": "json_schema", "json_schema": {"name": "count", "schema": schema}},
+        messages=asked_openai)
+    assert json.loads(completion.choices[0].message.content or "") == {"people": 2, "parcel": True}
+
+    with pytest.raises(ollama.ResponseError) as nested:
+        api.ollama().chat(model="edge-vlm", messages=[{"role": "user", "content": question, "images": [PORCH]}],
+                          format={"type": "object", "properties": {"who": {"type": "array"}}})
+    assert nested.value.status_code == 400 and "only lower-case names" in nested.value.error
+    with pytest.raises(ollama.ResponseError) as unanswered:  # asked again once, then given up
+        api.ollama().chat(model="edge-vlm", format=schema, messages=[
+            {"role": "user", "content": "How many? [[reply:Two, I think.]]", "images": [PORCH]}])
+    assert unanswered.value.status_code == 502
+    assert "the model's answer is not the JSON asked for, twice" in unanswered.value.error
+    for client in api.clients:
+        client.close()

@@ -5,9 +5,10 @@ to show it. CPU work, done on the thread that admitted the frame while the NPU i
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 from edge_vlm.camera_state import CameraStates
-from edge_vlm.config.automation import ProfileConfig
+from edge_vlm.config.automation import FieldSpec, ProfileConfig
 from edge_vlm.config.models import AppConfig, CameraConfig
 from edge_vlm.core.contracts import Origin
 from edge_vlm.core.errors import TriggerError
@@ -36,8 +37,8 @@ class JobMaker:
         values = placeholder_values(camera=camera.display_name if camera else "the image",
                                     previous=state.text if state else None, language=self._config.language,
                                     event=trigger.event, span_s=clip.span_s if clip else None)
-        prompt = build_prompt(_text_profile(trigger.prompt) if trigger.prompt else profile, values,
-                              self._config.language)
+        asked = _text_profile(trigger.prompt, trigger.fields) if trigger.prompt else profile
+        prompt = build_prompt(asked, values, self._config.language)
         if clip is not None:  # a grid of key frames: say how to read it
             prompt = f"{clip.reading()} {prompt}"
         questions = ({rule.name: rule.question for rule in camera.alerts if rule.question is not None}
@@ -46,8 +47,8 @@ class JobMaker:
         return Job(trigger.camera, frame, prepared, prompt, request_id, trigger.origin, received_at=trigger.received_at,
                    timings_ms={"capture": round(capture_ms, 2), "preprocess": round(preprocess_ms, 2)},
                    event=trigger.event, superseded_ids=list(trigger.superseded), reply=trigger.reply,
-                   scene=scene, fields=dict(profile.fields) if not trigger.prompt else {},
-                   retry_prompt=profile.retry_prompt, questions=questions, image=image)
+                   scene=scene, fields=dict(asked.fields), retry_prompt=asked.retry_prompt, questions=questions,
+                   image=image)
 
     def _profile(self, camera: CameraConfig | None, trigger: Trigger) -> ProfileConfig:
         """The trigger's profile, else Home Assistant's pick for the camera (its custom prompt first)."""
@@ -63,7 +64,8 @@ class JobMaker:
         return self._config.profile_for(camera, state.profile)
 
 
-def _text_profile(prompt: str) -> ProfileConfig:
-    """A prompt given at run time (a trigger's, Home Assistant's text): not checked like the
-    configuration's, since braces that are no placeholder stay as they are."""
-    return ProfileConfig.model_construct(prompt=prompt)
+def _text_profile(prompt: str, fields: Mapping[str, FieldSpec] | None = None) -> ProfileConfig:
+    """A prompt given at run time (a trigger's, Home Assistant's text), with the JSON answer its
+    asker wants if any: not checked like the configuration's, since braces that are no placeholder
+    stay as they are."""
+    return ProfileConfig.model_construct(prompt=prompt, fields=dict(fields or {}))

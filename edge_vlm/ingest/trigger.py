@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from edge_vlm.core.contracts import Origin, Reply
 
 if TYPE_CHECKING:
+    from edge_vlm.config.automation import FieldSpec
     from edge_vlm.ingest.frigate import FrigateEvent
 
 IMAGE_REQUESTS = ""  # the "camera" of requests that bring their own image
@@ -39,6 +41,8 @@ class Trigger:
     # Describe what happened, not only what is: True (the camera's clip.seconds) or seconds of its
     # buffer, as a grid of key frames; False: not; None: as the camera's clip.default says.
     clip: bool | float | None = None
+    # The JSON answer its asker wants (the HTTP API's format or response_format), instead of the profile's.
+    fields: Mapping[str, FieldSpec] | None = None
 
     @property
     def own_image(self) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,12 @@ class Shaped:
 DAEMON_STAGES = frozenset({"capture", "preprocess", "queued"})  # the rest of a result's timings are the model's
 
 
+def content(payload: dict[str, Any]) -> str:
+    """What the model answered: the JSON object asked for (its fields, checked), else the text."""
+    fields = payload.get("fields")
+    return json.dumps(fields) if fields is not None else str(payload.get("text") or "")
+
+
 def _ns(payload: dict[str, Any]) -> int:
     return round(float(payload.get("latency_ms") or 0) * 1_000_000)
 
@@ -33,16 +40,16 @@ def _model_ns(payload: dict[str, Any]) -> int:
     return round(sum(float(ms) for stage, ms in timings.items() if stage not in DAEMON_STAGES) * 1_000_000)
 
 
-def _ollama(model: str, payload: dict[str, Any], key: str, content: Any) -> Shaped:
-    """Ollama's answer: ``key`` (message, response) holds ``content`` with the text, then a last
-    chunk that says it is done, with the times."""
+def _ollama(model: str, payload: dict[str, Any], key: str, wrap: Callable[[str], Any]) -> Shaped:
+    """Ollama's answer: ``key`` (message, response) holds the answer, as ``wrap`` puts it, then a
+    last chunk that says it is done, with the times."""
     created = payload.get("described_at") or ""
-    text = str(payload.get("text") or "")
+    text = content(payload)
     done = {"done": True, "done_reason": "stop", "total_duration": _ns(payload), "load_duration": 0,
             "eval_duration": _model_ns(payload)}
-    whole = {"model": model, "created_at": created, key: content(text), **done}
-    chunks = [{"model": model, "created_at": created, key: content(text), "done": False},
-              {"model": model, "created_at": created, key: content(""), **done}]
+    whole = {"model": model, "created_at": created, key: wrap(text), **done}
+    chunks = [{"model": model, "created_at": created, key: wrap(text), "done": False},
+              {"model": model, "created_at": created, key: wrap(""), **done}]
     return Shaped(whole, [json.dumps(c).encode() + b"\n" for c in chunks], NDJSON)
 
 
@@ -55,7 +62,7 @@ def ollama_generate(model: str, payload: dict[str, Any], stream: bool) -> Shaped
 
 
 def openai_chat(model: str, payload: dict[str, Any], stream: bool) -> Shaped:
-    text = str(payload.get("text") or "")
+    text = content(payload)
     common = {"id": f"chatcmpl-{payload.get('id')}", "created": int(time.time()), "model": model}
     whole = {**common, "object": "chat.completion", "choices": [
         {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}

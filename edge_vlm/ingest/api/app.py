@@ -168,7 +168,7 @@ class Api:
         request_id = new_request_id()
         self._submit(Trigger(IMAGE_REQUESTS, Origin.REQUEST, ask.prompt, request_id, f"http POST {request.url.path}",
                              time.monotonic(), time.time(), reply=Reply("", answer=answer),
-                             image_base64=ask.image_base64))
+                             image_base64=ask.image_base64, fields=ask.fields))
         gone: asyncio.Future[None] = asyncio.ensure_future(_disconnected(request))
         either: set[asyncio.Future[Any]] = {answered, gone}
         try:

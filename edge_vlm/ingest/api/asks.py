@@ -13,6 +13,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
+from edge_vlm.config.automation import FIELD_PATTERN, FieldSpec
+
+MAX_FIELDS = 16  # as a profile's fields
 DATA_URI = re.compile(r"^data:image/[a-z0-9.+-]+;base64,(?P<data>.*)$", re.S | re.I)
 
 
@@ -31,6 +36,46 @@ class Ask:
     prompt: str
     image_base64: str | None = field(repr=False)
     stream: bool
+    fields: dict[str, FieldSpec] | None = None  # a JSON answer asked for, by its schema
+
+
+def answer_fields(data: dict[str, Any]) -> dict[str, FieldSpec] | None:
+    """The JSON answer asked for (Ollama's ``format``, OpenAI's ``response_format``) as the fields
+    of a structured answer: a flat object of string, integer, number and boolean properties, as
+    the configuration's profiles have; None for text."""
+    ollama, openai = data.get("format"), data.get("response_format")
+    if ollama in (None, "") and openai in (None, {"type": "text"}):
+        return None
+    if isinstance(openai, dict) and openai.get("type") == "json_schema":
+        described = openai.get("json_schema")
+        schema = described.get("schema") if isinstance(described, dict) else None
+    else:
+        schema = ollama if isinstance(ollama, dict) else None
+    if schema is None:
+        raise ApiError(400, "a JSON answer needs its JSON schema (format: {schema}, or response_format: "
+                       "{type: json_schema, json_schema: {schema}}): a flat object of string, integer, number and "
+                       "boolean properties")
+    return _schema_fields(schema)
+
+
+def _schema_fields(schema: Any) -> dict[str, FieldSpec]:
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(schema, dict) or schema.get("type") != "object" or not isinstance(properties, dict):
+        raise ApiError(400, "the JSON schema is not an object with properties")
+    if not properties or len(properties) > MAX_FIELDS:
+        raise ApiError(400, f"the JSON schema has {len(properties)} properties: 1 to {MAX_FIELDS}")
+    fields = {}
+    for name, spec in properties.items():
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        if not re.match(FIELD_PATTERN, str(name)) or kind not in ("string", "integer", "number", "boolean"):
+            raise ApiError(400, f"property {str(name)[:40]!r}: only lower-case names (a-z, 0-9, _) of string, "
+                           "integer, number or boolean values are answered")
+        try:
+            fields[name] = FieldSpec(type=kind, description=str(spec.get("description") or name)[:300],
+                                     minimum=spec.get("minimum"), maximum=spec.get("maximum"))
+        except ValidationError as error:
+            raise ApiError(400, f"property {name!r}: {error.errors()[0]['msg']}") from None
+    return fields
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
@@ -52,9 +97,6 @@ def _text(value: Any, where: str) -> str:
 
 
 def _model(data: dict[str, Any]) -> str:
-    """The model asked for; a JSON answer asked for is refused (not served yet), never ignored."""
-    if data.get("format") or (data.get("response_format") or {"type": "text"}) != {"type": "text"}:
-        raise ApiError(400, "JSON answers (format, response_format) are not served yet: ask in the prompt")
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise ApiError(400, "model is required")
@@ -93,7 +135,7 @@ def ollama_chat(data: dict[str, Any]) -> Ask:
         role = _text(message.get("role"), f"messages[{index}].role") or "user"
         turns.append((role, _text(message.get("content"), f"messages[{index}].content")))
         image = _last_image(message.get("images"), f"messages[{index}].images") or image
-    return Ask(_model(data), _one_question(turns), image, _stream(data, True))
+    return Ask(_model(data), _one_question(turns), image, _stream(data, True), answer_fields(data))
 
 
 def ollama_generate(data: dict[str, Any]) -> Ask:
@@ -103,7 +145,7 @@ def ollama_generate(data: dict[str, Any]) -> Ask:
     if not prompt.strip():
         raise ApiError(400, "prompt is required")
     return Ask(_model(data), f"{system}\n{prompt}" if system.strip() else prompt,
-               _last_image(data.get("images"), "images"), _stream(data, True))
+               _last_image(data.get("images"), "images"), _stream(data, True), answer_fields(data))
 
 
 def _last_image(images: Any, where: str) -> str | None:
@@ -141,7 +183,7 @@ def openai_chat(data: dict[str, Any]) -> Ask:
             turns.append((role, "\n".join(texts)))
         else:
             turns.append((role, _text(content, f"messages[{index}].content")))
-    return Ask(_model(data), _one_question(turns), image, _stream(data, False))
+    return Ask(_model(data), _one_question(turns), image, _stream(data, False), answer_fields(data))
 
 
 def _data_uri(image_url: Any, where: str) -> str:
