@@ -52,7 +52,7 @@ class QuestionsFail(OpencvBackend):
         self.questions_asked = 0
         self.load()
 
-    def describe(self, prepared: np.ndarray, frame: Frame, prompt: str) -> Description:
+    def describe(self, prepared: np.ndarray | None, frame: Frame | None, prompt: str) -> Description:
         if prompt.endswith(YES_NO):
             self.questions_asked += 1
             raise BackendError("no answer within backend.job_timeout_s", code=self.code)

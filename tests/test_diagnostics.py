@@ -149,9 +149,9 @@ def test_board_values_are_published_and_refreshed_while_nothing_happens(
 class _FailsOnDriveway(GatedBackend):
     """Holds each job at the gate; the driveway's then fail, as a crashed model would."""
 
-    def describe(self, prepared: np.ndarray, frame: Frame, prompt: str) -> Description:
+    def describe(self, prepared: np.ndarray | None, frame: Frame | None, prompt: str) -> Description:
         description = super().describe(prepared, frame, prompt)
-        if frame.camera == "driveway":
+        if frame is not None and frame.camera == "driveway":
             raise BackendError("model crashed")
         return description
 

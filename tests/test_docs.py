@@ -44,6 +44,9 @@ CONTROL = {"&&", "||", ";", "|", "&", "(", ")"}
 # Keys of Home Assistant's YAML (an automation, a script, a blueprint): tests/ha pastes those.
 HOME_ASSISTANT_KEYS = {"alias", "triggers", "conditions", "actions", "sequence", "blueprint", "mode"}
 CONFIG_KEYS = set(AppConfig.model_fields)
+# Frigate's GenAI settings (docs/http-api.md): the keys its genai section takes, 0.15 to 0.18.
+FRIGATE_GENAI_KEYS = {"enabled", "provider", "base_url", "api_key", "model", "provider_options", "runtime_options",
+                      "prompt", "object_prompts"}
 # A snippet without cameras is completed with this one (a configuration needs a camera).
 A_CAMERA = "\ncameras: [{id: front_door}]\n"
 VLM_BACKEND = ("\nbackend: {type: vlm, family: qwen2-vl-2b, encoder: {type: rknn, model: /models/encoder.rknn}, "
@@ -232,9 +235,11 @@ def command_problems(document: Path, text: str) -> list[str]:
 # Configurations
 
 def kind(data: Any) -> str:
-    """``home assistant``, ``config`` or ``other``: what a YAML block is."""
+    """``home assistant``, ``frigate``, ``config`` or ``other``: what a YAML block is."""
     if not isinstance(data, dict) or not data:
         return "other"
+    if data.keys() == {"genai"} and isinstance(data["genai"], dict) and data["genai"].keys() <= FRIGATE_GENAI_KEYS:
+        return "frigate"
     scripts = [value for value in data.values() if isinstance(value, dict)]
     if data.keys() & CONFIG_KEYS:  # a stray key (a mis-indented `mode:`) leaves it a configuration
         return "config" if data.keys() <= CONFIG_KEYS else "other"
@@ -255,7 +260,7 @@ def config_problems(document: Path, text: str) -> list[str]:
             problems.append(f"{where}: not YAML: {exc}")
             continue
         found = kind(data)
-        if found == "home assistant":
+        if found in ("home assistant", "frigate"):
             continue
         if found == "other":
             problems.append(f"{where}: neither an edge_vlm configuration nor Home Assistant's: "

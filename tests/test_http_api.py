@@ -153,6 +153,12 @@ def test_a_client_that_takes_only_a_url_has_the_key_in_its_path(make_api: Callab
     assert refused.value.status_code == 401 and KEY not in refused.value.error
 
 
+def test_the_opencv_backend_says_it_needs_an_image(make_api: Callable[..., Api]) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        make_api().openai().chat.completions.create(model="edge-vlm", messages=[{"role": "user", "content": "Hi"}])
+    assert "the opencv backend answers questions about an image only" in refused.value.message
+
+
 def test_a_wrong_key_is_401_and_health_needs_none(make_api: Callable[..., Api]) -> None:
     api = make_api()
     with pytest.raises(openai.AuthenticationError) as refused:
@@ -402,6 +408,11 @@ def test_a_json_schema_gets_the_json_object_checked_from_both_clients(
         messages=asked_openai)
     assert json.loads(completion.choices[0].message.content or "") == {"people": 2, "parcel": True}
 
+    # plain chat, no image: the language model alone (LLM Vision's setup says "Hi", so does a conversation)
+    hello = api.ollama().chat(model="edge-vlm", messages=[{"role": "user", "content": "Hi"}])
+    assert (hello.message.content or "").endswith("Hi Café … ok")
+    plain = [c for c in runtime_calls(tmp_path) if c["event"] in ("rkllm_run", "rkllm_run_done")][-2:]
+    assert (plain[0]["prompt"], plain[1]["image_tokens"]) == ("Hi", 0)
     with pytest.raises(ollama.ResponseError) as nested:
         api.ollama().chat(model="edge-vlm", messages=[{"role": "user", "content": question, "images": [PORCH]}],
                           format={"type": "object", "properties": {"who": {"type": "array"}}})
@@ -413,3 +424,35 @@ def test_a_json_schema_gets_the_json_object_checked_from_both_clients(
     assert "the model's answer is not the JSON asked for, twice" in unanswered.value.error
     for client in api.clients:
         client.close()
+
+
+def test_what_llm_vision_frigate_and_home_assistant_send_is_answered(make_api: Callable[..., Api]) -> None:
+    """The requests of the documented clients, as their code builds them (docs/http-api.md, Clients)."""
+    api = make_api(max_waiting_per_client=4)
+    image = base64.b64encode(PORCH).decode()
+    with httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=GATE_TIMEOUT_S) as http:
+        # LLM Vision's "Custom OpenAI" provider (v1.7): frames labelled, max_completion_tokens, no stream
+        llm_vision = http.post("/v1/chat/completions", json={
+            "model": "edge-vlm", "max_completion_tokens": 3000, "temperature": 0.5, "top_p": 0.9,
+            "messages": [{"role": "system", "content": "You describe camera images."},
+                         {"role": "user", "content": [{"type": "text", "text": "Image 1:"},
+                                                      {"type": "image_url", "image_url": {"url": data_uri(PORCH)}},
+                                                      {"type": "text", "text": "Who is there?"}]}]})
+        assert llm_vision.status_code == 200
+        assert llm_vision.json()["choices"][0]["message"]["content"].startswith(PORCH_TEXT)
+        assert api.backend.prompts[-1] == "system: You describe camera images.\nImage 1:\nWho is there?"
+        # Frigate 0.15's openai provider: the prompt a bare string among the parts, images "detail: low"
+        parts = [{"type": "image_url", "image_url": {"url": data_uri(PORCH), "detail": "low"}}, "Describe the person."]
+        frigate = http.post("/v1/chat/completions",
+                            json={"model": "edge-vlm", "messages": [{"role": "user", "content": parts}]})
+        assert frigate.status_code == 200 and api.backend.prompts[-1] == "Describe the person."
+    # Frigate's ollama provider: show(), then generate() with the images as bytes
+    with ollama.Client(host=f"{api.url}/k/{KEY}") as frigate_ollama:
+        assert frigate_ollama.show("edge-vlm").modelinfo is not None
+        assert (frigate_ollama.generate("edge-vlm", "Describe.", images=[PORCH]).response or "").startswith(PORCH_TEXT)
+    # Home Assistant's Ollama integration: list(), then a streamed chat with its options
+    with ollama.Client(host=f"{api.url}/k/{KEY}") as home_assistant:
+        assert "edge-vlm" in [m.model for m in home_assistant.list().models]
+        streamed = home_assistant.chat(model="edge-vlm", stream=True, keep_alive="-1s", options={"num_ctx": 8192},
+                                       messages=[{"role": "user", "content": "Who?", "images": [image]}])
+        assert "".join(chunk.message.content or "" for chunk in streamed).startswith(PORCH_TEXT)

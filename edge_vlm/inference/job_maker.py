@@ -25,15 +25,20 @@ class JobMaker:
         self._states = states
         self._backend = backend
 
-    def make(self, trigger: Trigger, camera: CameraConfig | None, frame: Frame, *, request_id: str,
+    def make(self, trigger: Trigger, camera: CameraConfig | None, frame: Frame | None, *, request_id: str,
              capture_ms: float, scene: int | None) -> Job:
-        """The job; InputError (an unknown profile) or BackendError (the frame will not do) if none."""
+        """The job (``frame`` None: a question without an image); InputError (an unknown profile,
+        a question without an image for a backend that needs one) or BackendError (the frame will
+        not do) if none."""
         profile = self._profile(camera, trigger)
+        if frame is None and not self._backend.answers_text:
+            raise TriggerError(f"the {self._backend.name} backend answers questions about an image only: send an "
+                               "image, or use the NPU backend (vlm) for questions without one")
         started = time.perf_counter()
-        prepared = self._backend.prepare(frame)
+        prepared = None if frame is None else self._backend.prepare(frame)
         preprocess_ms = (time.perf_counter() - started) * 1000
         state = self._states[camera.id] if camera is not None else None
-        clip = frame.clip if frame.clip is not None and frame.clip.grid is not None else None  # key frames
+        clip = frame.clip if frame is not None and frame.clip is not None and frame.clip.grid is not None else None
         values = placeholder_values(camera=camera.display_name if camera else "the image",
                                     previous=state.text if state else None, language=self._config.language,
                                     event=trigger.event, span_s=clip.span_s if clip else None)
@@ -43,7 +48,8 @@ class JobMaker:
             prompt = f"{clip.reading()} {prompt}"
         questions = ({rule.name: rule.question for rule in camera.alerts if rule.question is not None}
                      if camera is not None and trigger.origin != Origin.REQUEST else {})
-        image = None if trigger.reply is not None else frame.jpeg(self._config.limits.max_published_image_bytes)
+        image = None if trigger.reply is not None or frame is None else frame.jpeg(
+            self._config.limits.max_published_image_bytes)
         return Job(trigger.camera, frame, prepared, prompt, request_id, trigger.origin, received_at=trigger.received_at,
                    timings_ms={"capture": round(capture_ms, 2), "preprocess": round(preprocess_ms, 2)},
                    event=trigger.event, superseded_ids=list(trigger.superseded), reply=trigger.reply,

@@ -41,6 +41,8 @@ class Trigger:
     # Describe what happened, not only what is: True (the camera's clip.seconds) or seconds of its
     # buffer, as a grid of key frames; False: not; None: as the camera's clip.default says.
     clip: bool | float | None = None
+    # A question without an image, for the language model alone (the HTTP API's plain chat).
+    no_image: bool = False
     # The JSON answer its asker wants (the HTTP API's format or response_format), instead of the profile's.
     fields: Mapping[str, FieldSpec] | None = None
 

@@ -70,15 +70,15 @@ class ResultPayload:
     id: str
     prompt: str
     backend: str
-    frame_time: str
-    frame_age_ms: float
+    frame_time: str | None  # None: a question without an image
+    frame_age_ms: float | None
     described_at: str
     latency_ms: float
     coalesced: int
     origin: Origin
     superseded_ids: list[str]
     timings_ms: dict[str, float]
-    image_size: list[int]
+    image_size: list[int] | None
     details: dict[str, Any]
     npu: dict[str, Any] | None  # the job's NPU work over all its turns (the vlm backend)
     event: dict[str, Any] | None
@@ -110,11 +110,13 @@ def result_payload(result: Result, *, latency_ms: float, alerts: list[str] | Non
         camera=job.camera, text=text, description=shorten(text) or "(no text)",
         title=(result.fields or {}).get("title"), fields=result.fields, answers=result.answers or None,
         alerts=alerts or None, id=job.request_id, prompt=job.prompt, backend=result.backend,
-        frame_time=iso_time(job.frame.captured_at), frame_age_ms=round(job.frame_age_ms, 1),
+        frame_time=None if job.frame is None else iso_time(job.frame.captured_at),
+        frame_age_ms=None if job.frame is None else round(job.frame_age_ms, 1),
         described_at=iso_time(result.finished_at), latency_ms=round(latency_ms, 1), coalesced=job.coalesced,
         origin=job.origin, superseded_ids=job.superseded_ids, timings_ms=result.timings_ms,
-        image_size=list(job.frame.source_size), details=result.description.details, npu=result.npu,
-        event=job.event, clip=None if job.frame.clip is None else clip_summary(job.frame.clip))
+        image_size=None if job.frame is None else list(job.frame.source_size), details=result.description.details,
+        npu=result.npu, event=job.event,
+        clip=None if job.frame is None or job.frame.clip is None else clip_summary(job.frame.clip))
 
 
 def clip_summary(clip: Clip) -> dict[str, Any]:

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 
 class MakeJob(Protocol):
-    def __call__(self, trigger: Trigger, camera: CameraConfig | None, frame: Frame, *, request_id: str,
+    def __call__(self, trigger: Trigger, camera: CameraConfig | None, frame: Frame | None, *, request_id: str,
                  capture_ms: float, scene: int | None) -> Job: ...
 
 
@@ -71,6 +71,9 @@ class Admission:
     def submit(self, trigger: Trigger) -> None:
         """Describe the trigger's frame: grab it (on the capture pool if that may block), then admit it."""
         trigger = dataclasses.replace(trigger, request_id=trigger.request_id or new_request_id())
+        if trigger.no_image:  # a question without an image: no camera, nothing to grab
+            self._ask_without_image(trigger)
+            return
         if trigger.brings_image:  # a request's own image: no camera to check
             self._capture.submit(IMAGE_REQUESTS, trigger)
             return
@@ -108,6 +111,14 @@ class Admission:
         except Exception:  # whoever asked still gets an answer
             logger.exception("Submitting a job for %s failed", trigger.camera or "a request")
             self._refuse(trigger, InputError("unexpected error; see the log", code=ErrorCode.INTERNAL_ERROR))
+
+    def _ask_without_image(self, trigger: Trigger) -> None:
+        """The language model alone (the HTTP API's plain chat): no gate, a job at once."""
+        try:
+            self._scheduler.submit(self._make_job(trigger, None, None, request_id=str(trigger.request_id),
+                                                  capture_ms=0.0, scene=None))
+        except (InputError, BackendError) as error:
+            self._refuse(trigger, error)
 
     def _not_captured(self, trigger: Trigger, error: InputError) -> None:
         self._refuse(trigger, error)

@@ -19,8 +19,8 @@ class Job:
     what was held behind it), under its lock."""
 
     camera: str
-    frame: Frame
-    prepared: np.ndarray  # the backend's input, made from the frame before it was queued
+    frame: Frame | None  # None: a question without an image (the language model alone)
+    prepared: np.ndarray | None  # the backend's input, made from the frame before it was queued
     prompt: str
     request_id: str
     origin: Origin
@@ -41,8 +41,8 @@ class Job:
 
     @property
     def frame_age_ms(self) -> float:
-        """How old the frame was when the job was accepted."""
-        return max(0.0, (self.accepted_wall - self.frame.captured_at) * 1000)
+        """How old the frame was when the job was accepted (0 without one)."""
+        return 0.0 if self.frame is None else max(0.0, (self.accepted_wall - self.frame.captured_at) * 1000)
 
     @property
     def coalesced(self) -> int:

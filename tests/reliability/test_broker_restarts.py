@@ -135,7 +135,7 @@ class WaitsForTheBroker(OpencvBackend):
         self.held = threading.Event()
         self.connected: threading.Event | None = None
 
-    def describe(self, prepared: np.ndarray, frame: Frame, prompt: str) -> Description:
+    def describe(self, prepared: np.ndarray | None, frame: Frame | None, prompt: str) -> Description:
         description = super().describe(prepared, frame, prompt)
         if self.hold.is_set() and self.connected is not None:
             self.held.set()

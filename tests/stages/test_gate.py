@@ -101,7 +101,7 @@ class Counting:
         self.skipped: list[str] = []
         self.refused: list[Failure] = []
 
-    def make(self, trigger: Trigger, camera: CameraConfig | None, frame: Frame, *, request_id: str,
+    def make(self, trigger: Trigger, camera: CameraConfig | None, frame: Frame | None, *, request_id: str,
              capture_ms: float, scene: int | None) -> Job:
         self.made.append(request_id)
         return Job(trigger.camera, frame, np.zeros(1), "p", request_id, trigger.origin, received_at=0.0)

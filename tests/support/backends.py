@@ -25,8 +25,9 @@ class GatedBackend(OpencvBackend):
         self.prompts: list[str] = []
         self.frames: list[Frame] = []  # what it was given, in order
 
-    def describe(self, prepared: np.ndarray, frame: Frame, prompt: str) -> Description:
+    def describe(self, prepared: np.ndarray | None, frame: Frame | None, prompt: str) -> Description:
         self.prompts.append(prompt)
+        assert frame is not None, "the opencv backend is asked about an image only"
         self.frames.append(frame)
         self.entered.set()
         if not self.gate.wait(GATE_TIMEOUT_S):
@@ -41,7 +42,7 @@ class FailingBackend(OpencvBackend):
         super().__init__(OpencvBackendConfig())
         self.failing_camera = failing_camera
 
-    def describe(self, prepared: np.ndarray, frame: Frame, prompt: str) -> Description:
-        if frame.camera == self.failing_camera:
+    def describe(self, prepared: np.ndarray | None, frame: Frame | None, prompt: str) -> Description:
+        if frame is not None and frame.camera == self.failing_camera:
             raise BackendError("model crashed")
         return super().describe(prepared, frame, prompt)

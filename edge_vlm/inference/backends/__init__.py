@@ -33,18 +33,21 @@ class Backend(Protocol):
     name: str
     #: decode frames to at least this many pixels on the long side (None: full size)
     min_long_side: int | None
+    #: answers a question without an image (the language model alone)
+    answers_text: bool
 
     def load(self) -> None: ...
 
     def prepare(self, frame: Frame) -> np.ndarray: ...
 
-    def describe(self, prepared: np.ndarray, frame: Frame, prompt: str) -> Description:
-        """One question about the frame."""
+    def describe(self, prepared: np.ndarray | None, frame: Frame | None, prompt: str) -> Description:
+        """One question about the frame (None: without an image, where ``answers_text``)."""
         ...
 
-    def conversation(self, prepared: np.ndarray, frame: Frame) -> AbstractContextManager[Chat]:
+    def conversation(self, prepared: np.ndarray | None, frame: Frame | None) -> AbstractContextManager[Chat]:
         """Several questions about the frame: the vlm reads it once (one encoder pass, its image
-        tokens prefilled once) and answers each from what it kept; forgotten when the block ends."""
+        tokens prefilled once) and answers each from what it kept; forgotten when the block ends.
+        None: questions without an image (where ``answers_text``)."""
         ...
 
     def abort(self, why: str = "the daemon is stopping") -> None:
@@ -62,7 +65,7 @@ class Backend(Protocol):
 class OneByOne:
     """A chat for a backend that keeps nothing of a frame: each question is a ``describe``."""
 
-    def __init__(self, backend: Backend, prepared: np.ndarray, frame: Frame) -> None:
+    def __init__(self, backend: Backend, prepared: np.ndarray | None, frame: Frame | None) -> None:
         self._backend, self._prepared, self._frame = backend, prepared, frame
 
     def ask(self, prompt: str, *, max_new_tokens: int | None = None, alone: str | None = None) -> Description:
@@ -70,7 +73,7 @@ class OneByOne:
 
 
 @contextmanager
-def one_by_one(backend: Backend, prepared: np.ndarray, frame: Frame) -> Iterator[Chat]:
+def one_by_one(backend: Backend, prepared: np.ndarray | None, frame: Frame | None) -> Iterator[Chat]:
     yield OneByOne(backend, prepared, frame)
 
 

@@ -108,7 +108,7 @@ class OpencvBackend(WorkerBackend):
         across = 1 if frame.clip is None else frame.clip.columns
         return analysis_input(frame.pixels, self.config.analysis_size * across)
 
-    def conversation(self, prepared: np.ndarray, frame: Frame) -> AbstractContextManager[Chat]:
+    def conversation(self, prepared: np.ndarray | None, frame: Frame | None) -> AbstractContextManager[Chat]:
         return one_by_one(self, prepared, frame)  # the analysis keeps nothing a question could reuse
 
 
@@ -157,6 +157,8 @@ class OpencvAnalyzer:
 
     def run(self, job: RunJob, aborted: Callable[[], bool]) -> JobDone:
         started = time.monotonic()
+        if job.pixels is None:  # the daemon sends none (answers_text is False); a bug if it did
+            raise BackendError("the opencv backend answers questions about an image only")
         if job.grid is None:
             text, timings, details = self.analyze(job.pixels, job.camera)
         else:

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 class VlmBackend(WorkerBackend):
     config: VlmBackendConfig
+    answers_text = True
 
     def __init__(self, config: VlmBackendConfig, log_level: str = "INFO") -> None:
         super().__init__(config, log_level, config.spec.input_size)
@@ -82,6 +83,8 @@ class VlmEngine:
         the cache has lost the image (a failed turn) or has no room left for the turn, in which
         case the image is prefilled again from the embeddings kept (no second encoder pass)."""
         started = time.monotonic()
+        if job.pixels is None:
+            return self._text(job, started)
         encoder_ms = 0.0
         follow_up = job.conversation is not None and job.conversation == self._conversation
         if not follow_up:
@@ -139,6 +142,34 @@ class VlmEngine:
             started=started,
             finished=finished,
         )
+
+    def _text(self, job: RunJob, started: float) -> JobDone:
+        """A question without an image: the language model alone; a follow-up in the conversation
+        after what its cache holds."""
+        follow_up = job.conversation is not None and job.conversation == self._conversation
+        if not follow_up:
+            self.end_conversation(self._conversation)
+            self._conversation, self._embeddings, self._image_in_cache = job.conversation, None, False
+        keep = job.conversation is not None
+        try:
+            generation = self._llm.generate(job.prompt.replace(IMAGE_PLACEHOLDER, ""), None,
+                                            self._encoder.input_size, keep_history=keep,
+                                            max_new_tokens=job.max_new_tokens)
+        except BaseException:
+            self._llm.clear()
+            raise
+        finally:
+            if not keep:
+                self._conversation = None
+        finished = time.monotonic()
+        timings = {"prefill": round(generation.prefill_ms, 1), "decode": round(generation.decode_ms, 1)}
+        return JobDone(job.job_id, generation.text, timings_ms=timings,
+                       details={"image_tokens": 0, "encoder_passes": 0, "encoder_on_npu": self._encoder_on_npu,
+                                "prefill_tokens": generation.prefill_tokens,
+                                "generated_tokens": generation.generated_tokens,
+                                "llm_memory_mb": round(generation.memory_mb, 1),
+                                "worker_ms": round((finished - started) * 1000, 1)},
+                       started=started, finished=finished)
 
     def end_conversation(self, conversation: int | None) -> None:
         """Forget the conversation's frame: its embeddings, and the KV cache."""

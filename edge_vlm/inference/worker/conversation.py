@@ -13,7 +13,7 @@ from edge_vlm.inference.worker.messages import RunJob
 
 
 class JobRunner(Protocol):
-    def job(self, prepared: np.ndarray, frame: Frame, prompt: str, *, conversation: int | None = None,
+    def job(self, prepared: np.ndarray | None, frame: Frame | None, prompt: str, *, conversation: int | None = None,
             max_new_tokens: int | None = None, alone: str | None = None) -> RunJob: ...
 
     def run(self, job: RunJob) -> Description: ...
@@ -22,7 +22,7 @@ class JobRunner(Protocol):
 
 
 class WorkerConversation:
-    def __init__(self, runner: JobRunner, conversation: int, prepared: np.ndarray, frame: Frame) -> None:
+    def __init__(self, runner: JobRunner, conversation: int, prepared: np.ndarray | None, frame: Frame | None) -> None:
         self._runner, self._id, self._prepared, self._frame = runner, conversation, prepared, frame
         self._asked = False
 

@@ -18,7 +18,7 @@ class RunJob:
 
     job_id: int
     camera: str
-    pixels: np.ndarray  # the backend's prepared input, uint8 RGB
+    pixels: np.ndarray | None  # the backend's prepared input, uint8 RGB; None: a question without an image
     prompt: str  # the question; the vlm engine places the image
     conversation: int | None = None  # None: a single question, forgotten once answered
     max_new_tokens: int | None = None  # None: the model's configured limit

@@ -59,6 +59,7 @@ class WorkerBackend:
 
     name: str
     min_long_side: int | None
+    answers_text = False  # a question without an image: the vlm's language model alone
 
     def __init__(self, config: OpencvBackendConfig | VlmBackendConfig, log_level: str, input_size: int) -> None:
         self.config = config
@@ -152,20 +153,20 @@ class WorkerBackend:
         """The prompt as the engine takes it; raise BackendError(code=ErrorCode.BAD_TRIGGER) if it cannot be used."""
         return prompt
 
-    def describe(self, prepared: np.ndarray, frame: Frame, prompt: str) -> Description:
+    def describe(self, prepared: np.ndarray | None, frame: Frame | None, prompt: str) -> Description:
         return self.run(self.job(prepared, frame, prompt))
 
-    def job(self, prepared: np.ndarray, frame: Frame, prompt: str, *, conversation: int | None = None,
+    def job(self, prepared: np.ndarray | None, frame: Frame | None, prompt: str, *, conversation: int | None = None,
             max_new_tokens: int | None = None, alone: str | None = None) -> RunJob:
-        grid = frame.clip.grid if frame.clip is not None else None
-        return RunJob(next(self._job_ids), frame.camera, prepared, self.job_prompt(prompt), conversation,
-                      max_new_tokens, None if alone is None else self.job_prompt(alone), grid)
+        grid = frame.clip.grid if frame is not None and frame.clip is not None else None
+        return RunJob(next(self._job_ids), "" if frame is None else frame.camera, prepared, self.job_prompt(prompt),
+                      conversation, max_new_tokens, None if alone is None else self.job_prompt(alone), grid)
 
-    def conversation(self, prepared: np.ndarray, frame: Frame) -> AbstractContextManager[Chat]:
+    def conversation(self, prepared: np.ndarray | None, frame: Frame | None) -> AbstractContextManager[Chat]:
         return self._conversation(prepared, frame)
 
     @contextmanager
-    def _conversation(self, prepared: np.ndarray, frame: Frame) -> Iterator[Chat]:
+    def _conversation(self, prepared: np.ndarray | None, frame: Frame | None) -> Iterator[Chat]:
         conversation = WorkerConversation(self, next(self._conversations), prepared, frame)
         try:
             yield conversation

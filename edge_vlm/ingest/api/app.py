@@ -130,8 +130,6 @@ class Api:
             async with self._reading:
                 ask = read(parse_json(await self._body(request)))
             self._known(ask.model)
-            if ask.image_base64 is None:
-                raise ApiError(400, "no image: edge_vlm describes an image; send one with the question")
             if len(ask.prompt) > MAX_PROMPT:
                 raise ApiError(400, f"the question is {len(ask.prompt)} characters long: at most {MAX_PROMPT} "
                                "(the system prompt and the conversation's turns included)")
@@ -168,7 +166,7 @@ class Api:
         request_id = new_request_id()
         self._submit(Trigger(IMAGE_REQUESTS, Origin.REQUEST, ask.prompt, request_id, f"http POST {request.url.path}",
                              time.monotonic(), time.time(), reply=Reply("", answer=answer),
-                             image_base64=ask.image_base64, fields=ask.fields))
+                             image_base64=ask.image_base64, fields=ask.fields, no_image=ask.image_base64 is None))
         gone: asyncio.Future[None] = asyncio.ensure_future(_disconnected(request))
         either: set[asyncio.Future[Any]] = {answered, gone}
         try:

@@ -174,7 +174,9 @@ def openai_chat(data: dict[str, Any]) -> Ask:
             for number, part in enumerate(content):
                 where = f"messages[{index}].content[{number}]"
                 kind = part.get("type") if isinstance(part, dict) else None
-                if kind == "text":
+                if isinstance(part, str):  # Frigate 0.15's prompt: a bare string among the parts
+                    texts.append(part)
+                elif kind == "text":
                     texts.append(_text(part.get("text"), f"{where}.text"))
                 elif kind == "image_url":
                     image = _data_uri(part.get("image_url"), where)
