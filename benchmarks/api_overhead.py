@@ -27,7 +27,7 @@ import httpx
 import yaml
 
 from benchmarks import count_argument
-from benchmarks.overhead import TIMEOUT_S, Client, camera_jpeg, percentile
+from benchmarks.overhead import TIMEOUT_S, Client, camera_jpeg, percentile, wait_online
 from edge_vlm.ingest.api.answers import DAEMON_STAGES
 from tests.support.broker import Mosquitto
 
@@ -86,10 +86,7 @@ def main() -> None:
         try:
             status = Client(broker.port, "edge_vlm/bench/status")
             replies = Client(broker.port, "edge_vlm/response/bench")
-            deadline = time.monotonic() + TIMEOUT_S
-            while not any(p == b"online" for _, p in status.arrivals):
-                assert time.monotonic() < deadline, "the daemon did not come online"
-                time.sleep(0.05)
+            wait_online(status)
             http_ms, mqtt_ms = [], []
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT_S,
                               headers={"Authorization": f"Bearer {KEY}"}) as http:

@@ -74,6 +74,14 @@ class Client:
         self._client.loop_stop()
 
 
+def wait_online(status: Client) -> None:
+    """Until the daemon's status topic says online."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while not any(p == b"online" for _, p in status.arrivals):
+        assert time.monotonic() < deadline, "the daemon did not come online"
+        time.sleep(0.05)
+
+
 def camera_jpeg() -> bytes:
     """A 1080p frame with a camera's texture (sensor noise), about the size a camera sends."""
     rng = np.random.default_rng(1)
@@ -99,10 +107,7 @@ def daemon_overhead(broker: Mosquitto, work: Path, jpeg: bytes, events: int) -> 
     daemon = subprocess.Popen([sys.executable, "-m", "edge_vlm", "run", "-c", str(work / "edge_vlm.yaml")])
     status = Client(broker.port, "edge_vlm/bench/status")
     client = Client(broker.port, "edge_vlm/bench_cam/result")
-    deadline = time.monotonic() + TIMEOUT_S
-    while not any(p == b"online" for _, p in status.arrivals):
-        assert time.monotonic() < deadline, "the daemon did not come online"
-        time.sleep(0.05)
+    wait_online(status)
     overheads = []
     for n in range(events + 5):
         start, arrived, answer = client.send_and_wait("edge_vlm/bench_cam/snapshot", jpeg)

@@ -122,17 +122,24 @@ def _one_question(turns: list[tuple[str, str]]) -> str:
     return f"{earlier}\n{turns[-1][1]}" if earlier else turns[-1][1]
 
 
-def ollama_chat(data: dict[str, Any]) -> Ask:
-    """``POST /api/chat``: ``messages`` with ``images`` (base64) on a user message; streams by default."""
+def _messages(data: dict[str, Any], shape: str) -> list[tuple[int, dict[str, Any], str]]:
+    """The request's messages: each an object, with its index and role (user unless said)."""
     messages = data.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "messages is required: a list of {role, content, images}")
-    turns: list[tuple[str, str]] = []
-    image = None
+        raise ApiError(400, f"messages is required: a list of {shape}")
+    found = []
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             raise ApiError(400, f"messages[{index}] is not an object")
-        role = _text(message.get("role"), f"messages[{index}].role") or "user"
+        found.append((index, message, _text(message.get("role"), f"messages[{index}].role") or "user"))
+    return found
+
+
+def ollama_chat(data: dict[str, Any]) -> Ask:
+    """``POST /api/chat``: ``messages`` with ``images`` (base64) on a user message; streams by default."""
+    turns: list[tuple[str, str]] = []
+    image = None
+    for index, message, role in _messages(data, "{role, content, images}"):
         turns.append((role, _text(message.get("content"), f"messages[{index}].content")))
         image = _last_image(message.get("images"), f"messages[{index}].images") or image
     return Ask(_model(data), _one_question(turns), image, _stream(data, True), answer_fields(data))
@@ -159,15 +166,9 @@ def _last_image(images: Any, where: str) -> str | None:
 def openai_chat(data: dict[str, Any]) -> Ask:
     """``POST /v1/chat/completions``: ``messages`` whose content is text or parts (``text``,
     ``image_url`` with a data URI); does not stream unless asked."""
-    messages = data.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "messages is required: a list of {role, content}")
     turns: list[tuple[str, str]] = []
     image = None
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise ApiError(400, f"messages[{index}] is not an object")
-        role = _text(message.get("role"), f"messages[{index}].role") or "user"
+    for index, message, role in _messages(data, "{role, content}"):
         content = message.get("content")
         if isinstance(content, list):
             texts = []
