@@ -6,13 +6,12 @@ daemon, whose MQTT session must outlive any frame.
 
 - ``load()`` starts the worker and returns once its engine is loaded (the daemon goes online
   only then), or raises with the worker's reason.
-- ``describe()`` sends one job and waits up to ``job_timeout_s``; past that it asks the worker to
-  abort (``rkllm_abort`` for the vlm), and if the worker does not answer within ``abort_grace_s`` it is killed.
+- ``describe()`` sends one job and waits up to ``job_timeout_s``; past that it asks the worker to abort
+  (``rkllm_abort``), and kills it if it does not answer within ``abort_grace_s``.
 - A worker that dies (a segfault in a vendor library), busy or idle, or that is killed, fails the
   job in flight with a clear code, is restarted in the background with a doubling delay (1 s up to
   ``restart_max_delay_s``), and the model shows as unavailable until it is back.
-- Each worker gets a private working directory (imgenc's files go there), removed when it ends
-  (the process, its pipe and its directory: ``worker/process.py``).
+- Each worker gets a private working directory (imgenc's files), removed when it ends (``worker/process.py``).
 """
 
 from __future__ import annotations
