@@ -494,5 +494,8 @@ def test_the_http_api_needs_a_key_unless_it_is_on_loopback_and_says_so() -> None
         "line 4: http.api_key_env: 'EDGE_VLM_TEST_KEY': the environment variable is not set"]
     assert preflight(loaded, {"EDGE_VLM_TEST_KEY": "k" * 16}) == []
     assert preflight(loaded, {"EDGE_VLM_TEST_KEY": ""}) == [  # an empty variable is no key
-        "line 4: http.api_key_env: the API key is shorter than 16 characters: set a long random one (openssl "
-        "rand -hex 24)"]
+        "line 4: http.api_key_env: the API key is unset, empty or shorter than 16 characters: set a long random one "
+        "(openssl rand -hex 24)"]
+    assert preflight(loaded, {"EDGE_VLM_TEST_KEY": "q1w2e3r4/t5y6u7i8+o9p0AB=="}) == [  # base64: a / in a URL path
+        "line 4: http.api_key_env: the API key holds characters other than letters, digits, '.', '_', '~' and '-' "
+        "(it goes in URLs): set one made by openssl rand -hex 24"]

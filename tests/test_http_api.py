@@ -151,6 +151,9 @@ def test_a_client_that_takes_only_a_url_has_the_key_in_its_path(make_api: Callab
     with ollama.Client(host=f"{api.url}/k/{KEY}x") as wrong, pytest.raises(ollama.ResponseError) as refused:
         wrong.list()
     assert refused.value.status_code == 401 and KEY not in refused.value.error
+    # a stale header does not spoil the key in the path; a trailing slash is no redirect (which would drop it)
+    assert httpx.get(f"{api.url}/k/{KEY}/api/tags", headers={"Authorization": "Bearer old"}).status_code == 200
+    assert httpx.get(f"{api.url}/k/{KEY}/api/tags/").status_code == 404
 
 
 def test_the_opencv_backend_says_it_needs_an_image(make_api: Callable[..., Api]) -> None:
@@ -304,9 +307,10 @@ def test_an_empty_or_short_key_stops_the_start(broker: Mosquitto, monkeypatch: p
     """An EnvironmentFile line ``EDGE_VLM_API_KEY=`` would otherwise let in anyone who sends ``Bearer``."""
     config = app_config(broker.port, cameras=[{"id": "porch"}],
                         http={"enabled": True, "port": 0, "api_key_env": KEY_ENV})
-    for key in ("", "short"):
+    for key, problem in (("", "is unset, empty or shorter than 16 characters"), ("short", "shorter than 16"),
+                         ("with a space in it, long enough", "holds characters other than")):
         monkeypatch.setenv(KEY_ENV, key)
-        with pytest.raises(ConfigError, match="the API key is empty or shorter than 16 characters"):
+        with pytest.raises(ConfigError, match=problem):
             Service(config, password=None)
 
 
@@ -413,6 +417,11 @@ def test_a_json_schema_gets_the_json_object_checked_from_both_clients(
     assert (hello.message.content or "").endswith("Hi Café … ok")
     plain = [c for c in runtime_calls(tmp_path) if c["event"] in ("rkllm_run", "rkllm_run_done")][-2:]
     assert (plain[0]["prompt"], plain[1]["image_tokens"]) == ("Hi", 0)
+    with pytest.raises(ollama.ResponseError) as optional:  # the answer gives every field
+        api.ollama().chat(model="edge-vlm", messages=[{"role": "user", "content": question, "images": [PORCH]}],
+                          format={**schema, "required": ["people"]})
+    assert optional.value.status_code == 400 and "every property of the JSON schema must be required" in \
+        optional.value.error
     with pytest.raises(ollama.ResponseError) as nested:
         api.ollama().chat(model="edge-vlm", messages=[{"role": "user", "content": question, "images": [PORCH]}],
                           format={"type": "object", "properties": {"who": {"type": "array"}}})

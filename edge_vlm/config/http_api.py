@@ -4,12 +4,25 @@ Assistant's Ollama integration), on the same NPU queue as the cameras."""
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from pydantic import Field, field_validator, model_validator
 
 from edge_vlm.config.base import CREDENTIAL_NAME_PATTERN, ENV_NAME_PATTERN, StrictModel
 
 MIN_KEY = 16  # characters of an API key: a short one is guessed
+KEY_PATTERN = r"[A-Za-z0-9._~-]+"  # what an API key is made of: safe in a URL's path (/k/<key>), no whitespace
+
+
+def key_problem(key: str | None) -> str | None:
+    """What is wrong with an API key for ``http:`` (None: nothing)."""
+    if key is None or len(key) < MIN_KEY:
+        return f"the API key is unset, empty or shorter than {MIN_KEY} characters: set a long random one " \
+               "(openssl rand -hex 24)"
+    if not re.fullmatch(KEY_PATTERN, key):
+        return "the API key holds characters other than letters, digits, '.', '_', '~' and '-' (it goes in URLs): " \
+               "set one made by openssl rand -hex 24"
+    return None
 MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}(:[a-z0-9._-]{1,32})?$"
 
 

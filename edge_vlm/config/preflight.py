@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from edge_vlm.config.files import file_problem
-from edge_vlm.config.http_api import MIN_KEY
+from edge_vlm.config.http_api import key_problem
 from edge_vlm.config.loader import ConfigFile, line_number, load_config
 from edge_vlm.config.models import AppConfig
 from edge_vlm.config.mqtt import MqttConfig
@@ -67,9 +67,8 @@ def _secret_problems(loaded: ConfigFile, environ: Mapping[str, str]) -> list[str
     http = loaded.config.http
     if http.enabled and not http.allow_no_key:
         key = "api_key_env" if http.api_key_credential is None else "api_key_credential"
-        problem = secret_problem(http.api_key_env, http.api_key_credential, environ)
-        if problem is None and len(read_secret(http.api_key_env, http.api_key_credential, environ) or "") < MIN_KEY:
-            problem = f"the API key is shorter than {MIN_KEY} characters: set a long random one (openssl rand -hex 24)"
+        problem = secret_problem(http.api_key_env, http.api_key_credential, environ) or key_problem(
+            read_secret(http.api_key_env, http.api_key_credential, environ))
         if problem is not None:
             problems.append(f"{loaded.where('http', key)}: {problem}")
     return problems

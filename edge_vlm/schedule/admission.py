@@ -119,6 +119,9 @@ class Admission:
                                                   capture_ms=0.0, scene=None))
         except (InputError, BackendError) as error:
             self._refuse(trigger, error)
+        except Exception:  # whoever asked still gets an answer
+            logger.exception("Submitting a question without an image failed")
+            self._refuse(trigger, InputError("unexpected error; see the log", code=ErrorCode.INTERNAL_ERROR))
 
     def _not_captured(self, trigger: Trigger, error: InputError) -> None:
         self._refuse(trigger, error)

@@ -84,7 +84,7 @@ class VlmEngine:
         case the image is prefilled again from the embeddings kept (no second encoder pass)."""
         started = time.monotonic()
         if job.pixels is None:
-            return self._text(job, started)
+            return self._text(job, started, aborted)
         encoder_ms = 0.0
         follow_up = job.conversation is not None and job.conversation == self._conversation
         if not follow_up:
@@ -143,20 +143,27 @@ class VlmEngine:
             finished=finished,
         )
 
-    def _text(self, job: RunJob, started: float) -> JobDone:
+    def _text(self, job: RunJob, started: float, aborted: Callable[[], bool]) -> JobDone:
         """A question without an image: the language model alone; a follow-up in the conversation
-        after what its cache holds."""
+        after what its cache holds, or as it stands alone when the cache lost the turn before (a
+        paused 1.2 run) or has no room left for it."""
+        if aborted():  # an abort that came before the run: no rkllm_run was there to stop
+            raise BackendError("aborted before the language model started")
         follow_up = job.conversation is not None and job.conversation == self._conversation
-        if not follow_up:
+        in_cache = follow_up and self._image_in_cache and self._room_for(job)  # here: the text before it
+        if not in_cache:
             self.end_conversation(self._conversation)
-            self._conversation, self._embeddings, self._image_in_cache = job.conversation, None, False
+            self._llm.clear()
+            self._conversation, self._embeddings = job.conversation, None
         keep = job.conversation is not None
+        prompt = job.prompt if in_cache or not follow_up else (job.alone or job.prompt)
         try:
-            generation = self._llm.generate(job.prompt.replace(IMAGE_PLACEHOLDER, ""), None,
-                                            self._encoder.input_size, keep_history=keep,
-                                            max_new_tokens=job.max_new_tokens)
+            generation = self._llm.generate(prompt.replace(IMAGE_PLACEHOLDER, ""), None, self._encoder.input_size,
+                                            keep_history=keep, max_new_tokens=job.max_new_tokens)
+            self._image_in_cache = keep and generation.kv_after != 0  # (for a text conversation: its turns)
         except BaseException:
             self._llm.clear()
+            self._image_in_cache = False
             raise
         finally:
             if not keep:

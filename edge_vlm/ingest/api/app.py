@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from edge_vlm.config.http_api import MIN_KEY, HttpApiConfig
+from edge_vlm.config.http_api import HttpApiConfig, key_problem
 from edge_vlm.core.contracts import Origin, Reply, new_request_id
 from edge_vlm.core.errors import ConfigError, ErrorCode
 from edge_vlm.ingest.api import answers
@@ -61,10 +61,9 @@ class Api:
         self._limit = int(config.max_request_mb * 1_000_000)
         self._asking: dict[str, int] = {}  # client address -> its requests waiting or running (the loop's thread)
         self._reading = asyncio.Semaphore(BODIES_AT_ONCE)
-        if (key is None and not config.allow_no_key) or (key is not None and len(key) < MIN_KEY):
-            raise ConfigError([f"http: the API key is empty or shorter than {MIN_KEY} characters: set a long "
-                               "random one (e.g. openssl rand -hex 24)"])
-        self.app: ASGIApp = KeyInPath(Starlette(routes=[
+        if not config.allow_no_key and (problem := key_problem(key)) is not None:
+            raise ConfigError([f"http: {problem}"])
+        app = Starlette(routes=[
             Route("/healthz", self._healthz), Route("/readyz", self._readyz),
             Route("/api/version", self._version), Route("/api/tags", self._tags),
             Route("/api/show", self._show, methods=["POST"]),
@@ -72,7 +71,9 @@ class Api:
             Route("/api/generate", self._ollama_generate, methods=["POST"]),
             Route("/v1/models", self._models), Route("/v1/chat/completions", self._openai_chat, methods=["POST"]),
         ], exception_handlers={ApiError: self._refused, HTTPException: self._starlette_error,  # type: ignore[dict-item]
-                               ClientDisconnect: self._client_gone}))
+                               ClientDisconnect: self._client_gone})
+        app.router.redirect_slashes = False  # a redirect would drop the /k/<key> the request came with
+        self.app: ASGIApp = KeyInPath(app)
 
     # Health: no key needed, nothing told but whether it serves
 
@@ -164,9 +165,10 @@ class Api:
                 loop.call_soon_threadsafe(_settle, answered, payload)
 
         request_id = new_request_id()
-        self._submit(Trigger(IMAGE_REQUESTS, Origin.REQUEST, ask.prompt, request_id, f"http POST {request.url.path}",
-                             time.monotonic(), time.time(), reply=Reply("", answer=answer),
-                             image_base64=ask.image_base64, fields=ask.fields, no_image=ask.image_base64 is None))
+        trigger = Trigger(IMAGE_REQUESTS, Origin.REQUEST, ask.prompt, request_id, f"http POST {request.url.path}",
+                          time.monotonic(), time.time(), reply=Reply("", answer=answer),
+                          image_base64=ask.image_base64, fields=ask.fields, no_image=ask.image_base64 is None)
+        await asyncio.to_thread(self._submit, trigger)  # off the loop: a question without an image is queued there
         gone: asyncio.Future[None] = asyncio.ensure_future(_disconnected(request))
         either: set[asyncio.Future[Any]] = {answered, gone}
         try:
@@ -191,8 +193,8 @@ class Api:
         if self._key is None:  # allow_no_key (checked when built)
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        given = token.strip() if scheme.lower() == "bearer" else request.scope.get(KeyInPath.SCOPE_KEY, "")
-        if not hmac.compare_digest(given.encode(), self._key.encode()):
+        given = [token.strip() if scheme.lower() == "bearer" else "", request.scope.get(KeyInPath.SCOPE_KEY, "")]
+        if not any(hmac.compare_digest(one.encode(), self._key.encode()) for one in given):
             raise ApiError(401, "a valid API key is needed: Authorization: Bearer <key>, or the URL "
                            f"http://<board>:{self._config.port}/k/<key> (http.api_key_env or http.api_key_credential "
                            "on the board)", "invalid_api_key")
@@ -219,9 +221,11 @@ class Api:
         return b"".join(chunks)
 
     async def _refused(self, request: Request, error: ApiError) -> Response:
-        # a wrong key is no news worth a line each (anyone on the network can send one)
+        # a wrong key is no news worth a line each (anyone on the network can send one); a path that
+        # came after /k/ is not shown (what a client took for the key's end may be more of it)
+        path = "/k/.../…" if KeyInPath.SCOPE_KEY in request.scope else request.url.path
         logger.log(logging.DEBUG if error.status == 401 else logging.INFO, "HTTP %s %s refused: %s %s",
-                   request.method, request.url.path, error.status, error)
+                   request.method, path, error.status, error)
         if request.url.path.startswith("/v1/"):
             body: dict[str, Any] = {"error": {"message": str(error), "type": error.kind, "param": None,
                                               "code": error.kind if error.status in (401, 404, 429) else None}}
@@ -256,8 +260,9 @@ class KeyInPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(self.PREFIX):
             key, _, rest = scope["path"][len(self.PREFIX):].partition("/")
-            path = "/" + rest
-            scope = {**scope, "path": path, "raw_path": path.encode(), self.SCOPE_KEY: key}
+            raw = scope.get("raw_path") or scope["path"].encode()
+            raw_rest = raw[len(self.PREFIX):].partition(b"/")[2]
+            scope = {**scope, "path": "/" + rest, "raw_path": b"/" + raw_rest, self.SCOPE_KEY: key}
         await self.app(scope, receive, send)
 
 

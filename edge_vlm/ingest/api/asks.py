@@ -64,18 +64,34 @@ def _schema_fields(schema: Any) -> dict[str, FieldSpec]:
         raise ApiError(400, "the JSON schema is not an object with properties")
     if not properties or len(properties) > MAX_FIELDS:
         raise ApiError(400, f"the JSON schema has {len(properties)} properties: 1 to {MAX_FIELDS}")
+    required = schema.get("required", list(properties))
+    if not isinstance(required, list) or set(required) != set(properties):
+        raise ApiError(400, "every property of the JSON schema must be required: the answer gives them all")
     fields = {}
     for name, spec in properties.items():
         kind = spec.get("type") if isinstance(spec, dict) else None
-        if not re.match(FIELD_PATTERN, str(name)) or kind not in ("string", "integer", "number", "boolean"):
+        if not re.fullmatch(FIELD_PATTERN.strip("^$"), str(name)) or kind not in ("string", "integer", "number",
+                                                                                  "boolean"):
             raise ApiError(400, f"property {str(name)[:40]!r}: only lower-case names (a-z, 0-9, _) of string, "
                            "integer, number or boolean values are answered")
-        try:
-            fields[name] = FieldSpec(type=kind, description=str(spec.get("description") or name)[:300],
-                                     minimum=spec.get("minimum"), maximum=spec.get("maximum"))
-        except ValidationError as error:
-            raise ApiError(400, f"property {name!r}: {error.errors()[0]['msg']}") from None
+        fields[name] = _field(name, kind, spec)
     return fields
+
+
+def _field(name: str, kind: str, spec: dict[str, Any]) -> FieldSpec:
+    """One property as a field: its description (and its ``enum``, asked for in words, not checked), bounds."""
+    description, choices = spec.get("description", name), spec.get("enum")
+    bounds = [spec.get(key) for key in ("minimum", "maximum")]
+    if not isinstance(description, str) or any(b is not None and (isinstance(b, bool) or not isinstance(
+            b, int | float)) for b in bounds) or not (choices is None or isinstance(choices, list)):
+        raise ApiError(400, f"property {name!r}: description is text, minimum and maximum are numbers, enum a list")
+    if choices:
+        description += f" (one of: {', '.join(map(str, choices))})"
+    try:
+        return FieldSpec(type=kind, description=description[:300] or name, minimum=bounds[0],
+                         maximum=bounds[1])
+    except ValidationError as error:
+        raise ApiError(400, f"property {name!r}: {error.errors()[0]['msg']}") from None
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
