@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from edge_vlm.config.base import CREDENTIAL_NAME_PATTERN, ENV_NAME_PATTERN, StrictModel
 
+MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}(:[a-z0-9._-]{1,32})?$"
 MIN_KEY = 16  # characters of an API key: a short one is guessed
 KEY_PATTERN = r"[A-Za-z0-9._~-]+"  # what an API key is made of: safe in a URL's path (/k/<key>), no whitespace
 
@@ -23,7 +24,6 @@ def key_problem(key: str | None) -> str | None:
         return "the API key holds characters other than letters, digits, '.', '_', '~' and '-' (it goes in URLs): " \
                "set one made by openssl rand -hex 24"
     return None
-MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}(:[a-z0-9._-]{1,32})?$"
 
 
 class HttpApiConfig(StrictModel):
