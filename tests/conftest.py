@@ -11,7 +11,9 @@ import pytest
 from edge_vlm.config.models import AppConfig
 from edge_vlm.inference.backends import Backend
 from edge_vlm.service import Service
+from tests.support.backends import GatedBackend
 from tests.support.broker import Mosquitto
+from tests.support.http_api import KEY, KEY_ENV, Api
 from tests.support.mqtt import Recorder
 from tests.support.native import ABIS, build_fake_rkllmrt
 from tests.support.notify import DaemonProcess, NotifySocket
@@ -95,6 +97,28 @@ def make_daemon() -> Iterator[Callable[..., Service]]:
     yield start
     for service in started:
         service.stop(grace=10)
+
+
+@pytest.fixture
+def make_api(broker: Mosquitto, make_daemon: Callable[..., Service],
+             monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Api]]:
+    """Daemons with the HTTP API on (a free port, the tests' key), one camera, the gated opencv
+    backend (open); ``make(**http)`` adds HTTP settings. Their clients are closed when the test ends."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    made: list[Api] = []
+
+    def make(**http: Any) -> Api:
+        config = app_config(broker.port, cameras=[{"id": "porch"}],
+                            http={"enabled": True, "port": 0, "api_key_env": KEY_ENV, **http})
+        backend = GatedBackend()
+        backend.gate.set()
+        made.append(Api(make_daemon(config, backend), backend))
+        return made[-1]
+
+    yield make
+    for api in made:
+        for client in api.clients:
+            client.close()
 
 
 @pytest.fixture

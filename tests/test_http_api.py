@@ -1,6 +1,6 @@
 """The HTTP API through the official client libraries (issue 17): Ollama's and OpenAI's Python
 clients against the running daemon, its backend the opencv one behind a gate (the board's runtime
-is not needed to answer as Ollama and OpenAI do)."""
+is not needed to answer as Ollama and OpenAI do); the NPU path in test_http_api_npu.py."""
 
 from __future__ import annotations
 
@@ -8,12 +8,8 @@ import base64
 import json
 import signal
 import socket
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,74 +24,14 @@ from tests.conftest import app_config
 from tests.support import images
 from tests.support.backends import GATE_TIMEOUT_S, GatedBackend
 from tests.support.broker import Mosquitto
-from tests.support.native import LOG_ENV
+from tests.support.http_api import KEY, KEY_ENV, PORCH, PORCH_TEXT, Api, data_uri, raw_request, wait_until
+from tests.support.mqtt import Recorder
 from tests.support.notify import DaemonProcess, NotifySocket, ready, reloading, write_config
-from tests.support.npu import vlm_backend
+from tests.test_cameras import online, watch
 
 pytestmark = pytest.mark.mqtt
 
 Daemon = Callable[..., Service]
-KEY = "edge-vlm-test-key-0123456789"
-KEY_ENV = "EDGE_VLM_TEST_API_KEY"
-PORCH = images.sample("front_door")
-PORCH_TEXT = "1 person; 1 face visible; daylight"  # what the opencv backend says of it (then "; no motion")
-
-
-class Api:
-    def __init__(self, service: Service, backend: GatedBackend | None = None) -> None:
-        """``backend``: the daemon's, when it is the gated opencv one."""
-        assert service.api is not None
-        self.service = service
-        self.url = f"http://127.0.0.1:{service.api.port}"
-        self._backend = backend
-        self.clients: list[ollama.Client | openai.OpenAI] = []  # closed when the test ends
-
-    @property
-    def backend(self) -> GatedBackend:
-        assert self._backend is not None, "the daemon's backend is not the gated one"
-        return self._backend
-
-    def ollama(self, key: str = KEY) -> ollama.Client:
-        client = ollama.Client(host=self.url, headers={"Authorization": f"Bearer {key}"})
-        self.clients.append(client)
-        return client
-
-    def openai(self, key: str = KEY) -> openai.OpenAI:
-        client = openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0)
-        self.clients.append(client)
-        return client
-
-    def get(self, path: str) -> tuple[int, Any]:
-        try:
-            with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
-
-
-@pytest.fixture
-def make_api(broker: Mosquitto, make_daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Api]]:
-    monkeypatch.setenv(KEY_ENV, KEY)
-    made: list[Api] = []
-
-    def make(**http: Any) -> Api:
-        config = app_config(broker.port, cameras=[{"id": "porch"}],
-                            http={"enabled": True, "port": 0, "api_key_env": KEY_ENV, **http})
-        backend = GatedBackend()
-        backend.gate.set()
-        made.append(Api(make_daemon(config, backend), backend))
-        return made[-1]
-
-    yield make
-    for api in made:
-        for client in api.clients:
-            client.close()
-
-
-def data_uri(jpeg: bytes) -> str:
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
-
-
 def test_the_ollama_client_chats_and_generates_with_an_image_streamed_or_not(make_api: Callable[..., Api]) -> None:
     api = make_api()
     client = api.ollama()
@@ -231,62 +167,6 @@ def test_a_client_that_goes_away_has_its_waiting_job_taken_from_the_queue(make_a
     assert api.backend.prompts == ["Who is at the door?"]  # the abandoned one never reached the NPU
 
 
-def test_a_client_that_goes_away_has_its_running_job_aborted_and_the_npu_freed(
-        broker: Mosquitto, make_daemon: Daemon, fake_rkllmrt: dict[str, Path], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """On the NPU path (the runtime's stand-in, which logs every call): a run that would take
-    seconds ([[slow]]: 200 ms a token) is aborted when its client closes the connection, and the
-    next request is answered."""
-    monkeypatch.setenv(KEY_ENV, KEY)
-    monkeypatch.setenv(LOG_ENV, str(tmp_path / "rkllm-calls.jsonl"))  # the worker, spawned, inherits it
-    config = app_config(broker.port, cameras=[{"id": "porch"}], backend=vlm_backend(
-        tmp_path, fake_rkllmrt["1.3"], abi="1.3", encoder="onnx"), http={"enabled": True, "port": 0,
-                                                                         "api_key_env": KEY_ENV})
-    service = make_daemon(config)
-    api = Api(service)
-    image = base64.b64encode(PORCH).decode()
-
-    with raw_request(api, "/api/chat", {"model": "edge-vlm", "stream": False, "messages": [
-            {"role": "user", "content": "[[slow]] Describe it.", "images": [image]}]}):
-        wait_until(lambda: any("[[slow]]" in c.get("prompt", "") for c in runtime_calls(tmp_path)),
-                   "the slow run on the NPU")
-    wait_until(lambda: any(c["event"] == "rkllm_abort" for c in runtime_calls(tmp_path)), "the run aborted")
-
-    quick = api.ollama().chat(model="edge-vlm", messages=[{"role": "user", "content": "Quick?", "images": [image]}])
-    assert (quick.message.content or "").endswith("Quick? Café … ok")
-    done = [c for c in runtime_calls(tmp_path) if c["event"] == "rkllm_run_done"]
-    assert [d["finished"] for d in done] == [False, True]  # the slow run cut short, the next one whole
-    for client in api.clients:
-        client.close()
-
-
-@contextmanager
-def raw_request(api: Api, path: str, body: dict[str, Any]) -> Iterator[socket.socket]:
-    """A request sent over a socket of its own, which is closed when the block ends: a client that
-    goes away before the answer."""
-    data = json.dumps(body).encode()
-    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode()
-    port = int(api.url.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(head + data)
-        yield sock
-
-
-def runtime_calls(tmp_path: Path) -> list[dict[str, Any]]:
-    """Every call the runtime's stand-in logged (a line still being written is not one yet)."""
-    path = tmp_path / "rkllm-calls.jsonl"
-    text = path.read_text() if path.exists() else ""
-    return [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines()]
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = GATE_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"no {what} within {timeout:g} s"
-        time.sleep(0.02)
-
-
 def test_a_port_that_is_taken_stops_the_start_and_says_so(broker: Mosquitto, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, KEY)
     with socket.socket() as taken:
@@ -382,86 +262,40 @@ def test_a_reload_serves_on_the_same_port_with_the_new_settings(
     assert daemon.wait() == 0
 
 
-def test_a_json_schema_gets_the_json_object_checked_from_both_clients(
-        broker: Mosquitto, make_daemon: Daemon, fake_rkllmrt: dict[str, Path], tmp_path: Path,
+def test_http_requests_take_turns_with_the_cameras_jobs(
+        broker: Mosquitto, make_daemon: Daemon, make_recorder: Callable[..., Recorder],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """On the NPU path: the runtime's stand-in answers what [[reply:...]] says; the daemon asks for
-    the schema's fields as a profile's structured answer does, and checks the answer against them."""
+    """docs/http-api.md, Order on the NPU: the requests' queue takes its turn with each camera's, in the
+    order their work came; a request never waits for more than one job of each camera."""
     monkeypatch.setenv(KEY_ENV, KEY)
-    monkeypatch.setenv(LOG_ENV, str(tmp_path / "rkllm-calls.jsonl"))
-    config = app_config(broker.port, cameras=[{"id": "porch"}], backend=vlm_backend(
-        tmp_path, fake_rkllmrt["1.3"], abi="1.3", encoder="onnx"), http={"enabled": True, "port": 0,
-                                                                         "api_key_env": KEY_ENV})
-    api = Api(make_daemon(config))
-    schema: Any = {"type": "object", "properties": {"people": {"type": "integer", "minimum": 0},
-                                               "parcel": {"type": "boolean", "description": "a parcel is there"}},
-              "required": ["people", "parcel"]}
-    question = 'How many people? [[reply:Sure: {"people": "2", "parcel": "yes"}]]'  # as small models answer
+    config = app_config(broker.port, cameras=[{"id": "porch"}, {"id": "yard"}],
+                        http={"enabled": True, "port": 0, "api_key_env": KEY_ENV})
+    recorder = watch(make_recorder, broker, config)
+    backend = GatedBackend()
+    api = Api(make_daemon(config, backend), backend)
+    online(recorder, config)
+    asked: Any = [{"role": "user", "content": [{"type": "text", "text": ""},
+                                               {"type": "image_url", "image_url": {"url": data_uri(PORCH)}}]}]
 
-    answer = api.ollama().chat(model="edge-vlm", format=schema, messages=[
-        {"role": "user", "content": question, "images": [PORCH]}])
-    assert json.loads(answer.message.content or "") == {"people": 2, "parcel": True}
-    asked = [c["prompt"] for c in runtime_calls(tmp_path) if c["event"] == "rkllm_run"][-1]
-    assert 'Answer with only a JSON object like {"people": 0, "parcel": false}' in asked
-    assert '"parcel" (boolean): a parcel is there' in asked
+    def snapshot(camera: str) -> None:
+        recorder.publish(f"{config.base_topic}/{camera}/snapshot", PORCH)
 
-    asked_openai: Any = [{"role": "user", "content": [{"type": "text", "text": question},
-                                                      {"type": "image_url", "image_url": {"url": data_uri(PORCH)}}]}]
-    completion = api.openai().chat.completions.create(
-        model="edge-vlm", response_format={"type": "json_schema", "json_schema": {"name": "count", "schema": schema}},
-        messages=asked_openai)
-    assert json.loads(completion.choices[0].message.content or "") == {"people": 2, "parcel": True}
-
-    # plain chat, no image: the language model alone (LLM Vision's setup says "Hi", so does a conversation)
-    hello = api.ollama().chat(model="edge-vlm", messages=[{"role": "user", "content": "Hi"}])
-    assert (hello.message.content or "").endswith("Hi Café … ok")
-    plain = [c for c in runtime_calls(tmp_path) if c["event"] in ("rkllm_run", "rkllm_run_done")][-2:]
-    assert (plain[0]["prompt"], plain[1]["image_tokens"]) == ("Hi", 0)
-    with pytest.raises(ollama.ResponseError) as optional:  # the answer gives every field
-        api.ollama().chat(model="edge-vlm", messages=[{"role": "user", "content": question, "images": [PORCH]}],
-                          format={**schema, "required": ["people"]})
-    assert optional.value.status_code == 400 and "every property of the JSON schema must be required" in \
-        optional.value.error
-    with pytest.raises(ollama.ResponseError) as nested:
-        api.ollama().chat(model="edge-vlm", messages=[{"role": "user", "content": question, "images": [PORCH]}],
-                          format={"type": "object", "properties": {"who": {"type": "array"}}})
-    assert nested.value.status_code == 400 and "only lower-case names" in nested.value.error
-    with pytest.raises(ollama.ResponseError) as unanswered:  # asked again once, then given up
-        api.ollama().chat(model="edge-vlm", format=schema, messages=[
-            {"role": "user", "content": "How many? [[reply:Two, I think.]]", "images": [PORCH]}])
-    assert unanswered.value.status_code == 502
-    assert "the model's answer is not the JSON asked for, twice" in unanswered.value.error
-    for client in api.clients:
-        client.close()
-
-
-def test_what_llm_vision_frigate_and_home_assistant_send_is_answered(make_api: Callable[..., Api]) -> None:
-    """The requests of the documented clients, as their code builds them (docs/http-api.md, Clients)."""
-    api = make_api(max_waiting_per_client=4)
-    image = base64.b64encode(PORCH).decode()
-    with httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=GATE_TIMEOUT_S) as http:
-        # LLM Vision's "Custom OpenAI" provider (v1.7): frames labelled, max_completion_tokens, no stream
-        llm_vision = http.post("/v1/chat/completions", json={
-            "model": "edge-vlm", "max_completion_tokens": 3000, "temperature": 0.5, "top_p": 0.9,
-            "messages": [{"role": "system", "content": "You describe camera images."},
-                         {"role": "user", "content": [{"type": "text", "text": "Image 1:"},
-                                                      {"type": "image_url", "image_url": {"url": data_uri(PORCH)}},
-                                                      {"type": "text", "text": "Who is there?"}]}]})
-        assert llm_vision.status_code == 200
-        assert llm_vision.json()["choices"][0]["message"]["content"].startswith(PORCH_TEXT)
-        assert api.backend.prompts[-1] == "system: You describe camera images.\nImage 1:\nWho is there?"
-        # Frigate 0.15's openai provider: the prompt a bare string among the parts, images "detail: low"
-        parts = [{"type": "image_url", "image_url": {"url": data_uri(PORCH), "detail": "low"}}, "Describe the person."]
-        frigate = http.post("/v1/chat/completions",
-                            json={"model": "edge-vlm", "messages": [{"role": "user", "content": parts}]})
-        assert frigate.status_code == 200 and api.backend.prompts[-1] == "Describe the person."
-    # Frigate's ollama provider: show(), then generate() with the images as bytes
-    with ollama.Client(host=f"{api.url}/k/{KEY}") as frigate_ollama:
-        assert frigate_ollama.show("edge-vlm").modelinfo is not None
-        assert (frigate_ollama.generate("edge-vlm", "Describe.", images=[PORCH]).response or "").startswith(PORCH_TEXT)
-    # Home Assistant's Ollama integration: list(), then a streamed chat with its options
-    with ollama.Client(host=f"{api.url}/k/{KEY}") as home_assistant:
-        assert "edge-vlm" in [m.model for m in home_assistant.list().models]
-        streamed = home_assistant.chat(model="edge-vlm", stream=True, keep_alive="-1s", options={"num_ctx": 8192},
-                                       messages=[{"role": "user", "content": "Who?", "images": [image]}])
-        assert "".join(chunk.message.content or "" for chunk in streamed).startswith(PORCH_TEXT)
+    with ThreadPoolExecutor(2) as pool:
+        snapshot("porch")  # runs, held at the gate
+        assert backend.entered.wait(GATE_TIMEOUT_S)
+        waiting = []
+        for step, what in enumerate(["porch", "first", "second", "yard"], start=1):
+            if what in ("porch", "yard"):
+                snapshot(what)
+            else:
+                asked[0]["content"][0]["text"] = f"the {what} request"
+                waiting.append(pool.submit(api.openai().chat.completions.create, model="edge-vlm",
+                                           messages=json.loads(json.dumps(asked))))
+            wait_until(lambda step=step: api.service.scheduler.depth == step, f"{what} waiting")  # type: ignore[misc]
+        backend.gate.set()
+        for answer in waiting:
+            answer.result(GATE_TIMEOUT_S)
+    recorder.count(f"{config.base_topic}/yard/result", 1)
+    served = [prompt if frame.camera == "" else frame.camera for frame, prompt in zip(backend.frames, backend.prompts,
+                                                                                     strict=True)]
+    assert served == ["porch", "porch", "the first request", "yard", "the second request"]

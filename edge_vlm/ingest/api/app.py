@@ -232,8 +232,6 @@ class Api:
         else:
             body = {"error": str(error)}
         headers = {"Retry-After": str(RETRY_AFTER_S)} if error.status in (429, 503) else {}
-        if error.status in (401, 413):  # what the client still sends is not read
-            headers["Connection"] = "close"
         return JSONResponse(body, status_code=error.status, headers=headers)
 
     async def _starlette_error(self, request: Request, error: Exception) -> Response:
