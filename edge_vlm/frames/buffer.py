@@ -101,7 +101,11 @@ class FrameBuffer:
         with self._lock:
             newest = self._frames[-1].captured_at if self._frames else None
         if newest is None or frame.captured_at - newest >= SNAPSHOT_GAP / self.fps:
-            self.offer(cv2.cvtColor(frame.pixels, cv2.COLOR_RGB2BGR), frame.captured_at)
+            self.offer_frame(frame)
+
+    def offer_frame(self, frame: Frame) -> None:
+        """Keep a decoded frame (RGB), due or not: a poll on the buffer's own timer."""
+        self.offer(cv2.cvtColor(frame.pixels, cv2.COLOR_RGB2BGR), frame.captured_at)
 
     def as_kept(self, rgb: np.ndarray, captured_at: float) -> KeptFrame | None:
         """A frame (RGB) as the buffer would keep it, after the newest kept before it, without keeping

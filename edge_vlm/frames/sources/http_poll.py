@@ -13,8 +13,6 @@ import logging
 import threading
 import time
 
-import cv2
-
 from edge_vlm.core.errors import InputError
 from edge_vlm.frames import Frame
 from edge_vlm.frames.buffer import FrameBuffer
@@ -92,7 +90,7 @@ class PolledHttpSource:
             logger.exception("Camera %s: snapshot for clips failed", self.camera)
             return f"{type(error).__name__}: {error}"
         try:
-            self.buffer.offer(cv2.cvtColor(frame.pixels, cv2.COLOR_RGB2BGR), frame.captured_at)
+            self.buffer.offer_frame(frame)
         except Exception:  # kept or not, the camera answered
             logger.exception("Camera %s: a snapshot could not be kept for clips", self.camera)
         return None

@@ -16,7 +16,7 @@ import numpy as np
 from edge_vlm.config.vlm import OnnxEncoderConfig, VlmBackendConfig
 from edge_vlm.core.errors import BackendError, ErrorCode
 from edge_vlm.frames import Frame
-from edge_vlm.inference.llm.rkllm import RkllmModel
+from edge_vlm.inference.llm.rkllm import Generation, RkllmModel
 from edge_vlm.inference.llm.runtime import unknown_build_hint
 from edge_vlm.inference.prompts import IMAGE_PLACEHOLDER, estimate_tokens, multimodal_prompt
 from edge_vlm.inference.vision import create_encoder
@@ -121,18 +121,22 @@ class VlmEngine:
         finally:
             if not keep:
                 self._conversation, self._embeddings = None, None
+        return self._done(job, generation, started, encoder_ms=encoder_ms, image_tokens=image_tokens,
+                          encoder_passes=0 if follow_up else 1)
+
+    def _done(self, job: RunJob, generation: Generation, started: float, *, encoder_ms: float | None,
+              image_tokens: int, encoder_passes: int) -> JobDone:
+        """The answer and what it cost (``encoder_ms`` None: a question without an image)."""
         finished = time.monotonic()
+        timings = {} if encoder_ms is None else {"encoder": round(encoder_ms, 1)}
+        timings.update(prefill=round(generation.prefill_ms, 1), decode=round(generation.decode_ms, 1))
         return JobDone(
             job.job_id,
             generation.text,
-            timings_ms={
-                "encoder": round(encoder_ms, 1),
-                "prefill": round(generation.prefill_ms, 1),
-                "decode": round(generation.decode_ms, 1),
-            },
+            timings_ms=timings,
             details={
                 "image_tokens": image_tokens,
-                "encoder_passes": 0 if follow_up else 1,
+                "encoder_passes": encoder_passes,
                 "encoder_on_npu": self._encoder_on_npu,
                 "prefill_tokens": generation.prefill_tokens,
                 "generated_tokens": generation.generated_tokens,
@@ -168,15 +172,7 @@ class VlmEngine:
         finally:
             if not keep:
                 self._conversation = None
-        finished = time.monotonic()
-        timings = {"prefill": round(generation.prefill_ms, 1), "decode": round(generation.decode_ms, 1)}
-        return JobDone(job.job_id, generation.text, timings_ms=timings,
-                       details={"image_tokens": 0, "encoder_passes": 0, "encoder_on_npu": self._encoder_on_npu,
-                                "prefill_tokens": generation.prefill_tokens,
-                                "generated_tokens": generation.generated_tokens,
-                                "llm_memory_mb": round(generation.memory_mb, 1),
-                                "worker_ms": round((finished - started) * 1000, 1)},
-                       started=started, finished=finished)
+        return self._done(job, generation, started, encoder_ms=None, image_tokens=0, encoder_passes=0)
 
     def end_conversation(self, conversation: int | None) -> None:
         """Forget the conversation's frame: its embeddings, and the KV cache."""
