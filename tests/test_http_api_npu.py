@@ -171,3 +171,50 @@ def test_what_llm_vision_frigate_and_home_assistant_send_is_answered(make_api: C
         streamed = home_assistant.chat(model="edge-vlm", stream=True, keep_alive="-1s", options={"num_ctx": 8192},
                                        messages=[{"role": "user", "content": "Who?", "images": [image]}])
         assert "".join(chunk.message.content or "" for chunk in streamed).startswith(PORCH_TEXT)
+
+
+def test_answers_stream_as_the_model_writes_them_with_the_options_asked(
+        broker: Mosquitto, make_daemon: Daemon, fake_rkllmrt: dict[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the NPU path: a streamed answer comes a piece per token (the whole answer's text, in
+    order); Ollama's options and OpenAI's parameters reach the runtime's run (1.3) as its sampling
+    and token limit; a client that leaves mid-stream has its run aborted, and the next is answered."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    monkeypatch.setenv(LOG_ENV, str(tmp_path / "rkllm-calls.jsonl"))
+    config = app_config(broker.port, cameras=[{"id": "porch"}], backend=vlm_backend(
+        tmp_path, fake_rkllmrt["1.3"], abi="1.3", encoder="onnx"), http={"enabled": True, "port": 0,
+                                                                         "api_key_env": KEY_ENV})
+    api = Api(make_daemon(config))
+    question = [{"role": "user", "content": "[[reply:A man in a red jacket holds a parcel.]] Who?", "images": [PORCH]}]
+
+    pieces = [chunk.message.content or "" for chunk in api.ollama().chat(model="edge-vlm", messages=question,
+                                                                          stream=True)]
+    whole = api.ollama().chat(model="edge-vlm", messages=question).message.content
+    assert whole == "A man in a red jacket holds a parcel."
+    assert "".join(pieces) == whole and len([p for p in pieces if p]) >= 5  # a piece per token, then the end
+    assert api.ollama().chat(model="edge-vlm", messages=question, options={
+        "num_predict": 3, "temperature": 0.3, "top_k": 5, "top_p": 0.5, "seed": 7, "num_ctx": 8192}).done
+    runs = [c for c in runtime_calls(tmp_path) if c["event"] == "rkllm_run"]
+    assert [(r["max_new_tokens"], r["sampling_params"]) for r in runs] == [(0, None), (0, None), (3, {
+        "top_k": 5, "top_p": 0.5, "temperature": pytest.approx(0.3), "repeat_penalty": pytest.approx(1.1)})]
+    assert [d["generated_tokens"] for d in runtime_calls(tmp_path) if d["event"] == "rkllm_run_done"][-1] == 3
+
+    openai_question: Any = [{"role": "user", "content": "Hi"}]
+    assert api.openai().chat.completions.create(model="edge-vlm", messages=openai_question, temperature=0,
+                                                max_completion_tokens=2).choices[0].message.content
+    last = [c for c in runtime_calls(tmp_path) if c["event"] == "rkllm_run"][-1]
+    assert (last["max_new_tokens"], last["sampling_params"]["top_k"]) == (2, 1)  # temperature 0: greedy
+    with pytest.raises(openai.BadRequestError, match="temperature = 3 is out of range"):
+        api.openai().chat.completions.create(model="edge-vlm", messages=openai_question, temperature=3)
+
+    # the first piece of a slow answer (200 ms a token) comes, the client leaves: the run is aborted
+    slow = api.openai().chat.completions.create(model="edge-vlm", stream=True, messages=[
+        {"role": "user", "content": "[[slow]] Describe it."}])
+    first = next(iter(slow))
+    assert first.choices[0].delta.role == "assistant" and first.choices[0].delta.content
+    slow.close()
+    wait_until(lambda: any(c["event"] == "rkllm_abort" for c in runtime_calls(tmp_path)), "the run aborted")
+    assert (api.ollama().generate(model="edge-vlm", prompt="Next?").response or "").endswith("Next? Café … ok")
+    assert [d["finished"] for d in runtime_calls(tmp_path) if d["event"] == "rkllm_run_done"][-2:] == [False, True]
+    for client in api.clients:
+        client.close()

@@ -143,9 +143,10 @@ def test_a_hung_run_is_aborted_then_the_worker_killed(npu: Callable[..., Npu]) -
 
 
 def test_a_slow_run_is_aborted_and_the_worker_kept(npu: Callable[..., Npu]) -> None:
-    # The abort is honoured; a busy machine may take more than the default 1 s grace to say so.
-    daemon = npu(job_timeout_s=1, abort_grace_s=30)
-    slow = daemon.describe("front_door", images.jpeg(seed=5), prompt="[[slow]]", request_id="s1")
+    # The abort is honoured; a busy machine may take more than the default 1 s grace to say so. The
+    # slow answer's 30 words take 6 s (200 ms a token): well past the 3 s a quick one has, loaded or not.
+    daemon = npu(job_timeout_s=3, abort_grace_s=30)
+    slow = daemon.describe("front_door", images.jpeg(seed=5), prompt="[[slow]]" + " word" * 30, request_id="s1")
     assert slow["error"] == "timed_out"
     assert "aborted" in slow["message"]
     after = daemon.describe("front_door", images.jpeg(seed=6), prompt="Quick", request_id="s2")

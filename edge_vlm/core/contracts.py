@@ -46,6 +46,18 @@ class Reply:
     topic: str
     correlation: bytes | None = None
     answer: Callable[[dict[str, Any]], None] | None = field(default=None, compare=False, repr=False)
+    # ...and, for one that streams the answer, the text as the model writes it, piece by piece (before ``answer``)
+    told: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the model picks each token, as an asker wants it (the HTTP API's Ollama ``options`` and
+    OpenAI parameters); None: the model's configured value (backend.llm)."""
+
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,7 @@ def check_memory(root: Path, models: int, clips: int = 0) -> Check:
 
 def check_cpus(llm: RkllmConfig, soc: str, affinity: frozenset[int]) -> Check:
     npu = NPU_CORES[soc]
-    # The runtime's default when llm.cpus is unset (edge_vlm.inference.llm.rkllm.default_cpus).
+    # The runtime's default when llm.cpus is unset (edge_vlm.inference.llm.params.default_cpus).
     cpus = llm.cpus or ([4, 5, 6, 7] if soc in ("rk3588", "rk3576") else [0, 1, 2, 3])
     found = f"{'backend.llm.cpus' if llm.cpus else 'default CPUs'} {cpus}: {len(cpus)} for {npu} NPU cores"
     if len(cpus) < npu:

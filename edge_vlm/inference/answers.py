@@ -99,8 +99,10 @@ def answer(backend: Backend, job: Job, queued_ms: float | None = None) -> Result
 
     One conversation about the frame: the description first, then (the same image, read once) the
     structured answer's retry and each alert rule's yes/no question as follow-ups."""
+    # a JSON answer is told whole, once checked; a text one as the model writes it, to an asker that streams
+    told = job.reply.told if job.reply is not None and not job.fields else None
     with backend.conversation(job.prepared, job.frame) as chat:
-        description = chat.ask(job.prompt)
+        description = chat.ask(job.prompt, max_new_tokens=job.max_new_tokens, sampling=job.sampling, told=told)
         turns = [description]
         fields = None
         extra_ms: dict[str, float] = {}
@@ -112,7 +114,7 @@ def answer(backend: Backend, job: Job, queued_ms: float | None = None) -> Result
                 retry = job.retry_prompt.replace("{prompt}", job.prompt).replace("{error}", str(first))
                 # if the frame must be read again, the retry goes with its question
                 alone = retry if "{prompt}" in job.retry_prompt else f"{job.prompt}\n\n{retry}"
-                again = chat.ask(retry, alone=alone)
+                again = chat.ask(retry, alone=alone, max_new_tokens=job.max_new_tokens, sampling=job.sampling)
                 turns.append(again)
                 extra_ms["retry"] = round((time.perf_counter() - started) * 1000, 2)
                 try:

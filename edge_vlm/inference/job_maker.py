@@ -54,7 +54,7 @@ class JobMaker:
                    timings_ms={"capture": round(capture_ms, 2), "preprocess": round(preprocess_ms, 2)},
                    event=trigger.event, superseded_ids=list(trigger.superseded), reply=trigger.reply,
                    scene=scene, fields=dict(asked.fields), retry_prompt=asked.retry_prompt, questions=questions,
-                   image=image)
+                   image=image, max_new_tokens=trigger.max_new_tokens, sampling=trigger.sampling)
 
     def _profile(self, camera: CameraConfig | None, trigger: Trigger) -> ProfileConfig:
         """The trigger's profile, else Home Assistant's pick for the camera (its custom prompt first)."""

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from edge_vlm.core.contracts import Origin, Reply
+from edge_vlm.core.contracts import Origin, Reply, Sampling
 
 if TYPE_CHECKING:
     from edge_vlm.config.automation import FieldSpec
@@ -45,6 +45,9 @@ class Trigger:
     no_image: bool = False
     # The JSON answer its asker wants (the HTTP API's format or response_format), instead of the profile's.
     fields: Mapping[str, FieldSpec] | None = None
+    # How long an answer and how its tokens are picked, as its asker wants (the HTTP API's options).
+    max_new_tokens: int | None = None
+    sampling: Sampling | None = None
 
     @property
     def own_image(self) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from edge_vlm.config.automation import FieldSpec
-from edge_vlm.core.contracts import Failure, Origin, Reply
+from edge_vlm.core.contracts import Failure, Origin, Reply, Sampling
 from edge_vlm.frames import Frame
 
 
@@ -35,6 +35,8 @@ class Job:
     retry_prompt: str = ""  # asked once when the JSON answer is invalid ({error} filled then)
     questions: dict[str, str] = field(default_factory=dict)  # alert rule -> yes/no question to ask too
     reply: Reply | None = None  # a request's answer goes here, and nowhere else
+    max_new_tokens: int | None = None  # the answer's most tokens, as its asker wants (None: the model's)
+    sampling: Sampling | None = None  # how its tokens are picked, as its asker wants (None: the model's)
     superseded_by: str | None = None  # the job that describes the scene instead of this one
     image: bytes | None = field(default=None, repr=False)  # the JPEG published when it was accepted
     held: list[Failure] = field(default_factory=list)  # later requests' errors, answered after this one

@@ -16,16 +16,21 @@ import numpy as np
 
 from edge_vlm.config.models import OpencvBackendConfig
 from edge_vlm.config.vlm import VlmBackendConfig
+from edge_vlm.core.contracts import Sampling
 from edge_vlm.frames import Frame
 from edge_vlm.inference.results import Description
+
+Told = Callable[[str], None]  # a piece of the answer, as the model writes it
 
 
 class Chat(Protocol):
     """Questions about one frame, in order (``Backend.conversation``)."""
 
-    def ask(self, prompt: str, *, max_new_tokens: int | None = None, alone: str | None = None) -> Description:
+    def ask(self, prompt: str, *, max_new_tokens: int | None = None, alone: str | None = None,
+            sampling: Sampling | None = None, told: Told | None = None) -> Description:
         """``prompt`` after what was said; ``alone``: the question as it stands alone (a retry with
-        its question), asked when the frame must be read again."""
+        its question), asked when the frame must be read again; ``told``: called with the answer's
+        text as the model writes it, where the backend can (else its answer says it whole)."""
         ...
 
 
@@ -68,7 +73,8 @@ class OneByOne:
     def __init__(self, backend: Backend, prepared: np.ndarray | None, frame: Frame | None) -> None:
         self._backend, self._prepared, self._frame = backend, prepared, frame
 
-    def ask(self, prompt: str, *, max_new_tokens: int | None = None, alone: str | None = None) -> Description:
+    def ask(self, prompt: str, *, max_new_tokens: int | None = None, alone: str | None = None,
+            sampling: Sampling | None = None, told: Told | None = None) -> Description:
         return self._backend.describe(self._prepared, self._frame, alone or prompt)
 
 

@@ -155,7 +155,8 @@ class OpencvAnalyzer:
     def end_conversation(self, conversation: int) -> None:
         pass  # every frame is analysed afresh
 
-    def run(self, job: RunJob, aborted: Callable[[], bool]) -> JobDone:
+    def run(self, job: RunJob, aborted: Callable[[], bool], told: Callable[[str], None] | None) -> JobDone:
+        """A frame's sentence, told whole (``told`` unused: it is not written word by word)."""
         started = time.monotonic()
         if job.pixels is None:  # the daemon sends none (answers_text is False); a bug if it did
             raise BackendError("the opencv backend answers questions about an image only")

@@ -16,6 +16,7 @@ import numpy as np
 from edge_vlm.config.vlm import OnnxEncoderConfig, VlmBackendConfig
 from edge_vlm.core.errors import BackendError, ErrorCode
 from edge_vlm.frames import Frame
+from edge_vlm.inference.backends import Told
 from edge_vlm.inference.llm.rkllm import Generation, RkllmModel
 from edge_vlm.inference.llm.runtime import unknown_build_hint
 from edge_vlm.inference.prompts import IMAGE_PLACEHOLDER, estimate_tokens, multimodal_prompt
@@ -77,14 +78,14 @@ class VlmEngine:
         self._encoder.close()
         self._llm.close()
 
-    def run(self, job: RunJob, aborted: Callable[[], bool]) -> JobDone:
+    def run(self, job: RunJob, aborted: Callable[[], bool], told: Told | None = None) -> JobDone:
         """One question. The first about a frame encodes it and prefills its image tokens; a
         follow-up in the same conversation is answered from the KV cache (its text alone), unless
         the cache has lost the image (a failed turn) or has no room left for the turn, in which
         case the image is prefilled again from the embeddings kept (no second encoder pass)."""
         started = time.monotonic()
         if job.pixels is None:
-            return self._text(job, started, aborted)
+            return self._text(job, started, aborted, told)
         encoder_ms = 0.0
         follow_up = job.conversation is not None and job.conversation == self._conversation
         if not follow_up:
@@ -100,18 +101,15 @@ class VlmEngine:
         try:
             if follow_up and self._image_in_cache and self._room_for(job):
                 # the image is in the context already: the turn's text alone (never a second image)
-                generation = self._llm.generate(job.prompt.replace(IMAGE_PLACEHOLDER, ""), None,
-                                                self._encoder.input_size, keep_history=True,
-                                                max_new_tokens=job.max_new_tokens)
+                generation = self._generate(job, job.prompt.replace(IMAGE_PLACEHOLDER, ""), None, True, told)
             else:
                 if follow_up:
                     logger.info("Conversation %s: the image is prefilled again (%s)", job.conversation,
                                 "no room left in the context" if self._image_in_cache else "the cache lost it")
                     self._llm.clear()
                 # read again, a follow-up is asked as it stands alone (a retry with its question)
-                generation = self._llm.generate(multimodal_prompt(job.alone or job.prompt), self._embeddings,
-                                                self._encoder.input_size, keep_history=keep,
-                                                max_new_tokens=job.max_new_tokens)
+                generation = self._generate(job, multimodal_prompt(job.alone or job.prompt), self._embeddings, keep,
+                                            told)
             # a runtime that emptied its cache (a paused 1.2 run, say) answers the next turn with the image again
             self._image_in_cache = keep and generation.kv_after != 0
         except BaseException:
@@ -147,7 +145,18 @@ class VlmEngine:
             finished=finished,
         )
 
-    def _text(self, job: RunJob, started: float, aborted: Callable[[], bool]) -> JobDone:
+    def _generate(self, job: RunJob, prompt: str, embeddings: np.ndarray | None, keep: bool,
+                  told: Told | None) -> Generation:
+        return self._llm.generate(prompt, embeddings, self._encoder.input_size, keep_history=keep,
+                                  max_new_tokens=self._answer_tokens(job), sampling=job.sampling, told=told)
+
+    def _answer_tokens(self, job: RunJob) -> int | None:
+        """The job's longest answer: as asked, never past backend.llm.max_new_tokens (the context is
+        sized for that); None: the configured one."""
+        configured = self._llm.config.max_new_tokens
+        return None if job.max_new_tokens is None or job.max_new_tokens >= configured else job.max_new_tokens
+
+    def _text(self, job: RunJob, started: float, aborted: Callable[[], bool], told: Told | None) -> JobDone:
         """A question without an image: the language model alone; a follow-up in the conversation
         after what its cache holds, or as it stands alone when the cache lost the turn before (a
         paused 1.2 run) or has no room left for it."""
@@ -162,8 +171,7 @@ class VlmEngine:
         keep = job.conversation is not None
         prompt = job.prompt if in_cache or not follow_up else (job.alone or job.prompt)
         try:
-            generation = self._llm.generate(prompt.replace(IMAGE_PLACEHOLDER, ""), None, self._encoder.input_size,
-                                            keep_history=keep, max_new_tokens=job.max_new_tokens)
+            generation = self._generate(job, prompt.replace(IMAGE_PLACEHOLDER, ""), None, keep, told)
             self._image_in_cache = keep and generation.kv_after != 0  # (for a text conversation: its turns)
         except BaseException:
             self._llm.clear()
@@ -191,5 +199,5 @@ class VlmEngine:
     def _room_for(self, job: RunJob) -> bool:
         """Whether the KV cache has room for the turn's text and its longest answer."""
         left = self._llm.context_left()
-        answer = job.max_new_tokens if job.max_new_tokens is not None else self._llm.config.max_new_tokens
+        answer = self._answer_tokens(job) or self._llm.config.max_new_tokens
         return left is not None and left >= estimate_tokens(job.prompt) + answer

@@ -21,16 +21,18 @@ import ctypes
 import logging
 import threading
 import time
+from collections.abc import Callable
 from ctypes import POINTER, byref, c_float, c_int, c_void_p
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge_vlm.config.vlm import ModelSpec, RkllmConfig
+from edge_vlm.core.contracts import Sampling
 from edge_vlm.core.errors import BackendError
 from edge_vlm.inference.llm import abi, layout
+from edge_vlm.inference.llm.params import configured_sampling, init_param, run_sampling
 from edge_vlm.inference.llm.runtime import resolve_abi, unknown_build_hint
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ class _Run:
     """What the callback gathers during one rkllm_run."""
 
     limit: int | None = None  # pause the run after this many tokens (the 1.2 runtime has no per-run limit)
+    told: Callable[[str], None] | None = None  # the text as it comes, for an answer that streams
     decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
     pieces: list[str] = field(default_factory=list)
     perf: tuple[float, float, int, int, float] | None = None
@@ -60,17 +63,6 @@ class _Run:
     first_token_at: float | None = None
     paused: bool = False
     error: bool = False
-
-
-def default_cpus() -> list[int]:
-    """The board's big cores for the runtime's threads, as Rockchip's server demo chooses them."""
-    try:
-        compatible = Path("/proc/device-tree/compatible").read_bytes()
-    except OSError:
-        compatible = b""
-    if b"rk3588" in compatible or b"rk3576" in compatible:
-        return [4, 5, 6, 7]
-    return [0, 1, 2, 3]
 
 
 def _declare(lib: ctypes.CDLL, types: abi.Abi) -> None:
@@ -104,6 +96,7 @@ class RkllmModel:
         # Created once, kept for the handle's lifetime: the runtime calls it from its own threads.
         self._callback = abi.ResultCallback(self._on_result)
         self._keep: list[Any] = []
+        self._configured_sampling = abi.RKLLMSamplingParam()  # the init parameters' (a run's sampling starts from them)
 
     def load(self) -> None:
         problems = layout.layout_problems()
@@ -117,7 +110,9 @@ class RkllmModel:
         except OSError as exc:
             raise BackendError(f"cannot load {self.config.library}: {exc}") from None
         _declare(lib, types)
-        param = self._param(lib, types)
+        param = init_param(lib.rkllm_createDefaultParam(), types, self.config, self.spec,
+                           encoder_on_npu=self.encoder_on_npu, keep=self._keep)
+        self._configured_sampling = configured_sampling(param)
         third: Any = self._callback
         if types.callback_struct is not None:
             third = types.callback_struct(result_callback=self._callback)
@@ -136,40 +131,14 @@ class RkllmModel:
             raise BackendError("rkllm_set_chat_template refused backend.llm.chat_template")
         logger.info("RKLLM %s loaded: %s (ABI %s)", self.config.library, self.config.model, self.abi_name)
 
-    def _param(self, lib: ctypes.CDLL, types: abi.Abi) -> Any:
-        config = self.config
-        param = lib.rkllm_createDefaultParam()
-        model_path = str(config.model.resolve()).encode()
-        self._keep.append(model_path)
-        param.model_path = model_path
-        param.max_context_len = config.max_context_len
-        param.max_new_tokens = config.max_new_tokens
-        param.top_k = config.top_k
-        param.top_p = config.top_p
-        param.temperature = config.temperature
-        param.repeat_penalty = config.repeat_penalty
-        param.skip_special_token = True
-        param.is_async = False
-        cpus = config.cpus or default_cpus()
-        extend = param.extend_param
-        extend.base_domain_id = (1 if self.encoder_on_npu else 0) if config.base_domain_id is None \
-            else config.base_domain_id
-        extend.embed_flash = 1 if config.embed_flash else 0
-        extend.enabled_cpus_num = len(cpus)
-        extend.enabled_cpus_mask = sum(1 << cpu for cpu in cpus)
-        extend.n_batch = 1
-        if types.name == "1.2":  # the image tags are init parameters before 1.3
-            tags = [t.encode() for t in (self.spec.image_tags.start, self.spec.image_tags.end,
-                                         self.spec.image_tags.content)]
-            self._keep.extend(tags)
-            param.img_start, param.img_end, param.img_content = tags
-        return param
-
     def generate(self, prompt: str, embeddings: np.ndarray | None, image_size: int, *, keep_history: bool = False,
-                 max_new_tokens: int | None = None) -> Generation:
+                 max_new_tokens: int | None = None, sampling: Sampling | None = None,
+                 told: Callable[[str], None] | None = None) -> Generation:
         """Run the model on ``prompt``: with ``<image>`` where the image goes and its ``embeddings``,
         or text alone (``embeddings`` None) after what the KV cache holds. ``keep_history``: the cache
-        keeps this turn for the next (clear it with ``clear()``); else it is cleared at once."""
+        keeps this turn for the next (clear it with ``clear()``); else it is cleared at once.
+        ``sampling``: this run's, where the runtime takes it (1.3; 1.2 keeps the configured one);
+        ``told``: called with the text as the runtime writes it (from the runtime's thread)."""
         if self._lib is None or self._types is None:
             raise BackendError("the RKLLM model is not loaded")
         prompt_bytes = prompt.encode()
@@ -187,8 +156,14 @@ class RkllmModel:
         infer.keep_history = 1 if keep_history else 0
         if max_new_tokens is not None and self._types.name == "1.3":
             infer.max_new_tokens = max_new_tokens
+        if sampling is not None and sampling != Sampling():
+            if self._types.name == "1.3":
+                keep.append(sampling_param := run_sampling(self._configured_sampling, sampling))
+                infer.sampling_params = ctypes.pointer(sampling_param)
+            else:
+                logger.debug("RKLLM runtime 1.2 takes its sampling at load only: %s not applied", sampling)
         with self._lock:
-            run = self._run = _Run(limit=max_new_tokens if self._types.name == "1.2" else None)
+            run = self._run = _Run(limit=max_new_tokens if self._types.name == "1.2" else None, told=told)
             kv_before = self._kv_size()
             started = time.perf_counter()
             try:
@@ -278,7 +253,9 @@ class RkllmModel:
                     run.tokens += 1
                     if contents.text is not None:
                         # A character may arrive split over two tokens: decode incrementally.
-                        run.pieces.append(run.decoder.decode(contents.text))
+                        run.pieces.append(piece := run.decoder.decode(contents.text))
+                        if piece and run.told is not None:
+                            run.told(piece)
                     if run.limit is not None and run.tokens >= run.limit:
                         run.paused = True
                         return 1  # pause: the run ends, the KV cache keeps it

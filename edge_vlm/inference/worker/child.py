@@ -31,6 +31,7 @@ from edge_vlm.inference.worker.messages import (
     EndConversation,
     JobDone,
     JobFailed,
+    JobText,
     LoadFailed,
     Ready,
     RunJob,
@@ -52,7 +53,10 @@ class Engine(Protocol):
         """Load the models; return what was loaded, for the log. Raise BackendError if it cannot."""
         ...
 
-    def run(self, job: RunJob, aborted: Callable[[], bool]) -> JobDone: ...
+    def run(self, job: RunJob, aborted: Callable[[], bool], told: Callable[[str], None] | None) -> JobDone:
+        """Answer ``job``; ``told``, for a job that streams: called with the answer's text as it is
+        written, where the engine can (from any thread, during ``run``)."""
+        ...
 
     def end_conversation(self, conversation: int) -> None:
         """Forget what was kept of the conversation's frame."""
@@ -116,7 +120,8 @@ def _serve(conn: Connection, inbox: _Inbox, engine: Engine) -> None:
             continue
         inbox.current = job.job_id
         try:
-            reply: JobDone | JobFailed = engine.run(job, partial(inbox.aborted.__contains__, job.job_id))
+            told = partial(_tell, conn, job.job_id) if job.stream else None
+            reply: JobDone | JobFailed = engine.run(job, partial(inbox.aborted.__contains__, job.job_id), told)
         except BackendError as exc:
             reply = JobFailed(job.job_id, exc.code, str(exc))
         except Exception as exc:
@@ -126,6 +131,10 @@ def _serve(conn: Connection, inbox: _Inbox, engine: Engine) -> None:
         if (abort := inbox.aborted.pop(job.job_id, None)) is not None:
             reply = JobFailed(job.job_id, abort.code, abort.message)
         conn.send(reply)
+
+
+def _tell(conn: Connection, job_id: int, text: str) -> None:
+    conn.send(JobText(job_id, text))
 
 
 def _line_buffer_c_stdout() -> None:

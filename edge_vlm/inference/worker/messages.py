@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_vlm.core.contracts import Sampling
 from edge_vlm.core.errors import ErrorCode
 
 
@@ -24,6 +25,8 @@ class RunJob:
     max_new_tokens: int | None = None  # None: the model's configured limit
     alone: str | None = None  # a follow-up as it stands alone, for when the image must be read again
     grid: tuple[int, int, int] | None = None  # a clip's composite: columns, rows, frames (oldest first)
+    sampling: Sampling | None = None  # how tokens are picked (None: the model's configured way)
+    stream: bool = False  # send the answer's text as it is written (JobText), before JobDone
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,14 @@ class JobDone:
 
 
 @dataclass(frozen=True)
+class JobText:
+    """A piece of a streamed job's answer, as the model wrote it."""
+
+    job_id: int
+    text: str
+
+
+@dataclass(frozen=True)
 class JobFailed:
     job_id: int
     code: ErrorCode
@@ -75,4 +86,4 @@ class JobFailed:
 
 
 ToWorker = RunJob | EndConversation | Abort | Shutdown
-FromWorker = Ready | LoadFailed | JobDone | JobFailed
+FromWorker = Ready | LoadFailed | JobText | JobDone | JobFailed

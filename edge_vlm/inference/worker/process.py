@@ -7,12 +7,14 @@ when it is still there, and removes its directory.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import SpawnContext
@@ -21,7 +23,9 @@ from pathlib import Path
 
 from edge_vlm.core.errors import BackendError, ErrorCode
 from edge_vlm.inference.worker.child import worker_main
-from edge_vlm.inference.worker.messages import FromWorker, ToWorker
+from edge_vlm.inference.worker.messages import FromWorker, JobDone, JobFailed, JobText, ToWorker
+
+logger = logging.getLogger(__name__)
 
 POLL_S = 0.2
 STOP_TIMEOUT_S = 10.0
@@ -67,6 +71,20 @@ class WorkerProcess:
     def send(self, message: ToWorker) -> None:
         with self.send_lock:
             self.conn.send(message)
+
+    def reply(self, job_id: int, timeout: float, told: Callable[[str], None] | None) -> JobDone | JobFailed | None:
+        """The job's end, or None when it does not come within ``timeout``; its text as it comes to
+        ``told``; BackendError if the worker died."""
+        deadline = time.monotonic() + timeout
+        while (message := self.receive(deadline - time.monotonic())) is not None:
+            if isinstance(message, JobDone | JobFailed) and message.job_id == job_id:
+                return message
+            if isinstance(message, JobText) and message.job_id == job_id:
+                if told is not None:
+                    told(message.text)
+                continue
+            logger.debug("Ignoring a late reply from the worker: %s", type(message).__name__)
+        return None
 
     def receive(self, timeout: float) -> FromWorker | None:
         """The worker's next message, or None on timeout; BackendError if the worker died."""

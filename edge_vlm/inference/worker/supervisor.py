@@ -21,7 +21,6 @@ import itertools
 import logging
 import multiprocessing
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -30,9 +29,10 @@ import numpy as np
 
 from edge_vlm.config.models import OpencvBackendConfig
 from edge_vlm.config.vlm import VlmBackendConfig
+from edge_vlm.core.contracts import Sampling
 from edge_vlm.core.errors import BackendError, ErrorCode
 from edge_vlm.frames import Frame
-from edge_vlm.inference.backends import Chat
+from edge_vlm.inference.backends import Chat, Told
 from edge_vlm.inference.results import Description
 from edge_vlm.inference.worker.conversation import WorkerConversation
 from edge_vlm.inference.worker.messages import (
@@ -156,10 +156,12 @@ class WorkerBackend:
         return self.run(self.job(prepared, frame, prompt))
 
     def job(self, prepared: np.ndarray | None, frame: Frame | None, prompt: str, *, conversation: int | None = None,
-            max_new_tokens: int | None = None, alone: str | None = None) -> RunJob:
+            max_new_tokens: int | None = None, alone: str | None = None, sampling: Sampling | None = None,
+            stream: bool = False) -> RunJob:
         grid = frame.clip.grid if frame is not None and frame.clip is not None else None
         return RunJob(next(self._job_ids), "" if frame is None else frame.camera, prepared, self.job_prompt(prompt),
-                      conversation, max_new_tokens, None if alone is None else self.job_prompt(alone), grid)
+                      conversation, max_new_tokens, None if alone is None else self.job_prompt(alone), grid,
+                      sampling, stream)
 
     def conversation(self, prepared: np.ndarray | None, frame: Frame | None) -> AbstractContextManager[Chat]:
         return self._conversation(prepared, frame)
@@ -172,10 +174,11 @@ class WorkerBackend:
         finally:
             conversation.end()
 
-    def run(self, job: RunJob) -> Description:
+    def run(self, job: RunJob, told: Told | None = None) -> Description:
+        """``told``: called with the answer's text as the worker sends it (a job that streams)."""
         worker = self._wait_available()
         try:
-            reply = self._exchange(worker, job)
+            reply = self._exchange(worker, job, told)
         except BackendError as exc:
             if exc.code == ErrorCode.WORKER_CRASHED:
                 self._worker_lost(worker, str(exc).removeprefix("the inference worker "))
@@ -202,16 +205,16 @@ class WorkerBackend:
             with contextlib.suppress(OSError, ValueError):
                 worker.send(Abort(job_id, code, message))
 
-    def _exchange(self, worker: WorkerProcess, job: RunJob) -> JobDone | JobFailed:
+    def _exchange(self, worker: WorkerProcess, job: RunJob, told: Told | None) -> JobDone | JobFailed:
         """Send ``job`` and wait for its answer; abort it, then kill the worker, when it takes too long."""
         self._current_job = job.job_id
         try:
             worker.send(job)
-            reply = self._reply(worker, job.job_id, self.config.job_timeout_s)
+            reply = worker.reply(job.job_id, self.config.job_timeout_s, told)
             if reply is None:
                 self._abort(worker, ErrorCode.TIMED_OUT,
                             f"no answer within backend.job_timeout_s = {self.config.job_timeout_s:g} s: aborted")
-                reply = self._reply(worker, job.job_id, self.config.abort_grace_s)
+                reply = worker.reply(job.job_id, self.config.abort_grace_s, told)
         except (OSError, ValueError):  # the pipe broke: the worker is gone
             worker.exited.wait(STOP_TIMEOUT_S)
             raise BackendError(f"the inference worker {worker.reason}", code=ErrorCode.WORKER_CRASHED) from None
@@ -223,14 +226,6 @@ class WorkerBackend:
             return JobFailed(job.job_id, ErrorCode.TIMED_OUT, f"no answer within backend.job_timeout_s = "
                              f"{self.config.job_timeout_s:g} s, and the worker ignored the abort")
         return reply
-
-    def _reply(self, worker: WorkerProcess, job_id: int, timeout: float) -> JobDone | JobFailed | None:
-        deadline = time.monotonic() + timeout
-        while (message := worker.receive(deadline - time.monotonic())) is not None:
-            if isinstance(message, JobDone | JobFailed) and message.job_id == job_id:
-                return message
-            logger.debug("Ignoring a late reply from the worker: %s", type(message).__name__)
-        return None
 
     def _wait_available(self) -> WorkerProcess:
         """The running worker. While one restarts, wait for that restart's outcome (bounded by the

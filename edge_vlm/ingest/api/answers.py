@@ -17,7 +17,23 @@ SSE = "text/event-stream"
 @dataclass(frozen=True)
 class Shaped:
     whole: dict[str, Any]  # the answer not streamed
-    chunks: list[bytes]  # ...and streamed
+    chunks: list[bytes]  # ...and streamed: its text in one chunk, then the chunks that end a stream
+    media_type: str
+
+    @property
+    def end(self) -> list[bytes]:
+        """The chunks that end a stream whose text went piece by piece."""
+        return self.chunks[1:]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How an API's answers look: whole (``answer``), as the pieces of a stream (``piece``: the
+    model's name, the request's id, the text, whether it is the first), and an error in a stream."""
+
+    answer: Callable[[str, dict[str, Any], bool], Shaped]
+    piece: Callable[[str, str, str, bool], bytes]
+    error: Callable[[str, str], bytes]
     media_type: str
 
 
@@ -53,25 +69,62 @@ def _ollama(model: str, payload: dict[str, Any], key: str, wrap: Callable[[str],
     return Shaped(whole, [json.dumps(c).encode() + b"\n" for c in chunks], NDJSON)
 
 
+def _chat_message(text: str) -> dict[str, str]:
+    return {"role": "assistant", "content": text}
+
+
+def _ollama_piece(key: str, wrap: Callable[[str], Any]) -> Callable[[str, str, str, bool], bytes]:
+    def piece(model: str, request_id: str, text: str, first: bool) -> bytes:
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return json.dumps({"model": model, "created_at": created, key: wrap(text), "done": False}).encode() + b"\n"
+    return piece
+
+
+def _ollama_error(message: str, kind: str) -> bytes:
+    return json.dumps({"error": message}).encode() + b"\n"  # as Ollama ends a stream that failed
+
+
 def ollama_chat(model: str, payload: dict[str, Any], stream: bool) -> Shaped:
-    return _ollama(model, payload, "message", lambda text: {"role": "assistant", "content": text})
+    return _ollama(model, payload, "message", _chat_message)
 
 
 def ollama_generate(model: str, payload: dict[str, Any], stream: bool) -> Shaped:
     return _ollama(model, payload, "response", lambda text: text)
 
 
+def _openai_common(model: str, request_id: str) -> dict[str, Any]:
+    return {"id": f"chatcmpl-{request_id}", "created": int(time.time()), "model": model}
+
+
+def _sse(data: Any) -> bytes:
+    return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+
 def openai_chat(model: str, payload: dict[str, Any], stream: bool) -> Shaped:
     text = content(payload)
-    common = {"id": f"chatcmpl-{payload.get('id')}", "created": int(time.time()), "model": model}
+    common = _openai_common(model, str(payload.get("id")))
     whole = {**common, "object": "chat.completion", "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
-    chunks = [{**common, "object": "chat.completion.chunk", "choices": [
-                  {"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": None}]},
-              {**common, "object": "chat.completion.chunk", "choices": [
-                  {"index": 0, "delta": {}, "finish_reason": "stop"}]}]
-    events = [b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks] + [b"data: [DONE]\n\n"]
-    return Shaped(whole, events, SSE)
+        {"index": 0, "message": _chat_message(text), "finish_reason": "stop"}]}
+    chunks = [openai_piece(model, str(payload.get("id")), text, True),
+              _sse({**common, "object": "chat.completion.chunk", "choices": [
+                  {"index": 0, "delta": {}, "finish_reason": "stop"}]}), b"data: [DONE]\n\n"]
+    return Shaped(whole, chunks, SSE)
+
+
+def openai_piece(model: str, request_id: str, text: str, first: bool) -> bytes:
+    delta = _chat_message(text) if first else {"content": text}
+    return _sse({**_openai_common(model, request_id), "object": "chat.completion.chunk",
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+
+
+def _openai_error(message: str, kind: str) -> bytes:
+    # the openai client raises an APIError for an event whose data holds "error"
+    return _sse({"error": {"message": message, "type": kind, "param": None, "code": None}})
+
+
+OLLAMA_CHAT = Shape(ollama_chat, _ollama_piece("message", _chat_message), _ollama_error, NDJSON)
+OLLAMA_GENERATE = Shape(ollama_generate, _ollama_piece("response", lambda text: text), _ollama_error, NDJSON)
+OPENAI_CHAT = Shape(openai_chat, openai_piece, _openai_error, SSE)
 
 
 def ollama_model(name: str) -> dict[str, Any]:

@@ -10,10 +10,8 @@ to the request's event loop. The key is compared in constant time and never logg
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -25,15 +23,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edge_vlm.config.http_api import HttpApiConfig, key_problem
-from edge_vlm.core.contracts import Origin, Reply, new_request_id
 from edge_vlm.core.errors import ConfigError, ErrorCode
 from edge_vlm.ingest.api import answers
 from edge_vlm.ingest.api.asks import ApiError, Ask, ollama_chat, ollama_generate, openai_chat, parse_json
-from edge_vlm.ingest.trigger import IMAGE_REQUESTS, Trigger
+from edge_vlm.ingest.api.exchange import Answering, Exchange
+from edge_vlm.ingest.trigger import Trigger
 
 logger = logging.getLogger(__name__)
 
-ANSWER_TIMEOUT_S = 600.0  # a job that never answers (it always does: this bounds a bug, not a board)
 RETRY_AFTER_S = 5  # what a client told 429 (too many requests) or 503 is asked to wait
 BODIES_AT_ONCE = 4  # request bodies read at the same time (each up to http.max_request_mb)
 MAX_PROMPT = 8000  # characters of a question, the conversation's turns included
@@ -55,8 +52,7 @@ class Api:
         model loaded, the broker connected), each by name."""
         self._config = config
         self._key = key
-        self._submit = submit
-        self._cancel = cancel
+        self._exchange = Exchange(submit, cancel)
         self._ready = ready
         self._limit = int(config.max_request_mb * 1_000_000)
         self._asking: dict[str, int] = {}  # client address -> its requests waiting or running (the loop's thread)
@@ -101,10 +97,10 @@ class Api:
         return JSONResponse(answers.ollama_show())
 
     async def _ollama_chat(self, request: Request) -> Response:
-        return await self._answer(request, ollama_chat, answers.ollama_chat)
+        return await self._answer(request, ollama_chat, answers.OLLAMA_CHAT)
 
     async def _ollama_generate(self, request: Request) -> Response:
-        return await self._answer(request, ollama_generate, answers.ollama_generate)
+        return await self._answer(request, ollama_generate, answers.OLLAMA_GENERATE)
 
     # OpenAI
 
@@ -113,20 +109,21 @@ class Api:
         return JSONResponse({"object": "list", "data": [answers.openai_model(self._config.model)]})
 
     async def _openai_chat(self, request: Request) -> Response:
-        return await self._answer(request, openai_chat, answers.openai_chat)
+        return await self._answer(request, openai_chat, answers.OPENAI_CHAT)
 
     # Each request
 
-    async def _answer(self, request: Request, read: Callable[[dict[str, Any]], Ask],
-                      shape: Callable[[str, dict[str, Any], bool], answers.Shaped]) -> Response:
+    async def _answer(self, request: Request, read: Callable[[dict[str, Any]], Ask], shape: answers.Shape) -> Response:
         """A question: its client's turn taken before its body is read (so one client cannot have
-        more than its share of bodies in memory), asked if the model is there, answered in shape."""
+        more than its share of bodies in memory) and given back when it is answered (a stream: at
+        its end), asked if the model is there, answered in shape."""
         self._authorize(request)
         client = request.client.host if request.client is not None else ""
         if self._asking.get(client, 0) >= self._config.max_waiting_per_client:
             raise ApiError(429, f"{self._config.max_waiting_per_client} requests of yours already wait or run "
                            "(http.max_waiting_per_client): ask again when one is answered", "rate_limit_exceeded")
         self._asking[client] = self._asking.get(client, 0) + 1
+        streaming = False
         try:
             async with self._reading:
                 ask = read(parse_json(await self._body(request)))
@@ -137,57 +134,51 @@ class Api:
             if not self._ready().get("model_loaded", True):
                 raise ApiError(503, "the model is not loaded (the inference worker is starting or restarting)",
                                "server_error")
-            payload = await self._ask(ask, request)
-            if payload is None:  # the client went away: nobody to answer
+            # a JSON answer is checked whole before it is told; a text one streams as the model writes it
+            asked = await self._exchange.ask(ask, request, streams=ask.stream and ask.fields is None)
+            if asked is None:  # the client went away: nobody to answer
                 return Response(status_code=499)
+            request_id, answering, first = asked
+            if isinstance(first, str):
+                streaming = True
+                return StreamingResponse(self._stream(shape, client, request_id, answering, first),
+                                         media_type=shape.media_type)
         finally:
-            self._asking[client] -= 1
-            if not self._asking[client]:
-                del self._asking[client]
-        if "error" in payload:
-            code = ErrorCode(payload["error"])
+            if not streaming:
+                self._release(client)
+        if "error" in first:
+            code = ErrorCode(first["error"])
             status = STATUS.get(code, 400)
-            raise ApiError(status, str(payload["message"]), "server_error" if status >= 500 else
+            raise ApiError(status, str(first["message"]), "server_error" if status >= 500 else
                            "rate_limit_exceeded" if status == 429 else "invalid_request_error")
-        shaped = shape(self._config.model, payload, ask.stream)
+        shaped = shape.answer(self._config.model, first, ask.stream)
         if not ask.stream:
             return JSONResponse(shaped.whole)
         return StreamingResponse(_chunks(shaped.chunks), media_type=shaped.media_type)
 
-    async def _ask(self, ask: Ask, request: Request) -> dict[str, Any] | None:
-        """The job's answer: its result's payload, or its error's; None when the client went away
-        first (the job is cancelled: taken from the queue, or aborted on the NPU)."""
-        loop = asyncio.get_running_loop()
-        answered: asyncio.Future[dict[str, Any]] = loop.create_future()
-
-        def answer(payload: dict[str, Any]) -> None:  # any thread
-            with contextlib.suppress(RuntimeError):  # the loop is closed: the server stopped, nobody waits
-                loop.call_soon_threadsafe(_settle, answered, payload)
-
-        request_id = new_request_id()
-        trigger = Trigger(IMAGE_REQUESTS, Origin.REQUEST, ask.prompt, request_id, f"http POST {request.url.path}",
-                          time.monotonic(), time.time(), reply=Reply("", answer=answer),
-                          image_base64=ask.image_base64, fields=ask.fields, no_image=ask.image_base64 is None)
-        await asyncio.to_thread(self._submit, trigger)  # off the loop: a question without an image is queued there
-        gone: asyncio.Future[None] = asyncio.ensure_future(_disconnected(request))
-        either: set[asyncio.Future[Any]] = {answered, gone}
+    async def _stream(self, shape: answers.Shape, client: str, request_id: str, answering: Answering,
+                      first: str) -> AsyncIterator[bytes]:
+        """A text answer as the model writes it (leading spaces left out, as the whole answer's),
+        then the chunks that end it, or the error it ended in."""
+        model, leading = self._config.model, True
         try:
-            await asyncio.wait(either, timeout=ANSWER_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:  # the server is stopping: the job is nobody's any more
-            self._cancel(IMAGE_REQUESTS, request_id, "the HTTP API stopped")
-            raise
+            async for said in self._exchange.rest(request_id, answering, first):
+                if isinstance(said, str):
+                    if text := said.lstrip() if leading else said:
+                        yield shape.piece(model, request_id, text, leading)
+                        leading = False
+                elif "error" in said:
+                    yield shape.error(str(said["message"]), "server_error")
+                else:
+                    for chunk in shape.answer(model, said, True).chunks[0 if leading else 1:]:
+                        yield chunk
         finally:
-            gone.cancel()
-        if answered.done():
-            return answered.result()
-        why = "the HTTP client went away" if gone.done() and not gone.cancelled() else \
-            f"no answer within {ANSWER_TIMEOUT_S:g} s"
-        # off the loop: the runner's lock may be held while a job goes down the worker's pipe
-        await asyncio.to_thread(self._cancel, IMAGE_REQUESTS, request_id, why)
-        if gone.done():
-            logger.info("HTTP %s: %s before the answer: request %s cancelled", request.url.path, why, request_id)
-            return None
-        raise ApiError(504, why, "server_error")
+            self._release(client)
+
+    def _release(self, client: str) -> None:
+        self._asking[client] -= 1
+        if not self._asking[client]:
+            del self._asking[client]
 
     def _authorize(self, request: Request) -> None:
         if self._key is None:  # allow_no_key (checked when built)
@@ -262,17 +253,6 @@ class KeyInPath:
             raw_rest = raw[len(self.PREFIX):].partition(b"/")[2]
             scope = {**scope, "path": "/" + rest, "raw_path": b"/" + raw_rest, self.SCOPE_KEY: key}
         await self.app(scope, receive, send)
-
-
-async def _disconnected(request: Request) -> None:
-    """Returns when the client disconnects (its body read, what comes next is the disconnect)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-def _settle(future: asyncio.Future[dict[str, Any]], payload: dict[str, Any]) -> None:
-    if not future.done():  # the client may have gone
-        future.set_result(payload)
 
 
 async def _chunks(chunks: list[bytes]) -> AsyncIterator[bytes]:

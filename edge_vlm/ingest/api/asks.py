@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from edge_vlm.config.automation import FIELD_PATTERN, FieldSpec
+from edge_vlm.core.contracts import Sampling
 
 MAX_FIELDS = 16  # as a profile's fields
 DATA_URI = re.compile(r"^data:image/[a-z0-9.+-]+;base64,(?P<data>.*)$", re.S | re.I)
@@ -37,6 +38,8 @@ class Ask:
     image_base64: str | None = field(repr=False)
     stream: bool
     fields: dict[str, FieldSpec] | None = None  # a JSON answer asked for, by its schema
+    max_new_tokens: int | None = None  # the answer's most tokens (Ollama's num_predict, OpenAI's max_tokens)
+    sampling: Sampling | None = None  # temperature, top_k, top_p as asked
 
 
 def answer_fields(data: dict[str, Any]) -> dict[str, FieldSpec] | None:
@@ -92,6 +95,46 @@ def _field(name: str, kind: str, spec: dict[str, Any]) -> FieldSpec:
                          maximum=bounds[1])
     except ValidationError as error:
         raise ApiError(400, f"property {name!r}: {error.errors()[0]['msg']}") from None
+
+
+def _number(where: str, value: Any, low: float, high: float, *, whole: bool = False) -> Any:
+    """``value`` if it is a number (a whole one if ``whole``) from ``low`` to ``high``, None if absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or (whole and not isinstance(value, int)):
+        raise ApiError(400, f"{where} is not a {'whole ' if whole else ''}number")
+    if not low <= value <= high:
+        raise ApiError(400, f"{where} = {value} is out of range: {low:g} to {high:g}")
+    return value
+
+
+def _limit(value: int | None) -> int | None:
+    """A token limit: none when zero or negative (Ollama's -1: as long as the model goes)."""
+    return value if value is not None and value > 0 else None
+
+
+def ollama_options(data: dict[str, Any]) -> tuple[int | None, Sampling | None]:
+    """Ollama's ``options`` the runtime can follow: num_predict, temperature, top_k, top_p (the
+    others, num_ctx and seed among them, are the board's to set and ignored)."""
+    options = data.get("options")
+    if options is None:
+        return None, None
+    if not isinstance(options, dict):
+        raise ApiError(400, "options is not an object")
+    top_k = _number("options.top_k", options.get("top_k"), -1, 1000, whole=True)
+    return _limit(_number("options.num_predict", options.get("num_predict"), -2, 1e9, whole=True)), Sampling(
+        temperature=_number("options.temperature", options.get("temperature"), 0, 2),
+        top_k=top_k if top_k else None, top_p=_number("options.top_p", options.get("top_p"), 0, 1) or None)
+
+
+def openai_options(data: dict[str, Any]) -> tuple[int | None, Sampling | None]:
+    """OpenAI's max_completion_tokens (or max_tokens), temperature, top_p; one answer (n 1)."""
+    if data.get("n") not in (None, 1):
+        raise ApiError(400, "n: one answer per request")
+    most = data.get("max_completion_tokens", data.get("max_tokens"))
+    return _limit(_number("max_completion_tokens", most, 1, 1e9, whole=True)), Sampling(
+        temperature=_number("temperature", data.get("temperature"), 0, 2),
+        top_p=_number("top_p", data.get("top_p"), 0, 1) or None)
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
@@ -158,7 +201,8 @@ def ollama_chat(data: dict[str, Any]) -> Ask:
     for index, message, role in _messages(data, "{role, content, images}"):
         turns.append((role, _text(message.get("content"), f"messages[{index}].content")))
         image = _last_image(message.get("images"), f"messages[{index}].images") or image
-    return Ask(_model(data), _one_question(turns), image, _stream(data, True), answer_fields(data))
+    return Ask(_model(data), _one_question(turns), image, _stream(data, True), answer_fields(data),
+               *ollama_options(data))
 
 
 def ollama_generate(data: dict[str, Any]) -> Ask:
@@ -168,7 +212,8 @@ def ollama_generate(data: dict[str, Any]) -> Ask:
     if not prompt.strip():
         raise ApiError(400, "prompt is required")
     return Ask(_model(data), f"{system}\n{prompt}" if system.strip() else prompt,
-               _last_image(data.get("images"), "images"), _stream(data, True), answer_fields(data))
+               _last_image(data.get("images"), "images"), _stream(data, True), answer_fields(data),
+               *ollama_options(data))
 
 
 def _last_image(images: Any, where: str) -> str | None:
@@ -202,7 +247,8 @@ def openai_chat(data: dict[str, Any]) -> Ask:
             turns.append((role, "\n".join(texts)))
         else:
             turns.append((role, _text(content, f"messages[{index}].content")))
-    return Ask(_model(data), _one_question(turns), image, _stream(data, False), answer_fields(data))
+    return Ask(_model(data), _one_question(turns), image, _stream(data, False), answer_fields(data),
+               *openai_options(data))
 
 
 def _data_uri(image_url: Any, where: str) -> str:

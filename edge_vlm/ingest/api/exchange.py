@@ -1,0 +1,111 @@
+"""One HTTP request's job, as its event loop sees it: asked as a trigger, its answer handed back from
+the worker's thread (and, for a request that streams a text answer, the text as the model writes
+it, piece by piece), cancelled when its client goes away before the end.
+
+The response waits for the first thing the job says: an error or a whole answer is answered with
+its own status; the first piece of text starts a stream of 200, which then carries the rest (an
+error after that is a last chunk that says so, in the API's shape).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.requests import Request
+
+from edge_vlm.core.contracts import Origin, Reply, new_request_id
+from edge_vlm.ingest.api.asks import Ask
+from edge_vlm.ingest.trigger import IMAGE_REQUESTS, Trigger
+
+logger = logging.getLogger(__name__)
+
+ANSWER_TIMEOUT_S = 600.0  # a job that never answers (it always does: this bounds a bug, not a board)
+
+Said = str | dict[str, Any]  # a piece of the answer's text, or the job's end: its result's or error's payload
+
+
+class Answering:
+    """What a request's job says, in order, handed from any thread to the request's event loop."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.said: asyncio.Queue[Said] = asyncio.Queue()
+
+    def tell(self, item: Said) -> None:  # any thread
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the server stopped, nobody waits
+            self._loop.call_soon_threadsafe(self.said.put_nowait, item)
+
+
+class Exchange:
+    """Requests made jobs: ``submit`` (admission's) asks, ``cancel(camera, request id, why)`` (the
+    runner's) takes back the job of a client that went away."""
+
+    def __init__(self, submit: Callable[[Trigger], None], cancel: Callable[[str, str, str], None]) -> None:
+        self._submit = submit
+        self._cancel = cancel
+
+    async def ask(self, ask: Ask, request: Request, *, streams: bool) -> tuple[str, Answering, Said] | None:
+        """The job's request id, its answering, and the first thing it said (with ``streams``, a
+        piece of text may come before the end); None when the client went away first (the job is
+        cancelled: taken from the queue, or aborted on the NPU)."""
+        answering = Answering()
+        request_id = new_request_id()
+        reply = Reply("", answer=answering.tell, told=answering.tell if streams else None)
+        trigger = Trigger(IMAGE_REQUESTS, Origin.REQUEST, ask.prompt, request_id, f"http POST {request.url.path}",
+                          time.monotonic(), time.time(), reply=reply, image_base64=ask.image_base64,
+                          fields=ask.fields, no_image=ask.image_base64 is None, max_new_tokens=ask.max_new_tokens,
+                          sampling=ask.sampling)
+        await asyncio.to_thread(self._submit, trigger)  # off the loop: a question without an image is queued there
+        first: asyncio.Future[Said] = asyncio.ensure_future(answering.said.get())
+        gone: asyncio.Future[None] = asyncio.ensure_future(_disconnected(request))
+        either: set[asyncio.Future[Any]] = {first, gone}
+        try:
+            await asyncio.wait(either, timeout=ANSWER_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the server is stopping: the job is nobody's any more
+            self.cancel(request_id, "the HTTP API stopped")
+            raise
+        finally:
+            gone.cancel()
+        if first.done():
+            return request_id, answering, first.result()
+        first.cancel()
+        why = "the HTTP client went away" if gone.done() and not gone.cancelled() else \
+            f"no answer within {ANSWER_TIMEOUT_S:g} s"
+        # off the loop: the runner's lock may be held while a job goes down the worker's pipe
+        await asyncio.to_thread(self._cancel, IMAGE_REQUESTS, request_id, why)
+        if gone.done():
+            logger.info("HTTP %s: %s before the answer: request %s cancelled", request.url.path, why, request_id)
+            return None
+        return request_id, answering, {"error": "timed_out", "message": why}
+
+    def cancel(self, request_id: str, why: str) -> None:
+        """Take back the request's job, from the loop without waiting (the runner's lock may be held)."""
+        asyncio.get_running_loop().run_in_executor(None, self._cancel, IMAGE_REQUESTS, request_id, why)
+
+    async def rest(self, request_id: str, answering: Answering, first: str) -> AsyncIterator[Said]:
+        """What the job says from its first piece of text to its end (the payload, last). A client
+        that goes away meanwhile (the response cancelled) has its job cancelled."""
+        ended = False
+        try:
+            said: Said = first
+            while True:
+                yield said
+                if isinstance(said, dict):
+                    ended = True
+                    return
+                said = await asyncio.wait_for(answering.said.get(), ANSWER_TIMEOUT_S)
+        finally:
+            if not ended:
+                logger.info("HTTP request %s: the client went away during the answer: cancelled", request_id)
+                self.cancel(request_id, "the HTTP client went away")
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client disconnects (its body read, what comes next is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
