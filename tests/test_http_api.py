@@ -77,6 +77,39 @@ def test_the_openai_client_chats_with_an_image_streamed_or_not(make_api: Callabl
     assert "edge_vlm fetches no image URLs" in fetched.value.message
 
 
+def test_several_images_are_described_together_as_a_numbered_grid(make_api: Callable[..., Api]) -> None:
+    """LLM Vision's frames and Frigate's thumbnails: every image sent, in a grid in their order (each
+    made at most 1024 px on its long side), the prompt saying how to read it; one that will not
+    decode is named."""
+    api = make_api()
+    wide, small = images.jpeg(1920, 1080, seed=3), images.png(64, 48, seed=4)
+    parts: Any = [{"type": "text", "text": "Image 1:"}, {"type": "image_url", "image_url": {"url": data_uri(PORCH)}},
+                  {"type": "text", "text": "Image 2:"}, {"type": "image_url", "image_url": {"url": data_uri(small)}},
+                  {"type": "text", "text": "Image 3:"}, {"type": "image_url", "image_url": {"url": data_uri(wide)}},
+                  {"type": "text", "text": "What happened?"}]
+
+    answer = api.openai().chat.completions.create(model="edge-vlm", messages=[{"role": "user", "content": parts}])
+    assert answer.choices[0].message.content
+    frame = api.backend.frames[-1]
+    assert frame.clip is not None and (frame.clip.sent, frame.clip.grid) == (True, (2, 2, 3))
+    width, height = frame.size[0] // 2, frame.size[1] // 2  # cells the size of the last image (as decoded)
+    assert width <= 1024 and height * 16 == width * 9
+    assert not frame.pixels[height:, width:].any()  # the fourth cell is empty
+    # the square porch fitted into its cell's top left, not stretched: black to its right
+    porch_row = frame.pixels[height // 4:height]
+    assert porch_row[:, :height].any() and not porch_row[:, height + 2:width].any()
+    assert api.backend.prompts[-1] == ("The image is a grid of the 3 pictures sent, 2 across and 2 down, read left to "
+                                       "right and top to bottom, each labelled with its number in the order they were "
+                                       "sent. Image 1:\nImage 2:\nImage 3:\nWhat happened?")
+
+    with pytest.raises(ollama.ResponseError) as broken:
+        api.ollama().generate(model="edge-vlm", prompt="What?", images=[PORCH, b"\xff\xd8 not a JPEG", PORCH])
+    assert broken.value.status_code == 400 and broken.value.error.startswith("image 2 of 3: ")
+    with pytest.raises(ollama.ResponseError) as many:
+        api.ollama().generate(model="edge-vlm", prompt="What?", images=[PORCH] * 17)
+    assert many.value.status_code == 400 and "17 images: at most 16 a request" in many.value.error
+
+
 def test_a_client_that_takes_only_a_url_has_the_key_in_its_path(make_api: Callable[..., Api]) -> None:
     """Home Assistant's Ollama integration asks for a URL and sends no header of ours."""
     api = make_api()

@@ -26,11 +26,13 @@ LABEL_SCALE = 0.0016  # label text height per pixel of cell width
 
 @dataclass(frozen=True)
 class Clip:
-    """The frames of a clip's composite, oldest first: their times (``time.time()``) and layout."""
+    """The frames of a clip's composite, oldest first: their times (``time.time()``) and layout; or
+    (``sent``) the pictures a request sent, in their order, numbered."""
 
     times: tuple[float, ...]
     columns: int
     rows: int
+    sent: bool = False
 
     @property
     def grid(self) -> tuple[int, int, int] | None:
@@ -43,6 +45,10 @@ class Clip:
 
     def reading(self) -> str:
         """How to read the composite, for the prompt."""
+        if self.sent:
+            return (f"The image is a grid of the {len(self.times)} pictures sent, {self.columns} across and "
+                    f"{self.rows} down, read left to right and top to bottom, each labelled with its number "
+                    "in the order they were sent.")
         return (f"The image is a grid of {len(self.times)} frames from {span_words(self.span_s)}, "
                 f"{self.columns} across and {self.rows} down, oldest first, read left to right and top to "
                 "bottom; the last one is now. Each is labelled with how long before now it was taken.")
@@ -78,22 +84,36 @@ def layout(n: int) -> tuple[int, int]:
 
 
 def composite(frames: Sequence[KeptFrame]) -> tuple[np.ndarray, Clip]:
-    """The frames in a grid (RGB; cells the size of the newest frame, another size fitted into its
-    cell's top left; each labelled), and its Clip."""
-    columns, rows = layout(len(frames))
-    width, height = frames[-1].size
-    canvas = np.zeros((rows * height, columns * width, 3), np.uint8)
+    """The frames in a grid, each labelled with its time before the newest, and its Clip."""
     newest = frames[-1].captured_at
-    for index, frame in enumerate(frames):
-        rgb = frame.rgb()
+    labels = ["now" if f is frames[-1] else f"-{newest - f.captured_at:.1f} s" for f in frames]
+    columns, rows = layout(len(frames))
+    return grid([f.rgb() for f in frames], labels), Clip(tuple(f.captured_at for f in frames), columns, rows)
+
+
+def numbered(pictures: Sequence[np.ndarray], captured_at: float) -> tuple[np.ndarray, Clip]:
+    """The pictures a request sent, in a grid in their order, each labelled with its number, and its Clip."""
+    columns, rows = layout(len(pictures))
+    return (grid(pictures, [str(n) for n in range(1, len(pictures) + 1)]),
+            Clip((captured_at,) * len(pictures), columns, rows, sent=True))
+
+
+def grid(pictures: Sequence[np.ndarray], labels: Sequence[str]) -> np.ndarray:
+    """RGB ``pictures`` in a grid (``layout``), each labelled: cells the size of the last one,
+    another size fitted into its cell's top left."""
+    columns, rows = layout(len(pictures))
+    height, width = pictures[-1].shape[:2]
+    canvas = np.zeros((rows * height, columns * width, 3), np.uint8)
+    for index, (picture, label) in enumerate(zip(pictures, labels, strict=True)):
+        rgb = picture
         if (rgb.shape[1], rgb.shape[0]) != (width, height):  # fitted into the cell, not stretched
             scale = min(width / rgb.shape[1], height / rgb.shape[0])
             rgb = cv2.resize(rgb, (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale))),
                              interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
         top, left = (index // columns) * height, (index % columns) * width
         canvas[top:top + rgb.shape[0], left:left + rgb.shape[1]] = rgb
-        _label(canvas, left, top, width, "now" if frame is frames[-1] else f"-{newest - frame.captured_at:.1f} s")
-    return canvas, Clip(tuple(f.captured_at for f in frames), columns, rows)
+        _label(canvas, left, top, width, label)
+    return canvas
 
 
 def _label(canvas: np.ndarray, left: int, top: int, width: int, text: str) -> None:

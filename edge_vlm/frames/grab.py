@@ -11,10 +11,10 @@ from collections.abc import Mapping
 
 from edge_vlm.config.models import AppConfig
 from edge_vlm.core.contracts import Origin
-from edge_vlm.core.errors import ErrorCode, ImageError, TriggerError
+from edge_vlm.core.errors import ErrorCode, ImageError, InputError, TriggerError
 from edge_vlm.frames import Frame, decode_image
-from edge_vlm.frames.buffer import FrameBuffer
-from edge_vlm.frames.clip import Clip, composite, key_frames
+from edge_vlm.frames.buffer import FrameBuffer, fit_long_side
+from edge_vlm.frames.clip import Clip, composite, key_frames, numbered
 from edge_vlm.frames.sources import Source
 from edge_vlm.frames.sources.frigate import FrigateSnapshots
 from edge_vlm.frames.sources.mqtt_snapshot import LatestSnapshot
@@ -23,6 +23,7 @@ from edge_vlm.ingest.trigger import IMAGE_REQUESTS, Trigger
 
 # What a camera's clip.default applies to: what asks about the camera's moment, by a person or motion.
 CLIP_BY_DEFAULT = frozenset({Origin.TRIGGER, Origin.REQUEST, Origin.MOTION})
+SENT_CELL = 1024  # the long side of a picture in the grid of those a request sent (the encoder reads 448 or so)
 
 
 class FrameGrabber:
@@ -60,7 +61,7 @@ class FrameGrabber:
     def grab(self, trigger: Trigger) -> Frame:
         """The trigger's frame; InputError (SourceError, ImageError, …) saying why there is none."""
         if trigger.image_base64 is not None:
-            return self.decode(_base64(trigger.image_base64), IMAGE_REQUESTS, time.time())
+            return self._sent([*trigger.earlier_images, trigger.image_base64])
         if trigger.image_topic is not None:
             return self.decode(self._retained.fetch(trigger.image_topic), IMAGE_REQUESTS, time.time())
         clip = self._clip_asked(trigger)  # first: a camera without a buffer says so, whatever its frame
@@ -111,6 +112,22 @@ class FrameGrabber:
             return dataclasses.replace(now, clip=Clip((now.captured_at,), 1, 1))
         pixels, clip = composite(picked)  # shown as JPEG by Frame.jpeg(), as a stream's frame is
         return Frame(now.camera, pixels, (pixels.shape[1], pixels.shape[0]), b"", "RAW", now.captured_at, clip=clip)
+
+
+    def _sent(self, images: list[str]) -> Frame:
+        """A request's image; several: a grid of them, numbered in their order (frames.clip), each
+        decoded and made small in turn (at most SENT_CELL pixels on its long side)."""
+        now = time.time()
+        if len(images) == 1:
+            return self.decode(_base64(images[0]), IMAGE_REQUESTS, now)
+        pictures = []
+        for number, image in enumerate(images, 1):
+            try:
+                pictures.append(fit_long_side(self.decode(_base64(image), IMAGE_REQUESTS, now).pixels, SENT_CELL))
+            except InputError as error:
+                raise type(error)(f"image {number} of {len(images)}: {error}", code=error.code) from None
+        pixels, clip = numbered(pictures, now)
+        return Frame(IMAGE_REQUESTS, pixels, (pixels.shape[1], pixels.shape[0]), b"", "RAW", now, clip=clip)
 
 
 def _base64(data: str) -> bytes:

@@ -33,6 +33,8 @@ class Trigger:
     profile: str | None = None  # asked for by the trigger
     reply: Reply | None = None  # a request's answer goes here
     image_base64: str | None = field(default=None, repr=False)  # a request's own image (JPEG or PNG), base64
+    # ...and those it sent before it: all described at once, as a numbered grid (the HTTP API's)
+    earlier_images: tuple[str, ...] = field(default=(), repr=False)
     image_topic: str | None = None  # ...or the topic whose retained image to describe
     frigate: FrigateEvent | None = None  # ...or the snapshot of this Frigate event
     # An update of a result already published under the same id (a Frigate event that got a name, a

@@ -3,7 +3,7 @@
 Pure: a JSON body in, an ``Ask`` out, or an ``ApiError`` with the HTTP status and the message the
 client gets (in its API's error shape, by edge_vlm.ingest.api.app). The conversation is made into
 one question (the system prompt, then each turn, the last user turn last), since the board's model
-answers one question about one image at a time; the image is the last one sent.
+answers one question about one image at a time; several images sent are that image as a numbered grid.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from edge_vlm.config.automation import FIELD_PATTERN, FieldSpec
 from edge_vlm.core.contracts import Sampling
 
 MAX_FIELDS = 16  # as a profile's fields
+MAX_IMAGES = 16  # a 4 x 4 grid (Frigate sends up to 10 thumbnails, LLM Vision a few frames)
 DATA_URI = re.compile(r"^data:image/[a-z0-9.+-]+;base64,(?P<data>.*)$", re.S | re.I)
 
 
@@ -35,7 +36,7 @@ class ApiError(Exception):
 class Ask:
     model: str
     prompt: str
-    image_base64: str | None = field(repr=False)
+    images: tuple[str, ...] = field(repr=False)  # base64, in the order sent (none: a question without an image)
     stream: bool
     fields: dict[str, FieldSpec] | None = None  # a JSON answer asked for, by its schema
     max_new_tokens: int | None = None  # the answer's most tokens (Ollama's num_predict, OpenAI's max_tokens)
@@ -197,11 +198,11 @@ def _messages(data: dict[str, Any], shape: str) -> list[tuple[int, dict[str, Any
 def ollama_chat(data: dict[str, Any]) -> Ask:
     """``POST /api/chat``: ``messages`` with ``images`` (base64) on a user message; streams by default."""
     turns: list[tuple[str, str]] = []
-    image = None
+    images: list[str] = []
     for index, message, role in _messages(data, "{role, content, images}"):
         turns.append((role, _text(message.get("content"), f"messages[{index}].content")))
-        image = _last_image(message.get("images"), f"messages[{index}].images") or image
-    return Ask(_model(data), _one_question(turns), image, _stream(data, True), answer_fields(data),
+        images += _images(message.get("images"), f"messages[{index}].images")
+    return Ask(_model(data), _one_question(turns), _counted(images), _stream(data, True), answer_fields(data),
                *ollama_options(data))
 
 
@@ -212,23 +213,31 @@ def ollama_generate(data: dict[str, Any]) -> Ask:
     if not prompt.strip():
         raise ApiError(400, "prompt is required")
     return Ask(_model(data), f"{system}\n{prompt}" if system.strip() else prompt,
-               _last_image(data.get("images"), "images"), _stream(data, True), answer_fields(data),
+               _counted(_images(data.get("images"), "images")), _stream(data, True), answer_fields(data),
                *ollama_options(data))
 
 
-def _last_image(images: Any, where: str) -> str | None:
+def _images(images: Any, where: str) -> list[str]:
     if images is None:
-        return None
+        return []
     if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
         raise ApiError(400, f"{where} is not a list of base64 images")
-    return images[-1] if images else None
+    return images
+
+
+def _counted(images: list[str]) -> tuple[str, ...]:
+    """The images of a request: at most MAX_IMAGES, described together as a numbered grid."""
+    if len(images) > MAX_IMAGES:
+        raise ApiError(400, f"{len(images)} images: at most {MAX_IMAGES} a request (they are described together, "
+                       "as one grid)")
+    return tuple(images)
 
 
 def openai_chat(data: dict[str, Any]) -> Ask:
     """``POST /v1/chat/completions``: ``messages`` whose content is text or parts (``text``,
     ``image_url`` with a data URI); does not stream unless asked."""
     turns: list[tuple[str, str]] = []
-    image = None
+    images: list[str] = []
     for index, message, role in _messages(data, "{role, content}"):
         content = message.get("content")
         if isinstance(content, list):
@@ -241,13 +250,13 @@ def openai_chat(data: dict[str, Any]) -> Ask:
                 elif kind == "text":
                     texts.append(_text(part.get("text"), f"{where}.text"))
                 elif kind == "image_url":
-                    image = _data_uri(part.get("image_url"), where)
+                    images.append(_data_uri(part.get("image_url"), where))
                 else:
                     raise ApiError(400, f"{where}: only text and image_url parts are understood")
             turns.append((role, "\n".join(texts)))
         else:
             turns.append((role, _text(content, f"messages[{index}].content")))
-    return Ask(_model(data), _one_question(turns), image, _stream(data, False), answer_fields(data),
+    return Ask(_model(data), _one_question(turns), _counted(images), _stream(data, False), answer_fields(data),
                *openai_options(data))
 
 
