@@ -499,3 +499,18 @@ def test_the_http_api_needs_a_key_unless_it_is_on_loopback_and_says_so() -> None
     assert preflight(loaded, {"EDGE_VLM_TEST_KEY": "q1w2e3r4/t5y6u7i8+o9p0AB=="}) == [  # base64: a / in a URL path
         "line 4: http.api_key_env: the API key holds characters other than letters, digits, '.', '_', '~' and '-' "
         "(it goes in URLs): set one made by openssl rand -hex 24"]
+
+
+def test_image_url_hosts_name_the_hosts_and_ports_whose_urls_are_fetched() -> None:
+    assert load_config_text("cameras: [{id: a}]\n").config.http.fetches("http://camera.lan/a.jpg") is False
+    http = load_config_text("cameras: [{id: a}]\nhttp: {image_url_hosts: [Camera.LAN, 'ha.local:8123', "
+                            "'[fd00::5]:443', 10.0.0.7]}\n").config.http
+    allowed = ["http://camera.lan/a.jpg", "https://CAMERA.lan:8443/a.jpg", "http://ha.local:8123/api/image",
+               "https://[fd00::5]/a.jpg", "http://10.0.0.7:81/x"]
+    refused = ["http://ha.local/api/image", "http://ha.local:8124/", "ftp://camera.lan/a.jpg", "http://[fd00::5]/a",
+               "http://camera.lan.evil.example/a.jpg", "http://10.0.0.70/x", "http://camera.lan:99999/", "file:///etc"]
+    assert [http.fetches(url) for url in allowed] == [True] * 5
+    assert [http.fetches(url) for url in refused] == [False] * 8
+    assert problems("cameras: [{id: a}]\nhttp: {image_url_hosts: ['http://camera.lan']}\n") == [
+        "line 2: http.image_url_hosts: 'http://camera.lan' is no host name or address with an optional port "
+        "(camera.lan, 192.168.1.20, homeassistant.local:8123, [fd00::5]:8123)"]

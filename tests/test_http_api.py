@@ -25,6 +25,7 @@ from tests.support import images
 from tests.support.backends import GATE_TIMEOUT_S, GatedBackend
 from tests.support.broker import Mosquitto
 from tests.support.http_api import KEY, KEY_ENV, PORCH, PORCH_TEXT, Api, data_uri, raw_request, wait_until
+from tests.support.http_server import serve
 from tests.support.mqtt import Recorder
 from tests.support.notify import DaemonProcess, NotifySocket, ready, reloading, write_config
 from tests.test_cameras import online, watch
@@ -74,7 +75,7 @@ def test_the_openai_client_chats_with_an_image_streamed_or_not(make_api: Callabl
     with pytest.raises(openai.BadRequestError) as fetched:  # no URL is fetched
         client.chat.completions.create(model="edge-vlm", messages=[{"role": "user", "content": [
             {"type": "text", "text": "What is it?"}, {"type": "image_url", "image_url": {"url": "http://x/a.jpg"}}]}])
-    assert "edge_vlm fetches no image URLs" in fetched.value.message
+    assert "nor an http(s) URL of a host in http.image_url_hosts" in fetched.value.message
 
 
 def test_several_images_are_described_together_as_a_numbered_grid(make_api: Callable[..., Api]) -> None:
@@ -108,6 +109,34 @@ def test_several_images_are_described_together_as_a_numbered_grid(make_api: Call
     with pytest.raises(ollama.ResponseError) as many:
         api.ollama().generate(model="edge-vlm", prompt="What?", images=[PORCH] * 17)
     assert many.value.status_code == 400 and "17 images: at most 16 a request" in many.value.error
+
+
+def test_image_urls_are_fetched_from_the_allowed_hosts_only(make_api: Callable[..., Api]) -> None:
+    """http.image_url_hosts: an image_url of a host listed is fetched by the board (mixed with data
+    URIs, in order); any other host is refused before anything is fetched, a redirect to one is not
+    followed, and a body past the payload limit is cut off (413)."""
+    with serve() as camera:
+        api = make_api(image_url_hosts=[f"127.0.0.1:{camera.server_address[1]}"])
+        other = camera.url.replace("127.0.0.1", "localhost")  # the same server, by a name that is not allowed
+
+        def ask(*urls: str) -> Any:
+            parts = [{"type": "image_url", "image_url": {"url": url}} for url in urls]
+            messages: Any = [{"role": "user", "content": [*parts, {"type": "text", "text": "What?"}]}]
+            return api.openai().chat.completions.create(model="edge-vlm", messages=messages)
+
+        assert ask(f"{camera.url}/snapshot.jpg").choices[0].message.content
+        assert api.backend.frames[-1].source_size == (320, 240)  # the camera server's JPEG
+        assert ask(data_uri(PORCH), f"{camera.url}/snapshot.jpg").choices[0].message.content
+        assert api.backend.frames[-1].clip is not None and api.backend.frames[-1].clip.grid == (2, 1, 2)
+        fetched = len(camera.seen_auth)
+        with pytest.raises(openai.BadRequestError, match=r"nor an http\(s\) URL of a host in http\.image_url_hosts"):
+            ask(f"{other}/snapshot.jpg")
+        with pytest.raises(openai.BadRequestError, match=r"redirects to http://localhost:.*not followed"):
+            ask(f"{camera.url}/redirect?to={other}/snapshot.jpg")
+        assert len(camera.seen_auth) == fetched + 1  # the redirect only: neither other-host URL was fetched
+        with pytest.raises(openai.APIStatusError) as huge:
+            ask(f"{camera.url}/huge.jpg")
+        assert huge.value.status_code == 413 and "sends more than" in huge.value.message
 
 
 def test_a_client_that_takes_only_a_url_has_the_key_in_its_path(make_api: Callable[..., Api]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -13,6 +14,7 @@ from edge_vlm.config.base import CREDENTIAL_NAME_PATTERN, ENV_NAME_PATTERN, Stri
 MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}(:[a-z0-9._-]{1,32})?$"
 MIN_KEY = 16  # characters of an API key: a short one is guessed
 KEY_PATTERN = r"[A-Za-z0-9._~-]+"  # what an API key is made of: safe in a URL's path (/k/<key>), no whitespace
+HOST_PATTERN = r"([A-Za-z0-9]([A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\])(:[0-9]{1,5})?"  # name or address[:port]
 
 
 def key_problem(key: str | None) -> str | None:
@@ -57,6 +59,33 @@ class HttpApiConfig(StrictModel):
         20.0, gt=0, le=200, description="The largest request body, images included (base64); larger ones "
         "are refused with 413 before they are read.",
     )
+
+    image_url_hosts: list[str] = Field(
+        default_factory=list, max_length=32, description="Hosts whose http(s) image URLs may be sent "
+        "(OpenAI image_url), fetched by the board: 'host' (any port) or 'host:port', e.g. "
+        "homeassistant.local:8123. Empty (the default): only images sent in the request (data URIs).",
+    )
+
+    @field_validator("image_url_hosts")
+    @classmethod
+    def _hosts(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            if not re.fullmatch(HOST_PATTERN, host):
+                raise ValueError(f"{host!r} is no host name or address with an optional port (camera.lan, "
+                                 "192.168.1.20, homeassistant.local:8123, [fd00::5]:8123)")
+        return [host.lower() for host in hosts]
+
+    def fetches(self, url: str) -> bool:
+        """Whether an image URL may be fetched: http(s), its host (and port) one of image_url_hosts."""
+        parts = urlsplit(url)
+        try:
+            port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+        except ValueError:  # a port out of range
+            return False
+        host = (parts.hostname or "").lower()
+        named = f"[{host}]" if ":" in host else host  # an IPv6 address is written in brackets with a port
+        return parts.scheme in ("http", "https") and bool(host) and (
+            named in self.image_url_hosts or f"{named}:{port}" in self.image_url_hosts)
 
     @field_validator("bind")
     @classmethod

@@ -17,6 +17,7 @@ from edge_vlm.frames.buffer import FrameBuffer, fit_long_side
 from edge_vlm.frames.clip import Clip, composite, key_frames, numbered
 from edge_vlm.frames.sources import Source
 from edge_vlm.frames.sources.frigate import FrigateSnapshots
+from edge_vlm.frames.sources.image_url import fetch_image
 from edge_vlm.frames.sources.mqtt_snapshot import LatestSnapshot
 from edge_vlm.frames.sources.retained import RetainedImages
 from edge_vlm.ingest.trigger import IMAGE_REQUESTS, Trigger
@@ -60,8 +61,8 @@ class FrameGrabber:
 
     def grab(self, trigger: Trigger) -> Frame:
         """The trigger's frame; InputError (SourceError, ImageError, …) saying why there is none."""
-        if trigger.image_base64 is not None:
-            return self._sent([*trigger.earlier_images, trigger.image_base64])
+        if trigger.images or trigger.image_base64 is not None:
+            return self._sent(trigger.images or (trigger.image_base64 or "",))
         if trigger.image_topic is not None:
             return self.decode(self._retained.fetch(trigger.image_topic), IMAGE_REQUESTS, time.time())
         clip = self._clip_asked(trigger)  # first: a camera without a buffer says so, whatever its frame
@@ -114,20 +115,29 @@ class FrameGrabber:
         return Frame(now.camera, pixels, (pixels.shape[1], pixels.shape[0]), b"", "RAW", now.captured_at, clip=clip)
 
 
-    def _sent(self, images: list[str]) -> Frame:
+    def _sent(self, images: tuple[str, ...]) -> Frame:
         """A request's image; several: a grid of them, numbered in their order (frames.clip), each
         decoded and made small in turn (at most SENT_CELL pixels on its long side)."""
         now = time.time()
         if len(images) == 1:
-            return self.decode(_base64(images[0]), IMAGE_REQUESTS, now)
+            return self.decode(self._sent_bytes(images[0]), IMAGE_REQUESTS, now)
         pictures = []
         for number, image in enumerate(images, 1):
             try:
-                pictures.append(fit_long_side(self.decode(_base64(image), IMAGE_REQUESTS, now).pixels, SENT_CELL))
+                decoded = self.decode(self._sent_bytes(image), IMAGE_REQUESTS, now)
+                pictures.append(fit_long_side(decoded.pixels, SENT_CELL))
             except InputError as error:
                 raise type(error)(f"image {number} of {len(images)}: {error}", code=error.code) from None
         pixels, clip = numbered(pictures, now)
         return Frame(IMAGE_REQUESTS, pixels, (pixels.shape[1], pixels.shape[0]), b"", "RAW", now, clip=clip)
+
+
+    def _sent_bytes(self, image: str) -> bytes:
+        """A sent image's bytes: base64, or fetched from its URL (a host the API allowed)."""
+        if image.startswith(("http://", "https://")):  # base64 has no ':'
+            limit = self._config.limits.max_payload_bytes
+            return fetch_image(image, self._config.http.fetches, max_bytes=limit)
+        return _base64(image)
 
 
 def _base64(data: str) -> bytes:

@@ -33,8 +33,9 @@ class Trigger:
     profile: str | None = None  # asked for by the trigger
     reply: Reply | None = None  # a request's answer goes here
     image_base64: str | None = field(default=None, repr=False)  # a request's own image (JPEG or PNG), base64
-    # ...and those it sent before it: all described at once, as a numbered grid (the HTTP API's)
-    earlier_images: tuple[str, ...] = field(default=(), repr=False)
+    # ...or an HTTP API request's images, in order: base64, or URLs of hosts in http.image_url_hosts;
+    # several are described at once, as a numbered grid
+    images: tuple[str, ...] = field(default=(), repr=False)
     image_topic: str | None = None  # ...or the topic whose retained image to describe
     frigate: FrigateEvent | None = None  # ...or the snapshot of this Frigate event
     # An update of a result already published under the same id (a Frigate event that got a name, a
@@ -59,4 +60,4 @@ class Trigger:
     @property
     def brings_image(self) -> bool:
         """A request with an image of its own, or a topic's: no camera to check or grab from."""
-        return self.image_base64 is not None or self.image_topic is not None
+        return self.image_base64 is not None or self.image_topic is not None or bool(self.images)

@@ -33,9 +33,7 @@ from edge_vlm.core.errors import ErrorCode, ImageError, SourceError
 from edge_vlm.core.redact import redact, redact_url
 from edge_vlm.frames import Frame, decode_image
 from edge_vlm.frames.sources.http_auth import Digest, SameOriginAuth, origin
-from edge_vlm.frames.sources.http_deadline import Deadline, HttpHandler, HttpsHandler
-
-CHUNK_BYTES = 64 * 1024
+from edge_vlm.frames.sources.http_deadline import Deadline, HttpHandler, HttpsHandler, read_at_most
 
 
 def _timed_out(timeout_s: float) -> str:
@@ -186,18 +184,11 @@ class HttpSnapshotSource:
         if length.isdigit() and int(length) > limit:
             raise self._too_large(f"announces {int(length)} bytes (Content-Length), over the limit of {limit} "
                                   "(limits.max_payload_bytes); not downloaded")
-        chunks: list[bytes] = []
-        size = 0
-        while size <= limit:
-            chunk = response.read1(min(CHUNK_BYTES, limit + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > limit:
+        body = read_at_most(response, limit)
+        if body is None:
             raise self._too_large(f"goes on past the limit of {limit} bytes (limits.max_payload_bytes); "
                                   "the rest was not downloaded")
-        return b"".join(chunks)
+        return body
 
     def _too_large(self, what: str) -> ImageError:
         return ImageError(f"http snapshot of camera {self.camera} from {self._url} {what}",

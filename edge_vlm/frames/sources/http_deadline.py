@@ -166,3 +166,20 @@ class HttpsHandler(urllib.request.HTTPSHandler):
         connection = http.client.HTTPSConnection(host, context=self._tls, **options)
         connection._create_connection = self._deadline.connect  # type: ignore[attr-defined]
         return connection
+
+
+CHUNK_BYTES = 64 * 1024
+
+
+def read_at_most(response: http.client.HTTPResponse, limit: int) -> bytes | None:
+    """The body, or None when it goes past ``limit`` bytes (no more of it is read); the time it
+    takes is bounded by the grab's deadline."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = response.read1(min(CHUNK_BYTES, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return None if size > limit else b"".join(chunks)

@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
+from functools import partial
 from typing import Any
 
 from starlette.applications import Starlette
@@ -109,7 +110,7 @@ class Api:
         return JSONResponse({"object": "list", "data": [answers.openai_model(self._config.model)]})
 
     async def _openai_chat(self, request: Request) -> Response:
-        return await self._answer(request, openai_chat, answers.OPENAI_CHAT)
+        return await self._answer(request, partial(openai_chat, fetches=self._config.fetches), answers.OPENAI_CHAT)
 
     # Each request
 

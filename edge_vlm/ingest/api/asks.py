@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 
 from edge_vlm.config.automation import FIELD_PATTERN, FieldSpec
 from edge_vlm.core.contracts import Sampling
+from edge_vlm.core.redact import redact_url
 
 MAX_FIELDS = 16  # as a profile's fields
 MAX_IMAGES = 16  # a 4 x 4 grid (Frigate sends up to 10 thumbnails, LLM Vision a few frames)
@@ -233,9 +235,9 @@ def _counted(images: list[str]) -> tuple[str, ...]:
     return tuple(images)
 
 
-def openai_chat(data: dict[str, Any]) -> Ask:
+def openai_chat(data: dict[str, Any], fetches: Callable[[str], bool] = lambda url: False) -> Ask:
     """``POST /v1/chat/completions``: ``messages`` whose content is text or parts (``text``,
-    ``image_url`` with a data URI); does not stream unless asked."""
+    ``image_url``: a data URI, or an http(s) URL that ``fetches`` allows); does not stream unless asked."""
     turns: list[tuple[str, str]] = []
     images: list[str] = []
     for index, message, role in _messages(data, "{role, content}"):
@@ -250,7 +252,7 @@ def openai_chat(data: dict[str, Any]) -> Ask:
                 elif kind == "text":
                     texts.append(_text(part.get("text"), f"{where}.text"))
                 elif kind == "image_url":
-                    images.append(_data_uri(part.get("image_url"), where))
+                    images.append(_image_url(part.get("image_url"), where, fetches))
                 else:
                     raise ApiError(400, f"{where}: only text and image_url parts are understood")
             turns.append((role, "\n".join(texts)))
@@ -260,13 +262,16 @@ def openai_chat(data: dict[str, Any]) -> Ask:
                *openai_options(data))
 
 
-def _data_uri(image_url: Any, where: str) -> str:
+def _image_url(image_url: Any, where: str, fetches: Callable[[str], bool]) -> str:
+    """A data URI's base64, or a URL the board may fetch (the grab fetches it)."""
     url = image_url.get("url") if isinstance(image_url, dict) else image_url
     if not isinstance(url, str):
         raise ApiError(400, f"{where}.image_url.url is required")
     match = DATA_URI.match(url)
-    if match is None:
-        shown = url if len(url) <= 60 else url[:57] + "..."
-        raise ApiError(400, f"{where}: {shown!r} is no data URI (data:image/jpeg;base64,...); edge_vlm fetches no "
-                       "image URLs")
-    return match.group("data")
+    if match is not None:
+        return match.group("data")
+    if fetches(url):
+        return url
+    shown = redact_url(url) if len(url) <= 60 else redact_url(url)[:57] + "..."
+    raise ApiError(400, f"{where}: {shown!r} is no data URI (data:image/jpeg;base64,...), nor an http(s) URL of a host "
+                   "in http.image_url_hosts (the hosts whose image URLs the board fetches)")

@@ -58,8 +58,7 @@ class Exchange:
         reply = Reply("", answer=answering.tell, told=answering.tell if streams else None)
         trigger = Trigger(IMAGE_REQUESTS, Origin.REQUEST, ask.prompt, request_id, f"http POST {request.url.path}",
                           time.monotonic(), time.time(), reply=reply, fields=ask.fields, no_image=not ask.images,
-                          image_base64=ask.images[-1] if ask.images else None, earlier_images=ask.images[:-1],
-                          max_new_tokens=ask.max_new_tokens, sampling=ask.sampling)
+                          images=ask.images, max_new_tokens=ask.max_new_tokens, sampling=ask.sampling)
         await asyncio.to_thread(self._submit, trigger)  # off the loop: a question without an image is queued there
         first: asyncio.Future[Said] = asyncio.ensure_future(answering.said.get())
         gone: asyncio.Future[None] = asyncio.ensure_future(_disconnected(request))
