@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from edge_vlm.config.http_api import HttpApiConfig, key_problem
 from edge_vlm.core.errors import ConfigError, ErrorCode
 from edge_vlm.ingest.api import answers
-from edge_vlm.ingest.api.asks import ApiError, Ask, ollama_chat, ollama_generate, openai_chat, parse_json
+from edge_vlm.ingest.api.asks import MAX_PROMPT, ApiError, Ask, ollama_chat, ollama_generate, openai_chat, parse_json
 from edge_vlm.ingest.api.exchange import Answering, Exchange
 from edge_vlm.ingest.trigger import Trigger
 
@@ -34,7 +34,6 @@ logger = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5  # what a client told 429 (too many requests) or 503 is asked to wait
 BODIES_AT_ONCE = 4  # request bodies read at the same time (each up to http.max_request_mb)
-MAX_PROMPT = 8000  # characters of a question, the conversation's turns included
 SMALL_BODY = 65_536  # the most a request without an image may send (/api/show)
 OLLAMA_VERSION = "0.6.0"  # the Ollama API this one answers as (clients check /api/version)
 
@@ -131,7 +130,7 @@ class Api:
             self._known(ask.model)
             if len(ask.prompt) > MAX_PROMPT:
                 raise ApiError(400, f"the question is {len(ask.prompt)} characters long: at most {MAX_PROMPT} "
-                               "(the system prompt and the conversation's turns included)")
+                               "(the system prompt and the last turn included)")
             if not self._ready().get("model_loaded", True):
                 raise ApiError(503, "the model is not loaded (the inference worker is starting or restarting)",
                                "server_error")

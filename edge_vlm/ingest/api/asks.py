@@ -21,6 +21,7 @@ from edge_vlm.core.contracts import Sampling
 from edge_vlm.core.redact import redact_url
 
 MAX_FIELDS = 16  # as a profile's fields
+MAX_PROMPT = 8000  # characters of a question, what it keeps of the conversation included
 MAX_IMAGES = 16  # a 4 x 4 grid (Frigate sends up to 10 thumbnails, LLM Vision a few frames)
 DATA_URI = re.compile(r"^data:image/[a-z0-9.+-]+;base64,(?P<data>.*)$", re.S | re.I)
 
@@ -104,11 +105,11 @@ def _number(where: str, value: Any, low: float, high: float, *, whole: bool = Fa
     """``value`` if it is a number (a whole one if ``whole``) from ``low`` to ``high``, None if absent."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or (whole and not isinstance(value, int)):
+    if isinstance(value, bool) or not isinstance(value, int | float) or (whole and value != int(value)):
         raise ApiError(400, f"{where} is not a {'whole ' if whole else ''}number")
     if not low <= value <= high:
         raise ApiError(400, f"{where} = {value} is out of range: {low:g} to {high:g}")
-    return value
+    return int(value) if whole else value  # 8192.0 is 8192 (Home Assistant sends its numbers so)
 
 
 def _limit(value: int | None) -> int | None:
@@ -175,13 +176,15 @@ def _stream(data: dict[str, Any], default: bool) -> bool:
 
 
 def _one_question(turns: list[tuple[str, str]]) -> str:
-    """A conversation as one question: the last user turn, after what came before it."""
+    """A conversation as one question: the last user turn, after what came before it; the oldest
+    turns but the system's left out while it is longer than MAX_PROMPT (a chat's history grows)."""
     if not turns or not any(role == "user" and text.strip() for role, text in turns):
         raise ApiError(400, "no question: the messages hold no user text")
-    if len(turns) == 1:
-        return turns[0][1]
-    earlier = "\n".join(f"{role}: {text}" for role, text in turns[:-1] if text.strip())
-    return f"{earlier}\n{turns[-1][1]}" if earlier else turns[-1][1]
+    earlier = [f"{role}: {text}" for role, text in turns[:-1] if text.strip()]
+    droppable = [i for i, (role, text) in enumerate(t for t in turns[:-1] if t[1].strip()) if role != "system"]
+    while droppable and sum(len(line) + 1 for line in earlier) + len(turns[-1][1]) > MAX_PROMPT:
+        earlier[droppable.pop(0)] = ""
+    return "\n".join([*filter(None, earlier), turns[-1][1]])
 
 
 def _messages(data: dict[str, Any], shape: str) -> list[tuple[int, dict[str, Any], str]]:
