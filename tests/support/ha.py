@@ -160,6 +160,11 @@ class HomeAssistant:
         """Its mosquitto's log, which has a line for each subscription."""
         return self.work / "mosquitto" / "mosquitto.log"
 
+    @property
+    def config_dir(self) -> Path:
+        """Its configuration directory (media/ in it is media_source's "local")."""
+        return Path(_env_file(self.work / "env")["HA_CONFIG_DIR"])
+
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
