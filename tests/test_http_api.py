@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import signal
 import socket
 from collections.abc import Callable, Iterator
@@ -227,6 +228,23 @@ def test_a_client_that_goes_away_has_its_waiting_job_taken_from_the_queue(make_a
         api.backend.gate.set()
         assert (first.result(GATE_TIMEOUT_S).message.content or "").startswith(PORCH_TEXT)
     assert api.backend.prompts == ["Who is at the door?"]  # the abandoned one never reached the NPU
+
+
+def test_a_client_that_goes_away_while_its_image_is_fetched_has_its_job_dropped(
+        make_api: Callable[..., Api], caplog: pytest.LogCaptureFixture) -> None:
+    """Cancelled before its job was queued (its image still coming): the job, when it comes, fails
+    ``cancelled`` without reaching the backend."""
+    caplog.set_level(logging.INFO)
+    with serve() as camera:
+        api = make_api(image_url_hosts=[f"127.0.0.1:{camera.server_address[1]}"])
+        held = {"type": "image_url", "image_url": {"url": f"{camera.url}/held.jpg"}}
+        asked = {"role": "user", "content": [{"type": "text", "text": "Who is it?"}, held]}
+        with raw_request(api, "/v1/chat/completions", {"model": "edge-vlm", "messages": [asked]}):
+            assert camera.holding.wait(GATE_TIMEOUT_S), "the image never asked for"
+        wait_until(lambda: "the HTTP client went away before the answer" in caplog.text, "the request cancelled")
+        camera.released.set()
+        wait_until(lambda: "cancelled before it ran: the HTTP client went away" in caplog.text, "the job dropped")
+    assert "Who is it?" not in api.backend.prompts
 
 
 def test_a_port_that_is_taken_stops_the_start_and_says_so(broker: Mosquitto, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from typing import Protocol
 
 from edge_vlm.camera_state import CameraStates
@@ -19,6 +20,7 @@ from edge_vlm.schedule.scheduler import Scheduler
 logger = logging.getLogger(__name__)
 
 POLL_S = 0.2
+REMEMBERED_GONE = 64  # requests cancelled before they were queued, remembered until their job comes
 
 
 class JobOutcomes(Protocol):
@@ -39,10 +41,11 @@ class Runner:
         self._outcomes = outcomes
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="edge_vlm-worker", daemon=True)
-        # The job on the backend, and one cancelled between being taken and begun (under _lock)
+        # The job on the backend, and requests cancelled before they began (under _lock): taken from
+        # the queue but not begun, or not queued yet (their frame still being decoded or fetched)
         self._lock = threading.Lock()
         self._current: Job | None = None
-        self._doomed: tuple[str, str, str] | None = None  # camera, request id, why
+        self._gone: OrderedDict[tuple[str, str], str] = OrderedDict()  # (camera, request id) -> why
 
     def start(self) -> None:
         self._thread.start()
@@ -85,9 +88,10 @@ class Runner:
                 logger.info("%s: aborting job %s: %s", camera or "request", request_id, why)
                 self._backend.abort(why)
                 return
-            taken = self._scheduler.running  # taken from the queue, not begun: the loop sees this
-            if taken is not None and (taken.camera, taken.request_id) == (camera, request_id):
-                self._doomed = (camera, request_id, why)
+            # taken from the queue and not begun, or not queued yet (or answered: then never seen)
+            self._gone[(camera, request_id)] = why
+            while len(self._gone) > REMEMBERED_GONE:
+                self._gone.popitem(last=False)
 
     @property
     def alive(self) -> bool:
@@ -104,15 +108,13 @@ class Runner:
 
     def serve(self, job: Job) -> None:
         """Run a job taken from the scheduler (the worker thread's), or fail it if its request was
-        cancelled between being taken and begun; then answer the refusals held behind it."""
+        cancelled before it began; then answer the refusals held behind it."""
         with self._lock:
-            doomed, self._doomed = self._doomed, None
-            if doomed is not None and doomed[:2] != (job.camera, job.request_id):
-                doomed = None
-            self._current = None if doomed else job
+            gone = self._gone.pop((job.camera, job.request_id), None)
+            self._current = None if gone else job
         try:
-            if doomed is not None:
-                self._outcomes.failed(job, ErrorCode.CANCELLED, f"cancelled before it ran: {doomed[2]}")
+            if gone is not None:
+                self._outcomes.failed(job, ErrorCode.CANCELLED, f"cancelled before it ran: {gone}")
             else:
                 self._run(job)
         except Exception:  # the worker must outlive any one job

@@ -104,12 +104,6 @@ class Scheduler:
             return left
 
     @property
-    def running(self) -> Job | None:
-        """The job taken by next() and not yet finished."""
-        with self._changed:
-            return self._running
-
-    @property
     def depth(self) -> int:
         with self._changed:
             return len(self._slots)

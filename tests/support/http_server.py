@@ -61,6 +61,8 @@ class CameraServer(ThreadingHTTPServer):
         self.trickle_ended = threading.Event()  # and once it stopped (done, or the client hung up)
         self.object_in_view = threading.Event()  # /scene.jpg shows the object
         self.scene_down = threading.Event()  # /scene.jpg answers 503
+        self.holding = threading.Event()  # /held.jpg has a request, which it answers once released
+        self.released = threading.Event()
 
     @property
     def url(self) -> str:
@@ -128,6 +130,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(500, b"oops")
         if path == "/page.html":
             return self._send(200, b"<html><body>Login</body></html>", content_type="text/html")
+        if path == "/held.jpg":  # the JPEG, once the test releases it
+            self.server.holding.set()
+            self.server.released.wait(30)
+            return self._send(200, JPEG)
         if path == "/slow.jpg":  # no answer until the test is over
             self.server.stopping.wait(10)
             return None
