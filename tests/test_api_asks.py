@@ -43,12 +43,13 @@ def test_a_long_chat_keeps_its_system_prompt_and_last_turn_and_drops_its_oldest_
     system = {"role": "system", "content": "You are a voice assistant. " * 20}
     history = [{"role": "user" if n % 2 == 0 else "assistant", "content": f"turn {n} " + "x" * 990}
                for n in range(12)]
-    asked = ollama_chat(chat(system, *history, {"role": "user", "content": "Is anyone at the door?"}))
-    assert len(asked.prompt) <= MAX_PROMPT
+    asked = ollama_chat(chat(system, *history, {"role": "user", "content": "Is anyone at the door?"}), max_prompt=8000)
+    assert len(asked.prompt) <= 8000
     lines = asked.prompt.splitlines()
     assert lines[0] == f"system: {system['content']}" and lines[-1] == "Is anyone at the door?"
     kept = [int(line.split()[2]) for line in lines[1:-1]]
     assert kept == list(range(12 - len(kept), 12)) and 0 < len(kept) < 12  # the newest, in order
+    assert len(ollama_chat(chat(system, *history, {"role": "user", "content": "?"})).prompt) < MAX_PROMPT  # all kept
     short = ollama_chat(chat({"role": "user", "content": "Hi"}, {"role": "assistant", "content": ""},
                              {"role": "user", "content": "Who?"}))
     assert short.prompt == "user: Hi\nWho?"

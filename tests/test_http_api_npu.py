@@ -207,6 +207,17 @@ def test_answers_stream_as_the_model_writes_them_with_the_options_asked(
     with pytest.raises(openai.BadRequestError, match="temperature = 3 is out of range"):
         api.openai().chat.completions.create(model="edge-vlm", messages=openai_question, temperature=3)
 
+    assert [m.model_extra for m in api.openai().models.list()] == [{"max_model_len": 1024}]  # Frigate 0.17 asks
+    # a question longer than the model's context takes (1024 tokens, less 16 of the image and 64 of
+    # the answer: about 2736 characters) is refused; a chat's oldest turns are left out to fit
+    with pytest.raises(ollama.ResponseError) as long:
+        api.ollama().chat(model="edge-vlm", messages=[{"role": "user", "content": "Who? " * 600}])
+    assert long.value.status_code == 400 and "backend.llm.max_context_len = 1024" in long.value.error
+    history = [{"role": "user", "content": f"turn {n} " + "x" * 900} for n in range(5)]
+    assert api.ollama().chat(model="edge-vlm", messages=[*history, {"role": "user", "content": "Now?"}]).done
+    kept = [c for c in runtime_calls(tmp_path) if c["event"] == "rkllm_run"][-1]["prompt"]
+    assert kept.startswith("user: turn 3 ") and kept.endswith("\nNow?") and len(kept) <= 2736
+
     # the first piece of a slow answer (200 ms a token) comes, the client leaves: the run is aborted
     slow = api.openai().chat.completions.create(model="edge-vlm", stream=True, messages=[
         {"role": "user", "content": "[[slow]] Describe it."}])

@@ -144,5 +144,7 @@ def _details() -> dict[str, Any]:
             "parameter_size": "", "quantization_level": ""}
 
 
-def openai_model(name: str) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": 0, "owned_by": "edge_vlm"}
+def openai_model(name: str, context_tokens: int | None = None) -> dict[str, Any]:
+    """The model as ``/v1/models`` lists it; its context as vLLM says it (``max_model_len``), if known."""
+    listed: dict[str, Any] = {"id": name, "object": "model", "created": 0, "owned_by": "edge_vlm"}
+    return listed if context_tokens is None else {**listed, "max_model_len": context_tokens}

@@ -46,15 +46,20 @@ STATUS = {ErrorCode.PAYLOAD_TOO_LARGE: 413, ErrorCode.IMAGE_TOO_LARGE: 413, Erro
 
 class Api:
     def __init__(self, config: HttpApiConfig, key: str | None, *, submit: Callable[[Trigger], None],
-                 cancel: Callable[[str, str, str], None], ready: Callable[[], Mapping[str, bool]]) -> None:
+                 cancel: Callable[[str, str, str], None], ready: Callable[[], Mapping[str, bool]],
+                 max_prompt: tuple[int, str] = (MAX_PROMPT, ""), context_tokens: int | None = None) -> None:
         """``submit``: admission's, for the triggers; ``cancel(camera, request id, why)``: the
         runner's, for a request whose client went away; ``ready``: what must hold to answer (the
-        model loaded, the broker connected), each by name."""
+        model loaded, the broker connected), each by name; ``max_prompt``: the characters of a
+        question the model takes, and what bounds them in words (config.vlm.prompt_room);
+        ``context_tokens``: the model's context, listed as vLLM lists it (Frigate sizes its requests by it)."""
         self._config = config
         self._key = key
         self._exchange = Exchange(submit, cancel)
         self._ready = ready
         self._limit = int(config.max_request_mb * 1_000_000)
+        self._max_prompt, self._prompt_bound = min(max_prompt[0], MAX_PROMPT), max_prompt[1]
+        self._context_tokens = context_tokens
         self._asking: dict[str, int] = {}  # client address -> its requests waiting or running (the loop's thread)
         self._reading = asyncio.Semaphore(BODIES_AT_ONCE)
         if not config.allow_no_key and (problem := key_problem(key)) is not None:
@@ -97,7 +102,7 @@ class Api:
         return JSONResponse(answers.ollama_show())
 
     async def _ollama_chat(self, request: Request) -> Response:
-        return await self._answer(request, ollama_chat, answers.OLLAMA_CHAT)
+        return await self._answer(request, partial(ollama_chat, max_prompt=self._max_prompt), answers.OLLAMA_CHAT)
 
     async def _ollama_generate(self, request: Request) -> Response:
         return await self._answer(request, ollama_generate, answers.OLLAMA_GENERATE)
@@ -106,10 +111,12 @@ class Api:
 
     async def _models(self, request: Request) -> Response:
         self._authorize(request)
-        return JSONResponse({"object": "list", "data": [answers.openai_model(self._config.model)]})
+        listed = answers.openai_model(self._config.model, self._context_tokens)
+        return JSONResponse({"object": "list", "data": [listed]})
 
     async def _openai_chat(self, request: Request) -> Response:
-        return await self._answer(request, partial(openai_chat, fetches=self._config.fetches), answers.OPENAI_CHAT)
+        return await self._answer(request, partial(openai_chat, fetches=self._config.fetches,
+                                                   max_prompt=self._max_prompt), answers.OPENAI_CHAT)
 
     # Each request
 
@@ -128,9 +135,10 @@ class Api:
             async with self._reading:
                 ask = read(parse_json(await self._body(request)))
             self._known(ask.model)
-            if len(ask.prompt) > MAX_PROMPT:
-                raise ApiError(400, f"the question is {len(ask.prompt)} characters long: at most {MAX_PROMPT} "
-                               "(the system prompt and the last turn included)")
+            if len(ask.prompt) > self._max_prompt:
+                bound = f"{self._prompt_bound} takes" if self._prompt_bound else "a question is"
+                raise ApiError(400, f"the question is {len(ask.prompt)} characters long (the system prompt and the "
+                               f"last turn included): {bound} about {self._max_prompt} at most")
             if not self._ready().get("model_loaded", True):
                 raise ApiError(503, "the model is not loaded (the inference worker is starting or restarting)",
                                "server_error")

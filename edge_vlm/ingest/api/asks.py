@@ -21,7 +21,7 @@ from edge_vlm.core.contracts import Sampling
 from edge_vlm.core.redact import redact_url
 
 MAX_FIELDS = 16  # as a profile's fields
-MAX_PROMPT = 8000  # characters of a question, what it keeps of the conversation included
+MAX_PROMPT = 16_000  # characters of a question (what it keeps of a conversation included), with no model's bound
 MAX_IMAGES = 16  # a 4 x 4 grid (Frigate sends up to 10 thumbnails, LLM Vision a few frames)
 DATA_URI = re.compile(r"^data:image/[a-z0-9.+-]+;base64,(?P<data>.*)$", re.S | re.I)
 
@@ -175,14 +175,14 @@ def _stream(data: dict[str, Any], default: bool) -> bool:
     return stream
 
 
-def _one_question(turns: list[tuple[str, str]]) -> str:
+def _one_question(turns: list[tuple[str, str]], max_prompt: int) -> str:
     """A conversation as one question: the last user turn, after what came before it; the oldest
-    turns but the system's left out while it is longer than MAX_PROMPT (a chat's history grows)."""
+    turns but the system's left out while it is longer than ``max_prompt`` (a chat's history grows)."""
     if not turns or not any(role == "user" and text.strip() for role, text in turns):
         raise ApiError(400, "no question: the messages hold no user text")
     earlier = [f"{role}: {text}" for role, text in turns[:-1] if text.strip()]
     droppable = [i for i, (role, text) in enumerate(t for t in turns[:-1] if t[1].strip()) if role != "system"]
-    while droppable and sum(len(line) + 1 for line in earlier) + len(turns[-1][1]) > MAX_PROMPT:
+    while droppable and sum(len(line) + 1 for line in earlier) + len(turns[-1][1]) > max_prompt:
         earlier[droppable.pop(0)] = ""
     return "\n".join([*filter(None, earlier), turns[-1][1]])
 
@@ -200,14 +200,15 @@ def _messages(data: dict[str, Any], shape: str) -> list[tuple[int, dict[str, Any
     return found
 
 
-def ollama_chat(data: dict[str, Any]) -> Ask:
+def ollama_chat(data: dict[str, Any], max_prompt: int = MAX_PROMPT) -> Ask:
     """``POST /api/chat``: ``messages`` with ``images`` (base64) on a user message; streams by default."""
     turns: list[tuple[str, str]] = []
     images: list[str] = []
     for index, message, role in _messages(data, "{role, content, images}"):
         turns.append((role, _text(message.get("content"), f"messages[{index}].content")))
         images += _images(message.get("images"), f"messages[{index}].images")
-    return Ask(_model(data), _one_question(turns), _counted(images), _stream(data, True), answer_fields(data),
+    return Ask(_model(data), _one_question(turns, max_prompt), _counted(images), _stream(data, True),
+               answer_fields(data),
                *ollama_options(data))
 
 
@@ -238,7 +239,8 @@ def _counted(images: list[str]) -> tuple[str, ...]:
     return tuple(images)
 
 
-def openai_chat(data: dict[str, Any], fetches: Callable[[str], bool] = lambda url: False) -> Ask:
+def openai_chat(data: dict[str, Any], fetches: Callable[[str], bool] = lambda url: False,
+                max_prompt: int = MAX_PROMPT) -> Ask:
     """``POST /v1/chat/completions``: ``messages`` whose content is text or parts (``text``,
     ``image_url``: a data URI, or an http(s) URL that ``fetches`` allows); does not stream unless asked."""
     turns: list[tuple[str, str]] = []
@@ -261,7 +263,8 @@ def openai_chat(data: dict[str, Any], fetches: Callable[[str], bool] = lambda ur
             turns.append((role, "\n".join(texts)))
         else:
             turns.append((role, _text(content, f"messages[{index}].content")))
-    return Ask(_model(data), _one_question(turns), _counted(images), _stream(data, False), answer_fields(data),
+    return Ask(_model(data), _one_question(turns, max_prompt), _counted(images), _stream(data, False),
+               answer_fields(data),
                *openai_options(data))
 
 
