@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge_vlm.core.contracts import Sampling
-from edge_vlm.ingest.api.asks import MAX_PROMPT, ApiError, ollama_chat, openai_chat
+from edge_vlm.ingest.api.asks import MAX_PROMPT, ApiError, ollama_chat, ollama_generate, openai_chat
 
 
 def chat(*messages: dict[str, Any], **more: Any) -> dict[str, Any]:
@@ -65,3 +68,53 @@ def test_every_image_is_kept_in_order_from_each_message_and_part() -> None:
         {"type": "image_url", "image_url": {"url": "http://user:pw@camera.lan/a.jpg"}}]}))
     assert "pw" not in refused(openai_chat, chat({"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "http://user:pw@camera.lan/a.jpg"}}]}))
+
+
+# Generated requests: anything JSON can hold where the readers look, and valid requests of every shape.
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                    max_leaves=12)
+FIELDS = ["model", "messages", "role", "content", "images", "prompt", "system", "stream", "format", "options",
+          "response_format", "type", "text", "image_url", "url", "num_predict", "temperature", "top_k", "top_p",
+          "max_tokens", "max_completion_tokens", "n", "json_schema", "schema", "properties", "required"]
+SHAPED = st.recursive(JSON, lambda inner: st.dictionaries(st.sampled_from(FIELDS), inner, max_size=5) |
+                      st.lists(inner, max_size=3), max_leaves=20)
+READERS = [ollama_chat, ollama_generate, openai_chat]
+
+
+@settings(max_examples=400, derandomize=True, database=None, deadline=None)
+@given(body=st.dictionaries(st.sampled_from(FIELDS), SHAPED, max_size=6), reader=st.sampled_from(READERS))
+def test_any_json_body_is_read_or_refused_with_a_400(body: dict[str, Any], reader: Any) -> None:
+    try:
+        asked = reader(body)
+    except ApiError as error:  # what the client gets: a 400 that says why
+        refused: ApiError | None = error
+    else:
+        refused = None
+        assert isinstance(asked.prompt, str) and asked.prompt.strip() and isinstance(asked.images, tuple)
+    assert refused is None or (refused.status == 400 and str(refused))
+
+
+TEXT = st.text(st.characters(codec="utf-8"), min_size=1, max_size=40).filter(str.strip)
+BASE64 = st.binary(min_size=1, max_size=12).map(lambda b: base64.b64encode(b).decode())
+
+
+@settings(max_examples=200, derandomize=True, database=None, deadline=None)
+@given(turns=st.lists(st.tuples(st.sampled_from(["system", "user", "assistant"]), TEXT, st.lists(BASE64, max_size=2)),
+                      min_size=1, max_size=5), question=TEXT, stream=st.none() | st.booleans(),
+       predict=st.none() | st.integers(1, 4096))
+def test_a_valid_chat_keeps_its_question_last_and_every_image_in_order(
+        turns: list[tuple[str, str, list[str]]], question: str, stream: bool | None, predict: int | None) -> None:
+    messages = [{"role": role, "content": text, "images": images} for role, text, images in turns]
+    messages.append({"role": "user", "content": question})
+    body = chat(*messages, **({} if stream is None else {"stream": stream}),
+                **({} if predict is None else {"options": {"num_predict": predict}}))
+    asked = ollama_chat(body)
+    assert asked.prompt.endswith(question) and asked.stream is (stream is not False)
+    assert asked.images == tuple(image for *_, images in turns for image in images)
+    assert asked.max_new_tokens == predict
+    parts = [{"role": role, "content": [{"type": "text", "text": text}, *(
+        {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{image}"}} for image in images)]}
+        for role, text, images in turns]
+    openai = openai_chat(chat(*parts, {"role": "user", "content": question}))
+    assert (openai.prompt, openai.images, openai.stream) == (asked.prompt, asked.images, False)
