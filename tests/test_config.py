@@ -508,9 +508,10 @@ def test_image_url_hosts_name_the_hosts_and_ports_whose_urls_are_fetched() -> No
     allowed = ["http://camera.lan/a.jpg", "https://CAMERA.lan:8443/a.jpg", "http://ha.local:8123/api/image",
                "https://[fd00::5]/a.jpg", "http://10.0.0.7:81/x"]
     refused = ["http://ha.local/api/image", "http://ha.local:8124/", "ftp://camera.lan/a.jpg", "http://[fd00::5]/a",
-               "http://camera.lan.evil.example/a.jpg", "http://10.0.0.70/x", "http://camera.lan:99999/", "file:///etc"]
+               "http://camera.lan.evil.example/a.jpg", "http://10.0.0.70/x", "http://camera.lan:99999/", "file:///etc",
+               "http://evil.example@camera.lan/a.jpg", "http://camera.lan\\@evil.example/", "http://u:p@camera.lan/"]
     assert [http.fetches(url) for url in allowed] == [True] * 5
-    assert [http.fetches(url) for url in refused] == [False] * 8
+    assert [http.fetches(url) for url in refused] == [False] * 11
     assert problems("cameras: [{id: a}]\nhttp: {image_url_hosts: ['http://camera.lan']}\n") == [
         "line 2: http.image_url_hosts: 'http://camera.lan' is no host name or address with an optional port "
         "(camera.lan, 192.168.1.20, homeassistant.local:8123, [fd00::5]:8123)"]

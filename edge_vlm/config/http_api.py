@@ -84,7 +84,9 @@ class HttpApiConfig(StrictModel):
             return False
         host = (parts.hostname or "").lower()
         named = f"[{host}]" if ":" in host else host  # an IPv6 address is written in brackets with a port
-        return parts.scheme in ("http", "https") and bool(host) and (
+        # no user@ and no backslash: urllib reads the host of such a URL otherwise than urlsplit does
+        plain = "@" not in parts.netloc and "\\" not in url
+        return parts.scheme in ("http", "https") and bool(host) and plain and (
             named in self.image_url_hosts or f"{named}:{port}" in self.image_url_hosts)
 
     @field_validator("bind")

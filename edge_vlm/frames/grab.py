@@ -61,8 +61,10 @@ class FrameGrabber:
 
     def grab(self, trigger: Trigger) -> Frame:
         """The trigger's frame; InputError (SourceError, ImageError, …) saying why there is none."""
-        if trigger.images or trigger.image_base64 is not None:
-            return self._sent(trigger.images or (trigger.image_base64 or "",))
+        if trigger.images:
+            return self._sent(trigger.images)
+        if trigger.image_base64 is not None:  # an MQTT request's: base64 only
+            return self.decode(_base64(trigger.image_base64), IMAGE_REQUESTS, time.time())
         if trigger.image_topic is not None:
             return self.decode(self._retained.fetch(trigger.image_topic), IMAGE_REQUESTS, time.time())
         clip = self._clip_asked(trigger)  # first: a camera without a buffer says so, whatever its frame

@@ -38,6 +38,8 @@ class _AllowedRedirects(urllib.request.HTTPRedirectHandler):
 def fetch_image(url: str, allowed: Allowed, *, max_bytes: int) -> bytes:
     """The body of ``url`` (at most ``max_bytes``); ImageError saying why there is none."""
     shown = redact_url(url)[:120]
+    if not allowed(url):  # the API refused it already: this holds whoever asks
+        raise ImageError(f"image URL {shown}: its host is not in http.image_url_hosts: not fetched")
     deadline = Deadline(TIMEOUT_S)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _AllowedRedirects(allowed, shown),
                                          HttpHandler(deadline), HttpsHandler(deadline, None))

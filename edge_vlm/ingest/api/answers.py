@@ -20,11 +20,6 @@ class Shaped:
     chunks: list[bytes]  # ...and streamed: its text in one chunk, then the chunks that end a stream
     media_type: str
 
-    @property
-    def end(self) -> list[bytes]:
-        """The chunks that end a stream whose text went piece by piece."""
-        return self.chunks[1:]
-
 
 @dataclass(frozen=True)
 class Shape:
