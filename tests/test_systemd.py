@@ -475,3 +475,23 @@ def test_a_camera_password_variable_that_is_unset_is_reported() -> None:
     ]
     assert preflight(loaded, {"CAM_A_PASSWORD": SECRET}) == []
 
+
+
+@pytest.mark.mqtt
+def test_a_burst_of_signals_is_handled_without_the_main_loop_waiting_for_itself(
+        tmp_path: Path, broker: Mosquitto, notify_socket: NotifySocket, daemons: Callable[..., DaemonProcess]) -> None:
+    """Signal handlers run on the main thread between two of its bytecodes: one that took a lock
+    the main loop held at that moment (an Event's) would wait forever. Hundreds of SIGHUPs, each
+    refused quickly (a broken file), land at every point of the loop; the daemon still stops."""
+    config_file = tmp_path / "edge_vlm.yaml"
+    write_config(config_file, app_config(broker.port))
+    daemon = daemons(config_file, tmp_path / "daemon.log", NOTIFY_SOCKET=notify_socket.address)
+    notify_socket.wait_for(ready)
+    config_file.write_text("cameras: [\n")
+    for _ in range(300):
+        daemon.signal(signal.SIGHUP)
+    wait_until(lambda: "Reload refused" in daemon.text())
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+    log = daemon.text()
+    assert "Received SIGTERM: stopping" in log and "Traceback" not in log

@@ -18,9 +18,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import select
 import signal
-import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -45,6 +47,28 @@ START_BROKER_WAIT_S = 90.0
 RELOAD_BROKER_WAIT_S = 10.0
 
 
+class Wakeup:
+    """Wakes the main loop from a signal handler or any thread: a byte down a pipe, which takes no
+    lock. Never closed: a handler may still run as the process ends, and a closed descriptor's
+    number may be another file's by then."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+
+    def set(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # the pipe is full: the loop wakes anyway
+            os.write(self._write, b"\0")
+
+    def wait(self, timeout: float) -> None:
+        """Until set() or ``timeout``; what was set before is taken with it."""
+        select.select([self._read], [], [], timeout)
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._read, 4096):
+                pass
+
+
 class Daemon:
     def __init__(self, path: Path, config: AppConfig, environ: Mapping[str, str],
                  configure_logging: Callable[[LoggingConfig], None] | None = None) -> None:
@@ -55,14 +79,19 @@ class Daemon:
         self.notifier = Notifier(environ)
         self.watchdog = Watchdog(self.notifier)
         self.service: Service | None = None
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._reload = threading.Event()
+        # Set by the signal handlers, which run on the main thread between two of its bytecodes:
+        # plain flags and a pipe, no lock (an Event's is not re-entrant: a handler that ran while
+        # the main thread held it, in clear(), would wait for itself forever)
+        self._wake = Wakeup()
+        self._stop = False
+        self._reload = False
+        self._stopped_by: str | None = None  # the signal that asked for the stop
         self._ready = False
         self._ready_by = 0.0  # time.monotonic() by which READY=1 goes out, broker or not
         self._extended_at = -float("inf")
 
-    # Signals (handlers run on the main thread, between two of its bytecodes: flags only, and one datagram)
+    # Signals (handlers run on the main thread, between two of its bytecodes: flags, a byte down a pipe
+    # and one datagram, nothing that takes a lock the main thread may hold; the main loop logs them)
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
@@ -70,19 +99,18 @@ class Daemon:
         signal.signal(signal.SIGHUP, self._on_reload_signal)
 
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
-        logger.info("Received %s", signal.Signals(signum).name)
+        self._stopped_by = signal.Signals(signum).name  # said by the main loop
         self.request_stop()
 
     def request_stop(self) -> None:
         """Stop serving: run() stops the service and returns."""
-        if not self._stop.is_set():
+        if not self._stop:
             self.notifier.stopping("Stopping: finishing or aborting the job in flight")
-        self._stop.set()
+        self._stop = True
         self._wake.set()
 
     def _on_reload_signal(self, signum: int, frame: FrameType | None) -> None:
-        logger.info("Received SIGHUP: reloading %s", self.path)
-        self._reload.set()
+        self._reload = True
         self._wake.set()
 
     # The main thread
@@ -100,16 +128,18 @@ class Daemon:
             self.notifier.status(f"Cannot start: {exc}")
             return 1
         status = ""
-        while not self._stop.is_set():
-            if self._reload.is_set():
-                self._reload.clear()
+        while not self._stop:
+            if self._reload:
+                self._reload = False
+                logger.info("Received SIGHUP: reloading %s", self.path)
                 if not self._reload_config():
                     return 1
                 status = ""  # say it again, for the new service
                 continue
             status = self._update(status)
             self._wake.wait(SERVE_POLL_S if self._ready else WAIT_POLL_S)
-            self._wake.clear()
+        if self._stopped_by is not None:
+            logger.info("Received %s: stopping", self._stopped_by)
         self.notifier.status("Stopping: finishing or aborting the job in flight")
         with self.watchdog.covering("stop"):  # the dispatcher is the first to stop
             self.service.stop()
