@@ -35,11 +35,19 @@ def test_options_are_read_as_ollama_and_home_assistant_send_them() -> None:
     assert refused(ollama_chat, chat({"role": "user", "content": "?"}, options={"temperature": "hot"})) == \
         "options.temperature is not a number"
     assert refused(ollama_chat, chat({"role": "user", "content": "?"}, options=[1])) == "options is not an object"
+    for infinite in (float("nan"), float("inf")):  # JSON's NaN and Infinity, which json.loads reads
+        assert refused(ollama_chat, chat({"role": "user", "content": "?"}, options={"num_predict": infinite})) == \
+            "options.num_predict is not a whole number"
+    assert ollama_chat(chat({"role": "user", "content": "?"}, options={"top_k": 0})).sampling == Sampling()
+    assert "options.top_k = -1 is out of range" in refused(ollama_chat, chat({"role": "user", "content": "?"},
+                                                                             options={"top_k": -1}))
+    assert "base64, not URLs" in refused(ollama_chat, chat({"role": "user", "content": "?",
+                                                           "images": ["http://camera.lan/a.jpg"]}))
     openai = openai_chat(chat({"role": "user", "content": "Who?"}, max_tokens=10, max_completion_tokens=20, top_p=1))
     assert (openai.max_new_tokens, openai.sampling) == (20, Sampling(top_p=1))
     assert refused(openai_chat, chat({"role": "user", "content": "?"}, n=2)) == "n: one answer per request"
     assert refused(openai_chat, chat({"role": "user", "content": "?"}, max_tokens=0)) == \
-        "max_completion_tokens = 0 is out of range: 1 to 1e+09"
+        "max_tokens = 0 is out of range: 1 to 1e+09"
 
 
 def test_a_long_chat_keeps_its_system_prompt_and_last_turn_and_drops_its_oldest_turns() -> None:
@@ -47,12 +55,15 @@ def test_a_long_chat_keeps_its_system_prompt_and_last_turn_and_drops_its_oldest_
     history = [{"role": "user" if n % 2 == 0 else "assistant", "content": f"turn {n} " + "x" * 990}
                for n in range(12)]
     asked = ollama_chat(chat(system, *history, {"role": "user", "content": "Is anyone at the door?"}), max_prompt=8000)
-    assert len(asked.prompt) <= 8000
+    assert len(asked.prompt.encode()) <= 8000
     lines = asked.prompt.splitlines()
     assert lines[0] == f"system: {system['content']}" and lines[-1] == "Is anyone at the door?"
     kept = [int(line.split()[2]) for line in lines[1:-1]]
     assert kept == list(range(12 - len(kept), 12)) and 0 < len(kept) < 12  # the newest, in order
     assert len(ollama_chat(chat(system, *history, {"role": "user", "content": "?"})).prompt) < MAX_PROMPT  # all kept
+    cyrillic = [{"role": "user", "content": "ход " * 300} for _ in range(4)]  # 1200 characters, 2100 bytes each
+    trimmed = ollama_chat(chat(*cyrillic, {"role": "user", "content": "Кто там?"}), max_prompt=5000).prompt
+    assert len(trimmed.encode()) <= 5000 and trimmed.count("user: ") == 2  # measured in bytes, not characters
     short = ollama_chat(chat({"role": "user", "content": "Hi"}, {"role": "assistant", "content": ""},
                              {"role": "user", "content": "Who?"}))
     assert short.prompt == "user: Hi\nWho?"

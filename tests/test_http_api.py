@@ -104,6 +104,8 @@ def test_several_images_are_described_together_as_a_numbered_grid(make_api: Call
                                        "right and top to bottom, each labelled with its number in the order they were "
                                        "sent. Image 1:\nImage 2:\nImage 3:\nWhat happened?")
 
+    api.ollama().generate(model="edge-vlm", prompt="What?", images=[PORCH, small])  # an icon last
+    assert api.backend.frames[-1].size == (2 * 512, 512)  # cells the size of the largest: the porch's
     with pytest.raises(ollama.ResponseError) as broken:
         api.ollama().generate(model="edge-vlm", prompt="What?", images=[PORCH, b"\xff\xd8 not a JPEG", PORCH])
     assert broken.value.status_code == 400 and broken.value.error.startswith("image 2 of 3: ")

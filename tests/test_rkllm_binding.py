@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from edge_vlm.config.vlm import ImageTags, ModelSpec, RkllmConfig, VlmBackendConfig
+from edge_vlm.core.contracts import Sampling
 from edge_vlm.core.errors import BackendError
 from edge_vlm.inference.backends.vlm import VlmBackend
-from edge_vlm.inference.llm import layout, runtime
+from edge_vlm.inference.llm import abi, layout, runtime
+from edge_vlm.inference.llm.params import run_sampling
 from edge_vlm.inference.llm.rkllm import RkllmModel
 from tests.support.native import LOG_ENV, write_model_file
 from tests.support.npu import QWEN_TAGS, signature, vlm_backend
@@ -185,3 +187,14 @@ def test_a_build_of_the_other_abi_is_named_when_it_fails_to_load(
 def test_git_blob_id_is_what_git_hash_object_prints(tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(b"hello\n")
     assert runtime.git_blob_id(tmp_path / "f") == "ce013625030ba8dba906f756967f9e9ca394464a"
+
+
+def test_a_runs_sampling_starts_from_the_configured_one_and_temperature_0_is_greedy() -> None:
+    configured = abi.RKLLMSamplingParam(top_k=40, top_p=0.9, temperature=0.8, repeat_penalty=1.1, mirostat_tau=5.0)
+    asked = run_sampling(configured, Sampling(top_k=5, top_p=0.5))
+    assert (asked.top_k, asked.top_p, asked.temperature, asked.repeat_penalty, asked.mirostat_tau) == (
+        5, 0.5, pytest.approx(0.8), pytest.approx(1.1), 5.0)
+    assert run_sampling(configured, Sampling(temperature=0, top_k=5)).top_k == 1
+    cold = abi.RKLLMSamplingParam(top_k=1, top_p=0.9, temperature=0.0)  # configured greedy by temperature 0
+    assert run_sampling(cold, Sampling(top_k=40)).top_k == 1  # the runtime would divide by it
+    assert configured.top_k == 40  # the configured one is left as it was

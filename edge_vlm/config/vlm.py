@@ -188,8 +188,8 @@ def context_problem(backend: VlmBackendConfig, prompt: str | None) -> str | None
 
 
 def prompt_room(backend: VlmBackendConfig) -> tuple[int, str]:
-    """How many characters of a question fit the model's context beside an image and a full answer
-    (as estimate_tokens counts them), and what bounds it, in words."""
+    """How many bytes (UTF-8) of a question fit the model's context beside an image and a full
+    answer (as estimate_tokens counts them: 3 a token), and what bounds it, in words."""
     tokens = backend.spec.image_tokens or 0
     left = backend.llm.max_context_len - tokens - backend.llm.max_new_tokens - CHAT_TEMPLATE_TOKENS
     return max(left, 0) * 3, (f"the model's context (backend.llm.max_context_len = {backend.llm.max_context_len} "

@@ -94,15 +94,16 @@ def composite(frames: Sequence[KeptFrame]) -> tuple[np.ndarray, Clip]:
 def numbered(pictures: Sequence[np.ndarray], captured_at: float) -> tuple[np.ndarray, Clip]:
     """The pictures a request sent, in a grid in their order, each labelled with its number, and its Clip."""
     columns, rows = layout(len(pictures))
-    return (grid(pictures, [str(n) for n in range(1, len(pictures) + 1)]),
+    cell = (max(p.shape[1] for p in pictures), max(p.shape[0] for p in pictures))  # none made small for an icon
+    return (grid(pictures, [str(n) for n in range(1, len(pictures) + 1)], cell),
             Clip((captured_at,) * len(pictures), columns, rows, sent=True))
 
 
-def grid(pictures: Sequence[np.ndarray], labels: Sequence[str]) -> np.ndarray:
-    """RGB ``pictures`` in a grid (``layout``), each labelled: cells the size of the last one,
-    another size fitted into its cell's top left."""
+def grid(pictures: Sequence[np.ndarray], labels: Sequence[str], cell: tuple[int, int] | None = None) -> np.ndarray:
+    """RGB ``pictures`` in a grid (``layout``), each labelled: cells ``cell`` (width, height) or the
+    size of the last one, another size fitted into its cell's top left."""
     columns, rows = layout(len(pictures))
-    height, width = pictures[-1].shape[:2]
+    width, height = cell or (pictures[-1].shape[1], pictures[-1].shape[0])
     canvas = np.zeros((rows * height, columns * width, 3), np.uint8)
     for index, (picture, label) in enumerate(zip(pictures, labels, strict=True)):
         rgb = picture

@@ -15,9 +15,8 @@ from edge_vlm.core.errors import ErrorCode, ImageError, InputError, TriggerError
 from edge_vlm.frames import Frame, decode_image
 from edge_vlm.frames.buffer import FrameBuffer, fit_long_side
 from edge_vlm.frames.clip import Clip, composite, key_frames, numbered
-from edge_vlm.frames.sources import Source
+from edge_vlm.frames.sources import Source, image_url
 from edge_vlm.frames.sources.frigate import FrigateSnapshots
-from edge_vlm.frames.sources.image_url import fetch_image
 from edge_vlm.frames.sources.mqtt_snapshot import LatestSnapshot
 from edge_vlm.frames.sources.retained import RetainedImages
 from edge_vlm.ingest.trigger import IMAGE_REQUESTS, Trigger
@@ -120,13 +119,13 @@ class FrameGrabber:
     def _sent(self, images: tuple[str, ...]) -> Frame:
         """A request's image; several: a grid of them, numbered in their order (frames.clip), each
         decoded and made small in turn (at most SENT_CELL pixels on its long side)."""
-        now = time.time()
+        now, until = time.time(), time.monotonic() + image_url.TIMEOUT_S  # for all of its URLs
         if len(images) == 1:
-            return self.decode(self._sent_bytes(images[0]), IMAGE_REQUESTS, now)
+            return self.decode(self._sent_bytes(images[0], until), IMAGE_REQUESTS, now)
         pictures = []
         for number, image in enumerate(images, 1):
             try:
-                decoded = self.decode(self._sent_bytes(image), IMAGE_REQUESTS, now)
+                decoded = self.decode(self._sent_bytes(image, until), IMAGE_REQUESTS, now)
                 pictures.append(fit_long_side(decoded.pixels, SENT_CELL))
             except InputError as error:
                 raise type(error)(f"image {number} of {len(images)}: {error}", code=error.code) from None
@@ -134,11 +133,11 @@ class FrameGrabber:
         return Frame(IMAGE_REQUESTS, pixels, (pixels.shape[1], pixels.shape[0]), b"", "RAW", now, clip=clip)
 
 
-    def _sent_bytes(self, image: str) -> bytes:
-        """A sent image's bytes: base64, or fetched from its URL (a host the API allowed)."""
+    def _sent_bytes(self, image: str, until: float) -> bytes:
+        """A sent image's bytes: base64, or fetched from its URL (a host the API allowed) by ``until``."""
         if image.startswith(("http://", "https://")):  # base64 has no ':'
-            limit = self._config.limits.max_payload_bytes
-            return fetch_image(image, self._config.http.fetches, max_bytes=limit)
+            limit, seconds = self._config.limits.max_payload_bytes, until - time.monotonic()
+            return image_url.fetch_image(image, self._config.http.fetches, max_bytes=limit, seconds=seconds)
         return _base64(image)
 
 

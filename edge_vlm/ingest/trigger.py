@@ -19,7 +19,7 @@ IMAGE_REQUESTS = ""  # the "camera" of requests that bring their own image
 @dataclass(frozen=True)
 class Trigger:
     """What to describe and how to answer. Its frame is the camera's current one, unless it names
-    another (``image_base64``, ``image_topic``, ``frigate``): edge_vlm.frames.grab gets it."""
+    another (``images``, ``image_base64``, ``image_topic``, ``frigate``): edge_vlm.frames.grab gets it."""
 
     camera: str
     origin: Origin

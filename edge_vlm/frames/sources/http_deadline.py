@@ -1,4 +1,5 @@
-"""The deadline of one http snapshot grab, and the urllib handlers that connect through it.
+"""The deadline of one http snapshot grab (or image URL fetch), the urllib handlers that connect
+through it, and a body read up to a limit.
 
 A grab has ``timeout_s`` in all: name resolution, connecting, TLS, the request, the status line and
 headers, the body, over every redirect and digest round. ``Deadline.end(cancelled=True)`` ends a

@@ -58,12 +58,11 @@ def configured_sampling(param: Any) -> abi.RKLLMSamplingParam:
 
 def run_sampling(configured: abi.RKLLMSamplingParam, sampling: Sampling) -> abi.RKLLMSamplingParam:
     """A run's sampling (runtime 1.3): what it asks, the rest as ``configured``. Temperature 0 is
-    greedy: top_k 1 (the runtime would divide by it)."""
+    greedy: top_k 1 (the runtime would divide by it), whatever top_k was asked."""
     param = abi.RKLLMSamplingParam.from_buffer_copy(configured)
-    if sampling.temperature is not None and sampling.temperature <= 0:
-        param.top_k = 1
-    else:
-        param.top_k = sampling.top_k or param.top_k
-        param.temperature = param.temperature if sampling.temperature is None else sampling.temperature
+    param.top_k = sampling.top_k or param.top_k
+    param.temperature = param.temperature if sampling.temperature is None else sampling.temperature
     param.top_p = param.top_p if sampling.top_p is None else sampling.top_p
+    if param.temperature <= 0:  # asked, or configured
+        param.top_k = 1
     return param

@@ -111,6 +111,9 @@ class _Inbox:
 
 
 def _serve(conn: Connection, inbox: _Inbox, engine: Engine) -> None:
+    # A run's text is sent from the runtime's thread; a callback that comes late (after an abort)
+    # must not interleave its bytes with the job's end, which may take more than one write.
+    sending = threading.Lock()
     while (job := inbox.jobs.get()) is not None:
         if isinstance(job, EndConversation):
             try:
@@ -120,7 +123,7 @@ def _serve(conn: Connection, inbox: _Inbox, engine: Engine) -> None:
             continue
         inbox.current = job.job_id
         try:
-            told = partial(_tell, conn, job.job_id) if job.stream else None
+            told = partial(_tell, conn, sending, job.job_id) if job.stream else None
             reply: JobDone | JobFailed = engine.run(job, partial(inbox.aborted.__contains__, job.job_id), told)
         except BackendError as exc:
             reply = JobFailed(job.job_id, exc.code, str(exc))
@@ -130,11 +133,13 @@ def _serve(conn: Connection, inbox: _Inbox, engine: Engine) -> None:
         inbox.current = None
         if (abort := inbox.aborted.pop(job.job_id, None)) is not None:
             reply = JobFailed(job.job_id, abort.code, abort.message)
-        conn.send(reply)
+        with sending:
+            conn.send(reply)
 
 
-def _tell(conn: Connection, job_id: int, text: str) -> None:
-    conn.send(JobText(job_id, text))
+def _tell(conn: Connection, sending: threading.Lock, job_id: int, text: str) -> None:
+    with sending:
+        conn.send(JobText(job_id, text))
 
 
 def _line_buffer_c_stdout() -> None:

@@ -2,9 +2,10 @@
 the NPU queue like an MQTT request, its answer (or error) in the client's API's shape.
 
 A request is checked before anything is read of it (the key, then the size its Content-Length
-announces) and its body read only up to ``http.max_request_mb``; then it becomes a trigger for
-admission, whose answer comes back through ``Reply.answer`` from the worker's thread and is handed
-to the request's event loop. The key is compared in constant time and never logged.
+announces) and its body read only up to ``http.max_request_mb``; then it becomes a job
+(edge_vlm.ingest.api.exchange), whose answer, or for a text answer streamed its text as the model
+writes it, comes back from the worker's thread to the request's event loop. The key is compared in
+constant time and never logged.
 """
 
 from __future__ import annotations
@@ -26,7 +27,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from edge_vlm.config.http_api import HttpApiConfig, key_problem
 from edge_vlm.core.errors import ConfigError, ErrorCode
 from edge_vlm.ingest.api import answers
-from edge_vlm.ingest.api.asks import MAX_PROMPT, ApiError, Ask, ollama_chat, ollama_generate, openai_chat, parse_json
+from edge_vlm.ingest.api.asks import (
+    MAX_PROMPT,
+    ApiError,
+    Ask,
+    ollama_chat,
+    ollama_generate,
+    openai_chat,
+    parse_json,
+    utf8_len,
+)
 from edge_vlm.ingest.api.exchange import Answering, Exchange
 from edge_vlm.ingest.trigger import Trigger
 
@@ -58,7 +68,7 @@ class Api:
         self._exchange = Exchange(submit, cancel)
         self._ready = ready
         self._limit = int(config.max_request_mb * 1_000_000)
-        self._max_prompt, self._prompt_bound = min(max_prompt[0], MAX_PROMPT), max_prompt[1]
+        self._max_prompt, self._prompt_bound = max_prompt if max_prompt[0] < MAX_PROMPT else (MAX_PROMPT, "")
         self._context_tokens = context_tokens
         self._asking: dict[str, int] = {}  # client address -> its requests waiting or running (the loop's thread)
         self._reading = asyncio.Semaphore(BODIES_AT_ONCE)
@@ -135,10 +145,10 @@ class Api:
             async with self._reading:
                 ask = read(parse_json(await self._body(request)))
             self._known(ask.model)
-            if len(ask.prompt) > self._max_prompt:
-                bound = f"{self._prompt_bound} takes" if self._prompt_bound else "a question is"
-                raise ApiError(400, f"the question is {len(ask.prompt)} characters long (the system prompt and the "
-                               f"last turn included): {bound} about {self._max_prompt} at most")
+            if (length := utf8_len(ask.prompt)) > self._max_prompt:
+                bound = f"{self._prompt_bound} takes about" if self._prompt_bound else "a question is"
+                raise ApiError(400, f"the question is {length} bytes long in UTF-8 (the system prompt and the last "
+                               f"turn included): {bound} {self._max_prompt} at most")
             if not self._ready().get("model_loaded", True):
                 raise ApiError(503, "the model is not loaded (the inference worker is starting or restarting)",
                                "server_error")

@@ -9,10 +9,12 @@ answers one question about one image at a time; several images sent are that ima
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -21,7 +23,7 @@ from edge_vlm.core.contracts import Sampling
 from edge_vlm.core.redact import redact_url
 
 MAX_FIELDS = 16  # as a profile's fields
-MAX_PROMPT = 16_000  # characters of a question (what it keeps of a conversation included), with no model's bound
+MAX_PROMPT = 16_000  # UTF-8 bytes of a question (what it keeps of a conversation included), with no model's bound
 MAX_IMAGES = 16  # a 4 x 4 grid (Frigate sends up to 10 thumbnails, LLM Vision a few frames)
 DATA_URI = re.compile(r"^data:image/[a-z0-9.+-]+;base64,(?P<data>.*)$", re.S | re.I)
 
@@ -105,7 +107,8 @@ def _number(where: str, value: Any, low: float, high: float, *, whole: bool = Fa
     """``value`` if it is a number (a whole one if ``whole``) from ``low`` to ``high``, None if absent."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or (whole and value != int(value)):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or (
+            whole and value != int(value)):
         raise ApiError(400, f"{where} is not a {'whole ' if whole else ''}number")
     if not low <= value <= high:
         raise ApiError(400, f"{where} = {value} is out of range: {low:g} to {high:g}")
@@ -125,7 +128,7 @@ def ollama_options(data: dict[str, Any]) -> tuple[int | None, Sampling | None]:
         return None, None
     if not isinstance(options, dict):
         raise ApiError(400, "options is not an object")
-    top_k = _number("options.top_k", options.get("top_k"), -1, 1000, whole=True)
+    top_k = _number("options.top_k", options.get("top_k"), 0, 1000, whole=True)
     return _limit(_number("options.num_predict", options.get("num_predict"), -2, 1e9, whole=True)), Sampling(
         temperature=_number("options.temperature", options.get("temperature"), 0, 2),
         top_k=top_k if top_k else None, top_p=_number("options.top_p", options.get("top_p"), 0, 1) or None)
@@ -135,8 +138,8 @@ def openai_options(data: dict[str, Any]) -> tuple[int | None, Sampling | None]:
     """OpenAI's max_completion_tokens (or max_tokens), temperature, top_p; one answer (n 1)."""
     if data.get("n") not in (None, 1):
         raise ApiError(400, "n: one answer per request")
-    most = data.get("max_completion_tokens", data.get("max_tokens"))
-    return _limit(_number("max_completion_tokens", most, 1, 1e9, whole=True)), Sampling(
+    named = "max_completion_tokens" if data.get("max_completion_tokens") is not None else "max_tokens"
+    return _limit(_number(named, data.get(named), 1, 1e9, whole=True)), Sampling(
         temperature=_number("temperature", data.get("temperature"), 0, 2),
         top_p=_number("top_p", data.get("top_p"), 0, 1) or None)
 
@@ -175,6 +178,11 @@ def _stream(data: dict[str, Any], default: bool) -> bool:
     return stream
 
 
+def utf8_len(text: str) -> int:
+    """How long ``text`` is as a prompt is measured: in UTF-8 bytes (a tokenizer's units are bytes)."""
+    return len(text.encode(errors="replace"))
+
+
 def _one_question(turns: list[tuple[str, str]], max_prompt: int) -> str:
     """A conversation as one question: the last user turn, after what came before it; the oldest
     turns but the system's left out while it is longer than ``max_prompt`` (a chat's history grows)."""
@@ -182,7 +190,7 @@ def _one_question(turns: list[tuple[str, str]], max_prompt: int) -> str:
         raise ApiError(400, "no question: the messages hold no user text")
     earlier = [f"{role}: {text}" for role, text in turns[:-1] if text.strip()]
     droppable = [i for i, (role, text) in enumerate(t for t in turns[:-1] if t[1].strip()) if role != "system"]
-    while droppable and sum(len(line) + 1 for line in earlier) + len(turns[-1][1]) > max_prompt:
+    while droppable and sum(utf8_len(line) + 1 for line in earlier) + utf8_len(turns[-1][1]) > max_prompt:
         earlier[droppable.pop(0)] = ""
     return "\n".join([*filter(None, earlier), turns[-1][1]])
 
@@ -228,6 +236,9 @@ def _images(images: Any, where: str) -> list[str]:
         return []
     if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
         raise ApiError(400, f"{where} is not a list of base64 images")
+    if any(":" in image[:10] for image in images):  # base64 has no ':'
+        raise ApiError(400, f"{where}: Ollama's images are base64, not URLs or data URIs (OpenAI's image_url "
+                       "takes those)")
     return images
 
 
@@ -273,11 +284,13 @@ def _image_url(image_url: Any, where: str, fetches: Callable[[str], bool]) -> st
     url = image_url.get("url") if isinstance(image_url, dict) else image_url
     if not isinstance(url, str):
         raise ApiError(400, f"{where}.image_url.url is required")
+    url = url.strip()
     match = DATA_URI.match(url)
     if match is not None:
         return match.group("data")
     if fetches(url):
-        return url
-    shown = redact_url(url) if len(url) <= 60 else redact_url(url)[:57] + "..."
+        return url if url.startswith(("http://", "https://")) else urlsplit(url).geturl()  # HTTP:// made http://
+    shown = redact_url(url.partition("?")[0])
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
     raise ApiError(400, f"{where}: {shown!r} is no data URI (data:image/jpeg;base64,...), nor an http(s) URL of a host "
                    "in http.image_url_hosts (the hosts whose image URLs the board fetches)")

@@ -93,11 +93,17 @@ class Exchange:
         try:
             said: Said = first
             while True:
-                yield said
                 if isinstance(said, dict):
-                    ended = True
+                    ended = True  # before it is handed on: a client gone while it is sent left a job done
+                    yield said
                     return
-                said = await asyncio.wait_for(answering.said.get(), ANSWER_TIMEOUT_S)
+                yield said
+                try:
+                    said = await asyncio.wait_for(answering.said.get(), ANSWER_TIMEOUT_S)
+                except asyncio.TimeoutError:  # not yet the built-in one on Python 3.10
+                    why = f"no more of the answer within {ANSWER_TIMEOUT_S:g} s"
+                    self.cancel(request_id, why)
+                    said = {"error": "timed_out", "message": why}
         finally:
             if not ended:
                 logger.info("HTTP request %s: the client went away during the answer: cancelled", request_id)
