@@ -1,16 +1,21 @@
-"""What the HTTP API reads of a request (edge_vlm.ingest.api.asks): pure, a JSON body in, an Ask out."""
+"""What the HTTP API reads of a request (edge_vlm.ingest.api.asks): pure, a JSON body in, an Ask out;
+and how a streamed answer's response ends (edge_vlm.ingest.api.exchange.StreamedAnswer)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from starlette.requests import ClientDisconnect
 
 from edge_vlm.core.contracts import Sampling
 from edge_vlm.ingest.api.asks import MAX_PROMPT, ApiError, ollama_chat, ollama_generate, openai_chat
+from edge_vlm.ingest.api.exchange import StreamedAnswer
 
 
 def chat(*messages: dict[str, Any], **more: Any) -> dict[str, Any]:
@@ -129,3 +134,24 @@ def test_a_valid_chat_keeps_its_question_last_and_every_image_in_order(
         for role, text, images in turns]
     openai = openai_chat(chat(*parts, {"role": "user", "content": question}))
     assert (openai.prompt, openai.images, openai.stream) == (asked.prompt, asked.images, False)
+
+
+def test_a_stream_that_never_began_still_says_it_is_over() -> None:
+    """A server on ASGI 2.4 whose first send fails (the client gone) never runs the body: the
+    response still closes it and says it ended (the client's turn given back, the job cancelled)."""
+    began, ended = [], []
+
+    async def body() -> AsyncGenerator[bytes, None]:
+        began.append(True)
+        yield b"never"
+
+    async def gone(message: Any) -> None:
+        raise OSError("the client went away")
+
+    async def nothing() -> Any:
+        return {"type": "http.disconnect"}
+
+    response = StreamedAnswer(body(), "application/x-ndjson", ended=lambda: ended.append(True))
+    with pytest.raises(ClientDisconnect):
+        asyncio.run(response({"type": "http", "asgi": {"spec_version": "2.4"}}, nothing, gone))
+    assert (began, ended) == ([], [True])

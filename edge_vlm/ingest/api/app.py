@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -37,7 +37,7 @@ from edge_vlm.ingest.api.asks import (
     parse_json,
     utf8_len,
 )
-from edge_vlm.ingest.api.exchange import Answering, Exchange
+from edge_vlm.ingest.api.exchange import Asked, Exchange, StreamedAnswer
 from edge_vlm.ingest.trigger import Trigger
 
 logger = logging.getLogger(__name__)
@@ -156,11 +156,11 @@ class Api:
             asked = await self._exchange.ask(ask, request, streams=ask.stream and ask.fields is None)
             if asked is None:  # the client went away: nobody to answer
                 return Response(status_code=499)
-            request_id, answering, first = asked
+            first = asked.first
             if isinstance(first, str):
                 streaming = True
-                return StreamingResponse(self._stream(shape, client, request_id, answering, first),
-                                         media_type=shape.media_type)
+                return StreamedAnswer(self._stream(shape, asked), shape.media_type,
+                                      ended=partial(self._stream_ended, asked, client))
         finally:
             if not streaming:
                 self._release(client)
@@ -174,24 +174,24 @@ class Api:
             return JSONResponse(shaped.whole)
         return StreamingResponse(_chunks(shaped.chunks), media_type=shaped.media_type)
 
-    async def _stream(self, shape: answers.Shape, client: str, request_id: str, answering: Answering,
-                      first: str) -> AsyncIterator[bytes]:
+    async def _stream(self, shape: answers.Shape, asked: Asked) -> AsyncGenerator[bytes, None]:
         """A text answer as the model writes it (leading spaces left out, as the whole answer's),
         then the chunks that end it, or the error it ended in."""
         model, leading = self._config.model, True
-        try:
-            async for said in self._exchange.rest(request_id, answering, first):
-                if isinstance(said, str):
-                    if text := said.lstrip() if leading else said:
-                        yield shape.piece(model, request_id, text, leading)
-                        leading = False
-                elif "error" in said:
-                    yield shape.error(str(said["message"]), "server_error")
-                else:
-                    for chunk in shape.answer(model, said, True).chunks[0 if leading else 1:]:
-                        yield chunk
-        finally:
-            self._release(client)
+        async for said in self._exchange.rest(asked):
+            if isinstance(said, str):
+                if text := said.lstrip() if leading else said:
+                    yield shape.piece(model, asked.request_id, text, leading)
+                    leading = False
+            elif "error" in said:
+                yield shape.error(str(said["message"]), "server_error")
+            else:
+                for chunk in shape.answer(model, said, True).chunks[0 if leading else 1:]:
+                    yield chunk
+
+    def _stream_ended(self, asked: Asked, client: str) -> None:
+        self._exchange.abandon(asked)
+        self._release(client)
 
     def _release(self, client: str) -> None:
         self._asking[client] -= 1

@@ -13,10 +13,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from edge_vlm.core.contracts import Origin, Reply, new_request_id
 from edge_vlm.ingest.api.asks import Ask
@@ -41,6 +44,16 @@ class Answering:
             self._loop.call_soon_threadsafe(self.said.put_nowait, item)
 
 
+@dataclass
+class Asked:
+    """A request's job as its response sees it: the first thing it said, and whether its end was sent."""
+
+    request_id: str
+    answering: Answering
+    first: Said
+    ended: bool = False
+
+
 class Exchange:
     """Requests made jobs: ``submit`` (admission's) asks, ``cancel(camera, request id, why)`` (the
     runner's) takes back the job of a client that went away."""
@@ -49,10 +62,10 @@ class Exchange:
         self._submit = submit
         self._cancel = cancel
 
-    async def ask(self, ask: Ask, request: Request, *, streams: bool) -> tuple[str, Answering, Said] | None:
-        """The job's request id, its answering, and the first thing it said (with ``streams``, a
-        piece of text may come before the end); None when the client went away first (the job is
-        cancelled: taken from the queue, or aborted on the NPU)."""
+    async def ask(self, ask: Ask, request: Request, *, streams: bool) -> Asked | None:
+        """The job, with the first thing it said (with ``streams``, a piece of text may come before
+        the end); None when the client went away first (the job is cancelled: taken from the
+        queue, or aborted on the NPU)."""
         answering = Answering()
         request_id = new_request_id()
         reply = Reply("", answer=answering.tell, told=answering.tell if streams else None)
@@ -71,7 +84,7 @@ class Exchange:
         finally:
             gone.cancel()
         if first.done():
-            return request_id, answering, first.result()
+            return Asked(request_id, answering, first.result())
         first.cancel()
         why = "the HTTP client went away" if gone.done() and not gone.cancelled() else \
             f"no answer within {ANSWER_TIMEOUT_S:g} s"
@@ -80,34 +93,54 @@ class Exchange:
         if gone.done():
             logger.info("HTTP %s: %s before the answer: request %s cancelled", request.url.path, why, request_id)
             return None
-        return request_id, answering, {"error": "timed_out", "message": why}
+        return Asked(request_id, answering, {"error": "timed_out", "message": why})
 
     def cancel(self, request_id: str, why: str) -> None:
         """Take back the request's job, from the loop without waiting (the runner's lock may be held)."""
         asyncio.get_running_loop().run_in_executor(None, self._cancel, IMAGE_REQUESTS, request_id, why)
 
-    async def rest(self, request_id: str, answering: Answering, first: str) -> AsyncIterator[Said]:
-        """What the job says from its first piece of text to its end (the payload, last). A client
-        that goes away meanwhile (the response cancelled) has its job cancelled."""
-        ended = False
-        try:
-            said: Said = first
-            while True:
-                if isinstance(said, dict):
-                    ended = True  # before it is handed on: a client gone while it is sent left a job done
-                    yield said
-                    return
+    async def rest(self, asked: Asked) -> AsyncIterator[Said]:
+        """What the job says from its first piece of text to its end (the payload, last)."""
+        said: Said = asked.first
+        while True:
+            if isinstance(said, dict):
+                asked.ended = True  # before it is handed on: a client gone while it is sent left a job done
                 yield said
-                try:
-                    said = await asyncio.wait_for(answering.said.get(), ANSWER_TIMEOUT_S)
-                except asyncio.TimeoutError:  # not yet the built-in one on Python 3.10
-                    why = f"no more of the answer within {ANSWER_TIMEOUT_S:g} s"
-                    self.cancel(request_id, why)
-                    said = {"error": "timed_out", "message": why}
+                return
+            yield said
+            try:
+                said = await asyncio.wait_for(asked.answering.said.get(), ANSWER_TIMEOUT_S)
+            except asyncio.TimeoutError:  # not yet the built-in one on Python 3.10
+                why = f"no more of the answer within {ANSWER_TIMEOUT_S:g} s"
+                self.cancel(asked.request_id, why)
+                said = {"error": "timed_out", "message": why}
+
+    def abandon(self, asked: Asked) -> None:
+        """The response is over: a job whose end was not sent (its client went away, or the
+        response never began) is cancelled."""
+        if not asked.ended:
+            asked.ended = True
+            logger.info("HTTP request %s: the client went away during the answer: cancelled", asked.request_id)
+            self.cancel(asked.request_id, "the HTTP client went away")
+
+
+class StreamedAnswer(StreamingResponse):
+    """A stream that says when it is over, however it ended: sent whole, its client gone midway, or
+    never begun (a server whose send fails at once gives the body no chance to run its own
+    ``finally``); its body is closed first."""
+
+    def __init__(self, body: AsyncGenerator[bytes, None], media_type: str, *, ended: Callable[[], None]) -> None:
+        super().__init__(body, media_type=media_type)
+        self._body, self._ended = body, ended
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
         finally:
-            if not ended:
-                logger.info("HTTP request %s: the client went away during the answer: cancelled", request_id)
-                self.cancel(request_id, "the HTTP client went away")
+            try:
+                await self._body.aclose()
+            finally:
+                self._ended()
 
 
 async def _disconnected(request: Request) -> None:
