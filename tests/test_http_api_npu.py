@@ -39,19 +39,25 @@ pytestmark = pytest.mark.mqtt
 Daemon = Callable[..., Service]
 
 
-def test_a_client_that_goes_away_has_its_running_job_aborted_and_a_crash_is_a_500(
-        broker: Mosquitto, make_daemon: Daemon, fake_rkllmrt: dict[str, Path], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """On the NPU path (the runtime's stand-in, which logs every call): a run that would take
-    seconds ([[slow]]: 200 ms a token) is aborted when its client closes the connection, and the
-    next request is answered."""
+@pytest.fixture
+def npu_api(broker: Mosquitto, make_daemon: Daemon, fake_rkllmrt: dict[str, Path], tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch) -> Api:
+    """The daemon on the runtime's stand-in (1.3; its calls logged in tmp_path: runtime_calls),
+    with the HTTP API on, one camera."""
     monkeypatch.setenv(KEY_ENV, KEY)
     monkeypatch.setenv(LOG_ENV, str(tmp_path / "rkllm-calls.jsonl"))  # the worker, spawned, inherits it
     config = app_config(broker.port, cameras=[{"id": "porch"}], backend=vlm_backend(
         tmp_path, fake_rkllmrt["1.3"], abi="1.3", encoder="onnx"), http={"enabled": True, "port": 0,
                                                                          "api_key_env": KEY_ENV})
-    service = make_daemon(config)
-    api = Api(service)
+    return Api(make_daemon(config))
+
+
+def test_a_client_that_goes_away_has_its_running_job_aborted_and_a_crash_is_a_500(
+        npu_api: Api, tmp_path: Path) -> None:
+    """On the NPU path (the runtime's stand-in, which logs every call): a run that would take
+    seconds ([[slow]]: 200 ms a token) is aborted when its client closes the connection, and the
+    next request is answered."""
+    api = npu_api
     image = base64.b64encode(PORCH).decode()
 
     with raw_request(api, "/api/chat", {"model": "edge-vlm", "stream": False, "messages": [
@@ -89,16 +95,10 @@ def asked_again_while_503(api: Api, question: str) -> Any:
 
 
 def test_a_json_schema_gets_the_json_object_checked_from_both_clients(
-        broker: Mosquitto, make_daemon: Daemon, fake_rkllmrt: dict[str, Path], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        npu_api: Api, tmp_path: Path) -> None:
     """On the NPU path: the runtime's stand-in answers what [[reply:...]] says; the daemon asks for
     the schema's fields as a profile's structured answer does, and checks the answer against them."""
-    monkeypatch.setenv(KEY_ENV, KEY)
-    monkeypatch.setenv(LOG_ENV, str(tmp_path / "rkllm-calls.jsonl"))
-    config = app_config(broker.port, cameras=[{"id": "porch"}], backend=vlm_backend(
-        tmp_path, fake_rkllmrt["1.3"], abi="1.3", encoder="onnx"), http={"enabled": True, "port": 0,
-                                                                         "api_key_env": KEY_ENV})
-    api = Api(make_daemon(config))
+    api = npu_api
     schema: Any = {"type": "object", "properties": {"people": {"type": "integer", "minimum": 0},
                                                "parcel": {"type": "boolean", "description": "a parcel is there"}},
               "required": ["people", "parcel"]}
@@ -174,17 +174,11 @@ def test_what_llm_vision_frigate_and_home_assistant_send_is_answered(make_api: C
 
 
 def test_answers_stream_as_the_model_writes_them_with_the_options_asked(
-        broker: Mosquitto, make_daemon: Daemon, fake_rkllmrt: dict[str, Path], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        npu_api: Api, tmp_path: Path) -> None:
     """On the NPU path: a streamed answer comes a piece per token (the whole answer's text, in
     order); Ollama's options and OpenAI's parameters reach the runtime's run (1.3) as its sampling
     and token limit; a client that leaves mid-stream has its run aborted, and the next is answered."""
-    monkeypatch.setenv(KEY_ENV, KEY)
-    monkeypatch.setenv(LOG_ENV, str(tmp_path / "rkllm-calls.jsonl"))
-    config = app_config(broker.port, cameras=[{"id": "porch"}], backend=vlm_backend(
-        tmp_path, fake_rkllmrt["1.3"], abi="1.3", encoder="onnx"), http={"enabled": True, "port": 0,
-                                                                         "api_key_env": KEY_ENV})
-    api = Api(make_daemon(config))
+    api = npu_api
     question = [{"role": "user", "content": "[[reply:A man in a red jacket holds a parcel.]] Who?", "images": [PORCH]}]
 
     pieces = [chunk.message.content or "" for chunk in api.ollama().chat(model="edge-vlm", messages=question,
