@@ -91,7 +91,8 @@ def test_several_images_are_described_together_as_a_numbered_grid(make_api: Call
                   {"type": "text", "text": "What happened?"}]
 
     answer = api.openai().chat.completions.create(model="edge-vlm", messages=[{"role": "user", "content": parts}])
-    assert answer.choices[0].message.content
+    said = (answer.choices[0].message.content or "").split("; ")
+    assert [part[:3] for part in said if part[1:3] == ": "] == ["1: ", "2: ", "3: "], said  # each picture's own
     frame = api.backend.frames[-1]
     assert frame.clip is not None and (frame.clip.sent, frame.clip.grid) == (True, (2, 2, 3))
     width, height = frame.size[0] // 2, frame.size[1] // 2  # cells the size of the last image (as decoded)

@@ -163,25 +163,31 @@ class OpencvAnalyzer:
         if job.grid is None:
             text, timings, details = self.analyze(job.pixels, job.camera)
         else:
-            text, timings, details = self.analyze_clip(job.pixels, job.camera, job.grid)
+            text, timings, details = self.analyze_clip(job.pixels, job.camera, job.grid, numbered=job.numbered)
         return JobDone(job.job_id, text, timings, details, started=started, finished=time.monotonic())
 
-    def analyze_clip(self, rgb: np.ndarray, camera: str,
-                     grid: tuple[int, int, int]) -> tuple[str, dict[str, float], dict[str, Any]]:
-        """A clip's grid, cell by cell, oldest first: who came and went, then the newest frame's sentence."""
+    def analyze_clip(self, rgb: np.ndarray, camera: str, grid: tuple[int, int, int], *,
+                     numbered: bool = False) -> tuple[str, dict[str, float], dict[str, Any]]:
+        """A clip's grid, cell by cell, oldest first: who came and went, then the newest frame's
+        sentence; or (``numbered``: pictures a request sent) each picture's sentence by its number."""
         columns, rows, count = grid
         height, width = rgb.shape[0] // rows, rgb.shape[1] // columns
         timings: dict[str, float] = {}
         people: list[int] = []
+        texts: list[str] = []
         for index in range(count):
             top, left = (index // columns) * height, (index % columns) * width
-            # the cells' own motion baseline: the camera's is its live frames'
+            # the cells' own motion baseline: the camera's is its live frames' (none between pictures sent)
             text, cell_timings, details = self.analyze(rgb[top:top + height, left:left + width], f"{camera} clip")
+            if numbered:
+                self._previous.pop(f"{camera} clip", None)
             people.append(int(details["people"]))
+            texts.append(f"{index + 1}: {text}")
             for stage, ms in cell_timings.items():
                 timings[stage] = round(timings.get(stage, 0.0) + ms, 2)
         self._previous.pop(f"{camera} clip", None)
-        return f"{sequence(people)}; now: {text}", timings, {**details, "people_per_frame": people}
+        described = "; ".join(texts) if numbered else f"{sequence(people)}; now: {text}"
+        return described, timings, {**details, "people_per_frame": people}
 
     def analyze(self, rgb: np.ndarray, camera: str) -> tuple[str, dict[str, float], dict[str, Any]]:
         """The sentence, stage timings and details for one prepared frame of ``camera``."""

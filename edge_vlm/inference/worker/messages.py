@@ -27,6 +27,7 @@ class RunJob:
     grid: tuple[int, int, int] | None = None  # a clip's composite: columns, rows, frames (oldest first)
     sampling: Sampling | None = None  # how tokens are picked (None: the model's configured way)
     stream: bool = False  # send the answer's text as it is written (JobText), before JobDone
+    numbered: bool = False  # the grid is of pictures a request sent, in their order (not a camera's seconds)
 
 
 @dataclass(frozen=True)

@@ -158,10 +158,10 @@ class WorkerBackend:
     def job(self, prepared: np.ndarray | None, frame: Frame | None, prompt: str, *, conversation: int | None = None,
             max_new_tokens: int | None = None, alone: str | None = None, sampling: Sampling | None = None,
             stream: bool = False) -> RunJob:
-        grid = frame.clip.grid if frame is not None and frame.clip is not None else None
+        clip = frame.clip if frame is not None else None
         return RunJob(next(self._job_ids), "" if frame is None else frame.camera, prepared, self.job_prompt(prompt),
-                      conversation, max_new_tokens, None if alone is None else self.job_prompt(alone), grid,
-                      sampling, stream)
+                      conversation, max_new_tokens, None if alone is None else self.job_prompt(alone),
+                      clip.grid if clip else None, sampling, stream, clip.sent if clip else False)
 
     def conversation(self, prepared: np.ndarray | None, frame: Frame | None) -> AbstractContextManager[Chat]:
         return self._conversation(prepared, frame)
