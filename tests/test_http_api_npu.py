@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -221,5 +223,30 @@ def test_answers_stream_as_the_model_writes_them_with_the_options_asked(
     wait_until(lambda: any(c["event"] == "rkllm_abort" for c in runtime_calls(tmp_path)), "the run aborted")
     assert (api.ollama().generate(model="edge-vlm", prompt="Next?").response or "").endswith("Next? Café … ok")
     assert [d["finished"] for d in runtime_calls(tmp_path) if d["event"] == "rkllm_run_done"][-2:] == [False, True]
+    for client in api.clients:
+        client.close()
+
+
+def test_a_request_waiting_for_a_restarting_worker_is_dropped_when_its_client_goes(
+        npu_api: Api, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A job taken from the queue just as the worker crashed waits for the restart; its client
+    leaving fails it at once (it never runs on the worker that comes back)."""
+    caplog.set_level(logging.INFO)
+    api = npu_api
+    def crash() -> None:  # its first token after 200 ms, then SIGSEGV: the next request is queued by then
+        api.openai().chat.completions.create(model="edge-vlm", messages=[{"role": "user",
+                                                                          "content": "[[slow]] [[segfault]]"}])
+
+    with ThreadPoolExecutor(1) as pool:
+        crashed = pool.submit(crash)
+        wait_until(lambda: any("[[segfault]]" in c.get("prompt", "") for c in runtime_calls(tmp_path)), "the run")
+        with raw_request(api, "/api/chat", {"model": "edge-vlm", "stream": False,
+                                            "messages": [{"role": "user", "content": "After the crash?"}]}):
+            with pytest.raises(openai.InternalServerError):
+                crashed.result(GATE_TIMEOUT_S)
+            wait_until(lambda: api.service.scheduler.depth == 0, "the waiting request taken, for the worker")
+        wait_until(lambda: "aborted: the HTTP client went away" in caplog.text, "the request failed at once")
+    assert (asked_again_while_503(api, "Back?").choices[0].message.content or "").endswith("Back? Café … ok")
+    assert not any("After the crash?" in c.get("prompt", "") for c in runtime_calls(tmp_path))
     for client in api.clients:
         client.close()

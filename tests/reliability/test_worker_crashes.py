@@ -74,8 +74,8 @@ def test_the_worker_crashed_10_times_in_a_row_reports_every_job_and_comes_back(
         waiting = event("driveway", lambda e: e["event_type"] == "pending", mark).json()
         described = event("driveway", outcome_of(str(waiting["id"])), mark)
         assert described.json()["event_type"] == "described"
-        lost = log.wait_for(is_log("edge_vlm.inference.worker.supervisor", "The inference worker"), since=log_mark)
-        ready = log.wait_for(is_log("edge_vlm.inference.worker.supervisor", "Inference worker ready"), since=log_mark)
+        lost = log.wait_for(is_log("edge_vlm.inference.worker.keeper", "The inference worker"), since=log_mark)
+        ready = log.wait_for(is_log("edge_vlm.inference.worker.keeper", "Inference worker ready"), since=log_mark)
         respawn_s.append(ready.created - lost.created)
 
     good = len(recorder.messages)
