@@ -70,9 +70,13 @@ def test_the_openai_client_chats_with_an_image_streamed_or_not(make_api: Callabl
     assert "".join(chunk.choices[0].delta.content or "" for chunk in stream).startswith(PORCH_TEXT)
     assert [m.id for m in client.models.list()] == ["edge-vlm"]
 
-    with pytest.raises(openai.BadRequestError) as json_asked:  # refused, not ignored
+    with pytest.raises(openai.APIStatusError) as json_asked:  # asked for, not ignored: opencv writes no JSON
         client.chat.completions.create(model="edge-vlm", messages=asked, response_format={"type": "json_object"})
-    assert "a JSON answer needs its JSON schema" in json_asked.value.message
+    assert json_asked.value.status_code == 502 and "not the JSON asked for" in json_asked.value.message
+    xml: Any = {"type": "xml"}
+    with pytest.raises(openai.BadRequestError) as unknown_format:
+        client.chat.completions.create(model="edge-vlm", messages=asked, response_format=xml)
+    assert 'a JSON answer is format: "json"' in unknown_format.value.message
     with pytest.raises(openai.BadRequestError) as fetched:  # no URL is fetched
         client.chat.completions.create(model="edge-vlm", messages=[{"role": "user", "content": [
             {"type": "text", "text": "What is it?"}, {"type": "image_url", "image_url": {"url": "http://x/a.jpg"}}]}])

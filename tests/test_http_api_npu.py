@@ -120,6 +120,18 @@ def test_a_json_schema_gets_the_json_object_checked_from_both_clients(
         messages=asked_openai)
     assert json.loads(completion.choices[0].message.content or "") == {"people": 2, "parcel": True}
 
+    # any JSON object (Ollama's format "json", OpenAI's json_object): asked for in words, the object as given
+    free = 'Who? [[reply:Here: {"who": "a man in red", "parcels": 1} as asked]]'
+    assert json.loads(api.ollama().chat(model="edge-vlm", format="json", messages=[
+        {"role": "user", "content": free, "images": [PORCH]}]).message.content or "") == {"who": "a man in red",
+                                                                                           "parcels": 1}
+    assert [c["prompt"] for c in runtime_calls(tmp_path) if c["event"] == "rkllm_run"][-1].endswith(
+        "\n\nAnswer with only a JSON object.")
+    object_asked: Any = [{"role": "user", "content": free}]
+    assert json.loads(api.openai().chat.completions.create(
+        model="edge-vlm", messages=object_asked, response_format={"type": "json_object"}).choices[0].message.content
+        or "") == {"who": "a man in red", "parcels": 1}
+
     # plain chat, no image: the language model alone (LLM Vision's setup says "Hi", so does a conversation)
     hello = api.ollama().chat(model="edge-vlm", messages=[{"role": "user", "content": "Hi"}])
     assert (hello.message.content or "").endswith("Hi Café … ok")

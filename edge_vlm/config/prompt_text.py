@@ -14,6 +14,8 @@ from collections.abc import Mapping
 
 from edge_vlm.config.automation import PLACEHOLDERS, FieldSpec, ProfileConfig
 
+ANY_JSON_INSTRUCTION = "Answer with only a JSON object."  # a JSON answer whose fields the asker does not say
+
 # Tokens the runtime's chat template adds around a prompt (system prompt and role markers).
 CHAT_TEMPLATE_TOKENS = 32
 _PLACEHOLDER = re.compile(r"{(" + "|".join(PLACEHOLDERS) + r")}")

@@ -93,6 +93,11 @@ def yes_or_no(text: str) -> bool | None:
     return None
 
 
+def _checked(text: str, job: Job) -> dict[str, Any]:
+    """The JSON answer the job wants: its fields checked, or (json_object) the object as given."""
+    return structured(text, job.fields) if job.fields else _json_object(text)
+
+
 def answer(backend: Backend, job: Job, queued_ms: float | None = None) -> Result:
     """Ask the backend about ``job`` (which waited ``queued_ms`` for it); BackendError (code
     ``bad_answer``) when a structured answer is still invalid after asking again.
@@ -100,15 +105,16 @@ def answer(backend: Backend, job: Job, queued_ms: float | None = None) -> Result
     One conversation about the frame: the description first, then (the same image, read once) the
     structured answer's retry and each alert rule's yes/no question as follow-ups."""
     # a JSON answer is told whole, once checked; a text one as the model writes it, to an asker that streams
-    told = job.reply.told if job.reply is not None and not job.fields else None
+    json_answer = bool(job.fields) or job.json_object
+    told = job.reply.told if job.reply is not None and not json_answer else None
     with backend.conversation(job.prepared, job.frame) as chat:
         description = chat.ask(job.prompt, max_new_tokens=job.max_new_tokens, sampling=job.sampling, told=told)
         turns = [description]
         fields = None
         extra_ms: dict[str, float] = {}
-        if job.fields:
+        if json_answer:
             try:
-                fields = structured(description.text, job.fields)
+                fields = _checked(description.text, job)
             except AnswerError as first:
                 started = time.perf_counter()
                 retry = job.retry_prompt.replace("{prompt}", job.prompt).replace("{error}", str(first))
@@ -118,7 +124,7 @@ def answer(backend: Backend, job: Job, queued_ms: float | None = None) -> Result
                 turns.append(again)
                 extra_ms["retry"] = round((time.perf_counter() - started) * 1000, 2)
                 try:
-                    fields = structured(again.text, job.fields)
+                    fields = _checked(again.text, job)
                 except AnswerError as second:
                     raise BackendError(f"the model's answer is not the JSON asked for, twice: {first}; then {second} "
                                        f"(answer: {again.text[:200]!r})", code=ErrorCode.BAD_ANSWER) from None

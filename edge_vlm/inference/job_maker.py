@@ -14,7 +14,7 @@ from edge_vlm.core.contracts import Origin
 from edge_vlm.core.errors import TriggerError
 from edge_vlm.frames import Frame
 from edge_vlm.inference.backends import Backend
-from edge_vlm.inference.prompts import build_prompt, placeholder_values
+from edge_vlm.inference.prompts import ANY_JSON_INSTRUCTION, build_prompt, placeholder_values
 from edge_vlm.ingest.trigger import Trigger
 from edge_vlm.schedule.job import Job
 
@@ -46,6 +46,8 @@ class JobMaker:
         prompt = build_prompt(asked, values, self._config.language)
         if clip is not None:  # a grid of key frames: say how to read it
             prompt = f"{clip.reading()} {prompt}"
+        if trigger.json_object and not asked.structured:
+            prompt += "\n\n" + ANY_JSON_INSTRUCTION
         questions = ({rule.name: rule.question for rule in camera.alerts if rule.question is not None}
                      if camera is not None and trigger.origin != Origin.REQUEST else {})
         image = None if trigger.reply is not None or frame is None else frame.jpeg(
@@ -54,7 +56,8 @@ class JobMaker:
                    timings_ms={"capture": round(capture_ms, 2), "preprocess": round(preprocess_ms, 2)},
                    event=trigger.event, superseded_ids=list(trigger.superseded), reply=trigger.reply,
                    scene=scene, fields=dict(asked.fields), retry_prompt=asked.retry_prompt, questions=questions,
-                   image=image, max_new_tokens=trigger.max_new_tokens, sampling=trigger.sampling)
+                   image=image, max_new_tokens=trigger.max_new_tokens, sampling=trigger.sampling,
+                   json_object=trigger.json_object)
 
     def _profile(self, camera: CameraConfig | None, trigger: Trigger) -> ProfileConfig:
         """The trigger's profile, else Home Assistant's pick for the camera (its custom prompt first)."""

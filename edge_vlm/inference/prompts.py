@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 
 from edge_vlm.config.prompt_text import (
+    ANY_JSON_INSTRUCTION,
     CHAT_TEMPLATE_TOKENS,
     build_prompt,
     estimate_tokens,
@@ -21,6 +22,7 @@ from edge_vlm.config.prompt_text import (
 from edge_vlm.frames.clip import span_words
 
 __all__ = [
+    "ANY_JSON_INSTRUCTION",
     "CHAT_TEMPLATE_TOKENS",
     "IMAGE_PLACEHOLDER",
     "YES_NO",

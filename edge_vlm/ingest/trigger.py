@@ -48,6 +48,7 @@ class Trigger:
     no_image: bool = False
     # The JSON answer its asker wants (the HTTP API's format or response_format), instead of the profile's.
     fields: Mapping[str, FieldSpec] | None = None
+    json_object: bool = False  # ...or any JSON object (the HTTP API's format "json", json_object)
     # How long an answer and how its tokens are picked, as its asker wants (the HTTP API's options).
     max_new_tokens: int | None = None
     sampling: Sampling | None = None

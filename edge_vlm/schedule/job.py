@@ -32,6 +32,7 @@ class Job:
     scene: int | None = None  # the frame's scene hash, when the camera skips unchanged scenes
     accepted_wall: float = field(default_factory=time.time)
     fields: dict[str, FieldSpec] = field(default_factory=dict)  # the JSON fields the answer must have
+    json_object: bool = False  # the answer must be a JSON object, any (when no fields are asked for)
     retry_prompt: str = ""  # asked once when the JSON answer is invalid ({error} filled then)
     questions: dict[str, str] = field(default_factory=dict)  # alert rule -> yes/no question to ask too
     reply: Reply | None = None  # a request's answer goes here, and nowhere else

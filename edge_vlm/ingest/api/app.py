@@ -153,7 +153,8 @@ class Api:
                 raise ApiError(503, "the model is not loaded (the inference worker is starting or restarting)",
                                "server_error")
             # a JSON answer is checked whole before it is told; a text one streams as the model writes it
-            asked = await self._exchange.ask(ask, request, streams=ask.stream and ask.fields is None)
+            asked = await self._exchange.ask(ask, request, streams=ask.stream and ask.fields is None
+                                             and not ask.json_object)
             if asked is None:  # the client went away: nobody to answer
                 return Response(status_code=499)
             first = asked.first

@@ -44,16 +44,17 @@ class Ask:
     images: tuple[str, ...] = field(repr=False)  # base64, in the order sent (none: a question without an image)
     stream: bool
     fields: dict[str, FieldSpec] | None = None  # a JSON answer asked for, by its schema
+    json_object: bool = False  # ...or a JSON object, any (Ollama's format "json", OpenAI's json_object)
     max_new_tokens: int | None = None  # the answer's most tokens (Ollama's num_predict, OpenAI's max_tokens)
     sampling: Sampling | None = None  # temperature, top_k, top_p as asked
 
 
 def answer_fields(data: dict[str, Any]) -> dict[str, FieldSpec] | None:
-    """The JSON answer asked for (Ollama's ``format``, OpenAI's ``response_format``) as the fields
-    of a structured answer: a flat object of string, integer, number and boolean properties, as
-    the configuration's profiles have; None for text."""
+    """The JSON answer asked for by its schema (Ollama's ``format``, OpenAI's ``response_format``)
+    as the fields of a structured answer: a flat object of string, integer, number and boolean
+    properties, as the configuration's profiles have; None for text or any JSON object."""
     ollama, openai = data.get("format"), data.get("response_format")
-    if ollama in (None, "") and openai in (None, {"type": "text"}):
+    if (ollama in (None, "") and openai in (None, {"type": "text"})) or any_json(data):
         return None
     if isinstance(openai, dict) and openai.get("type") == "json_schema":
         described = openai.get("json_schema")
@@ -61,10 +62,17 @@ def answer_fields(data: dict[str, Any]) -> dict[str, FieldSpec] | None:
     else:
         schema = ollama if isinstance(ollama, dict) else None
     if schema is None:
-        raise ApiError(400, "a JSON answer needs its JSON schema (format: {schema}, or response_format: "
-                       "{type: json_schema, json_schema: {schema}}): a flat object of string, integer, number and "
-                       "boolean properties")
+        raise ApiError(400, "a JSON answer is format: \"json\" or {schema}, or response_format: {type: "
+                       "json_object} or {type: json_schema, json_schema: {schema}} (a flat object of string, integer, "
+                       "number and boolean properties)")
     return _schema_fields(schema)
+
+
+def any_json(data: dict[str, Any]) -> bool:
+    """Whether a JSON object is asked for without a schema: Ollama's ``format: "json"``, OpenAI's
+    ``response_format: {type: json_object}``."""
+    openai = data.get("response_format")
+    return data.get("format") == "json" or (isinstance(openai, dict) and openai.get("type") == "json_object")
 
 
 def _schema_fields(schema: Any) -> dict[str, FieldSpec]:
@@ -217,7 +225,7 @@ def ollama_chat(data: dict[str, Any], max_prompt: int = MAX_PROMPT) -> Ask:
         images += _images(message.get("images"), f"messages[{index}].images")
     return Ask(_model(data), _one_question(turns, max_prompt), _counted(images), _stream(data, True),
                answer_fields(data),
-               *ollama_options(data))
+               any_json(data), *ollama_options(data))
 
 
 def ollama_generate(data: dict[str, Any]) -> Ask:
@@ -228,7 +236,7 @@ def ollama_generate(data: dict[str, Any]) -> Ask:
         raise ApiError(400, "prompt is required")
     return Ask(_model(data), f"{system}\n{prompt}" if system.strip() else prompt,
                _counted(_images(data.get("images"), "images")), _stream(data, True), answer_fields(data),
-               *ollama_options(data))
+               any_json(data), *ollama_options(data))
 
 
 def _images(images: Any, where: str) -> list[str]:
@@ -276,7 +284,7 @@ def openai_chat(data: dict[str, Any], fetches: Callable[[str], bool] = lambda ur
             turns.append((role, _text(content, f"messages[{index}].content")))
     return Ask(_model(data), _one_question(turns, max_prompt), _counted(images), _stream(data, False),
                answer_fields(data),
-               *openai_options(data))
+               any_json(data), *openai_options(data))
 
 
 def _image_url(image_url: Any, where: str, fetches: Callable[[str], bool]) -> str:

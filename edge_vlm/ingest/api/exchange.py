@@ -70,7 +70,8 @@ class Exchange:
         request_id = new_request_id()
         reply = Reply("", answer=answering.tell, told=answering.tell if streams else None)
         trigger = Trigger(IMAGE_REQUESTS, Origin.REQUEST, ask.prompt, request_id, f"http POST {request.url.path}",
-                          time.monotonic(), time.time(), reply=reply, fields=ask.fields, no_image=not ask.images,
+                          time.monotonic(), time.time(), reply=reply, fields=ask.fields, json_object=ask.json_object,
+                          no_image=not ask.images,
                           images=ask.images, max_new_tokens=ask.max_new_tokens, sampling=ask.sampling)
         await asyncio.to_thread(self._submit, trigger)  # off the loop: a question without an image is queued there
         first: asyncio.Future[Said] = asyncio.ensure_future(answering.said.get())
