@@ -237,6 +237,23 @@ def test_a_client_that_goes_away_has_its_waiting_job_taken_from_the_queue(make_a
     assert api.backend.prompts == ["Who is at the door?"]  # the abandoned one never reached the NPU
 
 
+def test_a_client_that_goes_away_before_its_question_reaches_the_worker_has_it_never_sent(
+        make_api: Callable[..., Api], caplog: pytest.LogCaptureFixture) -> None:
+    """Begun by the runner but not yet on the worker (held here at the test's gate; on a board:
+    waiting for a restarting worker, or between two questions): the abort fails the job's next
+    question at once, instead of finding nothing to stop."""
+    caplog.set_level(logging.INFO)
+    api = make_api()
+    api.backend.gate.clear()
+    with raw_request(api, "/api/chat", {"model": "edge-vlm", "stream": False, "messages": [
+            {"role": "user", "content": "Who?", "images": [base64.b64encode(PORCH).decode()]}]}):
+        assert api.backend.entered.wait(GATE_TIMEOUT_S), "the request never reached the backend"
+    wait_until(lambda: "the HTTP client went away before the answer" in caplog.text, "the request cancelled")
+    api.backend.gate.set()
+    wait_until(lambda: "cancelled: aborted: the HTTP client went away" in caplog.text, "the job failed at once")
+    assert not api.backend.busy  # no question went to the worker
+
+
 def test_a_client_that_goes_away_while_its_image_is_fetched_has_its_job_dropped(
         make_api: Callable[..., Api], caplog: pytest.LogCaptureFixture) -> None:
     """Cancelled before its job was queued (its image still coming): the job, when it comes, fails

@@ -174,6 +174,12 @@ class Aborts:
     def abort(self, why: str = "the daemon is stopping") -> None:
         self.aborted.append(why)
 
+    def begin_job(self) -> None:
+        raise AssertionError("a cancelled job began")
+
+    def end_job(self) -> None:
+        raise AssertionError("a cancelled job ended")
+
 
 def test_a_cancelled_request_leaves_the_queue_or_fails_when_begun_and_is_let_be_once_answered() -> None:
     scheduler = scheduler_with()

@@ -112,6 +112,8 @@ class Runner:
         with self._lock:
             gone = self._gone.pop((job.camera, job.request_id), None)
             self._current = None if gone else job
+            if not gone:  # under the lock cancel() aborts under: no abort falls between the two
+                self._backend.begin_job()
         try:
             if gone is not None:
                 self._outcomes.failed(job, ErrorCode.CANCELLED, f"cancelled before it ran: {gone}")
@@ -121,6 +123,8 @@ class Runner:
             logger.exception("Unexpected error while running job %s", job.request_id)
         finally:
             with self._lock:
+                if self._current is not None:
+                    self._backend.end_job()
                 self._current = None
         for failure in self._scheduler.finished(job):  # later requests' errors, in their turn
             self._outcomes.publish_failure(failure)

@@ -56,6 +56,8 @@ class Wakeup:
         self._read, self._write = os.pipe()
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
+        self._poll = select.poll()  # not select(): a descriptor numbered past 1024 is fine
+        self._poll.register(self._read, select.POLLIN)
 
     def set(self) -> None:
         with contextlib.suppress(BlockingIOError):  # the pipe is full: the loop wakes anyway
@@ -63,7 +65,7 @@ class Wakeup:
 
     def wait(self, timeout: float) -> None:
         """Until set() or ``timeout``; what was set before is taken with it."""
-        select.select([self._read], [], [], timeout)
+        self._poll.poll(timeout * 1000)
         with contextlib.suppress(BlockingIOError):
             while os.read(self._read, 4096):
                 pass
@@ -91,7 +93,8 @@ class Daemon:
         self._extended_at = -float("inf")
 
     # Signals (handlers run on the main thread, between two of its bytecodes: flags, a byte down a pipe
-    # and one datagram, nothing that takes a lock the main thread may hold; the main loop logs them)
+    # and one datagram (the Notifier's lock is re-entrant), nothing that takes a lock the main thread
+    # may hold; the main loop logs them)
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
@@ -99,13 +102,13 @@ class Daemon:
         signal.signal(signal.SIGHUP, self._on_reload_signal)
 
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._stopped_by = signal.Signals(signum).name  # said by the main loop
-        self.request_stop()
+        self._stopped_by = signal.Signals(signum).name  # logged by the main loop
+        self.request_stop()  # STOPPING=1 at once, even while the main thread loads a model
 
     def request_stop(self) -> None:
         """Stop serving: run() stops the service and returns."""
         if not self._stop:
-            self.notifier.stopping("Stopping: finishing or aborting the job in flight")
+            self.notifier.status("Stopping: finishing or aborting the job in flight")
         self._stop = True
         self._wake.set()
 
@@ -140,7 +143,7 @@ class Daemon:
             self._wake.wait(SERVE_POLL_S if self._ready else WAIT_POLL_S)
         if self._stopped_by is not None:
             logger.info("Received %s: stopping", self._stopped_by)
-        self.notifier.status("Stopping: finishing or aborting the job in flight")
+        self.notifier.stopping("Stopping: finishing or aborting the job in flight")
         with self.watchdog.covering("stop"):  # the dispatcher is the first to stop
             self.service.stop()
         self.notifier.close()

@@ -55,9 +55,15 @@ class Backend(Protocol):
         None: questions without an image (where ``answers_text``)."""
         ...
 
+    def begin_job(self) -> None:
+        """The runner's job begins: its questions until ``end_job()`` are the ones ``abort`` fails."""
+        ...
+
+    def end_job(self) -> None: ...
+
     def abort(self, why: str = "the daemon is stopping") -> None:
-        """Stop the job in flight as soon as possible (it fails ``cancelled``: aborted, ``why``);
-        called from another thread."""
+        """Stop the job in flight as soon as possible (it fails ``cancelled``: aborted, ``why``): the
+        question on the model, and any it asks next; called from another thread."""
         ...
 
     def on_availability(self, listener: Callable[[bool, str], None]) -> None:

@@ -26,16 +26,16 @@ class JobRunner(Protocol):
 
 class WorkerConversation:
     def __init__(self, runner: JobRunner, conversation: int, prepared: np.ndarray | None, frame: Frame | None) -> None:
-        self._runner, self.id, self._prepared, self._frame = runner, conversation, prepared, frame
+        self._runner, self._id, self._prepared, self._frame = runner, conversation, prepared, frame
         self._asked = False
 
     def ask(self, prompt: str, *, max_new_tokens: int | None = None, alone: str | None = None,
             sampling: Sampling | None = None, told: Told | None = None) -> Description:
         self._asked = True
-        job = self._runner.job(self._prepared, self._frame, prompt, conversation=self.id,
+        job = self._runner.job(self._prepared, self._frame, prompt, conversation=self._id,
                                max_new_tokens=max_new_tokens, alone=alone, sampling=sampling, stream=told is not None)
         return self._runner.run(job, told)
 
     def end(self) -> None:
         if self._asked:
-            self._runner.end_conversation(self.id)
+            self._runner.end_conversation(self._id)

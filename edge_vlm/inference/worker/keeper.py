@@ -83,11 +83,13 @@ class WorkerKeeper:
     def _install(self, worker: WorkerProcess) -> None:
         """Make ``worker`` the one jobs go to, and watch it die."""
         with self._changed:
-            if self._closing:
-                worker.end()
-                return
-            self._worker = worker
-            self._changed.notify_all()
+            closing = self._closing
+            if not closing:
+                self._worker = worker
+                self._changed.notify_all()
+        if closing:  # ended outside the lock: that may take STOP_TIMEOUT_S, and abort() takes the lock
+            worker.end()
+            return
         self._announce(True, "ready")
 
     # Supervision

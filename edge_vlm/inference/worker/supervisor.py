@@ -11,8 +11,8 @@ daemon, whose MQTT session must outlive any frame.
 - A worker that dies (a segfault in a vendor library), busy or idle, or that is killed, fails the
   job in flight with a clear code, is restarted in the background with a doubling delay (1 s up to
   ``restart_max_delay_s``), and the model shows as unavailable until it is back.
-- ``abort()`` stops the question on the worker, and fails the conversation's next one at once (one
-  waiting for a restarting worker among them).
+- ``abort()`` stops the question on the worker, and fails the job's next one at once (one waiting
+  for a restarting worker among them), for the job the runner has in flight (``begin_job()``).
 - Each worker gets a private working directory (imgenc's files), removed when it ends (``worker/process.py``).
 """
 
@@ -64,10 +64,10 @@ class WorkerBackend(WorkerKeeper):
         self._job_ids = itertools.count(1)
         self._conversations = itertools.count(1)
         self._current_job: int | None = None
-        # The conversation of the job in flight, and why it was aborted if it was (under _changed):
-        # an abort that finds no question on the worker (one waiting for a restart, or between two)
-        # fails the conversation's next question at once.
-        self._talking: int | None = None
+        # Whether the runner has a job in flight (begin_job .. end_job), and why it was aborted if it
+        # was (under _changed): an abort that finds no question on the worker (one waiting for a
+        # restart, or between two) fails the job's next question at once.
+        self._in_flight = False
         self._abandoned: str | None = None
 
     def close(self) -> None:
@@ -112,18 +112,14 @@ class WorkerBackend(WorkerKeeper):
     @contextmanager
     def _conversation(self, prepared: np.ndarray | None, frame: Frame | None) -> Iterator[Chat]:
         conversation = WorkerConversation(self, next(self._conversations), prepared, frame)
-        with self._changed:
-            self._talking, self._abandoned = conversation.id, None
         try:
             yield conversation
         finally:
-            with self._changed:
-                self._talking, self._abandoned = None, None
             conversation.end()
 
     def run(self, job: RunJob, told: Told | None = None) -> Description:
         """``told``: called with the answer's text as the worker sends it (a job that streams)."""
-        worker = self._wait_available(job.conversation)
+        worker = self._wait_available()
         try:
             reply = self._exchange(worker, job, told)
         except BackendError as exc:
@@ -143,17 +139,21 @@ class WorkerBackend(WorkerKeeper):
             with contextlib.suppress(OSError, ValueError):
                 worker.send(EndConversation(conversation))
 
+    def begin_job(self) -> None:
+        with self._changed:
+            self._in_flight, self._abandoned = True, None
+
+    def end_job(self) -> None:
+        with self._changed:
+            self._in_flight, self._abandoned = False, None
+
     def abort(self, why: str = "the daemon is stopping") -> None:
         with self._changed:
-            if self._talking is not None:
+            if self._in_flight:
                 self._abandoned = f"aborted: {why}"
                 self._changed.notify_all()
         if (worker := self._worker) is not None:
             self._abort(worker, ErrorCode.CANCELLED, f"aborted: {why}")
-
-    def _abandoned_for(self, conversation: int | None) -> str | None:
-        """Why ``conversation`` was aborted, if it was (under _changed)."""
-        return self._abandoned if conversation is not None and conversation == self._talking else None
 
     def _abort(self, worker: WorkerProcess, code: ErrorCode, message: str) -> None:
         if (job_id := self._current_job) is not None:
@@ -162,11 +162,14 @@ class WorkerBackend(WorkerKeeper):
 
     def _exchange(self, worker: WorkerProcess, job: RunJob, told: Told | None) -> JobDone | JobFailed:
         """Send ``job`` and wait for its answer; abort it, then kill the worker, when it takes too long."""
-        self._current_job = job.job_id
+        with self._changed:
+            if (abandoned := self._abandoned) is not None:  # aborted since it waited: not sent
+                raise BackendError(abandoned, code=ErrorCode.CANCELLED)
+            self._current_job = job.job_id
         try:
             worker.send(job)
             with self._changed:
-                abandoned = self._abandoned_for(job.conversation)
+                abandoned = self._abandoned
             if abandoned is not None:  # aborted as it was sent: the worker fails it before its model runs
                 self._abort(worker, ErrorCode.CANCELLED, abandoned)
             reply = worker.reply(job.job_id, self.config.job_timeout_s, told)
@@ -186,18 +189,18 @@ class WorkerBackend(WorkerKeeper):
                              f"{self.config.job_timeout_s:g} s, and the worker ignored the abort")
         return reply
 
-    def _wait_available(self, conversation: int | None) -> WorkerProcess:
+    def _wait_available(self) -> WorkerProcess:
         """The running worker. While one restarts, wait for that restart's outcome (bounded by the
         restart delay and backend.load_timeout_s): a job fails only if the restart fails, not
-        because loading took longer on a busy board; or until its conversation is aborted."""
+        because loading took longer on a busy board; or until the job is aborted."""
         with self._changed:
             if self._worker is None and self._restarter is None and not self._closing:
                 raise BackendError(f"the {self.name} backend is not loaded")
             failures = self._failed_restarts
             self._changed.wait_for(
                 lambda: self._worker is not None or self._closing or self._failed_restarts != failures
-                or self._abandoned_for(conversation) is not None, self._delay + self.config.load_timeout_s)
-            if (abandoned := self._abandoned_for(conversation)) is not None:
+                or self._abandoned is not None, self._delay + self.config.load_timeout_s)
+            if (abandoned := self._abandoned) is not None:
                 raise BackendError(abandoned, code=ErrorCode.CANCELLED)
             if self._closing:
                 raise BackendError("the daemon is stopping", code=ErrorCode.CANCELLED)
