@@ -20,6 +20,7 @@ import openai
 import pytest
 
 from edge_vlm.core.errors import ConfigError
+from edge_vlm.core.slots import MAX_REQUESTS
 from edge_vlm.service import Service
 from tests.conftest import app_config
 from tests.support import images
@@ -217,6 +218,30 @@ def test_a_client_with_too_many_requests_waiting_gets_429_with_retry_after(make_
         assert [(w.result(GATE_TIMEOUT_S).choices[0].message.content or "")[:len(PORCH_TEXT)] for w in waiting] == [
             PORCH_TEXT, PORCH_TEXT]
     assert len(api.backend.prompts) == 2  # the refused ones never reached the NPU
+
+
+def test_a_full_request_queue_is_429_with_retry_after(make_api: Callable[..., Api], broker: Mosquitto,
+                                                     make_recorder: Callable[..., Recorder]) -> None:
+    """HTTP requests share their queue with MQTT requests that bring an image: when 32 wait there,
+    an HTTP request is refused at once, 429 with Retry-After, and nothing else is lost."""
+    api = make_api()
+    api.backend.gate.clear()  # the NPU busy with the first request
+    config = api.service.config
+    recorder = make_recorder(broker.port, [f"{config.base_topic}/request/#"])
+    image = base64.b64encode(images.png(64, 48)).decode()  # small: 33 of them are described in the end
+    for n in range(1 + MAX_REQUESTS):
+        recorder.publish(f"{config.base_topic}/request", json.dumps({"id": f"m{n}", "image": image, "prompt": "Who?"}))
+    assert api.backend.entered.wait(GATE_TIMEOUT_S), "the first request never reached the backend"
+    wait_until(lambda: api.service.scheduler.depth == MAX_REQUESTS, "the queue full")
+
+    asked: Any = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_uri(PORCH)}}, "Who?"]}]
+    with pytest.raises(openai.RateLimitError) as refused:
+        api.openai().chat.completions.create(model="edge-vlm", messages=asked)
+    assert refused.value.response.headers["retry-after"] == "5" and refused.value.message.endswith(
+        f"{MAX_REQUESTS} requests already wait with an image of their own (HTTP and MQTT): ask again later")
+    assert [m.model for m in api.ollama().list().models] == ["edge-vlm"]  # the API serves on
+    api.backend.gate.set()
+    wait_until(lambda: len(api.backend.prompts) == 1 + MAX_REQUESTS, "every MQTT request answered")
 
 
 def test_a_client_that_goes_away_has_its_waiting_job_taken_from_the_queue(make_api: Callable[..., Api]) -> None:

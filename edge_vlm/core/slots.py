@@ -74,12 +74,12 @@ class Slots(Generic[Item]):
         origin = self._origin(item)
         if origin == Origin.REQUEST:
             if len(slot.requests) >= self._max_requests:
-                raise Refused(f"{self._max_requests} requests already wait here", code=ErrorCode.BUSY)
+                raise Refused(f"{self._max_requests} requests already wait", code=ErrorCode.BUSY)
             slot.requests.append(item)
             return Placed()
         if origin == Origin.FRIGATE:
             if len(slot.events) >= MAX_EVENTS:
-                raise Refused(f"{MAX_EVENTS} Frigate events already wait here", code=ErrorCode.BUSY)
+                raise Refused(f"{MAX_EVENTS} Frigate events already wait", code=ErrorCode.BUSY)
             slot.events.append((next(self._arrivals), item))
             return Placed()
         if slot.latest is None:

@@ -46,8 +46,9 @@ class Scheduler:
                 raise Refused("the daemon is stopping", code=ErrorCode.CANCELLED)
             try:
                 placed = self._slots.put(job.camera, job)
-            except Refused:
-                raise Refused("too many requests or Frigate events wait for this camera", code=ErrorCode.BUSY) from None
+            except Refused as full:
+                where = f"for camera {job.camera}" if job.camera else "with an image of their own (HTTP and MQTT)"
+                raise Refused(f"{full} {where}: ask again later", code=ErrorCode.BUSY) from None
             dropped = placed.replaced
             if placed.joined is not None:
                 placed.joined.superseded_ids.append(job.request_id)
