@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from starlette.requests import ClientDisconnect
 
 from edge_vlm.core.contracts import Sampling
-from edge_vlm.ingest.api.asks import MAX_PROMPT, ApiError, ollama_chat, ollama_generate, openai_chat
+from edge_vlm.ingest.api.asks import MAX_PROMPT, ollama_chat, ollama_generate, openai_chat
+from edge_vlm.ingest.api.errors import ApiError
 from edge_vlm.ingest.api.exchange import StreamedAnswer
 
 

@@ -29,7 +29,6 @@ from edge_vlm.core.errors import ConfigError, ErrorCode
 from edge_vlm.ingest.api import answers
 from edge_vlm.ingest.api.asks import (
     MAX_PROMPT,
-    ApiError,
     Ask,
     ollama_chat,
     ollama_generate,
@@ -37,6 +36,7 @@ from edge_vlm.ingest.api.asks import (
     parse_json,
     utf8_len,
 )
+from edge_vlm.ingest.api.errors import ApiError
 from edge_vlm.ingest.api.exchange import Asked, Exchange, StreamedAnswer
 from edge_vlm.ingest.trigger import Trigger
 

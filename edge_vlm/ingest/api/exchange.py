@@ -4,7 +4,8 @@ it, piece by piece), cancelled when its client goes away before the end.
 
 The response waits for the first thing the job says: an error or a whole answer is answered with
 its own status; the first piece of text starts a stream of 200, which then carries the rest (an
-error after that is a last chunk that says so, in the API's shape).
+error after that is a last chunk that says so, in the API's shape), and says when it is over,
+however it ended (``StreamedAnswer``).
 """
 
 from __future__ import annotations
