@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from edge_vlm.camera_state import CameraStates
 from edge_vlm.config.models import AppConfig
 from edge_vlm.config.secrets import read_secret
-from edge_vlm.config.vlm import VlmBackendConfig, prompt_room
+from edge_vlm.config.vlm import VlmBackendConfig
 from edge_vlm.core.contracts import Failure, Origin
 from edge_vlm.core.stats import Stats
 from edge_vlm.core.topics import Topics
@@ -236,14 +236,11 @@ def _api_server(config: AppConfig, environ: Mapping[str, str], submit: Callable[
                 cancel: Callable[[str, str, str], None], ready: Callable[[], dict[str, bool]]) -> ApiServer:
     """The HTTP API (``http:``), not started; SecretUnavailable if its key's credential cannot be read."""
     from edge_vlm.ingest.api.app import Api  # noqa: PLC0415 - Starlette and uvicorn only when it is on
-    from edge_vlm.ingest.api.asks import MAX_PROMPT  # noqa: PLC0415
     from edge_vlm.ingest.api.server import ApiServer  # noqa: PLC0415
 
     key = read_secret(config.http.api_key_env, config.http.api_key_credential, environ)
     vlm = config.backend if isinstance(config.backend, VlmBackendConfig) else None
-    return ApiServer(config.http, Api(config.http, key, submit=submit, cancel=cancel, ready=ready,
-                                      max_prompt=prompt_room(vlm) if vlm else (MAX_PROMPT, ""),
-                                      context_tokens=vlm.llm.max_context_len if vlm else None).app)
+    return ApiServer(config.http, Api(config.http, key, submit=submit, cancel=cancel, ready=ready, vlm=vlm).app)
 
 
 def _weak_listener(method: Callable[[bool, str], None]) -> Callable[[bool, str], None]:

@@ -21,9 +21,12 @@ CHAT_TEMPLATE_TOKENS = 32
 _PLACEHOLDER = re.compile(r"{(" + "|".join(PLACEHOLDERS) + r")}")
 
 
+BYTES_PER_TOKEN = 3  # of UTF-8: tokenizers average 3-4; the fewer, the more generous the estimate
+
+
 def estimate_tokens(prompt: str) -> int:
     """A generous estimate of the tokens ``prompt`` takes: tokenizers average 3-4 bytes a token."""
-    return math.ceil(len(prompt.encode()) / 3) + CHAT_TEMPLATE_TOKENS
+    return math.ceil(len(prompt.encode()) / BYTES_PER_TOKEN) + CHAT_TEMPLATE_TOKENS
 
 
 def fill(template: str, values: Mapping[str, str]) -> str:

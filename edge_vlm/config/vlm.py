@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from edge_vlm.config.base import StrictModel, WorkerSupervision
 from edge_vlm.config.presets import PRESETS
-from edge_vlm.config.prompt_text import CHAT_TEMPLATE_TOKENS, estimate_tokens
+from edge_vlm.config.prompt_text import BYTES_PER_TOKEN, CHAT_TEMPLATE_TOKENS, estimate_tokens
 
 CORE_MASKS = {"auto": 0, "0": 1, "1": 2, "2": 4, "0_1": 3, "0_1_2": 7, "all": 0xFFFF}
 
@@ -189,8 +189,9 @@ def context_problem(backend: VlmBackendConfig, prompt: str | None) -> str | None
 
 def prompt_room(backend: VlmBackendConfig) -> tuple[int, str]:
     """How many bytes (UTF-8) of a question fit the model's context beside an image and a full
-    answer (as estimate_tokens counts them: 3 a token), and what bounds it, in words."""
+    answer (as estimate_tokens counts them), and what bounds it, in words."""
     tokens = backend.spec.image_tokens or 0
     left = backend.llm.max_context_len - tokens - backend.llm.max_new_tokens - CHAT_TEMPLATE_TOKENS
-    return max(left, 0) * 3, (f"the model's context (backend.llm.max_context_len = {backend.llm.max_context_len} "
-                              f"tokens, less {tokens} of the image and {backend.llm.max_new_tokens} of the answer)")
+    bound = (f"the model's context (backend.llm.max_context_len = {backend.llm.max_context_len} tokens, less "
+             f"{tokens} of the image and {backend.llm.max_new_tokens} of the answer)")
+    return max(left, 0) * BYTES_PER_TOKEN, bound

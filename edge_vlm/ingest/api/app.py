@@ -25,6 +25,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edge_vlm.config.http_api import HttpApiConfig, key_problem
+from edge_vlm.config.vlm import VlmBackendConfig, prompt_room
 from edge_vlm.core.errors import ConfigError, ErrorCode
 from edge_vlm.ingest.api import answers
 from edge_vlm.ingest.api.asks import (
@@ -57,19 +58,20 @@ STATUS = {ErrorCode.PAYLOAD_TOO_LARGE: 413, ErrorCode.IMAGE_TOO_LARGE: 413, Erro
 class Api:
     def __init__(self, config: HttpApiConfig, key: str | None, *, submit: Callable[[Trigger], None],
                  cancel: Callable[[str, str, str], None], ready: Callable[[], Mapping[str, bool]],
-                 max_prompt: tuple[int, str] = (MAX_PROMPT, ""), context_tokens: int | None = None) -> None:
+                 vlm: VlmBackendConfig | None = None) -> None:
         """``submit``: admission's, for the triggers; ``cancel(camera, request id, why)``: the
         runner's, for a request whose client went away; ``ready``: what must hold to answer (the
-        model loaded, the broker connected), each by name; ``max_prompt``: the characters of a
-        question the model takes, and what bounds them in words (config.vlm.prompt_room);
-        ``context_tokens``: the model's context, listed as vLLM lists it (Frigate sizes its requests by it)."""
+        model loaded, the broker connected), each by name; ``vlm``: the NPU backend's settings, whose
+        context bounds a question (config.vlm.prompt_room) and is listed as vLLM lists it (Frigate
+        sizes its requests by it)."""
         self._config = config
         self._key = key
         self._exchange = Exchange(submit, cancel)
         self._ready = ready
         self._limit = int(config.max_request_mb * 1_000_000)
-        self._max_prompt, self._prompt_bound = max_prompt if max_prompt[0] < MAX_PROMPT else (MAX_PROMPT, "")
-        self._context_tokens = context_tokens
+        room = prompt_room(vlm) if vlm is not None else (MAX_PROMPT, "")
+        self._max_prompt, self._prompt_bound = room if room[0] < MAX_PROMPT else (MAX_PROMPT, "")
+        self._context_tokens = vlm.llm.max_context_len if vlm is not None else None
         self._asking: dict[str, int] = {}  # client address -> its requests waiting or running (the loop's thread)
         self._reading = asyncio.Semaphore(BODIES_AT_ONCE)
         if not config.allow_no_key and (problem := key_problem(key)) is not None:
