@@ -229,10 +229,18 @@ def test_a_full_request_queue_is_429_with_retry_after(make_api: Callable[..., Ap
     config = api.service.config
     recorder = make_recorder(broker.port, [f"{config.base_topic}/request/#"])
     image = base64.b64encode(images.png(64, 48)).decode()  # small: 33 of them are described in the end
-    for n in range(1 + MAX_REQUESTS):
+
+    def ask(n: int) -> None:
         recorder.publish(f"{config.base_topic}/request", json.dumps({"id": f"m{n}", "image": image, "prompt": "Who?"}))
+
+    def queued(n: int) -> Callable[[], bool]:
+        return lambda: api.service.scheduler.depth == n
+
+    ask(0)
     assert api.backend.entered.wait(GATE_TIMEOUT_S), "the first request never reached the backend"
-    wait_until(lambda: api.service.scheduler.depth == MAX_REQUESTS, "the queue full")
+    for n in range(1, 1 + MAX_REQUESTS):  # one at a time: each past its capture, whose own queue is short
+        ask(n)
+        wait_until(queued(n), f"request {n} queued")
 
     asked: Any = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_uri(PORCH)}}, "Who?"]}]
     with pytest.raises(openai.RateLimitError) as refused:

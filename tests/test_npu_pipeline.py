@@ -204,6 +204,8 @@ def test_a_worker_that_dies_while_idle_is_noticed_and_restarted(npu: Callable[..
     assert isinstance(backend, VlmBackend)
     worker = backend.worker_pid  # not active_children(): other tests' workers may be there
     assert worker is not None
+    # "ready" heard first: a retained state not yet sent when the next comes is replaced by it
+    daemon.recorder.wait_for(daemon.model_topic, lambda m: m.json()["state"] == "ready")
     os.kill(worker, signal.SIGKILL)
     daemon.recorder.wait_for(daemon.model_topic, lambda m: m.json()["state"] == "unavailable")
     daemon.recorder.wait_for(daemon.model_topic, lambda m: len(daemon.model_states()) == 3)
